@@ -1,0 +1,34 @@
+# ragline: `make demo` and `make test` are the quick start; `make dev` opens the Dagster UI.
+SHELL := /bin/bash
+UV ?= $(shell command -v uv 2>/dev/null || echo $(HOME)/.local/bin/uv)
+RUN := $(UV) run --frozen
+
+.PHONY: install demo test dev lint bench db-stop clean
+
+install:
+	@command -v uv >/dev/null 2>&1 || [ -x "$(UV)" ] || python3 -m pip install --user --quiet uv
+	$(UV) sync --frozen
+
+demo: install
+	$(RUN) ragline materialize
+	$(RUN) ragline status
+
+test: install
+	$(RUN) ruff check .
+	$(RUN) pytest
+
+dev: install
+	eval "$$($(RUN) ragline env)" && exec $(RUN) dagster dev
+
+lint: install
+	$(RUN) ruff check . && $(RUN) ruff format --check .
+
+bench: install
+	$(UV) sync --frozen --group bench
+	$(UV) run --frozen --group bench python benchmarks/ingest_throughput.py
+
+db-stop:
+	$(RUN) ragline db stop
+
+clean: db-stop
+	rm -rf .ragline

@@ -1,0 +1,39 @@
+"""Blocking check specs and results from ragline's quality outcomes."""
+
+from collections.abc import Iterable
+
+import dagster as dg
+
+from ragline.quality import CheckOutcome
+
+CHECK_DESCRIPTIONS = {
+    "documents_have_text": "The source has live documents and none of them is empty.",
+    "document_ids_are_unique": "No document id appears twice among a source's live documents.",
+    "chunks_have_no_empty_text": "Every chunk has non-whitespace text.",
+    "chunk_token_counts_within_bounds": "Every chunk has 1..chunk_size tokens of the embedding model.",
+    "every_live_document_has_chunks": "Each live document has at least one current chunk.",
+    "embedding_dimensions_match_model": "Every vector has the model's dimension.",
+    "embeddings_are_finite_unit_vectors": "No NaN, infinite or zero vectors; all have unit norm.",
+    "every_current_chunk_is_embedded": "Each current chunk has a vector from the configured model.",
+    "hnsw_recall_at_10_meets_threshold": "HNSW recall@10 against exact search is at least min_recall.",
+}
+
+
+def blocking_specs(asset: str, names: Iterable[str]) -> list[dg.AssetCheckSpec]:
+    # Blocking: a failed check stops downstream assets in the run, and automation waits for it.
+    return [
+        dg.AssetCheckSpec(name, asset=asset, blocking=True, description=CHECK_DESCRIPTIONS[name])
+        for name in names
+    ]
+
+
+def check_results(outcomes: Iterable[CheckOutcome]) -> list[dg.AssetCheckResult]:
+    return [
+        dg.AssetCheckResult(
+            check_name=o.name,
+            passed=o.passed,
+            metadata=o.metadata,
+            severity=dg.AssetCheckSeverity.ERROR,
+        )
+        for o in outcomes
+    ]

@@ -1,0 +1,52 @@
+"""raw_documents: each source's files as normalised, versioned documents; bad files quarantined."""
+
+import dagster as dg
+
+from assets.checks import blocking_specs, check_results
+from orchestration.resources import RaglineResource
+from ragline import quality
+from ragline.documents import store_scan
+from ragline.sources import scan_source
+
+CHECKS = (quality.DOCUMENTS_HAVE_TEXT, quality.DOCUMENT_IDS_ARE_UNIQUE)
+
+
+def raw_documents_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    @dg.asset(
+        name="raw_documents",
+        partitions_def=partitions,
+        group_name="ingest",
+        kinds={"python", "postgres"},
+        description="Normalised text of a source's files, one version per content hash.",
+        metadata={
+            "table": "ragline.documents",
+            "versions_table": "ragline.document_versions",
+            "quarantine_table": "ragline.quarantine",
+        },
+        check_specs=blocking_specs("raw_documents", CHECKS),
+    )
+    def raw_documents(context: dg.AssetExecutionContext, ragline: RaglineResource):
+        source = ragline.settings().source(context.partition_key)
+        scan = scan_source(source)
+        with ragline.database().connection() as conn:
+            stats = store_scan(conn, source.name, scan)
+            outcomes = quality.check_documents(conn, source.name)
+        for r in scan.rejections:
+            context.log.warning(f"quarantined {source.name}:{r.path}: {r.reason} ({r.detail})")
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": stats.live_documents,
+                "files_seen": stats.files_seen,
+                "new": stats.new,
+                "changed": stats.changed,
+                "unchanged": stats.unchanged,
+                "restored": stats.restored,
+                "deleted": stats.deleted,
+                "quarantined": stats.quarantined,
+                "quarantine_reasons": stats.quarantine_reasons,
+                "root": str(source.root),
+            },
+            check_results=check_results(outcomes),
+        )
+
+    return raw_documents

@@ -1,0 +1,58 @@
+"""embeddings: a vector per distinct chunk text and model, never computed twice."""
+
+import dagster as dg
+
+from assets.checks import blocking_specs, check_results
+from orchestration.resources import EmbedderResource, RaglineResource
+from ragline import quality
+from ragline.embedding_ledger import embed_pending
+
+CHECKS = (
+    quality.EMBEDDING_DIMENSIONS_MATCH_MODEL,
+    quality.EMBEDDINGS_ARE_FINITE_UNIT_VECTORS,
+    quality.EVERY_CURRENT_CHUNK_IS_EMBEDDED,
+)
+
+
+def embeddings_asset(
+    partitions: dg.PartitionsDefinition, automation: dg.AutomationCondition
+) -> dg.AssetsDefinition:
+    @dg.asset(
+        name="embeddings",
+        partitions_def=partitions,
+        deps=["chunks"],
+        group_name="embedding",
+        kinds={"python", "postgres", "pgvector"},
+        description="Vectors of the source's chunk texts, in a ledger keyed by (text hash, model).",
+        metadata={"table": "ragline.embeddings"},
+        check_specs=blocking_specs("embeddings", CHECKS),
+        automation_condition=automation,
+    )
+    def embeddings(context: dg.AssetExecutionContext, ragline: RaglineResource, embedder: EmbedderResource):
+        settings = ragline.settings()
+        model = embedder.embedder()
+        with ragline.database().connection() as conn:
+            stats = embed_pending(
+                conn,
+                context.partition_key,
+                model,
+                rebuild_fraction=settings.index.rebuild_fraction,
+                progress=context.log.info,
+            )
+            outcomes = quality.check_embeddings(conn, context.partition_key, model.model_id, model.dim)
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": stats.chunks,
+                "model_id": stats.model_id,
+                "chunks_embedded": stats.texts_embedded,
+                "chunks_reused": stats.chunks_reused,
+                "tokens": stats.tokens_embedded,
+                "seconds": round(stats.seconds, 3),
+                "model_seconds": round(stats.model_seconds, 3),
+                "chunks_per_second": round(stats.chunks_per_second, 1),
+                "dropped_hnsw_for_bulk_load": stats.dropped_index_for_bulk_load,
+            },
+            check_results=check_results(outcomes),
+        )
+
+    return embeddings

@@ -1,0 +1,139 @@
+"""The CLI commands that run through Dagster: in-process materialization and asset status."""
+
+from __future__ import annotations
+
+import datetime as dt
+import sys
+from typing import Any
+
+import dagster as dg
+
+from ragline.config import Settings
+
+ASSET_ORDER = ("raw_documents", "chunks", "embeddings", "search_index")
+
+
+def materialize(settings: Settings, sources: list[str], *, out=sys.stdout) -> bool:
+    """Run raw_documents -> chunks -> embeddings per source, then search_index, in this process,
+    recording runs in the Dagster instance. True when every step and blocking check passed."""
+    from orchestration.definitions import INDEX_JOB, SOURCE_PIPELINE_JOB, build_definitions
+
+    defs = build_definitions(settings)
+    ok = True
+    with dg.DagsterInstance.get() as instance:
+        job = defs.resolve_job_def(SOURCE_PIPELINE_JOB)
+        for source in sources:
+            result = job.execute_in_process(partition_key=source, instance=instance, raise_on_error=False)
+            ok &= _report(result, f"source {source}", out)
+        result = defs.resolve_job_def(INDEX_JOB).execute_in_process(instance=instance, raise_on_error=False)
+        ok &= _report(result, "search index", out)
+    return ok
+
+
+def _report(result: dg.ExecuteInProcessResult, what: str, out) -> bool:
+    failed = [e for e in result.all_events if e.is_step_failure]
+    checks_failed = [
+        e.event_specific_data
+        for e in result.all_events
+        if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.event_specific_data.passed
+    ]
+    status = "ok" if result.success and not checks_failed else "FAILED"
+    print(f"{what}: {status} (run {result.run_id[:8]})", file=out)
+    for e in failed:
+        print(f"  step {e.step_key} failed: {e.event_specific_data.error.message.strip()}", file=out)
+    for c in checks_failed:
+        print(f"  check {c.asset_key.to_user_string()}.{c.check_name} failed", file=out)
+    return result.success and not checks_failed
+
+
+def status(settings: Settings) -> dict[str, Any]:
+    """Per asset and source: the last materialization, its row counts and the latest checks."""
+    from orchestration.definitions import build_definitions
+
+    defs = build_definitions(settings)
+    graph = defs.resolve_asset_graph()
+    report: dict[str, Any] = {"assets": []}
+    with dg.DagsterInstance.get() as instance:
+        for name in ASSET_ORDER:
+            key = dg.AssetKey(name)
+            node = graph.get(key)
+            partitions = node.partitions_def.get_partition_keys() if node.partitions_def else [None]
+            check_keys = sorted(graph.get_check_keys_for_assets({key}), key=lambda k: k.name)
+            history = {
+                ck.name: instance.event_log_storage.get_asset_check_execution_history(ck, limit=100)
+                for ck in check_keys
+            }
+            for partition in partitions:
+                report["assets"].append(_asset_row(instance, key, partition, history))
+    failing = [
+        f"{a['asset']}[{a['partition']}].{c}" if a["partition"] else f"{a['asset']}.{c}"
+        for a in report["assets"]
+        for c, s in a["checks"].items()
+        if s != "passed"
+    ]
+    report["failing_checks"] = failing
+    report["healthy"] = not failing and all(a["materialized_at"] for a in report["assets"])
+    return report
+
+
+def _asset_row(instance, key: dg.AssetKey, partition: str | None, history) -> dict[str, Any]:
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None),
+        limit=1,
+    ).records
+    row: dict[str, Any] = {
+        "asset": key.to_user_string(),
+        "partition": partition,
+        "materialized_at": None,
+        "run_id": None,
+        "rows": None,
+        "metadata": {},
+        "checks": {},
+    }
+    if records:
+        record = records[0]
+        mat = record.asset_materialization
+        row["materialized_at"] = dt.datetime.fromtimestamp(record.timestamp, dt.UTC).isoformat(
+            timespec="seconds"
+        )
+        row["run_id"] = record.run_id
+        meta = {k: getattr(v, "value", v) for k, v in (mat.metadata or {}).items()}
+        row["rows"] = meta.pop("dagster/row_count", None)
+        row["metadata"] = {k: v for k, v in meta.items() if isinstance(v, (int, float, str, bool))}
+    for check, executions in history.items():
+        # Checks emitted by a partitioned asset are stored without a partition; the ones that
+        # judged this partition's data ran in the same run as its latest materialization.
+        latest = next((e for e in executions if e.run_id == row["run_id"]), None)
+        row["checks"][check] = _check_status(latest)
+    return row
+
+
+def _check_status(execution) -> str:
+    if execution is None:
+        return "not run"
+    status = execution.status.value.lower()
+    if status == "succeeded":
+        evaluation = execution.event.asset_check_evaluation if execution.event else None
+        if evaluation is not None and not evaluation.passed:
+            return "failed"
+        return "passed"
+    return status
+
+
+def format_status(report: dict[str, Any]) -> str:
+    lines = [f"{'asset':<14} {'partition':<14} {'rows':>7}  {'last materialized':<26} checks"]
+    for a in report["assets"]:
+        checks = ", ".join(f"{k}={v}" for k, v in a["checks"].items()) or "-"
+        passed = sum(v == "passed" for v in a["checks"].values())
+        summary = f"{passed}/{len(a['checks'])} passed" if a["checks"] else "-"
+        lines.append(
+            f"{a['asset']:<14} {a['partition'] or '-':<14} {a['rows'] if a['rows'] is not None else '-':>7}  "
+            f"{a['materialized_at'] or 'never':<26} {summary}"
+        )
+        if any(v != "passed" for v in a["checks"].values()):
+            lines.append(f"{'':<16}{checks}")
+    lines.append("")
+    if report["failing_checks"]:
+        lines.append("FAILING: " + ", ".join(report["failing_checks"]))
+    lines.append("healthy" if report["healthy"] else "NOT healthy: see above")
+    return "\n".join(lines)

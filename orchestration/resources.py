@@ -1,0 +1,78 @@
+"""Resources: the ragline project (settings + Postgres) and the embedder, bound in definitions.py."""
+
+from __future__ import annotations
+
+import threading
+
+import dagster as dg
+
+from ragline.config import EmbeddingSettings, Settings, load_settings
+from ragline.db import Database, database_url
+from ragline.embedding import Embedder, build_embedder
+
+# One pool and one loaded model per process, shared by every step that runs in it.
+_lock = threading.Lock()
+_databases: dict[str, Database] = {}
+_embedders: dict[tuple, Embedder] = {}
+
+
+class RaglineResource(dg.ConfigurableResource):
+    """The ragline.yaml of this project and the Postgres it names ($DATABASE_URL or embedded)."""
+
+    config_path: str
+
+    def settings(self) -> Settings:
+        return load_settings(self.config_path)
+
+    def database(self) -> Database:
+        url = database_url(self.settings().data_dir)
+        with _lock:
+            if url not in _databases:
+                _databases[url] = Database(url)
+            return _databases[url]
+
+
+class EmbedderResource(dg.ConfigurableResource):
+    """The embedding model: local all-MiniLM-L6-v2 on ONNX Runtime, or an OpenAI-compatible API."""
+
+    provider: str = "local"
+    model: str = "all-MiniLM-L6-v2"
+    batch_size: int = 64
+    base_url: str | None = None
+    api_key: str | None = None
+    dimensions: int | None = None
+    max_retries: int = 5
+    timeout_seconds: float = 60.0
+
+    def embedder(self) -> Embedder:
+        settings = EmbeddingSettings(
+            provider=self.provider,
+            model=self.model,
+            batch_size=self.batch_size,
+            base_url=self.base_url,
+            dimensions=self.dimensions,
+            max_retries=self.max_retries,
+            timeout_seconds=self.timeout_seconds,
+        )
+        key = (settings, self.api_key)
+        with _lock:
+            if key not in _embedders:
+                _embedders[key] = build_embedder(settings, self.api_key)
+            return _embedders[key]
+
+    @classmethod
+    def from_settings(cls, settings: EmbeddingSettings, env: dict[str, str]) -> EmbedderResource:
+        api_key = None
+        if settings.provider == "openai" and (settings.base_url is None or settings.api_key_env in env):
+            # Secrets stay out of run config: Dagster reads the variable when the run starts.
+            api_key = dg.EnvVar(settings.api_key_env)
+        return cls(
+            provider=settings.provider,
+            model=settings.model,
+            batch_size=settings.batch_size,
+            base_url=settings.base_url,
+            api_key=api_key,
+            dimensions=settings.dimensions,
+            max_retries=settings.max_retries,
+            timeout_seconds=settings.timeout_seconds,
+        )

@@ -1,0 +1,72 @@
+"""Bring a source's chunks in line with its live documents and chunker settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from ragline.chunking import Chunker, chunk_id, text_hash
+from ragline.db import query
+
+
+@dataclass
+class ChunkStats:
+    documents_chunked: int = 0
+    chunks_added: int = 0
+    chunks_removed: int = 0
+    current_chunks: int = 0
+    live_documents: int = 0
+    tokens_min: int = 0
+    tokens_mean: float = 0.0
+    tokens_max: int = 0
+
+
+def rechunk_source(conn: psycopg.Connection, source: str, chunker: Chunker) -> ChunkStats:
+    """Chunk live documents that have no chunks under this chunker; drop chunks that are not
+    current (older document versions, deleted documents, other chunker settings). One transaction."""
+    stats = ChunkStats()
+    with conn.transaction():
+        stats.chunks_removed = conn.execute(
+            query("delete_stale_chunks"), {"source": source, "chunker": chunker.id}
+        ).rowcount
+        todo = conn.execute(
+            query("documents_needing_chunks"), {"source": source, "chunker": chunker.id}
+        ).fetchall()
+        with (
+            conn.cursor() as cur,
+            cur.copy(
+                "COPY ragline.chunks (chunk_id, source, doc_id, doc_version, chunk_index, text,"
+                " text_hash, token_count, start_char, end_char, metadata, chunker) FROM STDIN"
+            ) as copy,
+        ):
+            for doc_id, version, content_hash, text in todo:
+                for c in chunker.split(text):
+                    copy.write_row(
+                        (
+                            chunk_id(source, doc_id, content_hash, chunker.id, c.chunk_index),
+                            source,
+                            doc_id,
+                            version,
+                            c.chunk_index,
+                            c.text,
+                            text_hash(c.text),
+                            c.token_count,
+                            c.start_char,
+                            c.end_char,
+                            Jsonb(c.metadata),
+                            chunker.id,
+                        )
+                    )
+                    stats.chunks_added += 1
+        stats.documents_chunked = len(todo)
+        row = conn.execute(query("chunk_summary"), {"source": source}).fetchone()
+        (
+            stats.current_chunks,
+            stats.tokens_min,
+            stats.tokens_mean,
+            stats.tokens_max,
+            stats.live_documents,
+        ) = (row[0], row[1] or 0, float(row[2] or 0), row[3] or 0, row[4])
+    return stats

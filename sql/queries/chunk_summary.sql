@@ -1,0 +1,8 @@
+SELECT count(c.chunk_id),
+       min(c.token_count),
+       avg(c.token_count),
+       max(c.token_count),
+       (SELECT count(*) FROM ragline.documents d
+        WHERE d.source = %(source)s AND d.status = 'live')
+FROM ragline.chunks c
+WHERE c.source = %(source)s
