@@ -1,0 +1,133 @@
+"""Fixtures: one embedded PostgreSQL for the session, a fresh database per test, small projects."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+import psycopg
+import pytest
+import yaml
+
+from ragline.config import Settings, load_settings
+from ragline.db import database_url, stop_embedded
+
+REPO = Path(__file__).resolve().parent.parent
+EXAMPLES = REPO / "examples" / "corpus"
+TEST_DATA_DIR = REPO / ".ragline" / "test"
+
+
+@pytest.fixture(scope="session")
+def server_url() -> Iterator[str]:
+    """The embedded server the tests share (its own data dir, so a demo's data is untouched)."""
+    import os
+
+    saved = os.environ.pop("DATABASE_URL", None)
+    url = database_url(TEST_DATA_DIR)
+    yield url
+    stop_embedded(TEST_DATA_DIR)
+    shutil.rmtree(TEST_DATA_DIR, ignore_errors=True)
+    if saved is not None:
+        os.environ["DATABASE_URL"] = saved
+
+
+def _fresh_database(server_url: str) -> tuple[str, str]:
+    name = "t_" + uuid.uuid4().hex[:12]
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
+    return name, server_url.replace("/ragline?", f"/{name}?")
+
+
+def _drop_database(server_url: str, name: str) -> None:
+    from orchestration.resources import close_databases
+
+    close_databases()
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(
+            psycopg.sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(psycopg.sql.Identifier(name))
+        )
+
+
+@pytest.fixture
+def db_url(server_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A new empty database; DATABASE_URL points at it, as a user's external server would."""
+    name, url = _fresh_database(server_url)
+    monkeypatch.setenv("DATABASE_URL", url)
+    yield url
+    _drop_database(server_url, name)
+
+
+def write_project(root: Path, sources: list[dict[str, Any]], **overrides: Any) -> Settings:
+    """A ragline.yaml under root with the given sources (paths relative to root)."""
+    config = {
+        "data_dir": ".ragline",
+        "embedding": {"provider": "local", "model": "all-MiniLM-L6-v2"},
+        "index": {"recall_sample": 100},
+        "defaults": {"chunking": {"chunk_size": 200, "chunk_overlap": 20}},
+        "sources": sources,
+    }
+    for key, value in overrides.items():
+        config[key] = {**config.get(key, {}), **value} if isinstance(value, dict) else value
+    path = root / "ragline.yaml"
+    path.write_text(yaml.safe_dump(config), encoding="utf-8")
+    return load_settings(path)
+
+
+@pytest.fixture
+def project(tmp_path: Path, db_url: str) -> Callable[..., Settings]:
+    """Make a project over copies of demo files: project({"docs": ["handbook/onboarding.md"]})."""
+
+    def make(files: dict[str, list[str]], strategy: str = "markdown", **overrides: Any) -> Settings:
+        sources = []
+        for name, paths in files.items():
+            folder = tmp_path / "corpus" / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for rel in paths:
+                shutil.copy(EXAMPLES / rel, folder / Path(rel).name)
+            sources.append({"name": name, "root": f"corpus/{name}", "chunking": {"strategy": strategy}})
+        return write_project(tmp_path, sources, **overrides)
+
+    return make
+
+
+def run(settings: Settings, sources: list[str] | None = None) -> dict[str, dg.ExecuteInProcessResult]:
+    """Materialize the pipeline in-process on an ephemeral Dagster instance."""
+    from orchestration.commands import run_pipeline
+
+    names = sources or [s.name for s in settings.sources]
+    return dict(run_pipeline(settings, names, dg.DagsterInstance.ephemeral()))
+
+
+def metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
+    [mat] = result.asset_materializations_for_node(asset)
+    return {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
+
+
+def checks(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
+    return {
+        f"{e.asset_key.to_user_string()}.{e.check_name}": e.passed
+        for e in result.get_asset_check_evaluations()
+    }
+
+
+def counts(url: str) -> dict[str, int]:
+    tables = ["documents", "document_versions", "chunks", "embeddings", "quarantine"]
+    with psycopg.connect(url) as conn:
+        out = {
+            t: conn.execute(
+                psycopg.sql.SQL("SELECT count(*) FROM ragline.{}").format(psycopg.sql.Identifier(t))
+            ).fetchone()[0]
+            for t in [*tables, "serving_chunks"]
+        }
+    return out
+
+
+def local_embedder():
+    """The process-wide MiniLM instance the assets use (its .calls counts texts embedded)."""
+    from orchestration.resources import EmbedderResource
+
+    return EmbedderResource().embedder()
