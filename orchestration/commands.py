@@ -13,21 +13,31 @@ from ragline.config import Settings
 ASSET_ORDER = ("raw_documents", "chunks", "embeddings", "search_index")
 
 
-def materialize(settings: Settings, sources: list[str], *, out=sys.stdout) -> bool:
-    """Run raw_documents -> chunks -> embeddings per source, then search_index, in this process,
-    recording runs in the Dagster instance. True when every step and blocking check passed."""
+def run_pipeline(
+    settings: Settings, sources: list[str], instance: dg.DagsterInstance
+) -> list[tuple[str, dg.ExecuteInProcessResult]]:
+    """Run raw_documents -> chunks -> embeddings per source, then search_index, in this process."""
     from orchestration.definitions import INDEX_JOB, SOURCE_PIPELINE_JOB, build_definitions
 
     defs = build_definitions(settings)
-    ok = True
+    job = defs.resolve_job_def(SOURCE_PIPELINE_JOB)
+    results = [
+        (
+            f"source {source}",
+            job.execute_in_process(partition_key=source, instance=instance, raise_on_error=False),
+        )
+        for source in sources
+    ]
+    index = defs.resolve_job_def(INDEX_JOB).execute_in_process(instance=instance, raise_on_error=False)
+    return [*results, ("search index", index)]
+
+
+def materialize(settings: Settings, sources: list[str], *, out=sys.stdout) -> bool:
+    """Run the pipeline, recording runs in the Dagster instance (dagster.yaml) and printing a
+    line per run. True when every step and every blocking check passed."""
     with dg.DagsterInstance.get() as instance:
-        job = defs.resolve_job_def(SOURCE_PIPELINE_JOB)
-        for source in sources:
-            result = job.execute_in_process(partition_key=source, instance=instance, raise_on_error=False)
-            ok &= _report(result, f"source {source}", out)
-        result = defs.resolve_job_def(INDEX_JOB).execute_in_process(instance=instance, raise_on_error=False)
-        ok &= _report(result, "search index", out)
-    return ok
+        outcomes = [_report(result, what, out) for what, result in run_pipeline(settings, sources, instance)]
+    return all(outcomes)
 
 
 def _report(result: dg.ExecuteInProcessResult, what: str, out) -> bool:

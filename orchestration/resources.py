@@ -16,6 +16,14 @@ _databases: dict[str, Database] = {}
 _embedders: dict[tuple, Embedder] = {}
 
 
+def close_databases() -> None:
+    """Close every pool this process opened (tests, and long-lived processes that switch servers)."""
+    with _lock:
+        for db in _databases.values():
+            db.close()
+        _databases.clear()
+
+
 class RaglineResource(dg.ConfigurableResource):
     """The ragline.yaml of this project and the Postgres it names ($DATABASE_URL or embedded)."""
 

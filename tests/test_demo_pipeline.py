@@ -34,9 +34,14 @@ def demo(server_url, tmp_path_factory):
     after_second = counts(url)
     calls_second = embedder.calls - calls_before - calls_first
     yield {
-        "url": url, "settings": settings, "first": first, "second": second,
-        "after_first": after_first, "after_second": after_second,
-        "calls_first": calls_first, "calls_second": calls_second,
+        "url": url,
+        "settings": settings,
+        "first": first,
+        "second": second,
+        "after_first": after_first,
+        "after_second": after_second,
+        "calls_first": calls_first,
+        "calls_second": calls_second,
     }
     close_databases()
     mp.undo()
@@ -58,7 +63,9 @@ def test_expected_row_counts(demo):
     url = demo["url"]
     with psycopg.connect(url) as conn:
         per_source = dict(
-            conn.execute("SELECT source, count(*) FROM ragline.documents WHERE status = 'live' GROUP BY source")
+            conn.execute(
+                "SELECT source, count(*) FROM ragline.documents WHERE status = 'live' GROUP BY source"
+            )
         )
         distinct_texts = conn.execute("SELECT count(DISTINCT text_hash) FROM ragline.chunks").fetchone()[0]
         formats = dict(
