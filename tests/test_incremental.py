@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import psycopg
+import yaml
 
+from ragline.config import load_settings
 from tests.conftest import checks, counts, local_embedder, metadata, run
 
 HANDBOOK = ["handbook/paid-time-off.md", "handbook/meeting-norms.md", "handbook/benefits.md"]
@@ -166,9 +167,10 @@ def test_recall_check_fails_on_a_degraded_index(project, db_url):
     assert all(checks(run(good)["search index"]).values())
 
     # m=2 with ef_search=1: the graph search returns one neighbour where ten are asked for.
-    degraded = dataclasses.replace(
-        good, index=dataclasses.replace(good.index, hnsw_m=2, hnsw_ef_construction=4, ef_search=1)
-    )
+    config = yaml.safe_load(good.path.read_text())
+    config["index"].update(hnsw_m=2, hnsw_ef_construction=4, ef_search=1)
+    good.path.write_text(yaml.safe_dump(config))
+    degraded = load_settings(good.path)
     result = run(degraded)["search index"]
 
     [evaluation] = result.get_asset_check_evaluations()
