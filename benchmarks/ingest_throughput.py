@@ -23,7 +23,6 @@ import argparse
 import datetime as dt
 import importlib.metadata
 import json
-import math
 import os
 import platform
 import random
@@ -65,6 +64,7 @@ LLAMA_DATABASE = "ragline_bench_llamaindex"
 LLAMA_TABLE = "bench_chunks"  # PGVectorStore prefixes it: data_bench_chunks
 CHUNK_SIZE = 200
 CHUNK_OVERLAP = 20
+PARAGRAPH_SEPARATOR = "\n\n"  # ragline.chunking.Chunker's SentenceSplitter setting
 BATCH_SIZE = 64  # ragline.yaml's embedding.batch_size
 DEFAULT_DOCS = 2500
 MIN_CHUNKS_FULL_SIZE = 20_000
@@ -77,6 +77,16 @@ def log(msg: str) -> None:
 
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def cpu_seconds() -> float:
+    """User + system CPU of this process (Postgres backends are other processes)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def load_average() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
 
 
 # --- synthetic corpus ------------------------------------------------------------------------------
@@ -302,7 +312,7 @@ def document(rng: random.Random, index: int, shared: list[str]) -> tuple[str, st
     title = f"{_cap(noun)} {kind} {index:05d}"
     parts = [f"# {title}", paragraph(rng, topic, 2, 4)]
     shared_slots = {rng.randrange(8) for _ in range(rng.choice([0, 0, 1, 1, 2]))}
-    for s in range(rng.randint(4, 9)):
+    for s in range(rng.randint(3, 7)):
         heading = rng.choice(SECTION_KINDS).format(
             noun=noun, nouns=nouns, k=s + 1, Verb=_cap(rng.choice(VERBS)[1])
         )
@@ -400,6 +410,8 @@ def ragline_pass(
     """One pass of the four assets' core calls, each stage timed; opens the Database if db is None."""
     log(f"ragline {label}")
     calls_before = model.calls
+    load_before = load_average()
+    cpu_before = cpu_seconds()
     st = Stages()
     if db is None:
         # Database() applies the migrations: part of a first build, as in the Dagster resource.
@@ -438,6 +450,10 @@ def ragline_pass(
         "model_seconds": emb.model_seconds,
         "model_share": emb.model_seconds / total if total else 0.0,
         "chunks_per_second": chunks.current_chunks / total if total else 0.0,
+        "tokens_embedded": emb.tokens_embedded,
+        "process_cpu_seconds": cpu_seconds() - cpu_before,
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
         "peak_rss_mb_so_far": peak_rss_mb(),
     }
     log(
@@ -511,6 +527,8 @@ def llamaindex_run(
                 self._add_seconds += time.perf_counter() - t0
 
     log("llamaindex full build")
+    load_before = load_average()
+    cpu_before = cpu_seconds()
     started = time.perf_counter()
     # Same input as ragline's scanner: the files' text. The path is kept as metadata but left out
     # of the embedded and LLM text so chunk sizes and embedded texts are comparable.
@@ -547,8 +565,13 @@ def llamaindex_run(
     )
     pipeline = IngestionPipeline(
         transformations=[
+            # paragraph_separator as in ragline's Chunker, so both make the same chunks; the
+            # LlamaIndex default ("\n\n\n") is counted separately below, outside the timing.
             SentenceSplitter(
-                chunk_size=CHUNK_SIZE, chunk_overlap=CHUNK_OVERLAP, tokenizer=model.tokenizer.encode
+                chunk_size=CHUNK_SIZE,
+                chunk_overlap=CHUNK_OVERLAP,
+                tokenizer=model.tokenizer.encode,
+                paragraph_separator=PARAGRAPH_SEPARATOR,
             ),
             embed_model,
         ],
@@ -556,10 +579,19 @@ def llamaindex_run(
     )
     nodes = pipeline.run(documents=documents)
     wall = time.perf_counter() - started
+    cpu = cpu_seconds() - cpu_before
+    load_after = load_average()
     model_seconds = embed_model._model_seconds
     add_seconds = store._add_seconds
     split_seconds = (embed_model._first_call or started) - started - read_seconds
-    token_counts = [len(model.tokenizer.encode(n.get_content())) for n in nodes[:: max(1, len(nodes) // 2000)]]
+    # Untimed facts: tokens per node (capped as ragline counts them), and what LlamaIndex's default
+    # paragraph separator would have made of the same documents.
+    token_counts = [len(model.tokenizer.encode(n.get_content())) for n in nodes]
+    default_splitter = SentenceSplitter(
+        chunk_size=CHUNK_SIZE, chunk_overlap=CHUNK_OVERLAP, tokenizer=model.tokenizer.encode
+    )
+    default_chunks = [t for d in documents for t in default_splitter.split_text(d.text)]
+    default_tokens = sum(len(model.tokenizer.encode(t)) for t in default_chunks)
     stored, indexes, size = _llama_table_facts(url)
     result = {
         "label": "llamaindex full build",
@@ -567,6 +599,10 @@ def llamaindex_run(
         "nodes": len(nodes),
         "texts_embedded": embed_model._texts,
         "rows_stored": stored,
+        "tokens_embedded": sum(min(t, model.max_tokens) for t in token_counts),
+        "process_cpu_seconds": cpu,
+        "load_average_before": load_before,
+        "load_average_after": load_after,
         "indexes": indexes,
         "hnsw_index_present": any("hnsw" in d for d in indexes.values()),
         "table_bytes": size,
@@ -580,11 +616,15 @@ def llamaindex_run(
             "model_inside_embed": model_seconds,
             "vector_store_add": add_seconds,
         },
-        "sampled_token_counts": {
-            "sampled": len(token_counts),
+        "node_tokens": {
             "max": max(token_counts, default=0),
             "mean": sum(token_counts) / len(token_counts) if token_counts else 0,
             "over_chunk_size": sum(1 for t in token_counts if t > CHUNK_SIZE),
+        },
+        "default_separator_split": {
+            "paragraph_separator": default_splitter.paragraph_separator,
+            "chunks": len(default_chunks),
+            "mean_tokens": default_tokens / len(default_chunks) if default_chunks else 0,
         },
         "peak_rss_mb_so_far": peak_rss_mb(),
     }
@@ -637,7 +677,9 @@ def machine_facts(admin_url: str) -> dict[str, Any]:
     with psycopg.connect(admin_url) as conn:
         pg = conn.execute("SHOW server_version").fetchone()[0]
         pg_full = conn.execute("SELECT version()").fetchone()[0]
-        vec = conn.execute("SELECT default_version FROM pg_available_extensions WHERE name = 'vector'").fetchone()
+        vec = conn.execute(
+            "SELECT default_version FROM pg_available_extensions WHERE name = 'vector'"
+        ).fetchone()
         settings = dict(
             conn.execute(
                 "SELECT name, setting || coalesce(unit, '') FROM pg_settings WHERE name IN "
@@ -655,7 +697,10 @@ def machine_facts(admin_url: str) -> dict[str, Any]:
         pass
     try:
         commit = subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            check=False,
         ).stdout.strip()
     except OSError:
         commit = ""
@@ -690,6 +735,7 @@ def machine_facts(admin_url: str) -> dict[str, Any]:
         },
         "ragline_commit": commit,
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "load_average_start": load_average(),
     }
 
 
@@ -720,7 +766,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
     full, db = ragline_pass("full build", ragline_url, None, source, model, index)
     with db.connection() as conn:
-        recall = hnsw_recall(conn, model.model_id, model.dim, sample=index.recall_sample, ef_search=index.ef_search)
+        recall = hnsw_recall(
+            conn, model.model_id, model.dim, sample=index.recall_sample, ef_search=index.ef_search
+        )
         distinct = conn.execute(
             "SELECT count(DISTINCT text_hash) FROM ragline.chunks WHERE source = %s", (SOURCE_NAME,)
         ).fetchone()[0]
@@ -747,13 +795,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     edit["edited_documents"] = len(edited)
     edit["edited_paths_sample"] = edited[:5]
     with db.connection() as conn:
-        sizes = {
-            "ragline_database_bytes": conn.execute("SELECT pg_database_size(current_database())").fetchone()[0],
-            "ragline_embeddings_bytes": conn.execute(
-                "SELECT pg_total_relation_size('ragline.embeddings')"
-            ).fetchone()[0],
-            "ragline_chunks_bytes": conn.execute("SELECT pg_total_relation_size('ragline.chunks')").fetchone()[0],
+        size_sql = {
+            "ragline_database_bytes": "SELECT pg_database_size(current_database())",
+            "ragline_embeddings_bytes": "SELECT pg_total_relation_size('ragline.embeddings')",
+            "ragline_chunks_bytes": "SELECT pg_total_relation_size('ragline.chunks')",
         }
+        sizes = {key: conn.execute(q).fetchone()[0] for key, q in size_sql.items()}
     db.close()
 
     for rerun in (noop, edit):
@@ -781,6 +828,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "storage": sizes,
         "machine": facts,
         "peak_rss_mb": peak_rss_mb(),
+        "load_average_end": load_average(),
     }
     if llama:
         results["comparison"] = {
@@ -814,37 +862,44 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         "## Full build",
         "",
-        "| pipeline | chunks | texts embedded | wall s | chunks/s | model share | wall vs ragline |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| pipeline | chunks | texts embedded | tokens embedded | wall s | chunks/s | model s "
+        "| model share | LlamaIndex / ragline wall |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         f"| ragline (scan → store → chunk → embed → HNSW + GIN) | {full['current_chunks']:,} | "
-        f"{full['texts_embedded']:,} | {full['wall_seconds']:.1f} | {full['chunks_per_second']:.1f} | "
-        f"{full['model_share']:.1%} | 1.00 |",
+        f"{full['texts_embedded']:,} | {full['tokens_embedded']:,} | {full['wall_seconds']:.1f} | "
+        f"{full['chunks_per_second']:.1f} | {full['model_seconds']:.1f} | {full['model_share']:.1%} | |",
     ]
     if llama:
         out.append(
             f"| LlamaIndex IngestionPipeline → PGVectorStore (HNSW + hybrid) | {llama['nodes']:,} | "
-            f"{llama['texts_embedded']:,} | {llama['wall_seconds']:.1f} | {llama['chunks_per_second']:.1f} | "
-            f"{llama['model_share']:.1%} | {r['comparison']['llamaindex_over_ragline_wall']:.2f} |"
+            f"{llama['texts_embedded']:,} | {llama['tokens_embedded']:,} | {llama['wall_seconds']:.1f} | "
+            f"{llama['chunks_per_second']:.1f} | {llama['model_seconds']:.1f} | {llama['model_share']:.1%} | "
+            f"{r['comparison']['llamaindex_over_ragline_wall']:.2f} |"
         )
     out += [
         "",
         "chunks/s = chunks made current (ragline) or nodes stored (LlamaIndex) / wall seconds. "
-        "Model share = seconds inside `LocalMiniLM.embed` / wall seconds. ragline embeds each distinct "
-        f"chunk text once ({full['distinct_chunk_texts']:,} distinct of {full['current_chunks']:,} chunks).",
+        "Model s = seconds inside `LocalMiniLM.embed`; model share = model s / wall s. Tokens embedded = "
+        "word pieces the model read (capped at 256 per text). ragline embeds each distinct chunk text once "
+        f"({full['distinct_chunk_texts']:,} distinct of {full['current_chunks']:,} chunks); LlamaIndex "
+        "embeds every node.",
         "",
         "## ragline full build and reruns, by stage (seconds)",
         "",
-        "| pass | migrate | scan | store | chunk | embed | index | total | fraction of full | texts embedded |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| pass | migrate | scan | store | chunk | embed | index | total | fraction of full | texts embedded "
+        "| process CPU s | load avg before |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for key in ("full_build", "noop_rerun", "edit_rerun"):
         p = r["ragline"][key]
         st = p["stage_seconds"]
         frac = p.get("fraction_of_full_build", 1.0)
+        migrate = f"{st['migrate']:.2f}" if "migrate" in st else "–"
         out.append(
-            f"| {p['label']} | {st.get('migrate', 0):.2f} | {st['scan_source']:.2f} | {st['store_scan']:.2f} | "
+            f"| {p['label']} | {migrate} | {st['scan_source']:.2f} | {st['store_scan']:.2f} | "
             f"{st['rechunk_source']:.2f} | {st['embed_pending']:.2f} | {st['build_indexes']:.2f} | "
-            f"{p['wall_seconds']:.2f} | {frac:.2%} | {p['texts_embedded']:,} |"
+            f"{p['wall_seconds']:.2f} | {frac:.2%} | {p['texts_embedded']:,} | "
+            f"{p['process_cpu_seconds']:.1f} | {p['load_average_before'][0]:.2f} |"
         )
     edit = r["ragline"]["edit_rerun"]
     out += [
@@ -861,15 +916,21 @@ def markdown(r: dict[str, Any]) -> str:
             "",
             "## LlamaIndex time split (seconds)",
             "",
-            "| read files | split (+ ingestion cache) | model | vector store add | total |",
-            "|---:|---:|---:|---:|---:|",
+            "| read files | split (+ ingestion cache) | model | vector store add | total | process CPU s "
+            "| load avg before |",
+            "|---:|---:|---:|---:|---:|---:|---:|",
             f"| {ls['read_files']:.2f} | {ls['split_and_cache_before_first_embed']:.2f} | "
-            f"{ls['model_inside_embed']:.2f} | {ls['vector_store_add']:.2f} | {llama['wall_seconds']:.2f} |",
+            f"{ls['model_inside_embed']:.2f} | {ls['vector_store_add']:.2f} | {llama['wall_seconds']:.2f} | "
+            f"{llama['process_cpu_seconds']:.1f} | {llama['load_average_before'][0]:.2f} |",
             "",
             f"Rows stored: {llama['rows_stored']:,}; HNSW index present: {llama['hnsw_index_present']}. "
-            f"Sampled {llama['sampled_token_counts']['sampled']} nodes: max "
-            f"{llama['sampled_token_counts']['max']} tokens, "
-            f"{llama['sampled_token_counts']['over_chunk_size']} over {CHUNK_SIZE}.",
+            f"Node tokens: mean {llama['node_tokens']['mean']:.1f}, max {llama['node_tokens']['max']} "
+            f"(ragline chunks: mean {full['chunks']['tokens_mean']:.1f}, "
+            f"max {full['chunks']['tokens_max']}). The baseline's SentenceSplitter uses ragline's "
+            f"paragraph_separator {PARAGRAPH_SEPARATOR!r}; with "
+            f"LlamaIndex's default {llama['default_separator_split']['paragraph_separator']!r} the same "
+            f"documents give {llama['default_separator_split']['chunks']:,} chunks of mean "
+            f"{llama['default_separator_split']['mean_tokens']:.1f} tokens (not timed).",
         ]
     out += [
         "",
@@ -881,8 +942,12 @@ def markdown(r: dict[str, Any]) -> str:
         + ", ".join(f"{k}={v}" for k, v in m["postgres_settings"].items()),
         "- " + ", ".join(f"{k} {v}" for k, v in m["packages"].items()),
         f"- date: {m['date']}",
-        f"- model load {r['model_load_seconds']:.2f}s (outside every timing); peak RSS {r['peak_rss_mb']:.0f} MB; "
+        f"- model load {r['model_load_seconds']:.2f}s (outside every timing); peak RSS of the benchmark "
+        f"process {r['peak_rss_mb']:.0f} MB (after the ragline build: {full['peak_rss_mb_so_far']:.0f} MB); "
         f"whole benchmark {r['total_run_seconds'] / 60:.1f} min",
+        f"- load average (1 min) at start {m['load_average_start'][0]:.2f}, "
+        f"at end {r['load_average_end'][0]:.2f}: "
+        "other processes on the machine compete for its cores",
         "",
     ]
     return "\n".join(out)
@@ -890,7 +955,9 @@ def markdown(r: dict[str, Any]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--docs", type=int, default=DEFAULT_DOCS, help=f"documents to generate (default {DEFAULT_DOCS})")
+    p.add_argument(
+        "--docs", type=int, default=DEFAULT_DOCS, help=f"documents to generate (default {DEFAULT_DOCS})"
+    )
     p.add_argument("--seed", type=int, default=20261128)
     p.add_argument("--work-dir", type=Path, default=BENCH_DIR / ".work", help="corpus + embedded Postgres")
     p.add_argument("--results-dir", type=Path, default=BENCH_DIR / "results")

@@ -372,7 +372,7 @@ def html_to_text(html: str) -> tuple[str | None, str]:
     parser.close()
     lines = [line.strip() for line in "".join(parser.parts).splitlines()]
     title = " ".join("".join(parser.title).split()) or None
-    return title, "\n".join(lines)
+    return title, normalise("\n".join(lines))
 
 
 def source_fingerprint(source: SourceSettings) -> str:

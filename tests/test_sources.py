@@ -1,0 +1,86 @@
+"""Loaders: what each format yields, and why a bad file is rejected."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ragline.config import JsonlSettings, SourceSettings
+from ragline.sources import SourceError, html_to_text, scan_source
+from tests.conftest import EXAMPLES
+
+
+def _source(root: Path, **kw) -> SourceSettings:
+    return SourceSettings(name="s", root=root, **kw)
+
+
+def test_demo_formats_load_with_metadata():
+    scan = scan_source(_source(EXAMPLES / "product_docs"))
+    by_id = {d.doc_id: d for d in scan.documents}
+    assert scan.rejections == []
+    html = by_id["install-agent.html"]
+    assert html.metadata["format"] == "html" and html.metadata["title"]
+    assert "<" not in html.text and "function" not in html.text  # no markup, no script
+    assert by_id["cli-reference.txt"].metadata == {"format": "text"}
+    assert by_id["pricing-plans.md"].metadata["format"] == "markdown"
+
+    pdfs = scan_source(_source(EXAMPLES / "policies", glob="*.pdf")).documents
+    assert len(pdfs) == 3 and all(d.metadata["pages"] >= 3 for d in pdfs)
+    assert all("policy" in d.text.lower() or "agreement" in d.text.lower() for d in pdfs)
+
+
+def test_html_keeps_visible_text_only():
+    title, text = html_to_text(
+        "<html><head><title>Install</title><style>.a{color:red}</style>"
+        "<script>track('x')</script></head><body><nav>Home | Docs</nav>"
+        "<h2>Step 1</h2><p>Run <code>harbor init</code>.</p><div hidden>secret</div>"
+        "<noscript>enable js</noscript><footer>(c) 2026</footer></body></html>"
+    )
+    assert title == "Install"
+    assert text == "## Step 1\n\nRun harbor init."
+    for hidden in ("color", "track", "Home", "secret", "enable js", "2026"):
+        assert hidden not in text
+
+
+def test_jsonl_fields_ids_and_bad_lines(tmp_path):
+    (tmp_path / "t.jsonl").write_text(
+        '{"ticket_id": "T-1", "subject": "Agent down", "body": "It stopped.", "priority": "high"}\n'
+        "{not json}\n"
+        '{"subject": "no id"}\n'
+        '{"ticket_id": "T-2", "subject": "", "body": ""}\n'
+        '{"ticket_id": "T-1", "subject": "again", "body": "dup"}\n'
+    )
+    spec = JsonlSettings(id_field="ticket_id", text_fields=("subject", "body"), metadata_fields=("priority",))
+    scan = scan_source(_source(tmp_path, jsonl=spec))
+    [doc] = scan.documents
+    assert doc.doc_id == "t.jsonl#T-1"
+    assert doc.text == "Agent down\n\nIt stopped."
+    assert doc.metadata == {"format": "jsonl", "line": 1, "record_id": "T-1", "priority": "high"}
+    reasons = {(r.path, r.reason) for r in scan.rejections}
+    assert reasons == {
+        ("t.jsonl:2", "invalid_json"),
+        ("t.jsonl:3", "missing_id"),
+        ("t.jsonl:4", "empty_text"),
+        ("t.jsonl", "duplicate_id"),
+    }
+
+
+def test_content_hash_changes_with_text_only(tmp_path):
+    (tmp_path / "a.md").write_text("# A\n\nSame text.\r\n\r\n\r\n")
+    (tmp_path / "b.md").write_text("# A\n\nSame text.\n")
+    a, b = scan_source(_source(tmp_path)).documents
+    assert a.text == b.text and a.content_hash == b.content_hash
+
+
+def test_missing_root_is_an_error_not_a_mass_deletion(tmp_path):
+    with pytest.raises(SourceError, match="does not exist"):
+        scan_source(_source(tmp_path / "nope"))
+
+
+def test_unsupported_and_hidden_files(tmp_path):
+    (tmp_path / "notes.docx").write_text("plain text in a docx name")
+    (tmp_path / ".hidden.md").write_text("# Hidden")
+    scan = scan_source(_source(tmp_path))
+    assert [(r.path, r.reason) for r in scan.rejections] == [("notes.docx", "unsupported_type")]
+    assert scan.files_seen == 1
