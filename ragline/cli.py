@@ -27,9 +27,15 @@ from ragline.sources import SourceError
 
 def dagster_environment(settings: Settings) -> dict[str, str]:
     """What the Dagster instance (dagster.yaml) reads: its home and a psycopg2 URL of our server."""
-    home = os.environ.get("DAGSTER_HOME") or str(settings.project_dir)
-    if not (Path(home) / "dagster.yaml").is_file():
-        raise ConfigError(f"no dagster.yaml in DAGSTER_HOME={home}")
+    # $DAGSTER_HOME if set; else the project's folder; else the dagster.yaml ragline ships.
+    candidates = [
+        os.environ.get("DAGSTER_HOME"),
+        settings.project_dir,
+        Path(__file__).resolve().parent.parent,
+    ]
+    home = next((str(c) for c in candidates if c and (Path(c) / "dagster.yaml").is_file()), None)
+    if home is None:
+        raise ConfigError(f"no dagster.yaml in any of {[str(c) for c in candidates if c]}")
     storage = settings.data_dir / "dagster"
     return {
         "DAGSTER_HOME": home,
@@ -59,10 +65,11 @@ def _cmd_db(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_orchestrated(args: argparse.Namespace, settings: Settings) -> int:
+    if args.command == "materialize":
+        names = [settings.source(args.source).name] if args.source else [s.name for s in settings.sources]
     os.environ.update(dagster_environment(settings))
     commands = importlib.import_module("orchestration.commands")
     if args.command == "materialize":
-        names = [settings.source(args.source).name] if args.source else [s.name for s in settings.sources]
         ok = commands.materialize(settings, names)
         return 0 if ok else 1
     report = commands.status(settings)

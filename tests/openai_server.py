@@ -1,0 +1,72 @@
+"""A real HTTP server on localhost speaking the OpenAI /v1/embeddings protocol.
+
+It computes vectors with the local MiniLM model, records every request, and can answer the
+first requests with 429 or 500 to exercise retries. Used instead of mocking the client.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+class EmbeddingsServer:
+    def __init__(
+        self, embedder, fail_first: list[int] | None = None, dim_override: int | None = None
+    ) -> None:
+        self.embedder = embedder
+        self.fail_first = list(fail_first or [])
+        self.requests: list[dict[str, Any]] = []
+        self.dim_override = dim_override
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *_args) -> None:  # keep test output quiet
+                pass
+
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                server.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), **body})
+                if server.fail_first:
+                    self._send(
+                        server.fail_first.pop(0), {"error": {"message": "try again", "type": "rate_limit"}}
+                    )
+                    return
+                if self.path != "/v1/embeddings":
+                    self._send(404, {"error": {"message": "not found"}})
+                    return
+                texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+                vectors = server.embedder.embed(texts)
+                if server.dim_override:
+                    vectors = vectors[:, : server.dim_override]
+                data = [
+                    {"object": "embedding", "index": i, "embedding": [float(x) for x in v]}
+                    for i, v in reversed(list(enumerate(vectors)))  # out of order, as servers may be
+                ]
+                usage = {"prompt_tokens": 0, "total_tokens": 0}
+                self._send(200, {"object": "list", "data": data, "model": body["model"], "usage": usage})
+
+            def _send(self, status: int, payload: dict) -> None:
+                raw = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+        self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self._http.server_address[1]}/v1"
+
+    def __enter__(self) -> EmbeddingsServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._http.shutdown()
+        self._http.server_close()

@@ -1,0 +1,113 @@
+"""The `ragline` command as a user runs it: database commands, materialize and status."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from ragline.cli import main
+from tests.conftest import REPO, TEST_DATA_DIR, write_project
+
+
+def test_db_commands_against_the_embedded_server(tmp_path, server_url, monkeypatch, capsys):
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    settings = write_project(tmp_path, [{"name": "docs", "root": "."}], data_dir=str(TEST_DATA_DIR))
+    config = str(settings.path)
+
+    assert main(["--config", config, "db", "start"]) == 0
+    first = capsys.readouterr().out
+    assert main(["--config", config, "db", "start"]) == 0  # reuses the running server
+    assert capsys.readouterr().out == first
+    assert "embedded PostgreSQL running (pid" in first
+
+    assert main(["--config", config, "db", "url"]) == 0
+    assert capsys.readouterr().out.strip() == server_url
+    assert main(["--config", config, "db", "url", "--dagster"]) == 0
+    assert capsys.readouterr().out.startswith("postgresql+psycopg2://postgres:@/ragline?host=")
+    assert main(["--config", config, "db", "migrate"]) == 0
+    assert capsys.readouterr().out.strip() in ("applied: 0001_core_schema.sql", "schema is up to date")
+
+
+def test_external_database_url_is_used(tmp_path, db_url, capsys):
+    settings = write_project(tmp_path, [{"name": "docs", "root": "."}])
+    assert main(["--config", str(settings.path), "db", "url"]) == 0
+    assert capsys.readouterr().out.strip() == db_url
+    assert main(["--config", str(settings.path), "db", "start"]) == 0
+    assert "DATABASE_URL is set" in capsys.readouterr().out
+    assert not (tmp_path / ".ragline" / "pgdata").exists()  # nothing embedded was started
+
+
+def test_materialize_then_status_with_runs_stored_in_postgres(tmp_path, db_url, monkeypatch, capsys):
+    shutil.copy(REPO / "dagster.yaml", tmp_path / "dagster.yaml")
+    # `ragline` exports the instance's variables into its own environment; undo that afterwards.
+    for name in ("DAGSTER_HOME", "DAGSTER_PG_URL", "RAGLINE_DAGSTER_STORAGE"):
+        monkeypatch.setenv(name, "")
+    monkeypatch.delenv("DAGSTER_HOME")
+    (tmp_path / "corpus").mkdir()
+    shutil.copy(REPO / "examples/corpus/handbook/benefits.md", tmp_path / "corpus")
+    (tmp_path / "corpus" / "bad.txt").write_bytes(b"\xff\xfe")
+    settings = write_project(tmp_path, [{"name": "docs", "root": "corpus"}])
+    config = str(settings.path)
+
+    assert main(["--config", config, "materialize", "--source", "docs"]) == 0
+    out = capsys.readouterr().out
+    assert "source docs: ok" in out and "search index: ok" in out
+
+    assert main(["--config", config, "status", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["healthy"] is True and report["failing_checks"] == []
+    rows = {(a["asset"], a["partition"]): a for a in report["assets"]}
+    assert set(rows) == {
+        ("raw_documents", "docs"),
+        ("chunks", "docs"),
+        ("embeddings", "docs"),
+        ("search_index", None),
+    }
+    docs = rows[("raw_documents", "docs")]
+    assert docs["rows"] == 1 and docs["metadata"]["quarantined"] == 1
+    assert docs["checks"] == {"document_ids_are_unique": "passed", "documents_have_text": "passed"}
+    assert rows[("chunks", "docs")]["rows"] == rows[("embeddings", "docs")]["rows"] > 3
+    assert all(a["materialized_at"] for a in report["assets"])
+
+    # The runs live in the same Postgres: dagster-postgres made its tables there.
+    import psycopg
+
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 2
+
+    assert main(["--config", config, "status"]) == 0
+    text = capsys.readouterr().out
+    assert "raw_documents  docs" in text and text.rstrip().endswith("healthy")
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        ("sources: []", "'sources' must be a non-empty list"),
+        ("sources: [{name: Bad-Name, root: .}]", "must match"),
+        ("sources: [{name: a, root: ., chunking: {strategy: words}}]", "strategy must be one of"),
+        ("sources: [{name: a, root: ., chunking: {chunk_size: 100, chunk_overlap: 100}}]", "chunk_overlap"),
+        ("sources: [{name: a, root: .}, {name: a, root: .}]", "repeated: ['a']"),
+        ("sources: [{name: a, root: ., colour: red}]", "unknown keys ['colour']"),
+        ("embedding: {provider: magic}\nsources: [{name: a, root: .}]", "embedding.provider"),
+    ],
+)
+def test_bad_config_is_a_clear_error(tmp_path, capsys, yaml_text, message):
+    (tmp_path / "ragline.yaml").write_text(yaml_text)
+    assert main(["--config", str(tmp_path / "ragline.yaml"), "db", "url"]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_unknown_source_is_a_clear_error(tmp_path, db_url, capsys):
+    settings = write_project(tmp_path, [{"name": "docs", "root": "."}])
+    assert main(["--config", str(settings.path), "materialize", "--source", "nope"]) == 2
+    assert "unknown source 'nope'; configured sources: docs" in capsys.readouterr().err
+
+
+def test_console_script_is_installed():
+    out = subprocess.run([sys.executable, "-m", "ragline.cli", "--help"], capture_output=True, text=True)
+    assert out.returncode == 0 and "materialize" in out.stdout and "status" in out.stdout

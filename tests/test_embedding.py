@@ -1,0 +1,112 @@
+"""Embedders: the local ONNX model, and the OpenAI-compatible client against a real local server."""
+
+from __future__ import annotations
+
+import numpy as np
+import psycopg
+import pytest
+
+from ragline.config import EmbeddingSettings
+from ragline.embedding import EmbeddingError, OpenAICompatibleEmbedder, build_embedder, vector_problems
+from tests.conftest import checks, local_embedder, metadata, run, write_project
+from tests.openai_server import EmbeddingsServer
+
+
+def test_local_model_gives_unit_vectors_that_rank_paraphrases_first():
+    model = local_embedder()
+    vectors = model.embed(
+        [
+            "How many vacation days do I get per year?",
+            "Employees receive 25 days of annual leave.",
+            "The agent reports error HBR-1042 when the TLS certificate expires.",
+        ]
+    )
+    assert vectors.shape == (3, 384) and vectors.dtype == np.float32
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-4)
+    sims = vectors @ vectors.T
+    assert sims[0, 1] > sims[0, 2] + 0.2
+
+
+def test_batching_and_order_do_not_change_vectors():
+    model = local_embedder()
+    texts = ["short", "a much longer sentence about pgvector indexes " * 5, "medium length text here"]
+    together = model.embed(texts)
+    alone = np.vstack([model.embed([t]) for t in texts])
+    assert np.allclose(together, alone, atol=1e-4)
+
+
+def test_vector_problems_finds_nan_and_zero_rows():
+    vectors = np.ones((3, 4), dtype=np.float32)
+    vectors[1, 2] = np.nan
+    vectors[2] = 0
+    assert [(p.index, p.problem) for p in vector_problems(vectors)] == [
+        (1, "non-finite values"),
+        (2, "zero vector"),
+    ]
+
+
+def test_local_provider_refuses_other_models():
+    with pytest.raises(EmbeddingError, match="all-MiniLM-L6-v2 only"):
+        build_embedder(EmbeddingSettings(provider="local", model="bge-large"))
+
+
+def test_openai_client_batches_and_retries_with_backoff():
+    sleeps: list[float] = []
+    with EmbeddingsServer(local_embedder(), fail_first=[429, 500]) as server:
+        settings = EmbeddingSettings(
+            provider="openai", model="minilm", base_url=server.base_url, batch_size=4
+        )
+        client = OpenAICompatibleEmbedder(settings, api_key="sk-test", sleep=sleeps.append)
+        texts = [f"document number {i} about alert routing" for i in range(10)]
+        vectors = client.embed(texts)
+    assert vectors.shape == (10, 384)
+    assert np.allclose(vectors, local_embedder().embed(texts), atol=1e-4)  # order restored
+    assert [len(r["input"]) for r in server.requests] == [4, 4, 4, 4, 2]  # two failures, then 3 batches
+    assert len(sleeps) == 2 and 0 < sleeps[0] < sleeps[1]
+    assert all(r["auth"] == "Bearer sk-test" for r in server.requests)
+
+
+def test_openai_client_gives_up_with_a_clear_error():
+    with EmbeddingsServer(local_embedder(), fail_first=[503] * 10) as server:
+        settings = EmbeddingSettings(provider="openai", model="m", base_url=server.base_url, max_retries=2)
+        client = OpenAICompatibleEmbedder(settings, api_key="k", sleep=lambda _s: None)
+        with pytest.raises(EmbeddingError, match="failed after 3 attempts"):
+            client.embed(["x"])
+    assert len(server.requests) == 3
+
+
+def test_openai_client_does_not_retry_a_refusal():
+    with EmbeddingsServer(local_embedder(), fail_first=[400]) as server:
+        settings = EmbeddingSettings(provider="openai", model="m", base_url=server.base_url)
+        client = OpenAICompatibleEmbedder(settings, api_key="k", sleep=lambda _s: None)
+        with pytest.raises(EmbeddingError, match="refused"):
+            client.embed(["x"])
+    assert len(server.requests) == 1
+
+
+def test_pipeline_with_an_openai_compatible_endpoint(tmp_path, db_url, monkeypatch):
+    monkeypatch.setenv("TEST_EMBEDDINGS_KEY", "sk-from-env")
+    with EmbeddingsServer(local_embedder(), dim_override=64) as server:
+        root = tmp_path / "corpus"
+        root.mkdir()
+        (root / "a.md").write_text("# Alerts\n\nRoute P1 alerts to the on-call phone.\n")
+        (root / "b.md").write_text("# Billing\n\nInvoices are sent on the first of the month.\n")
+        settings = write_project(
+            tmp_path,
+            [{"name": "docs", "root": "corpus"}],
+            embedding={
+                "provider": "openai",
+                "model": "tei-minilm",
+                "base_url": server.base_url,
+                "api_key_env": "TEST_EMBEDDINGS_KEY",
+                "batch_size": 8,
+            },
+        )
+        results = run(settings)
+    assert all(r.success for r in results.values())
+    assert all(all(checks(r).values()) for r in results.values())
+    assert {r["auth"] for r in server.requests} == {"Bearer sk-from-env"}  # the key came via dg.EnvVar
+    assert metadata(results["source docs"], "embeddings")["model_id"] == "tei-minilm"
+    with psycopg.connect(db_url) as conn:
+        dims = conn.execute("SELECT DISTINCT dim, model_id FROM ragline.embeddings").fetchall()
+    assert dims == [(64, "tei-minilm")]
