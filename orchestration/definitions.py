@@ -51,6 +51,9 @@ def build_definitions(settings: Settings) -> dg.Definitions:
                 minimum_interval_seconds=30,
             ),
         ],
+        # Steps share one process: a subprocess per step re-imports Dagster and great-expectations
+        # and reloads the model (about 10 s a step on 2 cores), while the model already uses both.
+        executor=dg.in_process_executor,
         resources={
             "ragline": RaglineResource(config_path=str(settings.path)),
             "embedder": EmbedderResource.from_settings(settings.embedding, dict(os.environ)),
