@@ -14,21 +14,28 @@ ASSET_ORDER = ("raw_documents", "chunks", "embeddings", "search_index")
 
 
 def run_pipeline(
-    settings: Settings, sources: list[str], instance: dg.DagsterInstance
+    settings: Settings, sources: list[str], instance: dg.DagsterInstance, log_level: str = "INFO"
 ) -> list[tuple[str, dg.ExecuteInProcessResult]]:
     """Run raw_documents -> chunks -> embeddings per source, then search_index, in this process."""
     from orchestration.definitions import INDEX_JOB, SOURCE_PIPELINE_JOB, build_definitions
 
     defs = build_definitions(settings)
     job = defs.resolve_job_def(SOURCE_PIPELINE_JOB)
+    # INFO keeps progress, quarantine warnings and failures on the console; Dagster's DEBUG
+    # event stream stays in the instance's event log.
+    run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
     results = [
         (
             f"source {source}",
-            job.execute_in_process(partition_key=source, instance=instance, raise_on_error=False),
+            job.execute_in_process(
+                partition_key=source, instance=instance, raise_on_error=False, run_config=run_config
+            ),
         )
         for source in sources
     ]
-    index = defs.resolve_job_def(INDEX_JOB).execute_in_process(instance=instance, raise_on_error=False)
+    index = defs.resolve_job_def(INDEX_JOB).execute_in_process(
+        instance=instance, raise_on_error=False, run_config=run_config
+    )
     return [*results, ("search index", index)]
 
 
@@ -142,6 +149,10 @@ def format_status(report: dict[str, Any]) -> str:
         )
         if any(v != "passed" for v in a["checks"].values()):
             lines.append(f"{'':<16}{checks}")
+        if a["metadata"].get("quarantined"):
+            lines.append(
+                f"{'':<16}quarantined files: {a['metadata']['quarantined']} (see ragline.quarantine)"
+            )
     lines.append("")
     if report["failing_checks"]:
         lines.append("FAILING: " + ", ".join(report["failing_checks"]))

@@ -140,7 +140,9 @@ def hnsw_recall(
             )
         ]
         conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(ef_search)))
-        conn.execute("SET LOCAL enable_seqscan = off")
+        # On a small table the planner may prefer a scan plus sort; this pass measures the index.
+        for setting in ("enable_seqscan", "enable_bitmapscan", "enable_sort"):
+            conn.execute(sql.SQL("SET LOCAL {} = off").format(sql.Identifier(setting)))
         plan = (
             "\n".join(
                 r[0]
