@@ -18,7 +18,7 @@ test: install
 	$(RUN) pytest
 
 dev: install
-	eval "$$($(RUN) ragline env)" && exec $(RUN) dagster dev
+	eval "$$($(RUN) ragline env)" && exec $(RUN) dg dev
 
 lint: install
 	$(RUN) ruff check . && $(RUN) ruff format --check .

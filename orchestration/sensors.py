@@ -17,14 +17,21 @@ def source_files_sensor(settings: Settings, target: dg.AssetsDefinition) -> dg.S
         default_status=dg.DefaultSensorStatus.RUNNING,
     )
     def source_files_changed(context: dg.SensorEvaluationContext):
-        previous = json.loads(context.cursor) if context.cursor else {}
-        current = {s.name: source_fingerprint(s) for s in settings.sources}
-        requests = [
-            dg.RunRequest(partition_key=name, run_key=f"{name}:{fingerprint}")
-            for name, fingerprint in current.items()
-            if previous.get(name) != fingerprint and fingerprint != "missing"
-        ]
-        context.update_cursor(json.dumps(current))
+        # Cursor: each source's last fingerprint and how many changes were requested for it. The
+        # count goes into the run key, so a folder that returns to an earlier state (a file added,
+        # then removed) is a new request, not a duplicate of an old one.
+        state = json.loads(context.cursor) if context.cursor else {}
+        seen, counts = state.get("fingerprints", {}), state.get("changes", {})
+        requests = []
+        for source in settings.sources:
+            fingerprint = source_fingerprint(source)
+            if fingerprint == "missing" or seen.get(source.name) == fingerprint:
+                continue
+            seen[source.name] = fingerprint
+            counts[source.name] = counts.get(source.name, 0) + 1
+            run_key = f"{source.name}:{counts[source.name]}:{fingerprint[:16]}"
+            requests.append(dg.RunRequest(partition_key=source.name, run_key=run_key))
+        context.update_cursor(json.dumps({"fingerprints": seen, "changes": counts}))
         if not requests:
             return dg.SkipReason("no source folder changed")
         return requests

@@ -56,19 +56,16 @@ def test_definitions_load_and_match_the_graph_snapshot():
 
 
 def test_dagster_definitions_load_through_the_cli(db_url):
-    """What `dagster dev` loads: the code location, with the instance from dagster.yaml."""
+    """What `make dev` (dg dev) loads: the code location, with the instance from dagster.yaml."""
     from ragline.cli import dagster_environment
 
     env = {**os.environ, **dagster_environment(load_settings(REPO / "ragline.yaml"))}
+    dg = str(Path(sys.executable).parent / "dg")
     out = subprocess.run(
-        [sys.executable, "-m", "dagster", "definitions", "validate", "-m", "orchestration.definitions"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
+        [dg, "check", "defs"], cwd=REPO, capture_output=True, text=True, timeout=300, env=env
     )
     assert out.returncode == 0, out.stdout + out.stderr
+    assert "All definitions loaded successfully" in out.stdout + out.stderr
 
 
 def test_core_never_imports_dagster():
@@ -106,6 +103,15 @@ def test_sensor_requests_only_changed_sources(project):
         dg.build_sensor_context(instance=instance, cursor=first.cursor, definitions=defs)
     )
     assert [r.partition_key for r in changed.run_requests] == ["policies"]
+
+    # Back to the earlier state: still a change, with a run key not used before.
+    (settings.source("policies").root / "new-policy.md").unlink()
+    reverted = sensor.evaluate_tick(
+        dg.build_sensor_context(instance=instance, cursor=changed.cursor, definitions=defs)
+    )
+    assert [r.partition_key for r in reverted.run_requests] == ["policies"]
+    keys = [r.run_key for tick in (first, changed, reverted) for r in tick.run_requests]
+    assert len(keys) == len(set(keys)) == 4
 
 
 def test_automation_follows_upstream_past_passing_checks(project):
