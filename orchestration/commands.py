@@ -77,7 +77,10 @@ def status(settings: Settings) -> dict[str, Any]:
             partitions = node.partitions_def.get_partition_keys() if node.partitions_def else [None]
             check_keys = sorted(graph.get_check_keys_for_assets({key}), key=lambda k: k.name)
             history = {
-                ck.name: instance.event_log_storage.get_asset_check_execution_history(ck, limit=100)
+                # Enough history to reach back to each partition's latest run.
+                ck.name: instance.event_log_storage.get_asset_check_execution_history(
+                    ck, limit=max(100, 20 * len(partitions))
+                )
                 for ck in check_keys
             }
             for partition in partitions:
