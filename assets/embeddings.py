@@ -5,7 +5,7 @@ import dagster as dg
 from assets.checks import blocking_specs, check_results
 from orchestration.resources import EmbedderResource, RaglineResource
 from ragline import quality
-from ragline.embedding_ledger import embed_pending
+from ragline.embedding_ledger import embed_pending, stored_dim
 
 CHECKS = (
     quality.EMBEDDING_DIMENSIONS_MATCH_MODEL,
@@ -39,7 +39,9 @@ def embeddings_asset(
                 rebuild_fraction=settings.index.rebuild_fraction,
                 progress=context.log.info,
             )
-            outcomes = quality.check_embeddings(conn, context.partition_key, model.model_id, model.dim)
+            outcomes = quality.check_embeddings(
+                conn, context.partition_key, model.model_id, stored_dim(conn, model)
+            )
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": stats.chunks,

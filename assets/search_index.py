@@ -4,6 +4,7 @@ import dagster as dg
 
 from assets.checks import blocking_specs, check_results
 from orchestration.resources import EmbedderResource, RaglineResource
+from ragline.embedding_ledger import stored_dim
 from ragline.quality import HNSW_RECALL_AT_10, CheckOutcome
 from ragline.search_index import build_indexes, hnsw_recall
 
@@ -23,11 +24,12 @@ def search_index_asset(automation: dg.AutomationCondition) -> dg.AssetsDefinitio
         settings = ragline.settings().index
         model = embedder.embedder()
         with ragline.database().connection() as conn:
-            stats = build_indexes(conn, model.model_id, model.dim, settings)
+            dim = stored_dim(conn, model)
+            stats = build_indexes(conn, model.model_id, dim, settings)
             recall = hnsw_recall(
                 conn,
                 model.model_id,
-                model.dim,
+                dim,
                 sample=settings.recall_sample,
                 k=10,
                 ef_search=settings.ef_search,

@@ -151,7 +151,8 @@ class OpenAICompatibleEmbedder:
         from openai import OpenAI
 
         self.settings = settings
-        self.model_id = settings.model
+        # Vectors shortened with `dimensions` are not the model's full vectors: keep them apart.
+        self.model_id = f"{settings.model}@{settings.dimensions}d" if settings.dimensions else settings.model
         self._client = OpenAI(
             api_key=api_key or "not-needed",
             base_url=settings.base_url,

@@ -98,6 +98,15 @@ def embed_pending(
     return stats
 
 
+def stored_dim(conn: psycopg.Connection, embedder: Embedder) -> int:
+    """The model's dimension from the ledger when it has vectors, so that a no-op run does not
+    call a remote endpoint just to learn it; else from the embedder."""
+    row = conn.execute(
+        "SELECT dim FROM ragline.embeddings WHERE model_id = %s LIMIT 1", (embedder.model_id,)
+    ).fetchone()
+    return row[0] if row else embedder.dim
+
+
 def _store(conn, model: str, dim: int, batch, vectors, embedder: Embedder) -> None:
     with conn.transaction():
         conn.execute(

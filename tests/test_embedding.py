@@ -103,6 +103,10 @@ def test_pipeline_with_an_openai_compatible_endpoint(tmp_path, db_url, monkeypat
             },
         )
         results = run(settings)
+        requests_first = len(server.requests)
+        rerun = run(settings)
+    assert len(server.requests) == requests_first  # a no-op rerun makes no request at all
+    assert metadata(rerun["source docs"], "embeddings")["chunks_embedded"] == 0
     assert all(r.success for r in results.values())
     assert all(all(checks(r).values()) for r in results.values())
     assert {r["auth"] for r in server.requests} == {"Bearer sk-from-env"}  # the key came via dg.EnvVar
