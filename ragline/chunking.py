@@ -68,8 +68,8 @@ class Chunker:
             splitter = self._sentence if s.strategy == "sentence" else self._token
             pieces = [(t, {}) for t in splitter.split_text(text)]
         pieces = [(t.strip(), m) for t, m in pieces if t.strip()]
-        pieces = [p for t, m in pieces for p in self._enforce_limit(t, m)]
-        chunks = self._with_spans(text, pieces)
+        counted = [p for t, m in pieces for p in self._enforce_limit(t, m)]
+        chunks = self._with_spans(text, counted)
         return self._merge_small(text, chunks)
 
     def _markdown_pieces(self, text: str) -> list[tuple[str, dict[str, Any]]]:
@@ -84,32 +84,38 @@ class Chunker:
                 pieces.extend((t, meta) for t in self._sentence.split_text(section))
         return pieces
 
-    def _enforce_limit(self, text: str, meta: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-        # Splitters count tokens per split and join them; the joined text can come out a few
-        # tokens over. Cut at the tokenizer's own offsets so no chunk is silently truncated.
+    def _enforce_limit(self, text: str, meta: dict[str, Any]) -> list[tuple[str, dict[str, Any], int]]:
+        """The piece with its token count, cut further if it is over chunk_size.
+
+        Splitters count tokens per split and join them; the joined text can come out a few
+        tokens over. Cut at the tokenizer's own offsets so no chunk is silently truncated.
+        """
         out = []
         limit = self.settings.chunk_size
-        while self.count(text) > limit:
+        tokens = self.count(text)
+        while tokens > limit:
             end = self.tokenizer.prefix_end(text, limit)
             cut = text.rfind(" ", 0, end)
             cut = cut if cut > end // 2 else end
-            out.append((text[:cut].strip(), meta))
+            head = text[:cut].strip()
+            out.append((head, meta, self.count(head)))
             text = text[cut:].strip()
+            tokens = self.count(text)
         if text:
-            out.append((text, meta))
+            out.append((text, meta, tokens))
         return out
 
-    def _with_spans(self, text: str, pieces: list[tuple[str, dict[str, Any]]]) -> list[Chunk]:
+    def _with_spans(self, text: str, pieces: list[tuple[str, dict[str, Any], int]]) -> list[Chunk]:
         chunks = []
         cursor = 0
-        for i, (piece, meta) in enumerate(pieces):
+        for i, (piece, meta, tokens) in enumerate(pieces):
             start = text.find(piece, cursor)
             if start < 0:
                 start = text.find(piece)
             end = start + len(piece) if start >= 0 else None
             if start >= 0:
                 cursor = start + 1
-            chunks.append(Chunk(i, piece, self.count(piece), start if start >= 0 else None, end, meta))
+            chunks.append(Chunk(i, piece, tokens, start if start >= 0 else None, end, meta))
         return chunks
 
     def _merge_small(self, text: str, chunks: list[Chunk]) -> list[Chunk]:

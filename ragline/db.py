@@ -47,6 +47,7 @@ def query(name: str) -> str:
 
 def embedded_server(data_dir: Path, start: bool = True):
     """The embedded PostgreSQL for this project; reuses a server already running on data_dir."""
+    data_dir = data_dir.resolve()  # XDG_RUNTIME_DIR must be absolute or it is ignored
     pgdata = data_dir / "pgdata"
     runtime = data_dir / "run"
     runtime.mkdir(parents=True, exist_ok=True, mode=0o700)
