@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import fcntl
 import importlib.metadata
 import json
 import os
@@ -970,6 +971,13 @@ def main(argv: list[str] | None = None) -> int:
     if os.environ.get(DATABASE_URL_ENV):
         p.error(f"unset {DATABASE_URL_ENV}: this benchmark uses its own embedded Postgres in --work-dir")
     work = args.work_dir.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    # Two runs on one work dir would drop each other's databases and rewrite each other's corpus.
+    lock = (work / ".benchmark.lock").open("w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        p.error(f"another benchmark run is using {work}; wait for it or pass another --work-dir")
     try:
         results = run(args)
     finally:
