@@ -45,7 +45,7 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
 
 from ragline.chunk_store import rechunk_source  # noqa: E402
 from ragline.chunking import Chunker  # noqa: E402
-from ragline.config import ChunkingSettings, IndexSettings, SourceSettings  # noqa: E402
+from ragline.config import ChunkingSettings, EmbeddingSettings, IndexSettings, SourceSettings  # noqa: E402
 from ragline.db import (  # noqa: E402
     DATABASE_URL_ENV,
     Database,
@@ -66,7 +66,7 @@ LLAMA_TABLE = "bench_chunks"  # PGVectorStore prefixes it: data_bench_chunks
 CHUNK_SIZE = 200
 CHUNK_OVERLAP = 20
 PARAGRAPH_SEPARATOR = "\n\n"  # ragline.chunking.Chunker's SentenceSplitter setting
-BATCH_SIZE = 64  # ragline.yaml's embedding.batch_size
+BATCH_SIZE = EmbeddingSettings().model_batch_size  # ragline's default local model batch
 DEFAULT_DOCS = 2500
 MIN_CHUNKS_FULL_SIZE = 20_000
 EDIT_FRACTION = 0.01
@@ -547,7 +547,7 @@ def llamaindex_run(
         )
     read_seconds = time.perf_counter() - started
     # embed_batch_size = ragline's COMMIT_EVERY: each call hands 512 texts to LocalMiniLM.embed,
-    # which length-sorts them and runs 64-text model batches, exactly as in embed_pending.
+    # which length-sorts them and runs model batches of model_batch_size, exactly as in embed_pending.
     embed_model = RaglineMiniLMEmbedding(model, embed_batch_size=COMMIT_EVERY)
     sa_url = sqlalchemy_url(url)
     store = TimedPGVectorStore(

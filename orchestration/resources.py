@@ -46,6 +46,7 @@ class EmbedderResource(dg.ConfigurableResource):
     provider: str = "local"
     model: str = "all-MiniLM-L6-v2"
     batch_size: int = 64
+    model_batch_size: int = 8
     base_url: str | None = None
     api_key: str | None = None
     dimensions: int | None = None
@@ -57,6 +58,7 @@ class EmbedderResource(dg.ConfigurableResource):
             provider=self.provider,
             model=self.model,
             batch_size=self.batch_size,
+            model_batch_size=self.model_batch_size,
             base_url=self.base_url,
             dimensions=self.dimensions,
             max_retries=self.max_retries,
@@ -78,6 +80,7 @@ class EmbedderResource(dg.ConfigurableResource):
             provider=settings.provider,
             model=settings.model,
             batch_size=settings.batch_size,
+            model_batch_size=settings.model_batch_size,
             base_url=settings.base_url,
             api_key=api_key,
             dimensions=settings.dimensions,

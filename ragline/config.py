@@ -53,7 +53,10 @@ class SourceSettings:
 class EmbeddingSettings:
     provider: str = "local"
     model: str = "all-MiniLM-L6-v2"
-    batch_size: int = 64
+    batch_size: int = 64  # texts per request to an OpenAI-compatible endpoint
+    # Texts per ONNX call for the local model. Measured on 2 cores, 1,500 chunks of ~140 tokens:
+    # 8 gave 34 texts/s at 0.44 GB peak RSS, 64 gave 23 texts/s at 2.3 GB (more padding, more arena).
+    model_batch_size: int = 8
     # OpenAI-compatible provider only
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
@@ -124,8 +127,8 @@ def parse_settings(raw: dict[str, Any], file: Path) -> Settings:
         raise ConfigError(
             f"embedding.provider must be one of {EMBEDDING_PROVIDERS}, got {embedding.provider!r}"
         )
-    if embedding.batch_size < 1:
-        raise ConfigError("embedding.batch_size must be at least 1")
+    if embedding.batch_size < 1 or embedding.model_batch_size < 1:
+        raise ConfigError("embedding.batch_size and embedding.model_batch_size must be at least 1")
     index = _build(IndexSettings, raw.get("index") or {}, "index")
     if not 0 < index.min_recall <= 1:
         raise ConfigError("index.min_recall must be in (0, 1]")

