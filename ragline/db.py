@@ -77,10 +77,13 @@ def database_url(data_dir: Path) -> str:
 
 def stop_embedded(data_dir: Path) -> bool:
     """Stop the embedded server if it runs; True if one was stopped."""
-    pgdata = data_dir / "pgdata"
+    pgdata = data_dir.resolve() / "pgdata"
     if not (pgdata / "postmaster.pid").exists():
         return False
-    embedded_server(data_dir, start=False).stop()
+    # Attach first: a handle made with start=False knows no postmaster, and its stop() is a no-op.
+    embedded_server(data_dir).stop()
+    if (pgdata / "postmaster.pid").exists():
+        raise DatabaseError(f"the embedded server in {pgdata} did not stop; see {pgdata / 'log'}")
     return True
 
 

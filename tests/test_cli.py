@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 
+import psutil
 import pytest
 
 from ragline.cli import main
@@ -30,6 +31,26 @@ def test_db_commands_against_the_embedded_server(tmp_path, server_url, monkeypat
     assert capsys.readouterr().out.startswith("postgresql+psycopg2://postgres:@/ragline?host=")
     assert main(["--config", config, "db", "migrate"]) == 0
     assert capsys.readouterr().out.strip() in ("applied: 0001_core_schema.sql", "schema is up to date")
+
+
+def test_db_stop_stops_the_server_and_start_brings_it_back(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("DATABASE_URL", raising=False)
+    data_dir = REPO / ".ragline" / f"test-stop-{tmp_path.name}"
+    settings = write_project(tmp_path, [{"name": "docs", "root": "."}], data_dir=str(data_dir))
+    config = str(settings.path)
+    try:
+        assert main(["--config", config, "db", "start"]) == 0
+        pid = int(capsys.readouterr().out.split("(pid ")[1].split(")")[0])
+        assert main(["--config", config, "db", "stop"]) == 0
+        assert capsys.readouterr().out.strip() == "embedded PostgreSQL stopped"
+        assert not (data_dir / "pgdata" / "postmaster.pid").exists()
+        # Started from this process, the postmaster may linger as a zombie until reaped.
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+        assert main(["--config", config, "db", "stop"]) == 0
+        assert capsys.readouterr().out.strip() == "embedded PostgreSQL was not running"
+    finally:
+        main(["--config", config, "db", "stop"])
+        shutil.rmtree(data_dir, ignore_errors=True)
 
 
 def test_external_database_url_is_used(tmp_path, db_url, capsys):
