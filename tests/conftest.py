@@ -35,14 +35,14 @@ def server_url() -> Iterator[str]:
         os.environ["DATABASE_URL"] = saved
 
 
-def _fresh_database(server_url: str) -> tuple[str, str]:
+def fresh_database(server_url: str) -> tuple[str, str]:
     name = "t_" + uuid.uuid4().hex[:12]
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
     return name, server_url.replace("/ragline?", f"/{name}?")
 
 
-def _drop_database(server_url: str, name: str) -> None:
+def drop_database(server_url: str, name: str) -> None:
     from orchestration.resources import close_databases
 
     close_databases()
@@ -55,10 +55,10 @@ def _drop_database(server_url: str, name: str) -> None:
 @pytest.fixture
 def db_url(server_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """A new empty database; DATABASE_URL points at it, as a user's external server would."""
-    name, url = _fresh_database(server_url)
+    name, url = fresh_database(server_url)
     monkeypatch.setenv("DATABASE_URL", url)
     yield url
-    _drop_database(server_url, name)
+    drop_database(server_url, name)
 
 
 def write_project(root: Path, sources: list[dict[str, Any]], **overrides: Any) -> Settings:

@@ -6,22 +6,24 @@ import psycopg
 import pytest
 
 from ragline.config import load_settings
-from tests.conftest import REPO, checks, counts, local_embedder, metadata, run
+from tests.conftest import (
+    REPO,
+    checks,
+    counts,
+    drop_database,
+    fresh_database,
+    local_embedder,
+    metadata,
+    run,
+)
 
 EXPECTED_DOCUMENTS = {"handbook": 12, "product_docs": 12, "support": 10, "policies": 4}
 
 
 @pytest.fixture(scope="module")
-def demo(server_url, tmp_path_factory):
+def demo(server_url):
     """The repository's ragline.yaml over examples/, materialized twice in a fresh database."""
-    import uuid
-
-    from orchestration.resources import close_databases
-
-    name = "demo_" + uuid.uuid4().hex[:8]
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
-    url = server_url.replace("/ragline?", f"/{name}?")
+    name, url = fresh_database(server_url)
     mp = pytest.MonkeyPatch()
     mp.setenv("DATABASE_URL", url)
     settings = load_settings(REPO / "ragline.yaml")
@@ -43,10 +45,8 @@ def demo(server_url, tmp_path_factory):
         "calls_first": calls_first,
         "calls_second": calls_second,
     }
-    close_databases()
     mp.undo()
-    with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(psycopg.sql.SQL("DROP DATABASE {} WITH (FORCE)").format(psycopg.sql.Identifier(name)))
+    drop_database(server_url, name)
 
 
 def test_every_run_and_check_passes(demo):
