@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import psycopg
 from pgvector import Vector
+from psycopg import sql
 
 from ragline.db import query
 from ragline.embedding import Embedder, EmbeddingError, vector_problems
@@ -51,7 +52,10 @@ def embed_pending(
     stats = EmbedStats(model)
     params = {"source": source, "model_id": model}
     with conn.transaction():
-        pending = conn.execute(query("texts_needing_embedding"), params).fetchall()
+        pending = conn.execute(
+            sql.SQL("SELECT count(*) FROM ({}) AS pending").format(sql.SQL(query("texts_needing_embedding"))),
+            params,
+        ).fetchone()[0]
         stats.chunks = conn.execute(
             "SELECT count(*) FROM ragline.chunks WHERE source = %s", (source,)
         ).fetchone()[0]
@@ -63,39 +67,47 @@ def embed_pending(
     existing = conn.execute(
         "SELECT count(*) FROM ragline.embeddings WHERE model_id = %s", (model,)
     ).fetchone()[0]
-    if len(pending) > rebuild_fraction * max(existing, 1):
+    if pending > rebuild_fraction * max(existing, 1):
         # Inserting into an HNSW index row by row is far slower than building it afterwards.
         with conn.transaction():
             stats.dropped_index_for_bulk_load = drop_hnsw_index(conn, model)
-    progress(f"embedding {len(pending)} new texts for {source} with {model}")
-    for start in range(0, len(pending), COMMIT_EVERY):
-        batch = pending[start : start + COMMIT_EVERY]
-        texts = [t for _h, t, _n in batch]
-        t0 = time.perf_counter()
-        vectors = embedder.embed(texts)
-        stats.model_seconds += time.perf_counter() - t0
-        if vectors.shape != (len(texts), dim):
-            raise EmbeddingError(
-                f"{model} returned shape {vectors.shape} for {len(texts)} texts, expected dim {dim}"
+    progress(f"embedding {pending} new texts for {source} with {model}")
+    # A server-side cursor streams the texts, so memory does not grow with the backlog; WITH HOLD
+    # keeps it open across the per-batch commits on this connection.
+    with conn.cursor(name=f"pending_texts_{source}", withhold=True) as cursor:
+        cursor.execute(query("texts_needing_embedding"), params)
+        while batch := cursor.fetchmany(COMMIT_EVERY):
+            _embed_batch(conn, embedder, dim, batch, stats)
+            elapsed = time.perf_counter() - started
+            rate = stats.texts_embedded / elapsed
+            progress(
+                f"{source}: {stats.texts_embedded}/{pending} texts embedded "
+                f"({rate:.1f}/s, model {stats.model_seconds:.1f}s of {elapsed:.1f}s)"
             )
-        bad = vector_problems(vectors)
-        if bad:
-            examples = ", ".join(f"{batch[p.index][0][:12]}: {p.problem}" for p in bad[:5])
-            raise EmbeddingError(
-                f"{model} returned {len(bad)} unusable vectors ({examples}); nothing of this "
-                "batch was stored, earlier batches were"
-            )
-        _store(conn, model, dim, batch, vectors, embedder)
-        stats.texts_embedded += len(batch)
-        stats.tokens_embedded += sum(min(n, embedder.max_tokens) for _h, _t, n in batch)
-        done = start + len(batch)
-        elapsed = time.perf_counter() - started
-        progress(
-            f"{source}: {done}/{len(pending)} texts embedded "
-            f"({done / elapsed:.1f}/s, model {stats.model_seconds:.1f}s of {elapsed:.1f}s)"
-        )
     stats.seconds = time.perf_counter() - started
     return stats
+
+
+def _embed_batch(conn: psycopg.Connection, embedder: Embedder, dim: int, batch, stats: EmbedStats) -> None:
+    model = embedder.model_id
+    texts = [t for _h, t, _n in batch]
+    t0 = time.perf_counter()
+    vectors = embedder.embed(texts)
+    stats.model_seconds += time.perf_counter() - t0
+    if vectors.shape != (len(texts), dim):
+        raise EmbeddingError(
+            f"{model} returned shape {vectors.shape} for {len(texts)} texts, expected dim {dim}"
+        )
+    bad = vector_problems(vectors)
+    if bad:
+        examples = ", ".join(f"{batch[p.index][0][:12]}: {p.problem}" for p in bad[:5])
+        raise EmbeddingError(
+            f"{model} returned {len(bad)} unusable vectors ({examples}); nothing of this "
+            "batch was stored, earlier batches were"
+        )
+    _store(conn, model, dim, batch, vectors, embedder)
+    stats.texts_embedded += len(batch)
+    stats.tokens_embedded += sum(min(n, embedder.max_tokens) for _h, _t, n in batch)
 
 
 def stored_dim(conn: psycopg.Connection, embedder: Embedder) -> int:

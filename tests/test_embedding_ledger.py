@@ -1,0 +1,73 @@
+"""The ledger streams pending texts in committed batches: progress is reported, and a failure
+keeps every batch committed before it, so a rerun embeds only the rest."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+
+from ragline import embedding_ledger
+from ragline.chunk_store import rechunk_source
+from ragline.chunking import Chunker
+from ragline.config import ChunkingSettings, SourceSettings
+from ragline.db import Database
+from ragline.documents import store_scan
+from ragline.embedding import EmbeddingError
+from ragline.sources import scan_source
+from tests.conftest import EXAMPLES, local_embedder
+
+
+class FailsAfter:
+    """The real local model, made to fail on its n-th call (a crashed worker, a dropped link)."""
+
+    def __init__(self, model, calls_before_failure: int) -> None:
+        self._model = model
+        self.model_id, self.max_tokens, self.tokenizer, self.dim = (
+            model.model_id,
+            model.max_tokens,
+            model.tokenizer,
+            model.dim,
+        )
+        self.remaining = calls_before_failure
+
+    def embed(self, texts):
+        if self.remaining == 0:
+            raise EmbeddingError("connection reset by peer")
+        self.remaining -= 1
+        return self._model.embed(texts)
+
+
+@pytest.fixture
+def chunked(db_url):
+    source = SourceSettings(name="handbook", root=EXAMPLES / "handbook")
+    model = local_embedder()
+    with Database(db_url) as db, db.connection() as conn:
+        store_scan(conn, source.name, scan_source(source))
+        stats = rechunk_source(conn, source.name, Chunker(ChunkingSettings(chunk_size=120), model.tokenizer))
+    return source, stats.current_chunks
+
+
+def test_batches_are_committed_as_they_go_and_a_rerun_resumes(db_url, chunked, monkeypatch):
+    source, chunks = chunked
+    monkeypatch.setattr(embedding_ledger, "COMMIT_EVERY", 20)
+    model = local_embedder()
+    with Database(db_url) as db, db.connection() as conn:
+        distinct = conn.execute("SELECT count(DISTINCT text_hash) FROM ragline.chunks").fetchone()[0]
+        assert distinct > 60
+
+        with pytest.raises(EmbeddingError, match="connection reset"):
+            embedding_ledger.embed_pending(conn, source.name, FailsAfter(model, 3))
+        stored = conn.execute("SELECT count(*) FROM ragline.embeddings").fetchone()[0]
+        assert stored == 60  # three committed batches survive the failure
+
+        messages: list[str] = []
+        calls = model.calls
+        stats = embedding_ledger.embed_pending(conn, source.name, model, progress=messages.append)
+    assert stats.texts_embedded == distinct - 60 == model.calls - calls
+    assert stats.chunks_reused > 0 and stats.chunks == chunks
+    assert messages[0] == f"embedding {distinct - 60} new texts for handbook with {model.model_id}"
+    batches = -(-(distinct - 60) // 20)
+    assert len(messages) == 1 + batches
+    assert messages[-1].startswith(f"handbook: {distinct - 60}/{distinct - 60} texts embedded")
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT count(*) FROM ragline.embeddings").fetchone()[0] == distinct
