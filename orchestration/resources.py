@@ -40,6 +40,20 @@ class RaglineResource(dg.ConfigurableResource):
             return _databases[url]
 
 
+# The resource's fields that mirror EmbeddingSettings one to one (api_key is the resource's own,
+# api_key_env the settings' own).
+_SHARED_FIELDS = (
+    "provider",
+    "model",
+    "batch_size",
+    "model_batch_size",
+    "base_url",
+    "dimensions",
+    "max_retries",
+    "timeout_seconds",
+)
+
+
 class EmbedderResource(dg.ConfigurableResource):
     """The embedding model: local all-MiniLM-L6-v2 on ONNX Runtime, or an OpenAI-compatible API."""
 
@@ -54,16 +68,7 @@ class EmbedderResource(dg.ConfigurableResource):
     timeout_seconds: float = 60.0
 
     def embedder(self) -> Embedder:
-        settings = EmbeddingSettings(
-            provider=self.provider,
-            model=self.model,
-            batch_size=self.batch_size,
-            model_batch_size=self.model_batch_size,
-            base_url=self.base_url,
-            dimensions=self.dimensions,
-            max_retries=self.max_retries,
-            timeout_seconds=self.timeout_seconds,
-        )
+        settings = EmbeddingSettings(**{name: getattr(self, name) for name in _SHARED_FIELDS})
         key = (settings, self.api_key)
         with _lock:
             if key not in _embedders:
@@ -76,14 +81,4 @@ class EmbedderResource(dg.ConfigurableResource):
         if settings.provider == "openai" and (settings.base_url is None or settings.api_key_env in env):
             # Secrets stay out of run config: Dagster reads the variable when the run starts.
             api_key = dg.EnvVar(settings.api_key_env)
-        return cls(
-            provider=settings.provider,
-            model=settings.model,
-            batch_size=settings.batch_size,
-            model_batch_size=settings.model_batch_size,
-            base_url=settings.base_url,
-            api_key=api_key,
-            dimensions=settings.dimensions,
-            max_retries=settings.max_retries,
-            timeout_seconds=settings.timeout_seconds,
-        )
+        return cls(api_key=api_key, **{name: getattr(settings, name) for name in _SHARED_FIELDS})

@@ -114,3 +114,16 @@ def test_pipeline_with_an_openai_compatible_endpoint(tmp_path, db_url, monkeypat
     with psycopg.connect(db_url) as conn:
         dims = conn.execute("SELECT DISTINCT dim, model_id FROM ragline.embeddings").fetchall()
     assert dims == [(64, "tei-minilm")]
+
+
+def test_embedder_resource_mirrors_every_embedding_setting():
+    import dataclasses
+
+    from orchestration.resources import _SHARED_FIELDS, EmbedderResource
+
+    settings_fields = {f.name for f in dataclasses.fields(EmbeddingSettings)}
+    assert set(_SHARED_FIELDS) == settings_fields - {"api_key_env"}
+    assert set(_SHARED_FIELDS) == set(EmbedderResource.model_fields) - {"api_key"}
+    custom = EmbeddingSettings(model_batch_size=4, max_retries=2, timeout_seconds=5.0)
+    resource = EmbedderResource.from_settings(custom, {})
+    assert resource.model_batch_size == 4 and resource.max_retries == 2 and resource.api_key is None
