@@ -16,7 +16,27 @@ CHECK_DESCRIPTIONS = {
     "embeddings_are_finite_unit_vectors": "No NaN, infinite or zero vectors; all have unit norm.",
     "every_current_chunk_is_embedded": "Each current chunk has a vector from the configured model.",
     "hnsw_recall_at_10_meets_threshold": "HNSW recall@10 against exact search is at least min_recall.",
+    "eval_questions_are_unique": "No question id or question text appears twice in an eval set.",
+    "eval_references_exist_in_corpus": "Every relevant id names a live document or a current chunk.",
+    "eval_set_lines_are_valid": "Every line of every eval set file was usable.",
+    "ndcg_at_10_has_not_regressed": (
+        "Per-question nDCG@10 against the previous (or pinned) partition: fails only when the paired "
+        "bootstrap interval lies wholly below zero."
+    ),
+    "corpus_has_not_drifted": (
+        "Corpus vectors against the pinned baseline (MMD permutation test, per source): fails only when "
+        "significant and the centroid distance exceeds drift.min_effect."
+    ),
+    "queries_have_not_drifted": (
+        "The day's logged queries against the days before: fails only when significant and larger than "
+        "drift.min_effect."
+    ),
 }
+
+
+def severity(name: str) -> dg.AssetCheckSeverity:
+    """ragline.yaml's "error" (blocks downstream) or "warn" (shows, does not block)."""
+    return dg.AssetCheckSeverity.ERROR if name == "error" else dg.AssetCheckSeverity.WARN
 
 
 def blocking_specs(asset: str, names: Iterable[str]) -> list[dg.AssetCheckSpec]:
@@ -27,13 +47,10 @@ def blocking_specs(asset: str, names: Iterable[str]) -> list[dg.AssetCheckSpec]:
     ]
 
 
-def check_results(outcomes: Iterable[CheckOutcome]) -> list[dg.AssetCheckResult]:
+def check_results(
+    outcomes: Iterable[CheckOutcome], level: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR
+) -> list[dg.AssetCheckResult]:
     return [
-        dg.AssetCheckResult(
-            check_name=o.name,
-            passed=o.passed,
-            metadata=o.metadata,
-            severity=dg.AssetCheckSeverity.ERROR,
-        )
+        dg.AssetCheckResult(check_name=o.name, passed=o.passed, metadata=o.metadata, severity=level)
         for o in outcomes
     ]

@@ -10,14 +10,30 @@ import dagster as dg
 
 from ragline.config import Settings
 
-ASSET_ORDER = ("raw_documents", "chunks", "embeddings", "search_index")
+ASSET_ORDER = (
+    "raw_documents",
+    "chunks",
+    "embeddings",
+    "search_index",
+    "eval_set",
+    "variant_corpora",
+    "retrieval_scores",
+    "variant_comparison",
+    "drift_metrics",
+)
 
 
 def run_pipeline(
-    settings: Settings, sources: list[str], instance: dg.DagsterInstance, log_level: str = "INFO"
+    settings: Settings,
+    sources: list[str],
+    instance: dg.DagsterInstance,
+    log_level: str = "INFO",
+    day: str | None = None,
+    quality: bool = True,
 ) -> list[tuple[str, dg.ExecuteInProcessResult]]:
-    """Run raw_documents -> chunks -> embeddings per source, then search_index, in this process."""
-    from orchestration.definitions import INDEX_JOB, SOURCE_PIPELINE_JOB, build_definitions
+    """Run raw_documents -> chunks -> embeddings per source, then search_index, the eval sets and
+    variant corpora, then the day's quality assets (default: today, UTC), in this process."""
+    from orchestration.definitions import INDEX_JOB, QUALITY_JOB, SOURCE_PIPELINE_JOB, build_definitions
 
     defs = build_definitions(settings)
     job = defs.resolve_job_def(SOURCE_PIPELINE_JOB)
@@ -36,14 +52,23 @@ def run_pipeline(
     index = defs.resolve_job_def(INDEX_JOB).execute_in_process(
         instance=instance, raise_on_error=False, run_config=run_config
     )
-    return [*results, ("search index", index)]
+    if not quality:
+        return [*results, ("search index", index)]
+    quality_job = defs.resolve_job_def(QUALITY_JOB)
+    day = day or quality_job.partitions_def.get_last_partition_key()
+    scores = quality_job.execute_in_process(
+        partition_key=day, instance=instance, raise_on_error=False, run_config=run_config
+    )
+    return [*results, ("search index", index), (f"quality {day}", scores)]
 
 
-def materialize(settings: Settings, sources: list[str], *, out=sys.stdout) -> bool:
+def materialize(settings: Settings, sources: list[str], *, day: str | None = None, out=sys.stdout) -> bool:
     """Run the pipeline, recording runs in the Dagster instance (dagster.yaml) and printing a
-    line per run. True when every step and every blocking check passed."""
+    line per run. True when every step and every check passed."""
     with dg.DagsterInstance.get() as instance:
-        outcomes = [_report(result, what, out) for what, result in run_pipeline(settings, sources, instance)]
+        outcomes = [
+            _report(result, what, out) for what, result in run_pipeline(settings, sources, instance, day=day)
+        ]
     return all(outcomes)
 
 
@@ -74,7 +99,7 @@ def status(settings: Settings) -> dict[str, Any]:
         for name in ASSET_ORDER:
             key = dg.AssetKey(name)
             node = graph.get(key)
-            partitions = node.partitions_def.get_partition_keys() if node.partitions_def else [None]
+            partitions = _partitions_to_report(instance, key, node.partitions_def)
             check_keys = sorted(graph.get_check_keys_for_assets({key}), key=lambda k: k.name)
             history = {
                 # Enough history to reach back to each partition's latest run.
@@ -84,7 +109,8 @@ def status(settings: Settings) -> dict[str, Any]:
                 for ck in check_keys
             }
             for partition in partitions:
-                report["assets"].append(_asset_row(instance, key, partition, history))
+                report["assets"].append(_asset_row(instance, key, partition, history, settings))
+    report["quality"] = quality_summary(settings)
     failing = [
         f"{a['asset']}[{a['partition']}].{c}" if a["partition"] else f"{a['asset']}.{c}"
         for a in report["assets"]
@@ -92,11 +118,36 @@ def status(settings: Settings) -> dict[str, Any]:
         if s != "passed"
     ]
     report["failing_checks"] = failing
-    report["healthy"] = not failing and all(a["materialized_at"] for a in report["assets"])
+    report["stale"] = [a["asset"] for a in report["assets"] if a["freshness"] == "fail"]
+    report["healthy"] = (
+        not failing and not report["stale"] and all(a["materialized_at"] for a in report["assets"])
+    )
     return report
 
 
-def _asset_row(instance, key: dg.AssetKey, partition: str | None, history) -> dict[str, Any]:
+def _partitions_to_report(instance, key: dg.AssetKey, partitions_def) -> list[str | None]:
+    if partitions_def is None:
+        return [None]
+    if isinstance(partitions_def, dg.TimeWindowPartitionsDefinition):
+        # Daily assets: the latest partition that was materialized (or today's, if none was).
+        records = instance.fetch_materializations(dg.AssetRecordsFilter(asset_key=key), limit=1).records
+        return [records[0].partition_key if records else partitions_def.get_last_partition_key()]
+    return list(partitions_def.get_partition_keys())
+
+
+def quality_summary(settings: Settings) -> dict[str, Any]:
+    """The latest retrieval scores with their change since the previous partition, and drift."""
+    from ragline.db import Database, database_url
+    from ragline.evaluation import latest_scores
+    from ragline.monitoring import latest_drift
+
+    with Database(database_url(settings.data_dir), max_size=1) as db, db.connection() as conn:
+        return {"scores": latest_scores(conn), "drift": latest_drift(conn)}
+
+
+def _asset_row(
+    instance, key: dg.AssetKey, partition: str | None, history, settings: Settings
+) -> dict[str, Any]:
     records = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None),
         limit=1,
@@ -109,6 +160,7 @@ def _asset_row(instance, key: dg.AssetKey, partition: str | None, history) -> di
         "rows": None,
         "metadata": {},
         "checks": {},
+        "freshness": "unknown",
     }
     if records:
         record = records[0]
@@ -117,6 +169,15 @@ def _asset_row(instance, key: dg.AssetKey, partition: str | None, history) -> di
             timespec="seconds"
         )
         row["run_id"] = record.run_id
+        # The same windows as the assets' FreshnessPolicy, which the UI's asset health shows.
+        age_hours = (dt.datetime.now(dt.UTC).timestamp() - record.timestamp) / 3600
+        row["freshness"] = (
+            "fail"
+            if age_hours > settings.freshness.fail_hours
+            else "warn"
+            if age_hours > settings.freshness.warn_hours
+            else "pass"
+        )
         meta = {k: getattr(v, "value", v) for k, v in (mat.metadata or {}).items()}
         row["rows"] = meta.pop("dagster/row_count", None)
         row["metadata"] = {k: v for k, v in meta.items() if isinstance(v, (int, float, str, bool))}
@@ -141,23 +202,54 @@ def _check_status(execution) -> str:
 
 
 def format_status(report: dict[str, Any]) -> str:
-    lines = [f"{'asset':<14} {'partition':<14} {'rows':>7}  {'last materialized':<26} checks"]
+    lines = [f"{'asset':<19} {'partition':<14} {'rows':>7}  {'last materialized':<26} checks"]
     for a in report["assets"]:
         checks = ", ".join(f"{k}={v}" for k, v in a["checks"].items()) or "-"
         passed = sum(v == "passed" for v in a["checks"].values())
         summary = f"{passed}/{len(a['checks'])} passed" if a["checks"] else "-"
         lines.append(
-            f"{a['asset']:<14} {a['partition'] or '-':<14} {a['rows'] if a['rows'] is not None else '-':>7}  "
+            f"{a['asset']:<19} {a['partition'] or '-':<14} {a['rows'] if a['rows'] is not None else '-':>7}  "
             f"{a['materialized_at'] or 'never':<26} {summary}"
         )
         if any(v != "passed" for v in a["checks"].values()):
-            lines.append(f"{'':<16}{checks}")
+            lines.append(f"{'':<21}{checks}")
+        if a["freshness"] in ("warn", "fail"):
+            lines.append(f"{'':<21}freshness: {a['freshness']} (last materialized {a['materialized_at']})")
         if a["metadata"].get("quarantined"):
             lines.append(
-                f"{'':<16}quarantined files: {a['metadata']['quarantined']} (see ragline.quarantine)"
+                f"{'':<21}quarantined files: {a['metadata']['quarantined']} (see ragline.quarantine)"
             )
+    lines.extend(_format_quality(report.get("quality") or {}))
     lines.append("")
+    if report["stale"]:
+        lines.append("STALE (past the freshness window): " + ", ".join(report["stale"]))
     if report["failing_checks"]:
         lines.append("FAILING: " + ", ".join(report["failing_checks"]))
     lines.append("healthy" if report["healthy"] else "NOT healthy: see above")
     return "\n".join(lines)
+
+
+def _format_quality(quality: dict[str, Any]) -> list[str]:
+    lines: list[str] = []
+    scores = quality.get("scores") or []
+    if scores:
+        lines += [
+            "",
+            f"retrieval scores ({scores[0]['partition']}; change since {scores[0]['previous'] or '-'})",
+        ]
+        header = ("variant", "eval set", "nDCG@10", "change", "recall", "MRR", "p95 ms")
+        lines.append("  {:<20} {:<14} {:>8} {:>8} {:>7} {:>6} {:>7}".format(*header))
+        for r in scores:
+            delta = f"{r['ndcg_delta']:+.4f}" if r["ndcg_delta"] is not None else "-"
+            lines.append(
+                f"  {r['variant']:<20} {r['eval_set']:<14} {r['ndcg']:>8.4f} {delta:>8} {r['recall']:>7.3f} "
+                f"{r['mrr']:>6.3f} {r['latency_p95_ms']:>7.1f}"
+            )
+    drift = quality.get("drift") or []
+    if drift:
+        lines += ["", f"drift ({drift[0]['partition']})"]
+        for r in drift:
+            verdict = "ALARM" if r["alarm"] else ("skipped: " + r["reason"] if r["reason"] else "ok")
+            p = f"p={r['p_value']:.3f} effect={r['effect']:.3f}" if r["p_value"] is not None else ""
+            lines.append(f"  {r['scope']:<20} {r['subject']:<14} {p:<26} {verdict}")
+    return lines

@@ -1,4 +1,4 @@
-"""The single code location: assets, checks, jobs, automation, sensor and schedule for ragline.yaml."""
+"""The single code location: assets, checks, jobs, automation, sensor and schedules for ragline.yaml."""
 
 import os
 
@@ -6,28 +6,48 @@ import dagster as dg
 
 from assets.chunks import chunks_asset
 from assets.documents import raw_documents_asset
+from assets.drift import drift_metrics_asset
 from assets.embeddings import embeddings_asset
+from assets.evaluation import (
+    eval_set_asset,
+    retrieval_scores_asset,
+    variant_comparison_asset,
+    variant_corpora_asset,
+)
 from assets.search_index import search_index_asset
-from orchestration.automation import FOLLOW_UPSTREAM
-from orchestration.partitions import source_partitions
+from orchestration.automation import FOLLOW_UPSTREAM, freshness_policy, with_freshness
+from orchestration.partitions import daily_partitions, source_partitions
 from orchestration.resources import EmbedderResource, RaglineResource
-from orchestration.schedules import daily_refresh_schedule
+from orchestration.schedules import daily_quality_schedule, daily_refresh_schedule
 from orchestration.sensors import source_files_sensor
 from ragline.config import Settings, load_settings
 
 SOURCE_PIPELINE_JOB = "source_pipeline"
 INDEX_JOB = "index_pipeline"
+QUALITY_JOB = "quality_pipeline"
 
 
 def build_definitions(settings: Settings) -> dg.Definitions:
     partitions = source_partitions(settings)
+    days = daily_partitions(settings)
     raw_documents = raw_documents_asset(partitions)
     source_assets = [
         raw_documents,
         chunks_asset(partitions, FOLLOW_UPSTREAM),
         embeddings_asset(partitions, FOLLOW_UPSTREAM),
     ]
-    search_index = search_index_asset(FOLLOW_UPSTREAM)
+    index_assets = [
+        search_index_asset(FOLLOW_UPSTREAM),
+        eval_set_asset(FOLLOW_UPSTREAM),
+        variant_corpora_asset(FOLLOW_UPSTREAM),
+    ]
+    quality_assets = [
+        retrieval_scores_asset(days, FOLLOW_UPSTREAM),
+        variant_comparison_asset(days, FOLLOW_UPSTREAM),
+        drift_metrics_asset(days, FOLLOW_UPSTREAM),
+    ]
+    policy = freshness_policy(settings.freshness)
+    assets = [with_freshness(a, policy) for a in [*source_assets, *index_assets, *quality_assets]]
     source_job = dg.define_asset_job(
         SOURCE_PIPELINE_JOB,
         selection=dg.AssetSelection.assets(*source_assets),
@@ -35,13 +55,21 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     )
     index_job = dg.define_asset_job(
         INDEX_JOB,
-        selection=dg.AssetSelection.assets(search_index),
-        description="Build or refresh the search indexes.",
+        selection=dg.AssetSelection.assets(*index_assets),
+        description="Build or refresh the search indexes, the eval sets and the variants' corpora.",
+    )
+    quality_job = dg.define_asset_job(
+        QUALITY_JOB,
+        selection=dg.AssetSelection.assets(*quality_assets),
+        description="One day's retrieval scores, variant comparison and drift metrics.",
     )
     return dg.Definitions(
-        assets=[*source_assets, search_index],
-        jobs=[source_job, index_job],
-        schedules=[daily_refresh_schedule(source_job, [s.name for s in settings.sources])],
+        assets=assets,
+        jobs=[source_job, index_job, quality_job],
+        schedules=[
+            daily_refresh_schedule(source_job, [s.name for s in settings.sources]),
+            daily_quality_schedule(quality_job),
+        ],
         sensors=[
             source_files_sensor(settings, raw_documents),
             dg.AutomationConditionSensorDefinition(

@@ -1,8 +1,9 @@
-"""The daily safety net: every source re-ingested, whatever the sensor saw."""
+"""Schedules: the daily safety net for ingestion, and the daily quality run (scores, A/B, drift)."""
 
 import dagster as dg
 
 DAILY_CRON = "0 3 * * *"
+QUALITY_CRON = "0 4 * * *"  # after the 03:00 refresh has had time to flow through the indexes
 
 
 def daily_refresh_schedule(job, sources: list[str]) -> dg.ScheduleDefinition:
@@ -18,3 +19,18 @@ def daily_refresh_schedule(job, sources: list[str]) -> dg.ScheduleDefinition:
         return [dg.RunRequest(partition_key=s, run_key=f"{s}:{stamp}") for s in sources]
 
     return daily_refresh
+
+
+def daily_quality_schedule(job) -> dg.ScheduleDefinition:
+    @dg.schedule(
+        name="daily_quality",
+        cron_schedule=QUALITY_CRON,
+        job=job,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Scores retrieval, compares variants and tests drift daily, even if nothing changed.",
+    )
+    def daily_quality(context: dg.ScheduleEvaluationContext):
+        day = context.scheduled_execution_time.strftime("%Y-%m-%d")
+        return dg.RunRequest(partition_key=day, run_key=f"quality:{day}")
+
+    return daily_quality

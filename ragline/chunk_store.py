@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import psycopg
@@ -23,6 +24,27 @@ class ChunkStats:
     tokens_max: int = 0
 
 
+def chunk_rows(
+    chunker: Chunker, source: str, doc_id: str, version: int, content_hash: str, text: str
+) -> Iterator[tuple]:
+    """One document version's chunks as rows of ragline.chunks' COPY columns (chunk_id .. chunker)."""
+    for c in chunker.split(text):
+        yield (
+            chunk_id(source, doc_id, content_hash, chunker.id, c.chunk_index),
+            source,
+            doc_id,
+            version,
+            c.chunk_index,
+            c.text,
+            text_hash(c.text),
+            c.token_count,
+            c.start_char,
+            c.end_char,
+            Jsonb(c.metadata),
+            chunker.id,
+        )
+
+
 def rechunk_source(conn: psycopg.Connection, source: str, chunker: Chunker) -> ChunkStats:
     """Chunk live documents that have no chunks under this chunker; drop chunks that are not
     current (older document versions, deleted documents, other chunker settings). One transaction."""
@@ -42,23 +64,8 @@ def rechunk_source(conn: psycopg.Connection, source: str, chunker: Chunker) -> C
             ) as copy,
         ):
             for doc_id, version, content_hash, text in todo:
-                for c in chunker.split(text):
-                    copy.write_row(
-                        (
-                            chunk_id(source, doc_id, content_hash, chunker.id, c.chunk_index),
-                            source,
-                            doc_id,
-                            version,
-                            c.chunk_index,
-                            c.text,
-                            text_hash(c.text),
-                            c.token_count,
-                            c.start_char,
-                            c.end_char,
-                            Jsonb(c.metadata),
-                            chunker.id,
-                        )
-                    )
+                for row in chunk_rows(chunker, source, doc_id, version, content_hash, text):
+                    copy.write_row(row)
                     stats.chunks_added += 1
         stats.documents_chunked = len(todo)
         row = conn.execute(query("chunk_summary"), {"source": source}).fetchone()

@@ -11,7 +11,8 @@ import shlex
 import sys
 from pathlib import Path
 
-from ragline.config import ConfigError, Settings, load_settings
+from ragline.config import RERANKERS, RETRIEVAL_STRATEGIES, ConfigError, Settings, load_settings
+from ragline.context import TOKENIZERS
 from ragline.db import (
     DATABASE_URL_ENV,
     DatabaseError,
@@ -22,6 +23,7 @@ from ragline.db import (
     sqlalchemy_url,
     stop_embedded,
 )
+from ragline.retrieval import RetrievalError
 from ragline.sources import SourceError
 
 
@@ -41,6 +43,7 @@ def dagster_environment(settings: Settings) -> dict[str, str]:
         "DAGSTER_HOME": home,
         "DAGSTER_PG_URL": sqlalchemy_url(database_url(settings.data_dir)),
         "RAGLINE_DAGSTER_STORAGE": str(storage),
+        "RAGLINE_DAGSTER_COMPUTE_LOGS": str(storage / "compute_logs"),
     }
 
 
@@ -70,11 +73,151 @@ def _cmd_orchestrated(args: argparse.Namespace, settings: Settings) -> int:
     os.environ.update(dagster_environment(settings))
     commands = importlib.import_module("orchestration.commands")
     if args.command == "materialize":
-        ok = commands.materialize(settings, names)
+        ok = commands.materialize(settings, names, day=args.date)
         return 0 if ok else 1
     report = commands.status(settings)
     print(json.dumps(report, indent=2) if args.json else commands.format_status(report))
     return 0 if report["healthy"] else 1
+
+
+def _retriever(args: argparse.Namespace, settings: Settings):
+    from dataclasses import replace
+
+    from ragline.db import Database
+    from ragline.embedding import build_embedder
+    from ragline.retrieval import build_retriever
+
+    variant = None
+    if args.variant:
+        variant = next((v for v in settings.variants if v.name == args.variant), None)
+        if variant is None:
+            raise ConfigError(
+                f"unknown variant {args.variant!r}; configured: {[v.name for v in settings.variants]}"
+            )
+    if args.rerank is not None:
+        rerank = None if args.rerank == "none" else args.rerank
+        if variant is not None:
+            variant = replace(variant, retrieval=replace(variant.retrieval, rerank=rerank))
+        else:
+            settings = replace(settings, retrieval=replace(settings.retrieval, rerank=rerank))
+    for name in args.source or []:
+        settings.source(name)  # a clear error for a misspelt source
+    db = Database(database_url(settings.data_dir), max_size=1)
+    embedder = build_embedder(settings.embedding, os.environ.get(settings.embedding.api_key_env))
+    retriever = build_retriever(settings, db, embedder, variant=variant, caller="cli")
+    return db, retriever
+
+
+def _search(args: argparse.Namespace, settings: Settings, k: int):
+    from ragline.retrieval import parse_filters
+
+    db, retriever = _retriever(args, settings)
+    result = retriever.search(
+        args.question,
+        k=k,
+        strategy=args.strategy,
+        filters=parse_filters(args.source or [], args.where or []),
+        mmr_lambda=args.mmr,
+        log=False if args.no_log else None,
+    )
+    return db, retriever, result
+
+
+def _cmd_search(args: argparse.Namespace, settings: Settings) -> int:
+    db, _retriever_, result = _search(args, settings, args.k)
+    db.close()
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "query": result.query,
+                    "strategy": result.strategy,
+                    "latency_ms": round(result.latency_ms, 2),
+                    "timings_ms": {k: round(v, 2) for k, v in result.timings_ms.items()},
+                    "query_id": result.query_id,
+                    "hits": [
+                        {
+                            "rank": i,
+                            "score": h.score,
+                            "chunk_id": h.chunk_id,
+                            "document": h.document,
+                            "path": h.path,
+                            "start_char": h.start_char,
+                            "end_char": h.end_char,
+                            "text": h.text,
+                        }
+                        for i, h in enumerate(result.hits, start=1)
+                    ],
+                },
+                indent=2,
+            )
+        )
+        return 0
+    print(f"{len(result.hits)} results, {result.strategy}, {result.latency_ms:.0f} ms")
+    for i, h in enumerate(result.hits, start=1):
+        snippet = " ".join(h.text.split())[:160]
+        print(f"{i:>3}. {h.score:8.4f}  {h.citation}\n       {snippet}")
+    return 0
+
+
+def _cmd_context(args: argparse.Namespace, settings: Settings) -> int:
+    from ragline.context import assemble_context, tokenizer_for
+
+    db, retriever, result = _search(args, settings, args.k)
+    try:
+        with db.connection() as conn:
+            context = assemble_context(
+                result.hits,
+                budget=args.budget,
+                tokenizer=tokenizer_for(args.tokenizer),
+                conn=conn,
+                neighbours=args.neighbours,
+                chunk_set=retriever.chunk_set,
+                order=args.order,
+            )
+    finally:
+        db.close()
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "query": result.query,
+                    "budget": context.budget,
+                    "tokens": context.tokens,
+                    "tokenizer": context.tokenizer,
+                    "dropped": context.dropped,
+                    "context": context.text(),
+                    "citations": context.citations(),
+                },
+                indent=2,
+            )
+        )
+        return 0
+    print(context.text())
+    used = f"{context.tokens}/{context.budget} tokens ({context.tokenizer})"
+    print(f"\n--- {used}, {len(context.passages)} passages")
+    for c in context.citations():
+        extra = f" (neighbour of {c['neighbour_of']})" if c["neighbour_of"] else ""
+        print(f"[{c['number']}] {c['document']} chars {c['start_char']}-{c['end_char']}{extra}")
+    return 0
+
+
+def _cmd_drift(args: argparse.Namespace, settings: Settings) -> int:
+    from ragline.db import Database
+    from ragline.embedding import build_embedder
+    from ragline.monitoring import pin_baseline
+
+    model_id = build_embedder(settings.embedding, os.environ.get(settings.embedding.api_key_env)).model_id
+    with Database(database_url(settings.data_dir), max_size=1) as db, db.connection() as conn:
+        counts = pin_baseline(conn, model_id, args.per_source)
+    if not counts:
+        print(f"no vectors of {model_id} to pin; materialize the pipeline first", file=sys.stderr)
+        return 1
+    print(
+        f"pinned the drift baseline for {model_id}: "
+        + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+    )
+    return 0
 
 
 def _cmd_env(_args: argparse.Namespace, settings: Settings) -> int:
@@ -95,9 +238,39 @@ def parser() -> argparse.ArgumentParser:
     db.add_parser("migrate", help="apply pending migrations and refresh views")
     m = sub.add_parser("materialize", help="run the whole pipeline in-process through Dagster")
     m.add_argument("--source", help="only this source (default: every source)")
+    m.add_argument("--date", help="the quality assets' daily partition, YYYY-MM-DD (default: today, UTC)")
     s = sub.add_parser("status", help="per asset and source: last run, row counts, check results")
     s.add_argument("--json", action="store_true")
     sub.add_parser("env", help="print shell exports for the Dagster instance (used by make dev)")
+    drift = sub.add_parser("drift", help="drift monitoring").add_subparsers(
+        dest="drift_command", required=True
+    )
+    pin = drift.add_parser("pin", help="pin the current corpus vectors as the drift baseline")
+    pin.add_argument("--per-source", type=int, default=2000, help="vectors sampled per source")
+    for name, help_text in (
+        ("search", "retrieve the best chunks for a question"),
+        ("context", "assemble a token-budgeted, cited prompt context for a question"),
+    ):
+        q = sub.add_parser(name, help=help_text)
+        q.add_argument("question")
+        q.add_argument("--k", type=int, default=10 if name == "search" else 20, help="chunks to retrieve")
+        q.add_argument("--strategy", choices=RETRIEVAL_STRATEGIES, help="default: retrieval.strategy")
+        q.add_argument("--source", action="append", help="only this source (repeatable)")
+        q.add_argument("--where", action="append", help="document metadata key=value (repeatable)")
+        q.add_argument(
+            "--mmr", type=float, metavar="LAMBDA", help="MMR diversity, 0 (diverse) to 1 (relevant)"
+        )
+        q.add_argument("--rerank", choices=(*RERANKERS, "none"), help="default: retrieval.rerank")
+        q.add_argument("--variant", help="use an evaluation variant's chunks, model and settings")
+        q.add_argument("--no-log", action="store_true", help="do not record the query in ragline.query_log")
+        q.add_argument("--json", action="store_true")
+        if name == "context":
+            q.add_argument("--budget", type=int, default=2000, help="tokens of the target model")
+            q.add_argument(
+                "--tokenizer", default="cl100k_base", choices=TOKENIZERS, help="the target model's"
+            )
+            q.add_argument("--neighbours", action="store_true", help="add the chunks around each hit")
+            q.add_argument("--order", choices=("long_context", "rank"), default="long_context")
     return p
 
 
@@ -109,8 +282,14 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_db(args, settings)
         if args.command == "env":
             return _cmd_env(args, settings)
+        if args.command == "drift":
+            return _cmd_drift(args, settings)
+        if args.command == "search":
+            return _cmd_search(args, settings)
+        if args.command == "context":
+            return _cmd_context(args, settings)
         return _cmd_orchestrated(args, settings)
-    except (ConfigError, DatabaseError, SourceError) as exc:
+    except (ConfigError, DatabaseError, SourceError, RetrievalError) as exc:
         print(f"ragline: error: {exc}", file=sys.stderr)
         return 2
 

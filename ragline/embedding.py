@@ -124,14 +124,33 @@ class LocalMiniLM:
         self.calls += len(texts)
         return out
 
-    def _embed_batch(self, texts: list[str]) -> np.ndarray:
+    def token_vectors(self, texts: Sequence[str]) -> list[np.ndarray]:
+        """Per-token contextual vectors (L2-normalised, special and padding tokens dropped), for
+        late-interaction reranking."""
+        out: list[np.ndarray] = [np.empty((0, self.dim), dtype=np.float32)] * len(texts)
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start : start + self.batch_size]
+            hidden, mask, special = self._run([texts[i] for i in idx])
+            for row, i in enumerate(idx):
+                keep = (mask[row] == 1) & (special[row] == 0)
+                vectors = hidden[row][keep]
+                out[i] = vectors / np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
+        return out
+
+    def _run(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         encodings = self._batch_tok.encode_batch(texts)
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
         mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+        special = np.array([e.special_tokens_mask for e in encodings], dtype=np.int64)
         hidden = self._session.run(
             ["last_hidden_state"],
             {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)},
         )[0]
+        return hidden, mask, special
+
+    def _embed_batch(self, texts: list[str]) -> np.ndarray:
+        hidden, mask, _ = self._run(texts)
         weights = mask[..., None].astype(np.float32)
         pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
         return pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)

@@ -77,7 +77,7 @@ def embed_pending(
     with conn.cursor(name=f"pending_texts_{source}", withhold=True) as cursor:
         cursor.execute(query("texts_needing_embedding"), params)
         while batch := cursor.fetchmany(COMMIT_EVERY):
-            _embed_batch(conn, embedder, dim, batch, stats)
+            embed_batch(conn, embedder, dim, batch, stats)
             elapsed = time.perf_counter() - started
             rate = stats.texts_embedded / elapsed
             progress(
@@ -88,7 +88,7 @@ def embed_pending(
     return stats
 
 
-def _embed_batch(conn: psycopg.Connection, embedder: Embedder, dim: int, batch, stats: EmbedStats) -> None:
+def embed_batch(conn: psycopg.Connection, embedder: Embedder, dim: int, batch, stats: EmbedStats) -> None:
     model = embedder.model_id
     texts = [t for _h, t, _n in batch]
     t0 = time.perf_counter()

@@ -22,6 +22,12 @@ EMBEDDING_DIMENSIONS_MATCH_MODEL = "embedding_dimensions_match_model"
 EMBEDDINGS_ARE_FINITE_UNIT_VECTORS = "embeddings_are_finite_unit_vectors"
 EVERY_CURRENT_CHUNK_IS_EMBEDDED = "every_current_chunk_is_embedded"
 HNSW_RECALL_AT_10 = "hnsw_recall_at_10_meets_threshold"
+EVAL_QUESTIONS_ARE_UNIQUE = "eval_questions_are_unique"
+EVAL_REFERENCES_EXIST = "eval_references_exist_in_corpus"
+EVAL_LINES_ARE_VALID = "eval_set_lines_are_valid"
+NDCG_HAS_NOT_REGRESSED = "ndcg_at_10_has_not_regressed"
+CORPUS_HAS_NOT_DRIFTED = "corpus_has_not_drifted"
+QUERIES_HAVE_NOT_DRIFTED = "queries_have_not_drifted"
 
 UNIT_NORM_TOLERANCE = 1e-3
 
@@ -169,4 +175,29 @@ def check_embeddings(conn: psycopg.Connection, source: str, model_id: str, dim: 
         o.metadata["model_id"] = model_id
         if o.name == EMBEDDING_DIMENSIONS_MATCH_MODEL:
             o.metadata["expected_dim"] = dim
+    return outcomes
+
+
+def check_eval_questions(
+    questions: pd.DataFrame, references: pd.DataFrame, rejected: int
+) -> list[CheckOutcome]:
+    """questions: eval_set, question_id, normalised; references: eval_set, question_id, relevant_id,
+    missing_id (null when the id names a live document or current chunk)."""
+    import great_expectations.expectations as gxe
+
+    questions = questions.assign(set_and_id=questions["eval_set"] + "/" + questions["question_id"])
+    questions = questions.assign(set_and_text=questions["eval_set"] + "/" + questions["normalised"])
+    outcomes = run_suite(
+        questions,
+        {
+            EVAL_QUESTIONS_ARE_UNIQUE: [
+                gxe.ExpectColumnValuesToBeUnique(column="set_and_id"),
+                gxe.ExpectColumnValuesToBeUnique(column="set_and_text"),
+            ],
+        },
+    )
+    outcomes += run_suite(
+        references, {EVAL_REFERENCES_EXIST: [gxe.ExpectColumnValuesToBeNull(column="missing_id")]}
+    )
+    outcomes.append(CheckOutcome(EVAL_LINES_ARE_VALID, rejected == 0, {"rejected_lines": rejected}))
     return outcomes

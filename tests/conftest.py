@@ -61,6 +61,31 @@ def db_url(server_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     drop_database(server_url, name)
 
 
+@pytest.fixture(scope="session")
+def demo(server_url: str) -> Iterator[dict[str, Any]]:
+    """The repository's ragline.yaml over examples/, materialized twice in a fresh database (the
+    whole pipeline: data plane, eval sets, variants, today's scores and drift). DATABASE_URL is
+    set only while the runs execute; tests that need it again set it themselves."""
+    name, url = fresh_database(server_url)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("DATABASE_URL", url)
+    settings = load_settings(REPO / "ragline.yaml")
+    first = run(settings)
+    after_first = counts(url)
+    second = run(settings, quality=False)  # the no-op rerun of the data plane and indexes
+    after_second = counts(url)
+    mp.undo()
+    yield {
+        "url": url,
+        "settings": settings,
+        "first": first,
+        "second": second,
+        "after_first": after_first,
+        "after_second": after_second,
+    }
+    drop_database(server_url, name)
+
+
 def write_project(root: Path, sources: list[dict[str, Any]], **overrides: Any) -> Settings:
     """A ragline.yaml under root with the given sources (paths relative to root)."""
     config = {
@@ -94,12 +119,18 @@ def project(tmp_path: Path, db_url: str) -> Callable[..., Settings]:
     return make
 
 
-def run(settings: Settings, sources: list[str] | None = None) -> dict[str, dg.ExecuteInProcessResult]:
-    """Materialize the pipeline in-process on an ephemeral Dagster instance."""
+def run(
+    settings: Settings, sources: list[str] | None = None, day: str | None = None, quality: bool = True
+) -> dict[str, dg.ExecuteInProcessResult]:
+    """Materialize the pipeline in-process on an ephemeral Dagster instance (quality assets: `day`)."""
     from orchestration.commands import run_pipeline
 
     names = sources or [s.name for s in settings.sources]
-    return dict(run_pipeline(settings, names, dg.DagsterInstance.ephemeral()))
+    return dict(run_pipeline(settings, names, dg.DagsterInstance.ephemeral(), day=day, quality=quality))
+
+
+def quality_run(results: dict[str, dg.ExecuteInProcessResult]) -> dg.ExecuteInProcessResult:
+    return next(r for what, r in results.items() if what.startswith("quality "))
 
 
 def metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:

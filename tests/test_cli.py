@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import shutil
 import subprocess
@@ -11,6 +12,7 @@ import psutil
 import pytest
 
 from ragline.cli import main
+from ragline.db import migrations
 from tests.conftest import REPO, TEST_DATA_DIR, write_project
 
 
@@ -30,7 +32,8 @@ def test_db_commands_against_the_embedded_server(tmp_path, server_url, monkeypat
     assert main(["--config", config, "db", "url", "--dagster"]) == 0
     assert capsys.readouterr().out.startswith("postgresql+psycopg2://postgres:@/ragline?host=")
     assert main(["--config", config, "db", "migrate"]) == 0
-    assert capsys.readouterr().out.strip() in ("applied: 0001_core_schema.sql", "schema is up to date")
+    applied = "applied: " + ", ".join(m.name for m in migrations())
+    assert capsys.readouterr().out.strip() in (applied, "schema is up to date")
 
 
 def test_db_stop_stops_the_server_and_start_brings_it_back(tmp_path, monkeypatch, capsys):
@@ -65,7 +68,7 @@ def test_external_database_url_is_used(tmp_path, db_url, capsys):
 def test_materialize_then_status_with_runs_stored_in_postgres(tmp_path, db_url, monkeypatch, capsys):
     shutil.copy(REPO / "dagster.yaml", tmp_path / "dagster.yaml")
     # `ragline` exports the instance's variables into its own environment; undo that afterwards.
-    for name in ("DAGSTER_HOME", "DAGSTER_PG_URL", "RAGLINE_DAGSTER_STORAGE"):
+    for name in ("DAGSTER_HOME", "DAGSTER_PG_URL", "RAGLINE_DAGSTER_STORAGE", "RAGLINE_DAGSTER_COMPUTE_LOGS"):
         monkeypatch.setenv(name, "")
     monkeypatch.delenv("DAGSTER_HOME")
     (tmp_path / "corpus").mkdir()
@@ -76,17 +79,30 @@ def test_materialize_then_status_with_runs_stored_in_postgres(tmp_path, db_url, 
 
     assert main(["--config", config, "materialize", "--source", "docs"]) == 0
     out = capsys.readouterr().out
-    assert "source docs: ok" in out and "search index: ok" in out
+    assert "source docs: ok" in out and "search index: ok" in out and "quality " in out
 
     assert main(["--config", config, "status", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["healthy"] is True and report["failing_checks"] == []
     rows = {(a["asset"], a["partition"]): a for a in report["assets"]}
+    today = dt.datetime.now(dt.UTC).date().isoformat()
     assert set(rows) == {
         ("raw_documents", "docs"),
         ("chunks", "docs"),
         ("embeddings", "docs"),
         ("search_index", None),
+        ("eval_set", None),
+        ("variant_corpora", None),
+        ("retrieval_scores", today),
+        ("variant_comparison", today),
+        ("drift_metrics", today),
+    }
+    assert {a["freshness"] for a in report["assets"]} == {"pass"}
+    # No eval set configured: nothing to score, and drift pinned its baseline on this first run.
+    assert rows[("retrieval_scores", today)]["rows"] == 0
+    assert rows[("drift_metrics", today)]["metadata"]["baseline_pinned_this_run"] is True
+    assert {(d["scope"], d["subject"]) for d in report["quality"]["drift"]} >= {
+        ("corpus_vs_baseline", "docs")
     }
     docs = rows[("raw_documents", "docs")]
     assert docs["rows"] == 1 and docs["metadata"]["quarantined"] == 1
@@ -98,11 +114,12 @@ def test_materialize_then_status_with_runs_stored_in_postgres(tmp_path, db_url, 
     import psycopg
 
     with psycopg.connect(db_url) as conn:
-        assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 2
+        assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 3
 
     assert main(["--config", config, "status"]) == 0
     text = capsys.readouterr().out
-    assert "raw_documents  docs" in text and text.rstrip().endswith("healthy")
+    assert "raw_documents       docs" in text and text.rstrip().endswith("healthy")
+    assert "drift (" in text and "corpus_vs_baseline" in text
 
 
 @pytest.mark.parametrize(
@@ -115,6 +132,13 @@ def test_materialize_then_status_with_runs_stored_in_postgres(tmp_path, db_url, 
         ("sources: [{name: a, root: .}, {name: a, root: .}]", "repeated: ['a']"),
         ("sources: [{name: a, root: ., colour: red}]", "unknown keys ['colour']"),
         ("embedding: {provider: magic}\nsources: [{name: a, root: .}]", "embedding.provider"),
+        ("retrieval: {rerank: llm}\nsources: [{name: a, root: .}]", "no llm.model is configured"),
+        ("variants: [{name: v, strategy: fuzzy}]\nsources: [{name: a, root: .}]", "strategy must be one of"),
+        ("variants: [{name: default}]\nsources: [{name: a, root: .}]", "not be 'default'"),
+        ("eval_sets: [{name: g, kind: golden}]\nsources: [{name: a, root: .}]", "needs a path"),
+        ("eval_sets: [{name: b, kind: beir, source: nope}]\nsources: [{name: a, root: .}]", "unknown source"),
+        ("evaluation: {baseline: yesterday}\nsources: [{name: a, root: .}]", "not a YYYY-MM-DD date"),
+        ("drift: {alpha: 2}\nsources: [{name: a, root: .}]", "drift.alpha"),
     ],
 )
 def test_bad_config_is_a_clear_error(tmp_path, capsys, yaml_text, message):

@@ -1,0 +1,358 @@
+"""Evaluation: eval sets, variants' corpora, daily retrieval scores with a regression gate, and A/B."""
+
+import datetime as dt
+
+import dagster as dg
+
+from assets.checks import blocking_specs, check_results, severity
+from assets.tables import markdown_table
+from orchestration.resources import EmbedderResource, RaglineResource
+from ragline import quality
+from ragline.config import Settings
+from ragline.embedding import build_embedder
+from ragline.eval_sets import check_frames, load_sets, remove_unconfigured_sets, stored_questions
+from ragline.evaluation import (
+    Comparison,
+    baseline_partition,
+    compare,
+    evaluate,
+    failed_questions,
+    per_question_ndcg,
+    store_comparison,
+    store_scores,
+    summarize,
+    trend,
+)
+from ragline.llm import chat_client
+from ragline.retrieval import build_retriever
+from ragline.variants import build_variant_corpus
+
+EVAL_SET_CHECKS = (
+    quality.EVAL_QUESTIONS_ARE_UNIQUE,
+    quality.EVAL_REFERENCES_EXIST,
+    quality.EVAL_LINES_ARE_VALID,
+)
+
+
+def eval_set_asset(automation: dg.AutomationCondition) -> dg.AssetsDefinition:
+    @dg.asset(
+        name="eval_set",
+        deps=["search_index"],
+        group_name="evaluation",
+        kinds={"python", "postgres"},
+        description="Questions of every configured eval set (golden, BEIR, synthetic) with relevant ids.",
+        metadata={"table": "ragline.eval_questions"},
+        check_specs=blocking_specs("eval_set", EVAL_SET_CHECKS),
+        automation_condition=automation,
+    )
+    def eval_set(context: dg.AssetExecutionContext, ragline: RaglineResource):
+        settings = ragline.settings()
+        with ragline.database().connection() as conn:
+            sets = load_sets(conn, settings, chat_client(settings.llm), progress=context.log.info)
+            removed = remove_unconfigured_sets(conn, [s.name for s in sets])
+            questions, references = check_frames(conn, sets)
+        rejected = [(s.name, r.where, r.reason) for s in sets for r in s.rejected]
+        for name, where, reason in rejected:
+            context.log.warning(f"eval set {name}: {where} rejected: {reason}")
+        outcomes = quality.check_eval_questions(questions, references, len(rejected))
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": sum(len(s.questions) for s in sets),
+                "sets": dg.MetadataValue.md(
+                    markdown_table(
+                        ["eval set", "kind", "questions", "synthetic", "rejected lines", "regenerated"],
+                        [
+                            [
+                                s.name,
+                                s.kind,
+                                len(s.questions),
+                                sum(q.synthetic for q in s.questions),
+                                len(s.rejected),
+                                s.regenerated,
+                            ]
+                            for s in sets
+                        ],
+                    )
+                ),
+                "rejected": dg.MetadataValue.md(
+                    markdown_table(["eval set", "where", "reason"], rejected[:20]) if rejected else "none"
+                ),
+                "sets_removed": removed,
+            },
+            check_results=check_results(outcomes),
+        )
+
+    return eval_set
+
+
+def variant_corpora_asset(
+    automation: dg.AutomationCondition,
+) -> dg.AssetsDefinition:
+    @dg.asset(
+        name="variant_corpora",
+        deps=["search_index"],
+        group_name="evaluation",
+        kinds={"python", "postgres", "pgvector"},
+        description="Chunks and vectors that evaluation variants with their own chunker or model need.",
+        metadata={"table": "ragline.variant_chunks"},
+        automation_condition=automation,
+    )
+    def variant_corpora(
+        context: dg.AssetExecutionContext, ragline: RaglineResource, embedder: EmbedderResource
+    ):
+        settings = ragline.settings()
+        rows = []
+        with ragline.database().connection() as conn:
+            for variant in settings.variants:
+                model = _variant_embedder(settings, variant, embedder)
+                stats = build_variant_corpus(conn, settings, variant, model, progress=context.log.info)
+                rows.append(
+                    [
+                        stats.variant,
+                        stats.chunk_set,
+                        stats.model_id,
+                        stats.chunks,
+                        stats.chunks_added,
+                        stats.chunks_removed,
+                        stats.texts_embedded,
+                    ]
+                )
+            conn.execute(
+                "DELETE FROM ragline.variant_chunks WHERE NOT (variant = ANY(%s))",
+                ([v.name for v in settings.variants],),
+            )
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": sum(r[3] for r in rows),
+                "chunks_added": sum(r[4] for r in rows),
+                "chunks_removed": sum(r[5] for r in rows),
+                "texts_embedded": sum(r[6] for r in rows),
+                "variants": dg.MetadataValue.md(
+                    markdown_table(
+                        ["variant", "chunk set", "model", "chunks", "added", "removed", "texts embedded"],
+                        rows,
+                    )
+                ),
+            }
+        )
+
+    return variant_corpora
+
+
+def _variant_embedder(settings: Settings, variant, embedder: EmbedderResource):
+    import os
+
+    if variant.embedding is None:
+        return embedder.embedder()
+    return build_embedder(variant.embedding, os.environ.get(variant.embedding.api_key_env))
+
+
+def retrieval_scores_asset(
+    partitions: dg.TimeWindowPartitionsDefinition, automation: dg.AutomationCondition
+) -> dg.AssetsDefinition:
+    @dg.asset(
+        name="retrieval_scores",
+        partitions_def=partitions,
+        deps=["eval_set", "variant_corpora"],
+        group_name="evaluation",
+        kinds={"python", "postgres"},
+        description="Per day, each variant's recall@k, precision@k, MRR, nDCG@10, hit rate and latency.",
+        metadata={"tables": "ragline.retrieval_scores, ragline.retrieval_results (per question)"},
+        check_specs=blocking_specs("retrieval_scores", [quality.NDCG_HAS_NOT_REGRESSED]),
+        automation_condition=automation,
+    )
+    def retrieval_scores(
+        context: dg.AssetExecutionContext, ragline: RaglineResource, embedder: EmbedderResource
+    ):
+        settings = ragline.settings()
+        day = dt.date.fromisoformat(context.partition_key)
+        db = ragline.database()
+        k = settings.evaluation.k
+        summaries, comparisons, failures, numbers = [], [], [], {}
+        with db.connection() as conn:
+            sets = {e.name: stored_questions(conn, e.name) for e in settings.eval_sets}
+            for variant in settings.variants:
+                model = _variant_embedder(settings, variant, embedder)
+                retriever = build_retriever(settings, db, model, variant=variant, log_queries=False)
+                for name, questions in sets.items():
+                    if not questions:
+                        continue
+                    context.log.info(f"{variant.name} on {name}: {len(questions)} questions")
+                    results = evaluate(retriever, questions, k=k)
+                    summary = summarize(results, k)
+                    store_scores(conn, day, variant.name, name, results, summary, _config(variant))
+                    summaries.append((variant.name, name, summary))
+                    numbers[f"ndcg_at_10/{variant.name}/{name}"] = round(summary.ndcg, 4)
+                    comparisons.append(_against_baseline(conn, day, variant.name, name, settings))
+                    failures += [
+                        [
+                            variant.name,
+                            name,
+                            f["question_id"],
+                            f["question"][:80],
+                            ", ".join(f["relevant"]),
+                            ", ".join(f["retrieved"]),
+                        ]
+                        for f in failed_questions(conn, day, variant.name, name, limit=5)
+                    ]
+            history = trend(conn)
+        dropped = [c for c in comparisons if c.result is not None and c.result.significant_drop]
+        outcome = quality.CheckOutcome(
+            quality.NDCG_HAS_NOT_REGRESSED,
+            not dropped,
+            {
+                "compared": sum(c.result is not None for c in comparisons),
+                "regressions": ", ".join(f"{c.candidate}/{c.eval_set}" for c in dropped) or "none",
+                "comparisons": dg.MetadataValue.md(_comparison_table(comparisons)),
+                "confidence": settings.evaluation.confidence,
+            },
+        )
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": sum(s.questions for _v, _n, s in summaries),
+                "scores": dg.MetadataValue.md(_score_table(summaries)),
+                "trend_ndcg_at_10": dg.MetadataValue.md(_trend_table(history)),
+                "failed_questions": dg.MetadataValue.md(
+                    markdown_table(
+                        ["variant", "set", "id", "question", "relevant", "top 3 instead"], failures
+                    )
+                    if failures
+                    else "none: every question retrieved a relevant id in the top k"
+                ),
+                **numbers,
+            },
+            check_results=check_results([outcome], severity(settings.evaluation.severity)),
+        )
+
+    return retrieval_scores
+
+
+def _config(variant) -> dict:
+    r = variant.retrieval
+    return {
+        "strategy": r.strategy,
+        "rerank": r.rerank,
+        "mmr_lambda": r.mmr_lambda,
+        "dense_weight": r.dense_weight,
+        "lexical_weight": r.lexical_weight,
+        "chunk_set": variant.chunk_set,
+        "embedding": variant.embedding.model if variant.embedding else None,
+    }
+
+
+def _against_baseline(conn, day: dt.date, variant: str, eval_set: str, settings: Settings) -> Comparison:
+    base = baseline_partition(conn, day, variant, eval_set, settings.evaluation)
+    if base is None:
+        return Comparison("-", variant, eval_set, None, "first scored partition")
+    return compare(
+        per_question_ndcg(conn, base, variant, eval_set),
+        per_question_ndcg(conn, day, variant, eval_set),
+        labels=(base.isoformat(), variant),
+        eval_set=eval_set,
+        settings=settings.evaluation,
+    )
+
+
+def _fmt(x) -> str:
+    if x is None:
+        return "-"
+    return f"{x:.4f}" if isinstance(x, float) else str(x)
+
+
+def _comparison_table(comparisons: list[Comparison]) -> str:
+    rows = [
+        [
+            r["candidate"],
+            r["eval_set"],
+            r["baseline"],
+            r["questions"],
+            _fmt(r["ndcg_baseline"]),
+            _fmt(r["ndcg_candidate"]),
+            _fmt(r["diff"]),
+            f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]",
+            r["verdict"] if r["questions"] else r["reason"],
+        ]
+        for r in (c.row() for c in comparisons)
+    ]
+    return markdown_table(
+        ["variant", "set", "against", "n", "nDCG before", "nDCG now", "diff", "CI", "verdict"], rows
+    )
+
+
+def _score_table(summaries) -> str:
+    return markdown_table(
+        ["variant", "set", "n", "recall@k", "precision@k", "MRR", "nDCG@10", "hit rate", "p50 ms", "p95 ms"],
+        [
+            [
+                v,
+                n,
+                s.questions,
+                _fmt(s.recall),
+                _fmt(s.precision),
+                _fmt(s.mrr),
+                _fmt(s.ndcg),
+                _fmt(s.hit_rate),
+                f"{s.latency_p50_ms:.1f}",
+                f"{s.latency_p95_ms:.1f}",
+            ]
+            for v, n, s in summaries
+        ],
+    )
+
+
+def _trend_table(history: list[dict]) -> str:
+    columns = sorted({f"{h['variant']}/{h['eval_set']}" for h in history})
+    days = sorted({h["partition"] for h in history})
+    cell = {(h["partition"], f"{h['variant']}/{h['eval_set']}"): h["ndcg"] for h in history}
+    return markdown_table(
+        ["partition", *columns], [[d.isoformat(), *[_fmt(cell.get((d, c))) for c in columns]] for d in days]
+    )
+
+
+def variant_comparison_asset(
+    partitions: dg.TimeWindowPartitionsDefinition,
+    automation: dg.AutomationCondition,
+) -> dg.AssetsDefinition:
+    @dg.asset(
+        name="variant_comparison",
+        partitions_def=partitions,
+        deps=["retrieval_scores"],
+        group_name="evaluation",
+        kinds={"python", "postgres"},
+        description="A/B: each variant against the control on the same questions, paired bootstrap CI.",
+        metadata={"table": "ragline.variant_comparisons"},
+        automation_condition=automation,
+    )
+    def variant_comparison(context: dg.AssetExecutionContext, ragline: RaglineResource):
+        settings = ragline.settings()
+        day = dt.date.fromisoformat(context.partition_key)
+        control = settings.evaluation.control or settings.variants[0].name
+        comparisons = []
+        with ragline.database().connection() as conn:
+            for e in settings.eval_sets:
+                base = per_question_ndcg(conn, day, control, e.name)
+                for variant in settings.variants:
+                    if variant.name == control:
+                        continue
+                    c = compare(
+                        base,
+                        per_question_ndcg(conn, day, variant.name, e.name),
+                        labels=(control, variant.name),
+                        eval_set=e.name,
+                        settings=settings.evaluation,
+                    )
+                    store_comparison(conn, day, c)
+                    comparisons.append(c)
+        better = [c.candidate + "/" + c.eval_set for c in comparisons if c.verdict == "better"]
+        worse = [c.candidate + "/" + c.eval_set for c in comparisons if c.verdict == "worse"]
+        return dg.MaterializeResult(
+            metadata={
+                "dagster/row_count": len(comparisons),
+                "control": control,
+                "comparison": dg.MetadataValue.md(_comparison_table(comparisons)),
+                "better_than_control": ", ".join(better) or "none",
+                "worse_than_control": ", ".join(worse) or "none",
+            }
+        )
+
+    return variant_comparison

@@ -1,0 +1,279 @@
+"""Retrieval evaluation: run an eval set through a retriever, score every question, store the rows,
+and compare partitions (regression gate) and variants (A/B) with paired bootstrap intervals."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from ragline.config import EvaluationSettings
+from ragline.db import query
+from ragline.eval_sets import EvalQuestion
+from ragline.metrics import BootstrapResult, QueryScores, paired_bootstrap, percentile, score_query
+from ragline.retrieval import Hit, Retriever
+
+
+@dataclass
+class QuestionResult:
+    question_id: str
+    scores: QueryScores
+    latency_ms: float
+    retrieved: list[dict[str, Any]]  # what came back, best first: id scored on, chunk, score
+
+
+@dataclass
+class Summary:
+    questions: int
+    k: int
+    recall: float
+    precision: float
+    mrr: float
+    ndcg: float
+    hit_rate: float
+    latency_p50_ms: float
+    latency_p95_ms: float
+
+
+def ranked_ids(hits: Sequence[Hit], document_level: bool) -> list[tuple[str, float]]:
+    """Hits as (id, score) best first: documents (first occurrence) or chunks. Scores that do not
+    fall with rank (MMR, some rerankers) are replaced by rank so that tie handling stays correct."""
+    ids = [h.document if document_level else h.chunk_id for h in hits]
+    scores = [h.score for h in hits]
+    if any(b > a for a, b in zip(scores, scores[1:], strict=False)):
+        scores = [-float(i) for i in range(len(hits))]
+    seen: set[str] = set()
+    out = []
+    for i, s in zip(ids, scores, strict=True):
+        if i not in seen:
+            seen.add(i)
+            out.append((i, s))
+    return out
+
+
+def evaluate(
+    retriever: Retriever,
+    questions: Sequence[EvalQuestion],
+    *,
+    k: int,
+    progress: Callable[[int, int], None] | None = None,
+) -> list[QuestionResult]:
+    """Ask every question (not logged as user queries) and score what came back."""
+    out = []
+    for n, q in enumerate(questions, start=1):
+        result = retriever.search(q.question, k=k, log=False)
+        # Ids with a ':' are documents ("<source>:<doc_id>"); chunk ids are hex digests.
+        document_level = all(":" in rid for rid in q.relevant)
+        ranked = ranked_ids(result.hits, document_level)
+        out.append(
+            QuestionResult(
+                q.question_id,
+                score_query(ranked, q.relevant, k=k, ndcg_k=10),
+                result.latency_ms,
+                [
+                    {
+                        "id": h.document if document_level else h.chunk_id,
+                        "chunk_id": h.chunk_id,
+                        "score": h.score,
+                    }
+                    for h in result.hits
+                ],
+            )
+        )
+        if progress:
+            progress(n, len(questions))
+    return out
+
+
+def summarize(results: Sequence[QuestionResult], k: int) -> Summary:
+    n = len(results)
+
+    def mean(attr: str) -> float:
+        return sum(getattr(r.scores, attr) for r in results) / n if n else float("nan")
+
+    latencies = [r.latency_ms for r in results]
+    return Summary(
+        questions=n,
+        k=k,
+        recall=mean("recall"),
+        precision=mean("precision"),
+        mrr=mean("mrr"),
+        ndcg=mean("ndcg"),
+        hit_rate=mean("hit"),
+        latency_p50_ms=percentile(latencies, 50),
+        latency_p95_ms=percentile(latencies, 95),
+    )
+
+
+def store_scores(
+    conn: psycopg.Connection,
+    partition: dt.date,
+    variant: str,
+    eval_set: str,
+    results: Sequence[QuestionResult],
+    summary: Summary,
+    config: dict[str, Any],
+) -> None:
+    """Replace one (partition, variant, eval set)'s rows, so a rerun of a partition is idempotent."""
+    key = {"partition": partition, "variant": variant, "eval_set": eval_set}
+    with conn.transaction():
+        conn.execute(query("delete_retrieval_scores"), key)
+        with conn.cursor() as cur:
+            cur.executemany(
+                query("insert_retrieval_result"),
+                [
+                    {
+                        **key,
+                        "question_id": r.question_id,
+                        **asdict(r.scores),
+                        "latency_ms": r.latency_ms,
+                        "retrieved": Jsonb(r.retrieved),
+                    }
+                    for r in results
+                ],
+            )
+        conn.execute(query("insert_retrieval_score"), {**key, **asdict(summary), "config": Jsonb(config)})
+
+
+def per_question_ndcg(
+    conn: psycopg.Connection, partition: dt.date, variant: str, eval_set: str
+) -> dict[str, float]:
+    key = {"partition": partition, "variant": variant, "eval_set": eval_set}
+    rows = conn.execute(query("question_ndcg"), key).fetchall()
+    return dict(rows)
+
+
+def baseline_partition(
+    conn: psycopg.Connection, partition: dt.date, variant: str, eval_set: str, settings: EvaluationSettings
+) -> dt.date | None:
+    """The pinned baseline partition if configured, else the latest earlier partition with scores."""
+    if settings.baseline:
+        return dt.date.fromisoformat(settings.baseline)
+    key = {"partition": partition, "variant": variant, "eval_set": eval_set}
+    row = conn.execute(query("previous_scored_partition"), key).fetchone()
+    return row[0] if row else None
+
+
+@dataclass
+class Comparison:
+    """A paired comparison on the questions both sides answered."""
+
+    baseline: str  # what is compared against: a partition date or a control variant
+    candidate: str
+    eval_set: str
+    result: BootstrapResult | None  # None when there is nothing to pair
+    reason: str = ""
+
+    @property
+    def verdict(self) -> str:
+        if self.result is None:
+            return "not compared"
+        if self.result.significant_drop:
+            return "worse"
+        if self.result.significant_gain:
+            return "better"
+        return "no significant difference"
+
+    def row(self) -> dict[str, Any]:
+        r = self.result
+        return {
+            "eval_set": self.eval_set,
+            "baseline": self.baseline,
+            "candidate": self.candidate,
+            "questions": r.n if r else 0,
+            "ndcg_baseline": r.mean_baseline if r else None,
+            "ndcg_candidate": r.mean_candidate if r else None,
+            "diff": r.mean_diff if r else None,
+            "ci_low": r.low if r else None,
+            "ci_high": r.high if r else None,
+            "verdict": self.verdict,
+            "reason": self.reason,
+        }
+
+
+def compare(
+    baseline: dict[str, float],
+    candidate: dict[str, float],
+    *,
+    labels: tuple[str, str],
+    eval_set: str,
+    settings: EvaluationSettings,
+) -> Comparison:
+    """Paired bootstrap CI of the mean per-question nDCG@10 difference (candidate - baseline)."""
+    shared = sorted(set(baseline) & set(candidate))
+    if not shared:
+        return Comparison(*labels, eval_set, None, "no questions in common")
+    result = paired_bootstrap(
+        [baseline[q] for q in shared],
+        [candidate[q] for q in shared],
+        samples=settings.bootstrap_samples,
+        confidence=settings.confidence,
+    )
+    return Comparison(*labels, eval_set, result)
+
+
+def store_comparison(conn: psycopg.Connection, partition: dt.date, c: Comparison) -> None:
+    if c.result is None:
+        return
+    r = c.result
+    conn.execute(
+        query("upsert_variant_comparison"),
+        {
+            "partition": partition,
+            "eval_set": c.eval_set,
+            "control": c.baseline,
+            "variant": c.candidate,
+            "questions": r.n,
+            "ndcg_control": r.mean_baseline,
+            "ndcg_variant": r.mean_candidate,
+            "diff": r.mean_diff,
+            "low": r.low,
+            "high": r.high,
+            "verdict": c.verdict,
+        },
+    )
+
+
+def trend(conn: psycopg.Connection, days: int = 14) -> list[dict[str, Any]]:
+    """nDCG@10 per partition, variant and eval set over the last `days` partitions scored."""
+    rows = conn.execute(query("retrieval_trend"), {"days": days}).fetchall()
+    return [
+        {"partition": r[0], "variant": r[1], "eval_set": r[2], "ndcg": r[3], "recall": r[4]} for r in rows
+    ]
+
+
+def failed_questions(
+    conn: psycopg.Connection, partition: dt.date, variant: str, eval_set: str, limit: int = 10
+) -> list[dict[str, Any]]:
+    """Questions whose relevant ids were not retrieved at all, with what came back instead."""
+    rows = conn.execute(
+        query("failed_questions"),
+        {"partition": partition, "variant": variant, "eval_set": eval_set, "limit": limit},
+    ).fetchall()
+    return [
+        {
+            "question_id": r[0],
+            "question": r[1],
+            "relevant": list(r[2]),
+            "retrieved": [x["id"] for x in r[3][:3]],
+        }
+        for r in rows
+    ]
+
+
+def latest_scores(conn: psycopg.Connection) -> list[dict[str, Any]]:
+    """The latest partition's scores, each with its nDCG@10 change since the previous partition."""
+    cur = conn.execute(query("latest_scores"))
+    names = [c.name for c in cur.description]
+    out = []
+    for row in cur.fetchall():
+        r = dict(zip(names, row, strict=True))
+        r["ndcg_delta"] = r["ndcg"] - r["previous_ndcg"] if r["previous_ndcg"] is not None else None
+        r["partition"] = r["partition"].isoformat()
+        r["previous"] = r["previous"].isoformat() if r["previous"] else None
+        out.append(r)
+    return out

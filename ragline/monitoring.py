@@ -1,0 +1,195 @@
+"""Drift monitoring against Postgres: pin a baseline snapshot of the corpus vectors, test the current
+corpus (per source) and the logged queries for drift, and store the results per daily partition."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+import psycopg
+
+from ragline.config import DriftSettings
+from ragline.db import query
+from ragline.drift import DriftResult, drift_test
+from ragline.embedding import Embedder
+
+ALL_SOURCES = "all"
+SCOPE_CORPUS = "corpus_vs_baseline"
+SCOPE_QUERIES_HISTORY = "queries_vs_history"
+SCOPE_QUERIES_CORPUS = "queries_vs_corpus"
+# Queries and passages are different kinds of text, so queries against the corpus are nearly always
+# "significant": that row is context (watch its effect over time), and never raises the alarm.
+ALARMING_SCOPES = (SCOPE_CORPUS, SCOPE_QUERIES_HISTORY)
+
+
+@dataclass(frozen=True)
+class DriftRow:
+    scope: str
+    subject: str
+    result: DriftResult
+
+    @property
+    def alarm(self) -> bool:
+        return self.scope in ALARMING_SCOPES and self.result.alarm
+
+
+def _vectors(rows: list[tuple]) -> dict[str, np.ndarray]:
+    grouped: dict[str, list[np.ndarray]] = defaultdict(list)
+    for source, vector in rows:
+        grouped[source].append(np.asarray(vector.to_numpy() if hasattr(vector, "to_numpy") else vector))
+    return {k: np.vstack(v).astype(np.float32) for k, v in grouped.items()}
+
+
+def baseline_info(conn: psycopg.Connection, model_id: str) -> tuple[dt.datetime | None, int]:
+    row = conn.execute(
+        "SELECT min(pinned_at), count(*) FROM ragline.drift_baseline WHERE model_id = %s", (model_id,)
+    ).fetchone()
+    return row[0], row[1]
+
+
+def pin_baseline(conn: psycopg.Connection, model_id: str, per_source: int) -> dict[str, int]:
+    """Replace the model's baseline with a seeded sample of the current corpus vectors per source."""
+    with conn.transaction():
+        conn.execute("DELETE FROM ragline.drift_baseline WHERE model_id = %s", (model_id,))
+        conn.execute(query("pin_drift_baseline"), {"model_id": model_id, "per_source": per_source})
+        rows = conn.execute(
+            "SELECT source, count(*) FROM ragline.drift_baseline WHERE model_id = %s GROUP BY source",
+            (model_id,),
+        ).fetchall()
+    return dict(rows)
+
+
+def corpus_drift(
+    conn: psycopg.Connection, model_id: str, settings: DriftSettings, seed: int = 0
+) -> list[DriftRow]:
+    """Each source's current vectors against the pinned baseline, and all sources together."""
+    baseline = _vectors(conn.execute(query("drift_baseline_vectors"), (model_id,)).fetchall())
+    current = _vectors(
+        conn.execute(
+            query("sample_corpus_vectors"), {"model_id": model_id, "per_source": 2 * settings.sample_size}
+        ).fetchall()
+    )
+    rows = []
+    for source in sorted(set(baseline) | set(current)):
+        rows.append(
+            DriftRow(SCOPE_CORPUS, source, _test(baseline.get(source), current.get(source), settings, seed))
+        )
+    if baseline and current:
+        rows.append(
+            DriftRow(
+                SCOPE_CORPUS,
+                ALL_SOURCES,
+                _test(np.vstack(list(baseline.values())), np.vstack(list(current.values())), settings, seed),
+            )
+        )
+    return rows
+
+
+def query_drift(
+    conn: psycopg.Connection,
+    day: dt.date,
+    embedder: Embedder,
+    model_id: str,
+    settings: DriftSettings,
+    seed: int = 0,
+) -> list[DriftRow]:
+    """The day's logged queries against the queries of the days before it, and against the corpus."""
+    start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+    today = _query_vectors(conn, start, start + dt.timedelta(days=1), embedder, model_id)
+    history = _query_vectors(
+        conn, start - dt.timedelta(days=settings.query_window_days), start, embedder, model_id
+    )
+    corpus = _vectors(
+        conn.execute(
+            query("sample_corpus_vectors"), {"model_id": model_id, "per_source": settings.sample_size}
+        ).fetchall()
+    )
+    corpus_all = np.vstack(list(corpus.values())) if corpus else None
+    return [
+        DriftRow(
+            SCOPE_QUERIES_HISTORY, ALL_SOURCES, _test(history, today, settings, seed, settings.min_queries)
+        ),
+        DriftRow(
+            SCOPE_QUERIES_CORPUS, ALL_SOURCES, _test(corpus_all, today, settings, seed, settings.min_queries)
+        ),
+    ]
+
+
+def _query_vectors(
+    conn: psycopg.Connection, start: dt.datetime, end: dt.datetime, embedder: Embedder, model_id: str
+) -> np.ndarray | None:
+    rows = conn.execute(query("logged_queries"), {"start": start, "end": end}).fetchall()
+    if not rows:
+        return None
+    vectors: list[np.ndarray | None] = []
+    missing = []
+    for i, (text, row_model, vector) in enumerate(rows):
+        if row_model == model_id and vector is not None:
+            vectors.append(np.asarray(vector.to_numpy() if hasattr(vector, "to_numpy") else vector))
+        else:
+            # Lexical queries are logged without a vector, or with another model's: embed them now.
+            vectors.append(None)
+            missing.append((i, text))
+    if missing:
+        fresh = embedder.embed([t for _, t in missing])
+        for (i, _), v in zip(missing, fresh, strict=True):
+            vectors[i] = v
+    return np.vstack(vectors).astype(np.float32)  # type: ignore[arg-type]
+
+
+def _test(
+    baseline: np.ndarray | None,
+    current: np.ndarray | None,
+    settings: DriftSettings,
+    seed: int,
+    min_rows: int = 10,
+) -> DriftResult:
+    empty = np.empty((0, 1), dtype=np.float32)
+    return drift_test(
+        baseline if baseline is not None else empty,
+        current if current is not None else empty,
+        alpha=settings.alpha,
+        min_effect=settings.min_effect,
+        permutations=settings.permutations,
+        sample_size=settings.sample_size,
+        seed=seed,
+        min_rows=min_rows,
+    )
+
+
+def store_drift(conn: psycopg.Connection, day: dt.date, rows: list[DriftRow]) -> None:
+    """Replace the partition's drift rows in one transaction."""
+    with conn.transaction():
+        conn.execute("DELETE FROM ragline.drift_metrics WHERE partition = %s", (day,))
+        with conn.cursor() as cur:
+            cur.executemany(
+                query("insert_drift_metric"),
+                [
+                    {
+                        "partition": day,
+                        "scope": r.scope,
+                        "subject": r.subject,
+                        "p_value": None if np.isnan(r.result.p_value) else r.result.p_value,
+                        "mmd2": None if np.isnan(r.result.mmd2) else r.result.mmd2,
+                        "effect": None if np.isnan(r.result.effect) else r.result.effect,
+                        "n_baseline": r.result.n_baseline,
+                        "n_current": r.result.n_current,
+                        "significant": r.result.significant,
+                        "alarm": r.alarm,
+                        "reason": r.result.reason,
+                    }
+                    for r in rows
+                ],
+            )
+
+
+def latest_drift(conn: psycopg.Connection) -> list[dict]:
+    """The latest partition's drift rows, for `ragline status`."""
+    cur = conn.execute(query("latest_drift"))
+    names = [c.name for c in cur.description]
+    rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
+    for r in rows:
+        r["partition"] = r["partition"].isoformat()
+    return rows

@@ -1,0 +1,445 @@
+"""Retrieval over the stored chunks: dense (pgvector HNSW), lexical (BM25 in Postgres) and hybrid
+(reciprocal rank fusion), with metadata filters, MMR diversity, reranking and a query log."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
+
+import numpy as np
+import psycopg
+from psycopg import sql
+from psycopg.types.json import Jsonb
+
+from ragline.config import (
+    DEFAULT_CHUNK_SET,
+    RETRIEVAL_STRATEGIES,
+    ConfigError,
+    RetrievalSettings,
+    Settings,
+    VariantSettings,
+)
+from ragline.db import Database, query
+from ragline.embedding import Embedder, build_embedder
+
+
+class RetrievalError(RuntimeError):
+    """The query cannot be answered as asked (no index for the model, bad filter, empty query)."""
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One retrieved chunk, with where it came from (for citations) and its score."""
+
+    chunk_id: str
+    source: str
+    doc_id: str
+    path: str
+    doc_version: int
+    chunk_index: int
+    text: str
+    text_hash: str
+    token_count: int
+    start_char: int | None
+    end_char: int | None
+    score: float
+    metadata: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def document(self) -> str:
+        """The document id used by evaluation sets: "<source>:<doc_id>"."""
+        return f"{self.source}:{self.doc_id}"
+
+    @property
+    def citation(self) -> str:
+        """Where the text is: the document (file path, or file#record for JSONL) and its span."""
+        span = f" chars {self.start_char}-{self.end_char}" if self.start_char is not None else ""
+        return f"{self.source}/{self.doc_id}{span}"
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Restrict a search to some sources, documents, or document metadata values (all must hold)."""
+
+    sources: tuple[str, ...] = ()
+    doc_ids: tuple[str, ...] = ()
+    metadata: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def of(
+        cls,
+        sources: Sequence[str] = (),
+        doc_ids: Sequence[str] = (),
+        metadata: dict[str, Any] | None = None,
+    ) -> Filters:
+        return cls(tuple(sources), tuple(doc_ids), tuple(sorted((metadata or {}).items())))
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.sources:
+            out["sources"] = list(self.sources)
+        if self.doc_ids:
+            out["doc_ids"] = list(self.doc_ids)
+        if self.metadata:
+            out["metadata"] = dict(self.metadata)
+        return out
+
+    def clause(self) -> tuple[sql.Composable, dict[str, Any]]:
+        parts: list[sql.Composable] = []
+        params: dict[str, Any] = {}
+        if self.sources:
+            parts.append(sql.SQL("c.source = ANY(%(f_sources)s)"))
+            params["f_sources"] = list(self.sources)
+        if self.doc_ids:
+            parts.append(sql.SQL("c.doc_id = ANY(%(f_doc_ids)s)"))
+            params["f_doc_ids"] = list(self.doc_ids)
+        if self.metadata:
+            # Document metadata first (JSONL fields, PDF info), chunk metadata (headings) second.
+            parts.append(sql.SQL("(c.doc_metadata @> %(f_meta)s OR c.metadata @> %(f_meta)s)"))
+            params["f_meta"] = Jsonb(dict(self.metadata))
+        if not parts:
+            return sql.SQL(""), params
+        return sql.SQL(" AND ") + sql.SQL(" AND ").join(parts), params
+
+
+class Reranker(Protocol):
+    """Reorders candidate hits for a query; returns at most top_n of them with new scores."""
+
+    name: str
+
+    def rerank(self, query: str, hits: Sequence[Hit], top_n: int | None = None) -> list[Hit]: ...
+
+
+@dataclass
+class SearchResult:
+    query: str
+    strategy: str
+    hits: list[Hit]
+    latency_ms: float
+    query_id: int | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+_COLUMNS = (
+    "c.chunk_id, c.source, c.doc_id, c.path, c.doc_version, c.chunk_index, c.text, c.text_hash, "
+    "c.token_count, c.start_char, c.end_char, c.metadata"
+)
+
+
+def _hit(row: Sequence[Any]) -> Hit:
+    return Hit(*row[:11], score=float(row[12]), metadata=row[11] or {})
+
+
+class Retriever:
+    """Searches one chunk set (the pipeline's chunks, or an evaluation variant's) with one model.
+
+    The dense side reads the serving model's vectors unless `model_id`/`dim` name another model
+    in the ledger; the embedder must produce vectors of that model.
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        embedder: Embedder | None,
+        settings: RetrievalSettings | None = None,
+        *,
+        ef_search: int = 40,
+        chunk_set: str = DEFAULT_CHUNK_SET,
+        model_id: str | None = None,
+        reranker: Reranker | None = None,
+        variant: str | None = None,
+        caller: str = "python",
+    ) -> None:
+        self.db = db
+        self.embedder = embedder
+        self.settings = settings or RetrievalSettings()
+        self.ef_search = ef_search
+        self.chunk_set = chunk_set
+        self.reranker = reranker
+        self.variant = variant
+        self.caller = caller
+        self._model: tuple[str, int] | None = None
+        if model_id is not None:
+            if embedder is None or embedder.model_id != model_id:
+                raise RetrievalError(f"model {model_id!r} needs an embedder producing its vectors")
+            self._model = (model_id, embedder.dim)
+
+    # --- the public entry point ------------------------------------------------------------------
+
+    def search(
+        self,
+        text: str,
+        *,
+        k: int | None = None,
+        strategy: str | None = None,
+        filters: Filters | None = None,
+        mmr_lambda: float | None = None,
+        rerank: bool | None = None,
+        log: bool | None = None,
+    ) -> SearchResult:
+        """The top k chunks for a query; logged to ragline.query_log unless log is False."""
+        s = self.settings
+        k = k or s.k
+        strategy = strategy or s.strategy
+        filters = filters or Filters()
+        mmr_lambda = s.mmr_lambda if mmr_lambda is None else mmr_lambda
+        use_rerank = (self.reranker is not None) if rerank is None else rerank
+        if use_rerank and self.reranker is None:
+            raise RetrievalError("reranking was asked for but no reranker is configured")
+        if strategy not in RETRIEVAL_STRATEGIES:
+            raise RetrievalError(f"unknown strategy {strategy!r}; choose one of {RETRIEVAL_STRATEGIES}")
+        if not text or not text.strip():
+            raise RetrievalError("the query is empty")
+        if k < 1:
+            raise RetrievalError("k must be at least 1")
+        pool = max(k, s.candidates) if (use_rerank or mmr_lambda is not None or strategy == "hybrid") else k
+        timings: dict[str, float] = {}
+        t0 = time.perf_counter()
+        qvec: np.ndarray | None = None
+        with self.db.connection() as conn:
+            if strategy in ("dense", "hybrid") or mmr_lambda is not None:
+                t = time.perf_counter()
+                qvec = self._embed_query(conn, text)
+                timings["embed"] = 1000 * (time.perf_counter() - t)
+            if strategy == "dense":
+                hits = self._timed(timings, "dense", self.dense, conn, qvec, pool, filters)
+            elif strategy == "lexical":
+                hits = self._timed(timings, "lexical", self.lexical, conn, text, pool, filters)
+            else:
+                dense = self._timed(timings, "dense", self.dense, conn, qvec, pool, filters)
+                lexical = self._timed(timings, "lexical", self.lexical, conn, text, pool, filters)
+                hits = reciprocal_rank_fusion(
+                    [dense, lexical], [s.dense_weight, s.lexical_weight], rrf_k=s.rrf_k
+                )
+            if use_rerank:
+                assert self.reranker is not None
+                hits = self._timed(
+                    timings, "rerank", self.reranker.rerank, text, hits[: s.rerank_candidates], None
+                )
+            if mmr_lambda is not None and hits:
+                assert qvec is not None
+                t = time.perf_counter()
+                vectors = self._vectors(conn, hits)
+                hits = mmr(qvec, hits, vectors, k=k, lam=mmr_lambda)
+                timings["mmr"] = 1000 * (time.perf_counter() - t)
+            hits = hits[:k]
+            latency = 1000 * (time.perf_counter() - t0)
+            result = SearchResult(text, strategy, hits, latency, timings_ms=timings)
+            if s.log_queries if log is None else log:
+                result.query_id = self._log(conn, result, k, filters, qvec)
+        return result
+
+    @staticmethod
+    def _timed(timings: dict[str, float], name: str, fn: Any, *args: Any) -> Any:
+        t = time.perf_counter()
+        out = fn(*args)
+        timings[name] = 1000 * (time.perf_counter() - t)
+        return out
+
+    # --- strategies ------------------------------------------------------------------------------
+
+    def model(self, conn: psycopg.Connection) -> tuple[str, int]:
+        """The (model_id, dim) whose vectors dense search reads: the published serving model."""
+        if self._model is None:
+            row = conn.execute("SELECT model_id, dim FROM ragline.serving_model").fetchone()
+            if row is None:
+                raise RetrievalError("no search index has been built yet; materialize search_index first")
+            if self.embedder is not None and self.embedder.model_id != row[0]:
+                raise RetrievalError(
+                    f"the index serves {row[0]!r} vectors but the configured embedder is "
+                    f"{self.embedder.model_id!r}; materialize embeddings and search_index for it"
+                )
+            self._model = (row[0], int(row[1]))
+        return self._model
+
+    def _embed_query(self, conn: psycopg.Connection, text: str) -> np.ndarray:
+        if self.embedder is None:
+            raise RetrievalError("dense search and MMR need an embedder")
+        self.model(conn)
+        return self.embedder.embed([text])[0]
+
+    def dense(self, conn: psycopg.Connection, qvec: np.ndarray, limit: int, filters: Filters) -> list[Hit]:
+        """Nearest chunks by cosine similarity, through the model's partial HNSW index."""
+        model_id, dim = self.model(conn)
+        where, params = filters.clause()
+        # Literal model and dimension: the partial index only matches a query that repeats its
+        # predicate and expression verbatim.
+        statement = sql.SQL(query("search_dense")).format(
+            columns=sql.SQL(_COLUMNS),
+            model=sql.Literal(model_id),
+            dim=sql.Literal(dim),
+            filters=where,
+        )
+        with conn.transaction():
+            # Iterative scans keep reading the index until enough rows pass the join and filters;
+            # ef_search below k would silently cap the result.
+            conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+            conn.execute(
+                sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(max(self.ef_search, limit)))
+            )
+            rows = conn.execute(
+                statement,
+                {"q": qvec.astype(np.float32), "chunk_set": self.chunk_set, "limit": limit, **params},
+            ).fetchall()
+        # relaxed_order may return neighbours slightly out of order.
+        return sorted((_hit(r) for r in rows), key=lambda h: (-h.score, h.chunk_id))
+
+    def lexical(self, conn: psycopg.Connection, text: str, limit: int, filters: Filters) -> list[Hit]:
+        """Okapi BM25 over Postgres' english lexemes (stemmed, stop words removed)."""
+        where, params = filters.clause()
+        statement = sql.SQL(query("search_lexical")).format(columns=sql.SQL(_COLUMNS), filters=where)
+        rows = conn.execute(
+            statement,
+            {
+                "query": text,
+                "k1": self.settings.bm25_k1,
+                "b": self.settings.bm25_b,
+                "chunk_set": self.chunk_set,
+                "limit": limit,
+                **params,
+            },
+        ).fetchall()
+        return [_hit(r) for r in rows]
+
+    def _vectors(self, conn: psycopg.Connection, hits: Sequence[Hit]) -> np.ndarray:
+        model_id, dim = self.model(conn)
+        rows = dict(
+            conn.execute(
+                query("vectors_of_texts"),
+                (model_id, [h.text_hash for h in hits]),
+            ).fetchall()
+        )
+        missing = [h.chunk_id for h in hits if h.text_hash not in rows]
+        if missing:
+            # A chunk without a vector yet (embeddings not run): embed it now rather than guess.
+            assert self.embedder is not None
+            fresh = self.embedder.embed([h.text for h in hits if h.text_hash not in rows])
+            for h, v in zip([h for h in hits if h.text_hash not in rows], fresh, strict=True):
+                rows[h.text_hash] = v
+        return np.vstack([_as_array(rows[h.text_hash]) for h in hits])
+
+    def _log(
+        self,
+        conn: psycopg.Connection,
+        result: SearchResult,
+        k: int,
+        filters: Filters,
+        qvec: np.ndarray | None,
+    ) -> int:
+        results = [
+            {"chunk_id": h.chunk_id, "document": h.document, "score": round(h.score, 6)} for h in result.hits
+        ]
+        model_id = self._model[0] if (qvec is not None and self._model) else None
+        row = conn.execute(
+            query("insert_query_log"),
+            {
+                "query": result.query,
+                "strategy": result.strategy,
+                "variant": self.variant,
+                "k": k,
+                "filters": Jsonb(filters.as_dict()),
+                "results": Jsonb(results),
+                "latency_ms": result.latency_ms,
+                "caller": self.caller,
+                "model_id": model_id,
+                "embedding": qvec.astype(np.float32) if qvec is not None else None,
+            },
+        ).fetchone()
+        return int(row[0])
+
+
+def _as_array(vector: Any) -> np.ndarray:
+    # The ledger column is an untyped `vector`, which pgvector returns as a Vector object.
+    return np.asarray(vector.to_numpy() if hasattr(vector, "to_numpy") else vector, dtype=np.float32)
+
+
+def reciprocal_rank_fusion(
+    rankings: Sequence[Sequence[Hit]], weights: Sequence[float], *, rrf_k: int = 60
+) -> list[Hit]:
+    """Fuse ranked lists: each hit scores sum(weight / (rrf_k + rank)) over the lists it is in."""
+    if len(rankings) != len(weights):
+        raise ValueError("one weight per ranking")
+    scores: dict[str, float] = {}
+    first: dict[str, Hit] = {}
+    best_rank: dict[str, int] = {}
+    for ranking, weight in zip(rankings, weights, strict=True):
+        for rank, hit in enumerate(ranking, start=1):
+            scores[hit.chunk_id] = scores.get(hit.chunk_id, 0.0) + weight / (rrf_k + rank)
+            first.setdefault(hit.chunk_id, hit)
+            best_rank[hit.chunk_id] = min(best_rank.get(hit.chunk_id, rank), rank)
+    order = sorted(scores, key=lambda cid: (-scores[cid], best_rank[cid], cid))
+    return [replace(first[cid], score=scores[cid]) for cid in order]
+
+
+def mmr(
+    query_vector: np.ndarray, hits: Sequence[Hit], vectors: np.ndarray, *, k: int, lam: float
+) -> list[Hit]:
+    """Maximal marginal relevance: pick hits relevant to the query but unlike those already picked.
+
+    lam = 1 keeps the relevance order; lower values trade relevance for diversity.
+    """
+    if not hits:
+        return []
+    relevance = vectors @ query_vector
+    similarity = vectors @ vectors.T
+    chosen: list[int] = []
+    left = list(range(len(hits)))
+    while left and len(chosen) < k:
+        redundancy = similarity[np.ix_(left, chosen)].max(axis=1) if chosen else np.zeros(len(left))
+        value = lam * relevance[left] - (1 - lam) * redundancy
+        pick = left[int(np.argmax(value))]
+        chosen.append(pick)
+        left.remove(pick)
+    return [replace(hits[i], score=float(relevance[i])) for i in chosen]
+
+
+def parse_filters(sources: Sequence[str], pairs: Sequence[str]) -> Filters:
+    """Filters from CLI arguments: --source NAME (repeatable) and --where key=value (repeatable)."""
+    metadata: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"--where takes key=value, got {pair!r}")
+        key, raw = pair.split("=", 1)
+        try:
+            value: Any = json.loads(raw)
+        except json.JSONDecodeError:
+            value = raw
+        metadata[key.strip()] = value
+    return Filters.of(sources=sources, metadata=metadata)
+
+
+def build_retriever(
+    settings: Settings,
+    db: Database,
+    embedder: Embedder | None,
+    *,
+    variant: VariantSettings | None = None,
+    caller: str = "python",
+    log_queries: bool | None = None,
+) -> Retriever:
+    """The retriever ragline.yaml describes: the pipeline's own, or an evaluation variant's."""
+    from ragline.reranking import build_reranker
+
+    retrieval = variant.retrieval if variant else settings.retrieval
+    if log_queries is not None:
+        retrieval = replace(retrieval, log_queries=log_queries)
+    model_id = None
+    if variant is not None and variant.embedding is not None:
+        # A variant with its own model reads that model's vectors, not the published ones.
+        embedder = build_embedder(variant.embedding, os.environ.get(variant.embedding.api_key_env))
+        model_id = embedder.model_id
+    return Retriever(
+        db,
+        embedder,
+        retrieval,
+        ef_search=settings.index.ef_search,
+        chunk_set=variant.chunk_set if variant else DEFAULT_CHUNK_SET,
+        model_id=model_id,
+        reranker=build_reranker(retrieval.rerank, embedder, settings.llm),
+        variant=variant.name if variant else None,
+        caller=caller,
+    )

@@ -1,0 +1,8 @@
+-- The chunks just before and after one chunk of a document version, in document order.
+SELECT c.chunk_id, c.source, c.doc_id, c.path, c.doc_version, c.chunk_index, c.text, c.text_hash,
+       c.token_count, c.start_char, c.end_char, c.metadata
+FROM ragline.corpus_chunks c
+WHERE c.chunk_set = %(chunk_set)s
+  AND c.source = %(source)s AND c.doc_id = %(doc_id)s AND c.doc_version = %(doc_version)s
+  AND c.chunk_index IN (%(chunk_index)s - 1, %(chunk_index)s + 1)
+ORDER BY c.chunk_index

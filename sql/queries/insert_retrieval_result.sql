@@ -1,0 +1,5 @@
+INSERT INTO ragline.retrieval_results
+    (partition, variant, eval_set, question_id, recall, precision, mrr, ndcg, hit, latency_ms, retrieved)
+VALUES
+    (%(partition)s, %(variant)s, %(eval_set)s, %(question_id)s, %(recall)s, %(precision)s, %(mrr)s,
+     %(ndcg)s, %(hit)s, %(latency_ms)s, %(retrieved)s)

@@ -1,0 +1,3 @@
+-- The latest partition before this one that scored the same variant and eval set.
+SELECT max(partition) FROM ragline.retrieval_scores
+WHERE variant = %(variant)s AND eval_set = %(eval_set)s AND partition < %(partition)s

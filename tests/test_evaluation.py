@@ -1,0 +1,303 @@
+"""Eval sets, daily retrieval scores, the regression gate, A/B and drift, materialized through Dagster
+against the embedded Postgres and the local model."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import psycopg
+
+from ragline.eval_sets import load_golden
+from tests.conftest import EXAMPLES, REPO, checks, local_embedder, metadata, quality_run, run, write_project
+from tests.openai_server import EmbeddingsServer
+
+FIXTURES = Path(__file__).parent / "fixtures"
+HANDBOOK = [
+    "paid-time-off.md",
+    "expenses-and-travel.md",
+    "meeting-norms.md",
+    "benefits.md",
+    "remote-work-and-equipment.md",
+    "security-basics.md",
+    "onboarding.md",
+]
+
+
+def handbook_project(tmp_path: Path, **overrides):
+    """Seven handbook pages and the golden questions about them."""
+    corpus = tmp_path / "corpus"
+    corpus.mkdir(exist_ok=True)
+    for name in HANDBOOK:
+        shutil.copy(EXAMPLES / "handbook" / name, corpus / name)
+    wanted = {f"handbook:{n}" for n in HANDBOOK}
+    lines = [
+        line
+        for line in (REPO / "examples/golden/questions.jsonl").read_text().splitlines()
+        if set(json.loads(line)["relevant_documents"]) <= wanted
+    ]
+    (tmp_path / "golden.jsonl").write_text("\n".join(lines) + "\n")
+    config = {
+        "eval_sets": [{"name": "golden", "kind": "golden", "path": "golden.jsonl"}],
+        "variants": [{"name": "main", "strategy": "dense"}],
+        "evaluation": {"bootstrap_samples": 2000},
+        **overrides,
+    }
+    sources = [{"name": "handbook", "root": "corpus", "chunking": {"strategy": "markdown"}}]
+    return write_project(tmp_path, sources, **config), len(lines)
+
+
+def scores(url: str) -> list[tuple]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "SELECT partition::text, variant, eval_set, questions, ndcg FROM ragline.retrieval_scores "
+            "ORDER BY partition, variant, eval_set"
+        ).fetchall()
+
+
+def check_evaluation(result: dg.ExecuteInProcessResult, name: str) -> dg.AssetCheckEvaluation:
+    return next(e for e in result.get_asset_check_evaluations() if e.check_name == name)
+
+
+def test_golden_file_bad_lines_are_rejected_with_reasons(tmp_path):
+    path = tmp_path / "g.jsonl"
+    path.write_text(
+        '{"id": "a", "question": "ok?", "relevant_documents": ["s:d"]}\n'
+        "not json\n"
+        '{"id": "b", "question": "no ids?"}\n'
+        '{"id": "c", "question": "graded?", "relevant": {"s:d": 2, "s:e": 0}}\n'
+        '{"question": "no id?", "relevant_documents": ["s:d"]}\n'
+    )
+    loaded = load_golden(path, "g")
+    assert [q.question_id for q in loaded.questions] == ["a", "c"]
+    assert loaded.questions[1].relevant == {"s:d": 2.0, "s:e": 0.0}
+    assert [(r.where, r.reason.split(":")[0]) for r in loaded.rejected] == [
+        ("g.jsonl:2", "invalid JSON"),
+        ("g.jsonl:3", "no relevant document or chunk ids"),
+        ("g.jsonl:5", "needs a non-empty 'id' and 'question'"),
+    ]
+
+
+def test_regression_gate_passes_a_rerun_and_fails_a_degraded_retriever(tmp_path, db_url):
+    settings, questions = handbook_project(tmp_path)
+    first = run(settings, day="2026-11-20")
+    assert all(r.success for r in first.values())
+    quality = quality_run(first)
+    gate = check_evaluation(quality, "ndcg_at_10_has_not_regressed")
+    assert gate.passed and gate.metadata["compared"].value == 0  # nothing earlier to compare with
+
+    rerun = quality_run(run(settings, day="2026-11-21"))
+    gate = check_evaluation(rerun, "ndcg_at_10_has_not_regressed")
+    assert gate.passed and gate.metadata["compared"].value == 1
+    assert "| main | golden | 2026-11-20 |" in gate.metadata["comparisons"].value
+    assert "no significant difference" in gate.metadata["comparisons"].value
+
+    # Deliberately degraded: the same variant now embeds with its model cut to 8 dimensions.
+    with EmbeddingsServer(local_embedder(), dim_override=8) as server:
+        embedding = {"provider": "openai", "model": "minilm-cut", "base_url": server.base_url}
+        degraded, _ = handbook_project(
+            tmp_path, variants=[{"name": "main", "strategy": "dense", "embedding": embedding}]
+        )
+        result = run(degraded, day="2026-11-22")
+    bad = quality_run(result)
+    gate = check_evaluation(bad, "ndcg_at_10_has_not_regressed")
+    assert not gate.passed and gate.severity == dg.AssetCheckSeverity.ERROR
+    assert gate.metadata["regressions"].value == "main/golden"
+    assert not bad.success or not gate.passed  # a blocking ERROR check
+    rows = scores(db_url)
+    assert [r[:4] for r in rows] == [
+        ("2026-11-20", "main", "golden", questions),
+        ("2026-11-21", "main", "golden", questions),
+        ("2026-11-22", "main", "golden", questions),
+    ]
+    assert rows[0][4] == rows[1][4] > rows[2][4] + 0.2
+    with psycopg.connect(db_url) as conn:
+        failed = conn.execute(
+            "SELECT count(*) FROM ragline.retrieval_results WHERE partition = '2026-11-22' AND hit = 0"
+        ).fetchone()[0]
+    assert failed > 0 and "top 3 instead" in metadata(bad, "retrieval_scores")["failed_questions"]
+
+
+def test_regression_severity_warn_does_not_block(tmp_path, db_url):
+    settings, _ = handbook_project(tmp_path, evaluation={"severity": "warn", "baseline": "2026-11-20"})
+    run(settings, day="2026-11-20")
+    with EmbeddingsServer(local_embedder(), dim_override=8) as server:
+        embedding = {"provider": "openai", "model": "minilm-cut", "base_url": server.base_url}
+        degraded, _ = handbook_project(
+            tmp_path,
+            evaluation={"severity": "warn", "baseline": "2026-11-20"},
+            variants=[{"name": "main", "strategy": "dense", "embedding": embedding}],
+        )
+        result = quality_run(run(degraded, day="2026-11-25"))
+    gate = check_evaluation(result, "ndcg_at_10_has_not_regressed")
+    assert not gate.passed and gate.severity == dg.AssetCheckSeverity.WARN
+    assert result.success  # shown, not blocking: variant_comparison still ran
+    assert metadata(result, "variant_comparison")["dagster/row_count"] == 0  # one variant: no A/B pair
+
+
+def test_variants_compared_side_by_side(tmp_path, db_url):
+    variants = [
+        {"name": "hybrid", "strategy": "hybrid"},
+        {"name": "dense", "strategy": "dense"},
+        {
+            "name": "small",
+            "strategy": "hybrid",
+            "chunking": {"strategy": "sentence", "chunk_size": 64, "chunk_overlap": 0},
+        },
+    ]
+    settings, _ = handbook_project(tmp_path, variants=variants, evaluation={"control": "hybrid"})
+    result = quality_run(run(settings, day="2026-11-20"))
+    meta = metadata(result, "variant_comparison")
+    assert meta["control"] == "hybrid" and meta["dagster/row_count"] == 2
+    assert (
+        "| dense | golden | hybrid |" in meta["comparison"]
+        and "| small | golden | hybrid |" in meta["comparison"]
+    )
+    with psycopg.connect(db_url) as conn:
+        rows = conn.execute(
+            "SELECT variant, questions, low <= diff AND diff <= high, verdict "
+            "FROM ragline.variant_comparisons"
+        ).fetchall()
+        small = conn.execute(
+            "SELECT count(*) FROM ragline.variant_chunks WHERE variant = 'small'"
+        ).fetchone()[0]
+        default = conn.execute("SELECT count(*) FROM ragline.chunks").fetchone()[0]
+    assert {r[0] for r in rows} == {"dense", "small"} and all(r[2] for r in rows)
+    assert small > default  # 64-token chunks: its own, smaller chunk set
+
+
+def test_beir_dataset_round_trips_into_scores(tmp_path, db_url):
+    shutil.copytree(FIXTURES / "beir_tiny", tmp_path / "beir")
+    settings = write_project(
+        tmp_path,
+        [{"name": "recipes", "root": "beir", "format": "beir"}],
+        eval_sets=[{"name": "recipes_test", "kind": "beir", "source": "recipes"}],
+        variants=[{"name": "hybrid", "strategy": "hybrid"}],
+    )
+    results = run(settings, day="2026-11-20")
+    index = results["search index"]
+    assert all(checks(index).values()), checks(index)
+    docs = metadata(results["source recipes"], "raw_documents")
+    assert docs["new"] == 8 and docs["quarantined"] == 1  # d9 has no text
+    meta = metadata(index, "eval_set")
+    assert meta["dagster/row_count"] == 5  # q6 has no judgements; q5's score-0 pair is not relevant
+    with psycopg.connect(db_url) as conn:
+        relevant = conn.execute(
+            "SELECT relevant FROM ragline.eval_questions WHERE question_id = 'q3'"
+        ).fetchone()[0]
+        ((n, ndcg, recall),) = conn.execute(
+            "SELECT questions, ndcg, recall FROM ragline.retrieval_scores WHERE eval_set = 'recipes_test'"
+        ).fetchall()
+    assert relevant == {"recipes:corpus.jsonl#d4": 2.0}
+    assert n == 5 and recall == 1.0 and ndcg > 0.8
+
+
+def test_eval_set_checks_catch_duplicates_and_unknown_ids(tmp_path, db_url):
+    settings, _ = handbook_project(tmp_path)
+    with (tmp_path / "golden.jsonl").open("a") as fh:
+        # q001 again, up to case and punctuation
+        fh.write(
+            '{"id": "dup", "question": "now that I\'ve passed my second work anniversary how much '
+            'vacation do I get each year", "relevant_documents": ["handbook:paid-time-off.md"]}\n'
+        )
+        fh.write(
+            '{"id": "ghost", "question": "Where is the ghost?", '
+            '"relevant_documents": ["handbook:ghost.md"]}\n'
+        )
+        fh.write("{broken\n")
+    index = run(settings, day="2026-11-20")["search index"]
+    found = checks(index)
+    assert found["eval_set.eval_questions_are_unique"] is False
+    assert found["eval_set.eval_references_exist_in_corpus"] is False
+    assert found["eval_set.eval_set_lines_are_valid"] is False
+    missing = check_evaluation(index, "eval_references_exist_in_corpus").metadata
+    assert "handbook:ghost.md" in str(missing["expect_column_values_to_be_null.examples"].value)
+
+
+def test_synthetic_questions_are_flagged_and_stable(tmp_path, db_url):
+    settings, _ = handbook_project(
+        tmp_path, eval_sets=[{"name": "syn", "kind": "synthetic", "count": 12, "seed": 3}]
+    )
+    first = run(settings, day="2026-11-20")["search index"]
+    assert all(checks(first).values())
+    with psycopg.connect(db_url) as conn:
+        rows = conn.execute(
+            "SELECT question_id, question, synthetic, kind, relevant FROM ragline.eval_questions ORDER BY 1"
+        ).fetchall()
+    assert len(rows) == 12 and all(r[2] and r[3] == "synthetic-heuristic" for r in rows)
+    assert all(r[1].startswith("What does the documentation say about ") for r in rows)
+    second = run(settings, day="2026-11-21")["search index"]
+    assert "| syn | synthetic | 12 | 12 | 0 | False |" in metadata(second, "eval_set")["sets"]
+    with psycopg.connect(db_url) as conn:
+        again = conn.execute(
+            "SELECT question_id, question, synthetic, kind, relevant FROM ragline.eval_questions ORDER BY 1"
+        ).fetchall()
+    assert again == rows
+
+
+# --- drift --------------------------------------------------------------------------------------------
+
+DISHES = ["risotto", "paella", "lasagne", "ramen", "goulash", "tagine", "curry", "chowder", "gumbo", "pho"]
+STEPS = [
+    "Toast the rice in butter",
+    "Brown the onions slowly",
+    "Simmer the stock for an hour",
+    "Season with smoked paprika",
+    "Fold in grated parmesan",
+    "Rest the dough overnight",
+]
+
+
+def recipes(n: int) -> list[str]:
+    return [
+        f"# How to cook {DISHES[i % 10]}\n\n{STEPS[i % 6]} before adding the {DISHES[(i + 3) % 10]} spices. "
+        f"{STEPS[(i + 2) % 6]}, then serve the {DISHES[i % 10]} hot with bread and a glass of wine. "
+        f"Leftovers keep for {i % 4 + 2} days in the fridge."
+        for i in range(n)
+    ]
+
+
+def test_drift_check_alarms_on_a_different_corpus_and_on_new_queries(tmp_path, db_url):
+    settings, _ = handbook_project(tmp_path, eval_sets=[], drift={"min_queries": 20})
+    day1 = quality_run(run(settings, day="2026-11-20"))
+    assert checks(day1)["drift_metrics.corpus_has_not_drifted"] is True
+    assert metadata(day1, "drift_metrics")["baseline_pinned_this_run"] is True
+
+    # The same corpus again is not drift; a corpus replaced by recipes is.
+    day2 = quality_run(run(settings, day="2026-11-21"))
+    assert checks(day2)["drift_metrics.corpus_has_not_drifted"] is True
+    for f in (tmp_path / "corpus").glob("*.md"):
+        f.unlink()
+    for i, text in enumerate(recipes(40)):
+        (tmp_path / "corpus" / f"recipe-{i}.md").write_text(text)
+    day3 = quality_run(run(settings, day="2026-11-22"))
+    corpus = check_evaluation(day3, "corpus_has_not_drifted")
+    assert not corpus.passed and "handbook" in corpus.metadata["alarms"].value
+
+    # Queries: a week of HR questions, then a day of cooking questions.
+    hr = [
+        q["question"]
+        for q in map(json.loads, (REPO / "examples/golden/questions.jsonl").read_text().splitlines())
+    ]
+    with psycopg.connect(db_url) as conn:
+        for i, q in enumerate(hr):
+            conn.execute(
+                "INSERT INTO ragline.query_log (asked_at, query, strategy, k, results, latency_ms) "
+                "VALUES (%s, %s, 'lexical', 10, '[]', 1)",
+                (f"2026-11-2{i % 3} 12:00+00", q),
+            )
+        for i in range(25):
+            conn.execute(
+                "INSERT INTO ragline.query_log (asked_at, query, strategy, k, results, latency_ms) "
+                "VALUES ('2026-11-23 12:00+00', %s, 'lexical', 10, '[]', 1)",
+                (f"How long should I simmer {DISHES[i % 10]} with {STEPS[i % 6].lower()}?",),
+            )
+        conn.execute("DELETE FROM ragline.drift_baseline")  # re-pin on the recipes: only queries drift now
+    day4 = quality_run(run(settings, day="2026-11-23"))
+    queries = check_evaluation(day4, "queries_have_not_drifted")
+    assert not queries.passed and queries.metadata["alarms"].value == "all"
+    assert check_evaluation(day4, "corpus_has_not_drifted").passed
+    table = metadata(day4, "drift_metrics")["drift"]
+    assert "queries_vs_corpus" in table and "queries_vs_history" in table
