@@ -39,10 +39,12 @@ def severity(name: str) -> dg.AssetCheckSeverity:
     return dg.AssetCheckSeverity.ERROR if name == "error" else dg.AssetCheckSeverity.WARN
 
 
-def blocking_specs(asset: str, names: Iterable[str]) -> list[dg.AssetCheckSpec]:
+def blocking_specs(asset: str, names: Iterable[str], blocking: bool = True) -> list[dg.AssetCheckSpec]:
     # Blocking: a failed check stops downstream assets in the run, and automation waits for it.
+    # Checks configured as "warn" are not blocking: Dagster's automation would otherwise still wait
+    # on a failed WARN check (all_deps_blocking_checks_passed counts any failure).
     return [
-        dg.AssetCheckSpec(name, asset=asset, blocking=True, description=CHECK_DESCRIPTIONS[name])
+        dg.AssetCheckSpec(name, asset=asset, blocking=blocking, description=CHECK_DESCRIPTIONS[name])
         for name in names
     ]
 

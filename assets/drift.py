@@ -18,12 +18,9 @@ from ragline.monitoring import (
     store_drift,
 )
 
-BASELINE_ROWS_PER_SOURCE = 2000
-
 
 def drift_metrics_asset(
-    partitions: dg.TimeWindowPartitionsDefinition,
-    automation: dg.AutomationCondition,
+    partitions: dg.TimeWindowPartitionsDefinition, automation: dg.AutomationCondition, blocking: bool = True
 ) -> dg.AssetsDefinition:
     @dg.asset(
         name="drift_metrics",
@@ -34,7 +31,7 @@ def drift_metrics_asset(
         description="MMD permutation tests: corpus vs pinned baseline per source; queries vs earlier days.",
         metadata={"tables": "ragline.drift_metrics, ragline.drift_baseline"},
         check_specs=blocking_specs(
-            "drift_metrics", [quality.CORPUS_HAS_NOT_DRIFTED, quality.QUERIES_HAVE_NOT_DRIFTED]
+            "drift_metrics", [quality.CORPUS_HAS_NOT_DRIFTED, quality.QUERIES_HAVE_NOT_DRIFTED], blocking
         ),
         automation_condition=automation,
     )
@@ -49,7 +46,7 @@ def drift_metrics_asset(
             pinned_now = rows == 0
             if pinned_now:
                 # The first run pins the baseline; `ragline drift pin` re-pins after an accepted change.
-                counts = pin_baseline(conn, model.model_id, BASELINE_ROWS_PER_SOURCE)
+                counts = pin_baseline(conn, model.model_id)
                 context.log.info(f"pinned a drift baseline: {counts}")
                 pinned_at, rows = baseline_info(conn, model.model_id)
             results = corpus_drift(conn, model.model_id, settings.drift)
@@ -72,9 +69,18 @@ def drift_metrics_asset(
             ],
         )
         outcomes = []
-        for name, scope in (
-            (quality.CORPUS_HAS_NOT_DRIFTED, SCOPE_CORPUS),
-            (quality.QUERIES_HAVE_NOT_DRIFTED, SCOPE_QUERIES_HISTORY),
+        for name, scope, where in (
+            (
+                quality.CORPUS_HAS_NOT_DRIFTED,
+                SCOPE_CORPUS,
+                "the drift table on this materialization (which source, its effect); the source's recent "
+                "raw_documents runs; if the change is intended, `ragline drift pin` re-pins the baseline",
+            ),
+            (
+                quality.QUERIES_HAVE_NOT_DRIFTED,
+                SCOPE_QUERIES_HISTORY,
+                f"ragline.query_log WHERE asked_at::date = '{day}'; add eval questions for the new topics",
+            ),
         ):
             scoped = [r for r in results if r.scope == scope]
             alarms = [r.subject for r in scoped if r.alarm]
@@ -88,6 +94,7 @@ def drift_metrics_asset(
                         "not_tested": "; ".join(skipped) or "none",
                         "alpha": settings.drift.alpha,
                         "min_effect": settings.drift.min_effect,
+                        "where_to_look": where,
                     },
                 )
             )

@@ -1,6 +1,7 @@
 """Evaluation: eval sets, variants' corpora, daily retrieval scores with a regression gate, and A/B."""
 
 import datetime as dt
+from dataclasses import asdict
 
 import dagster as dg
 
@@ -14,10 +15,12 @@ from ragline.eval_sets import check_frames, load_sets, remove_unconfigured_sets,
 from ragline.evaluation import (
     Comparison,
     baseline_partition,
+    clear_comparisons,
     compare,
     evaluate,
     failed_questions,
     per_question_ndcg,
+    record_gate,
     store_comparison,
     store_scores,
     summarize,
@@ -148,7 +151,7 @@ def _variant_embedder(settings: Settings, variant, embedder: EmbedderResource):
 
 
 def retrieval_scores_asset(
-    partitions: dg.TimeWindowPartitionsDefinition, automation: dg.AutomationCondition
+    partitions: dg.TimeWindowPartitionsDefinition, automation: dg.AutomationCondition, blocking: bool = True
 ) -> dg.AssetsDefinition:
     @dg.asset(
         name="retrieval_scores",
@@ -158,7 +161,7 @@ def retrieval_scores_asset(
         kinds={"python", "postgres"},
         description="Per day, each variant's recall@k, precision@k, MRR, nDCG@10, hit rate and latency.",
         metadata={"tables": "ragline.retrieval_scores, ragline.retrieval_results (per question)"},
-        check_specs=blocking_specs("retrieval_scores", [quality.NDCG_HAS_NOT_REGRESSED]),
+        check_specs=blocking_specs("retrieval_scores", [quality.NDCG_HAS_NOT_REGRESSED], blocking),
         automation_condition=automation,
     )
     def retrieval_scores(
@@ -180,10 +183,12 @@ def retrieval_scores_asset(
                     context.log.info(f"{variant.name} on {name}: {len(questions)} questions")
                     results = evaluate(retriever, questions, k=k)
                     summary = summarize(results, k)
-                    store_scores(conn, day, variant.name, name, results, summary, _config(variant))
+                    store_scores(conn, day, variant.name, name, results, summary, _config(variant, settings))
                     summaries.append((variant.name, name, summary))
                     numbers[f"ndcg_at_10/{variant.name}/{name}"] = round(summary.ndcg, 4)
-                    comparisons.append(_against_baseline(conn, day, variant.name, name, settings))
+                    comparison = _against_baseline(conn, day, variant.name, name, settings)
+                    record_gate(conn, day, comparison)
+                    comparisons.append(comparison)
                     failures += [
                         [
                             variant.name,
@@ -196,7 +201,7 @@ def retrieval_scores_asset(
                         for f in failed_questions(conn, day, variant.name, name, limit=5)
                     ]
             history = trend(conn)
-        dropped = [c for c in comparisons if c.result is not None and c.result.significant_drop]
+        dropped = [c for c in comparisons if c.regressed]
         outcome = quality.CheckOutcome(
             quality.NDCG_HAS_NOT_REGRESSED,
             not dropped,
@@ -205,6 +210,12 @@ def retrieval_scores_asset(
                 "regressions": ", ".join(f"{c.candidate}/{c.eval_set}" for c in dropped) or "none",
                 "comparisons": dg.MetadataValue.md(_comparison_table(comparisons)),
                 "confidence": settings.evaluation.confidence,
+                "min_effect": settings.evaluation.min_effect,
+                "where_to_look": (
+                    "the comparisons table above; failed_questions on this materialization; "
+                    f"ragline.retrieval_results WHERE partition = '{day}' AND hit = 0; the config column of "
+                    "ragline.retrieval_scores against the baseline day"
+                ),
             },
         )
         return dg.MaterializeResult(
@@ -227,16 +238,15 @@ def retrieval_scores_asset(
     return retrieval_scores
 
 
-def _config(variant) -> dict:
-    r = variant.retrieval
+def _config(variant, settings: Settings) -> dict:
+    """Everything that decides what this variant retrieves, stored beside its scores."""
     return {
-        "strategy": r.strategy,
-        "rerank": r.rerank,
-        "mmr_lambda": r.mmr_lambda,
-        "dense_weight": r.dense_weight,
-        "lexical_weight": r.lexical_weight,
+        "retrieval": asdict(variant.retrieval),
         "chunk_set": variant.chunk_set,
-        "embedding": variant.embedding.model if variant.embedding else None,
+        "chunking": asdict(variant.chunking) if variant.chunking else "each source's own",
+        "embedding": asdict(variant.embedding or settings.embedding),
+        "k": settings.evaluation.k,
+        "ef_search": settings.index.ef_search,
     }
 
 
@@ -329,6 +339,7 @@ def variant_comparison_asset(
         control = settings.evaluation.control or settings.variants[0].name
         comparisons = []
         with ragline.database().connection() as conn:
+            clear_comparisons(conn, day)
             for e in settings.eval_sets:
                 base = per_question_ndcg(conn, day, control, e.name)
                 for variant in settings.variants:

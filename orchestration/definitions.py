@@ -42,9 +42,9 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         variant_corpora_asset(FOLLOW_UPSTREAM),
     ]
     quality_assets = [
-        retrieval_scores_asset(days, FOLLOW_UPSTREAM),
+        retrieval_scores_asset(days, FOLLOW_UPSTREAM, blocking=settings.evaluation.severity == "error"),
         variant_comparison_asset(days, FOLLOW_UPSTREAM),
-        drift_metrics_asset(days, FOLLOW_UPSTREAM),
+        drift_metrics_asset(days, FOLLOW_UPSTREAM, blocking=settings.drift.severity == "error"),
     ]
     policy = freshness_policy(settings.freshness)
     assets = [with_freshness(a, policy) for a in [*source_assets, *index_assets, *quality_assets]]

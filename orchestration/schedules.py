@@ -1,5 +1,7 @@
 """Schedules: the daily safety net for ingestion, and the daily quality run (scores, A/B, drift)."""
 
+import datetime as dt
+
 import dagster as dg
 
 DAILY_CRON = "0 3 * * *"
@@ -30,7 +32,9 @@ def daily_quality_schedule(job) -> dg.ScheduleDefinition:
         description="Scores retrieval, compares variants and tests drift daily, even if nothing changed.",
     )
     def daily_quality(context: dg.ScheduleEvaluationContext):
-        day = context.scheduled_execution_time.strftime("%Y-%m-%d")
+        # Yesterday's partition: its day has ended, so its query-drift window is complete. Today's
+        # partition is scored during the day whenever the index changes (automation).
+        day = (context.scheduled_execution_time - dt.timedelta(days=1)).strftime("%Y-%m-%d")
         return dg.RunRequest(partition_key=day, run_key=f"quality:{day}")
 
     return daily_quality

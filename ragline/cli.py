@@ -246,7 +246,9 @@ def parser() -> argparse.ArgumentParser:
         dest="drift_command", required=True
     )
     pin = drift.add_parser("pin", help="pin the current corpus vectors as the drift baseline")
-    pin.add_argument("--per-source", type=int, default=2000, help="vectors sampled per source")
+    pin.add_argument(
+        "--per-source", type=int, default=2000, help="vectors sampled per source (as drift_metrics)"
+    )
     for name, help_text in (
         ("search", "retrieve the best chunks for a question"),
         ("context", "assemble a token-budgeted, cited prompt context for a question"),

@@ -21,6 +21,7 @@ EVAL_SET_KINDS = ("golden", "beir", "synthetic")
 SEVERITIES = ("error", "warn")
 DEFAULT_CHUNK_SET = "default"
 SOURCE_FORMATS = ("files", "beir")
+BEIR_MAX_FILE_BYTES = 4_000_000_000
 _SOURCE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 
@@ -149,6 +150,9 @@ class EvaluationSettings:
     baseline: str | None = None  # a pinned partition date (YYYY-MM-DD); default: the previous one
     bootstrap_samples: int = 2000
     confidence: float = 0.95
+    # A drop must also be at least this large in mean nDCG@10 to fail the gate: a significant but
+    # tiny change (4 of 36 questions down 0.1) is reported, not acted on.
+    min_effect: float = 0.02
     severity: str = "error"  # of the regression check: error blocks downstream, warn does not
 
 
@@ -295,7 +299,15 @@ def parse_settings(raw: dict[str, Any], file: Path) -> Settings:
                 glob=str(item.get("glob", "corpus.jsonl" if source_format == "beir" else "**/*")),
                 chunking=chunking,
                 jsonl=_build(JsonlSettings, jsonl_raw, f"{where}.jsonl"),
-                max_file_bytes=int(item.get("max_file_bytes", defaults.get("max_file_bytes", 10_000_000))),
+                max_file_bytes=int(
+                    item.get(
+                        "max_file_bytes",
+                        # A BEIR corpus.jsonl is one file holding the whole corpus.
+                        BEIR_MAX_FILE_BYTES
+                        if source_format == "beir"
+                        else defaults.get("max_file_bytes", 10_000_000),
+                    )
+                ),
                 format=source_format,
             )
         )
@@ -310,7 +322,14 @@ def parse_settings(raw: dict[str, Any], file: Path) -> Settings:
         raise ConfigError("retrieval.rerank is 'llm' but no llm.model is configured")
     eval_sets = _eval_sets(raw.get("eval_sets") or [], base, {s.name: s for s in sources})
     variants = _variants(raw.get("variants"), retrieval, embedding, llm)
-    evaluation = _build(EvaluationSettings, raw.get("evaluation") or {}, "evaluation")
+    raw_evaluation = dict(raw.get("evaluation") or {})
+    for key in ("start_date", "baseline"):
+        # YAML reads an unquoted 2026-11-20 as a date; settings keep ISO strings.
+        if isinstance(raw_evaluation.get(key), date):
+            raw_evaluation[key] = raw_evaluation[key].isoformat()
+    evaluation = _build(EvaluationSettings, raw_evaluation, "evaluation")
+    if evaluation.k < 1 or evaluation.bootstrap_samples < 100 or evaluation.min_effect < 0:
+        raise ConfigError("evaluation: k >= 1, bootstrap_samples >= 100 and min_effect >= 0 are required")
     if evaluation.severity not in SEVERITIES:
         raise ConfigError(f"evaluation.severity must be one of {SEVERITIES}")
     if evaluation.control and evaluation.control not in {v.name for v in variants}:
@@ -326,8 +345,15 @@ def parse_settings(raw: dict[str, Any], file: Path) -> Settings:
     drift = _build(DriftSettings, raw.get("drift") or {}, "drift")
     if drift.severity not in SEVERITIES:
         raise ConfigError(f"drift.severity must be one of {SEVERITIES}")
-    if not 0 < drift.alpha < 1 or drift.permutations < 19:
-        raise ConfigError("drift.alpha must be in (0, 1) and drift.permutations at least 19")
+    if not 0 < drift.alpha < 1:
+        raise ConfigError("drift.alpha must be in (0, 1)")
+    if 1 / (drift.permutations + 1) >= drift.alpha:
+        raise ConfigError(
+            f"drift.permutations must exceed 1/alpha - 1 = {1 / drift.alpha - 1:.0f}: the smallest "
+            "p-value a permutation test can give is 1/(permutations + 1), so it could never alarm"
+        )
+    if drift.sample_size < max(drift.min_queries, 10):
+        raise ConfigError("drift.sample_size must be at least drift.min_queries (and 10)")
     freshness = _build(FreshnessSettings, raw.get("freshness") or {}, "freshness")
     if not 0 < freshness.warn_hours < freshness.fail_hours:
         raise ConfigError("freshness: need 0 < warn_hours < fail_hours")

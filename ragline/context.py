@@ -141,6 +141,9 @@ def assemble_context(
         raise RetrievalError("order must be 'long_context' or 'rank'")
     if neighbours and conn is None:
         raise RetrievalError("adding neighbouring chunks needs a database connection")
+    # Each passage also costs its "[n] " marker and the blank line after it; count them (with a
+    # two-digit number) so that context.text() fits the budget, not just the passages.
+    overhead = len(tokenizer.encode("[99] ")) + len(tokenizer.encode("\n\n"))
     units: list[list[ContextPassage]] = []  # a retrieved chunk with the neighbours added for it
     seen_text: set[str] = set()
     used = 0
@@ -154,7 +157,7 @@ def assemble_context(
         if any(_overlaps(hit, p.hit) for u in units for p in u) or any(_overlaps(hit, p.hit) for p in unit):
             dropped["overlap"] += 1
             return False
-        tokens = len(tokenizer.encode(hit.text))
+        tokens = len(tokenizer.encode(hit.text)) + overhead
         if used + tokens > budget:
             dropped["over_budget"] += 1
             return False

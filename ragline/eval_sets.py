@@ -60,6 +60,8 @@ class LoadedSet:
 
 def _relevance(value: Any) -> dict[str, float] | None:
     if isinstance(value, dict):
+        if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()):
+            return None
         return {str(k): float(v) for k, v in value.items()}
     if isinstance(value, list):
         return {str(v): 1.0 for v in value}
@@ -91,14 +93,17 @@ def load_golden(path: Path, name: str) -> LoadedSet:
             rejected.append(Rejected(where, "needs a non-empty 'id' and 'question'"))
             continue
         relevant: dict[str, float] = {}
+        malformed = None
         for key in ("relevant_documents", "relevant_chunks", "relevant"):
             if key in record:
                 got = _relevance(record[key])
                 if got is None:
-                    rejected.append(Rejected(where, f"{key} must be a list of ids or an id -> gain mapping"))
-                    relevant = {}
+                    malformed = f"{key} must be a list of ids or an id -> numeric gain map"
                     break
                 relevant.update(got)
+        if malformed:
+            rejected.append(Rejected(where, malformed))
+            continue
         if not any(g > 0 for g in relevant.values()):
             rejected.append(Rejected(where, "no relevant document or chunk ids"))
             continue
@@ -122,10 +127,17 @@ def load_beir(folder: Path, name: str, source: SourceSettings, split: str = "tes
     for f in (folder / "corpus.jsonl", queries_file, qrels_file):
         if not f.is_file():
             raise EvalSetError(f"eval set {name}: BEIR folder {folder} has no {f.relative_to(folder)}")
-    corpus_rel = (folder / "corpus.jsonl").resolve().relative_to(source.root.resolve()).as_posix()
+    try:
+        corpus_rel = (folder / "corpus.jsonl").resolve().relative_to(source.root.resolve()).as_posix()
+    except ValueError:
+        raise EvalSetError(
+            f"eval set {name}: {folder / 'corpus.jsonl'} is not under the root of source "
+            f"{source.name} ({source.root})"
+        ) from None
     rejected: list[Rejected] = []
     texts: dict[str, str] = {}
-    for lineno, line in enumerate(queries_file.read_text(encoding="utf-8").splitlines(), start=1):
+    lines = queries_file.read_bytes().decode("utf-8", errors="replace").splitlines()
+    for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:

@@ -4,6 +4,8 @@ and compare partitions (regression gate) and variants (A/B) with paired bootstra
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -24,6 +26,18 @@ class QuestionResult:
     scores: QueryScores
     latency_ms: float
     retrieved: list[dict[str, Any]]  # what came back, best first: id scored on, chunk, score
+    question_hash: str = ""
+
+
+def question_hash(q: EvalQuestion) -> str:
+    """Identifies a question's text and judgements: only identical questions are compared."""
+    return hashlib.sha256(json.dumps([q.question, sorted(q.relevant.items())]).encode()).hexdigest()[:16]
+
+
+# Document-level questions fetch this many chunks per document wanted, so that the metrics see k
+# distinct documents even when a document has several matching chunks (small chunkers do).
+CHUNKS_PER_DOCUMENT = 5
+NDCG_AT = 10
 
 
 @dataclass
@@ -65,14 +79,17 @@ def evaluate(
     """Ask every question (not logged as user queries) and score what came back."""
     out = []
     for n, q in enumerate(questions, start=1):
-        result = retriever.search(q.question, k=k, log=False)
         # Ids with a ':' are documents ("<source>:<doc_id>"); chunk ids are hex digests.
         document_level = all(":" in rid for rid in q.relevant)
-        ranked = ranked_ids(result.hits, document_level)
+        depth = max(k, NDCG_AT)  # nDCG is always @10; the other metrics are @k
+        result = retriever.search(
+            q.question, k=depth * CHUNKS_PER_DOCUMENT if document_level else depth, log=False
+        )
+        ranked = ranked_ids(result.hits, document_level)[:depth]
         out.append(
             QuestionResult(
                 q.question_id,
-                score_query(ranked, q.relevant, k=k, ndcg_k=10),
+                score_query(ranked, q.relevant, k=k, ndcg_k=NDCG_AT),
                 result.latency_ms,
                 [
                     {
@@ -121,6 +138,10 @@ def store_scores(
     """Replace one (partition, variant, eval set)'s rows, so a rerun of a partition is idempotent."""
     key = {"partition": partition, "variant": variant, "eval_set": eval_set}
     with conn.transaction():
+        # Two runs of the same partition (the schedule and automation) take turns here.
+        conn.execute(
+            "SELECT pg_advisory_xact_lock(hashtext(%s))", (f"scores:{partition}:{variant}:{eval_set}",)
+        )
         conn.execute(query("delete_retrieval_scores"), key)
         with conn.cursor() as cur:
             cur.executemany(
@@ -132,6 +153,7 @@ def store_scores(
                         **asdict(r.scores),
                         "latency_ms": r.latency_ms,
                         "retrieved": Jsonb(r.retrieved),
+                        "question_hash": r.question_hash,
                     }
                     for r in results
                 ],
@@ -142,17 +164,19 @@ def store_scores(
 def per_question_ndcg(
     conn: psycopg.Connection, partition: dt.date, variant: str, eval_set: str
 ) -> dict[str, float]:
+    """Per-question nDCG@10 keyed by question id and question hash (so edited questions don't pair)."""
     key = {"partition": partition, "variant": variant, "eval_set": eval_set}
-    rows = conn.execute(query("question_ndcg"), key).fetchall()
-    return dict(rows)
+    return {f"{qid}#{h}": ndcg for qid, h, ndcg in conn.execute(query("question_ndcg"), key)}
 
 
 def baseline_partition(
     conn: psycopg.Connection, partition: dt.date, variant: str, eval_set: str, settings: EvaluationSettings
 ) -> dt.date | None:
-    """The pinned baseline partition if configured, else the latest earlier partition with scores."""
+    """The pinned baseline partition if configured (and earlier), else the latest earlier partition
+    whose gate did not fail: after a real drop, later days keep comparing with the last good day."""
     if settings.baseline:
-        return dt.date.fromisoformat(settings.baseline)
+        pinned = dt.date.fromisoformat(settings.baseline)
+        return pinned if pinned < partition else None
     key = {"partition": partition, "variant": variant, "eval_set": eval_set}
     row = conn.execute(query("previous_scored_partition"), key).fetchone()
     return row[0] if row else None
@@ -167,15 +191,25 @@ class Comparison:
     eval_set: str
     result: BootstrapResult | None  # None when there is nothing to pair
     reason: str = ""
+    min_effect: float = 0.0  # a significant change smaller than this is reported, not acted on
+
+    @property
+    def regressed(self) -> bool:
+        """A real drop: the whole interval below zero and the mean drop at least min_effect."""
+        r = self.result
+        return r is not None and r.significant_drop and -r.mean_diff >= self.min_effect
 
     @property
     def verdict(self) -> str:
-        if self.result is None:
+        r = self.result
+        if r is None:
             return "not compared"
-        if self.result.significant_drop:
+        if self.regressed:
             return "worse"
-        if self.result.significant_gain:
+        if r.significant_gain and r.mean_diff >= self.min_effect:
             return "better"
+        if r.significant_drop or r.significant_gain:
+            return "significant but below min_effect"
         return "no significant difference"
 
     def row(self) -> dict[str, Any]:
@@ -213,7 +247,24 @@ def compare(
         samples=settings.bootstrap_samples,
         confidence=settings.confidence,
     )
-    return Comparison(*labels, eval_set, result)
+    return Comparison(*labels, eval_set, result, min_effect=settings.min_effect)
+
+
+def record_gate(conn: psycopg.Connection, partition: dt.date, c: Comparison) -> None:
+    """Store the gate's verdict on the scores row, so later partitions skip failed days as baselines."""
+    conn.execute(
+        query("record_gate"),
+        {
+            "partition": partition,
+            "variant": c.candidate,
+            "eval_set": c.eval_set,
+            "passed": None if c.result is None else not c.regressed,
+        },
+    )
+
+
+def clear_comparisons(conn: psycopg.Connection, partition: dt.date) -> None:
+    conn.execute("DELETE FROM ragline.variant_comparisons WHERE partition = %s", (partition,))
 
 
 def store_comparison(conn: psycopg.Connection, partition: dt.date, c: Comparison) -> None:

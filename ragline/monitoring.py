@@ -22,6 +22,9 @@ SCOPE_QUERIES_CORPUS = "queries_vs_corpus"
 # Queries and passages are different kinds of text, so queries against the corpus are nearly always
 # "significant": that row is context (watch its effect over time), and never raises the alarm.
 ALARMING_SCOPES = (SCOPE_CORPUS, SCOPE_QUERIES_HISTORY)
+# Vectors kept per source, in the baseline and in each day's current sample alike, so that the
+# "all sources" test compares mixtures with the same weights.
+ROWS_PER_SOURCE = 2000
 
 
 @dataclass(frozen=True)
@@ -49,7 +52,9 @@ def baseline_info(conn: psycopg.Connection, model_id: str) -> tuple[dt.datetime 
     return row[0], row[1]
 
 
-def pin_baseline(conn: psycopg.Connection, model_id: str, per_source: int) -> dict[str, int]:
+def pin_baseline(
+    conn: psycopg.Connection, model_id: str, per_source: int = ROWS_PER_SOURCE
+) -> dict[str, int]:
     """Replace the model's baseline with a seeded sample of the current corpus vectors per source."""
     with conn.transaction():
         conn.execute("DELETE FROM ragline.drift_baseline WHERE model_id = %s", (model_id,))
@@ -68,7 +73,7 @@ def corpus_drift(
     baseline = _vectors(conn.execute(query("drift_baseline_vectors"), (model_id,)).fetchall())
     current = _vectors(
         conn.execute(
-            query("sample_corpus_vectors"), {"model_id": model_id, "per_source": 2 * settings.sample_size}
+            query("sample_corpus_vectors"), {"model_id": model_id, "per_source": ROWS_PER_SOURCE}
         ).fetchall()
     )
     rows = []
@@ -97,10 +102,10 @@ def query_drift(
 ) -> list[DriftRow]:
     """The day's logged queries against the queries of the days before it, and against the corpus."""
     start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
-    today = _query_vectors(conn, start, start + dt.timedelta(days=1), embedder, model_id)
-    history = _query_vectors(
-        conn, start - dt.timedelta(days=settings.query_window_days), start, embedder, model_id
-    )
+    window = dt.timedelta(days=settings.query_window_days)
+    limit = settings.sample_size
+    today = _query_vectors(conn, start, start + dt.timedelta(days=1), embedder, model_id, limit)
+    history = _query_vectors(conn, start - window, start, embedder, model_id, limit)
     corpus = _vectors(
         conn.execute(
             query("sample_corpus_vectors"), {"model_id": model_id, "per_source": settings.sample_size}
@@ -118,9 +123,15 @@ def query_drift(
 
 
 def _query_vectors(
-    conn: psycopg.Connection, start: dt.datetime, end: dt.datetime, embedder: Embedder, model_id: str
+    conn: psycopg.Connection,
+    start: dt.datetime,
+    end: dt.datetime,
+    embedder: Embedder,
+    model_id: str,
+    limit: int,
 ) -> np.ndarray | None:
-    rows = conn.execute(query("logged_queries"), {"start": start, "end": end}).fetchall()
+    # A seeded sample in SQL: only what the test uses is read (and embedded, if logged without a vector).
+    rows = conn.execute(query("logged_queries"), {"start": start, "end": end, "limit": limit}).fetchall()
     if not rows:
         return None
     vectors: list[np.ndarray | None] = []

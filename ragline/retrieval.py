@@ -98,8 +98,8 @@ class Filters:
             parts.append(sql.SQL("c.doc_id = ANY(%(f_doc_ids)s)"))
             params["f_doc_ids"] = list(self.doc_ids)
         if self.metadata:
-            # Document metadata first (JSONL fields, PDF info), chunk metadata (headings) second.
-            parts.append(sql.SQL("(c.doc_metadata @> %(f_meta)s OR c.metadata @> %(f_meta)s)"))
+            # Document metadata (JSONL fields, PDF info) and chunk metadata (headings) together.
+            parts.append(sql.SQL("(c.doc_metadata || c.metadata) @> %(f_meta)s"))
             params["f_meta"] = Jsonb(dict(self.metadata))
         if not parts:
             return sql.SQL(""), params
@@ -201,7 +201,7 @@ class Retriever:
         t0 = time.perf_counter()
         qvec: np.ndarray | None = None
         with self.db.connection() as conn:
-            if strategy in ("dense", "hybrid") or mmr_lambda is not None:
+            if strategy in ("dense", "hybrid"):
                 t = time.perf_counter()
                 qvec = self._embed_query(conn, text)
                 timings["embed"] = 1000 * (time.perf_counter() - t)
@@ -218,13 +218,12 @@ class Retriever:
             if use_rerank:
                 assert self.reranker is not None
                 hits = self._timed(
-                    timings, "rerank", self.reranker.rerank, text, hits[: s.rerank_candidates], None
+                    timings, "rerank", self.reranker.rerank, text, hits[: max(k, s.rerank_candidates)], None
                 )
             if mmr_lambda is not None and hits:
-                assert qvec is not None
                 t = time.perf_counter()
                 vectors = self._vectors(conn, hits)
-                hits = mmr(qvec, hits, vectors, k=k, lam=mmr_lambda)
+                hits = mmr(hits, vectors, k=k, lam=mmr_lambda)
                 timings["mmr"] = 1000 * (time.perf_counter() - t)
             hits = hits[:k]
             latency = 1000 * (time.perf_counter() - t0)
@@ -276,10 +275,12 @@ class Retriever:
         )
         with conn.transaction():
             # Iterative scans keep reading the index until enough rows pass the join and filters;
-            # ef_search below k would silently cap the result.
+            # ef_search below k would silently cap the result (pgvector's maximum is 1000).
             conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
             conn.execute(
-                sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(max(self.ef_search, limit)))
+                sql.SQL("SET LOCAL hnsw.ef_search = {}").format(
+                    sql.Literal(min(max(self.ef_search, limit), 1000))
+                )
             )
             rows = conn.execute(
                 statement,
@@ -375,26 +376,28 @@ def reciprocal_rank_fusion(
     return [replace(first[cid], score=scores[cid]) for cid in order]
 
 
-def mmr(
-    query_vector: np.ndarray, hits: Sequence[Hit], vectors: np.ndarray, *, k: int, lam: float
-) -> list[Hit]:
+def mmr(hits: Sequence[Hit], vectors: np.ndarray, *, k: int, lam: float) -> list[Hit]:
     """Maximal marginal relevance: pick hits relevant to the query but unlike those already picked.
 
-    lam = 1 keeps the relevance order; lower values trade relevance for diversity.
+    Relevance is the incoming ranking's own score (dense, BM25, fused or reranked), scaled to
+    [0, 1], so lam = 1 keeps the incoming order; lower values trade relevance for diversity,
+    measured as cosine similarity between the hits' vectors.
     """
     if not hits:
         return []
-    relevance = vectors @ query_vector
+    scores = np.array([h.score for h in hits], dtype=np.float64)
+    spread = scores.max() - scores.min()
+    relevance = (scores - scores.min()) / spread if spread > 0 else np.ones(len(hits))
     similarity = vectors @ vectors.T
     chosen: list[int] = []
     left = list(range(len(hits)))
     while left and len(chosen) < k:
         redundancy = similarity[np.ix_(left, chosen)].max(axis=1) if chosen else np.zeros(len(left))
         value = lam * relevance[left] - (1 - lam) * redundancy
-        pick = left[int(np.argmax(value))]
+        pick = left[int(np.argmax(value))]  # argmax takes the first: ties keep the incoming order
         chosen.append(pick)
         left.remove(pick)
-    return [replace(hits[i], score=float(relevance[i])) for i in chosen]
+    return [hits[i] for i in chosen]
 
 
 def parse_filters(sources: Sequence[str], pairs: Sequence[str]) -> Filters:

@@ -23,6 +23,7 @@ CREATE TABLE ragline.variant_chunks (
         REFERENCES ragline.document_versions (source, doc_id, version)
 );
 CREATE INDEX variant_chunks_by_text_hash ON ragline.variant_chunks (text_hash);
+CREATE INDEX variant_chunks_by_document ON ragline.variant_chunks (variant, source, doc_id, doc_version);
 
 -- BM25 postings, one row per (lexeme, distinct chunk text). Lexemes come from Postgres'
 -- 'english' text search configuration (stemming, stop words). doc_length is repeated in each
@@ -41,8 +42,12 @@ CREATE TABLE ragline.lexical_postings (
 
 -- Statement-level triggers keep the postings in step with every chunk insert and delete, so
 -- lexical search can never see a text that is gone or miss one that arrived.
+-- Both triggers take one transaction-level advisory lock first: without it, a delete and an
+-- insert of the same text in two concurrent transactions could each act on a snapshot that
+-- misses the other, and leave a live text without postings (or a dead one with them).
 CREATE FUNCTION ragline.add_lexical_texts() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    PERFORM pg_advisory_xact_lock(7246312);
     WITH fresh AS (
         SELECT DISTINCT ON (n.text_hash) n.text_hash, n.text
         FROM new_rows n
@@ -69,6 +74,7 @@ $$;
 
 CREATE FUNCTION ragline.drop_lexical_texts() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    PERFORM pg_advisory_xact_lock(7246312);
     -- A text leaves the postings when no chunk of any chunk set still has it.
     WITH gone AS (
         SELECT DISTINCT ON (o.text_hash) o.text_hash, o.text
@@ -150,6 +156,8 @@ CREATE TABLE ragline.retrieval_results (
     hit         double precision NOT NULL,
     latency_ms  double precision NOT NULL,
     retrieved   jsonb            NOT NULL,
+    -- The question's text and judgements: the regression gate pairs only identical questions.
+    question_hash text           NOT NULL,
     computed_at timestamptz      NOT NULL DEFAULT now(),
     PRIMARY KEY (partition, variant, eval_set, question_id)
 );
@@ -169,6 +177,9 @@ CREATE TABLE ragline.retrieval_scores (
     latency_p50_ms double precision NOT NULL,
     latency_p95_ms double precision NOT NULL,
     config         jsonb            NOT NULL DEFAULT '{}',
+    -- The regression gate's verdict for this row (null: nothing to compare with). A later
+    -- partition compares against the latest one that did not fail, so a drop keeps failing.
+    gate_passed    boolean,
     computed_at    timestamptz      NOT NULL DEFAULT now(),
     PRIMARY KEY (partition, variant, eval_set)
 );
