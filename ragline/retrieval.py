@@ -130,6 +130,12 @@ _COLUMNS = (
 )
 
 
+# The widest candidate scans before falling back: pgvector's default hnsw.max_scan_tuples, and a
+# BM25 scan beyond which scoring every matching text costs about the same.
+MAX_DENSE_SCAN = 20_000
+MAX_LEXICAL_SCAN = 20_000
+
+
 def _hit(row: Sequence[Any]) -> Hit:
     return Hit(*row[:11], score=float(row[12]), metadata=row[11] or {})
 
@@ -267,44 +273,59 @@ class Retriever:
         where, params = filters.clause()
         # Literal model and dimension: the partial index only matches a query that repeats its
         # predicate and expression verbatim.
-        statement = sql.SQL(query("search_dense")).format(
-            columns=sql.SQL(_COLUMNS),
-            model=sql.Literal(model_id),
-            dim=sql.Literal(dim),
-            filters=where,
-        )
+        parts = {"columns": sql.SQL(_COLUMNS), "model": sql.Literal(model_id), "dim": sql.Literal(dim)}
+        approximate = sql.SQL(query("search_dense")).format(filters=where, **parts)
+        exact = sql.SQL(query("search_dense_exact")).format(filters=where, **parts)
+        args = {"q": qvec.astype(np.float32), "chunk_set": self.chunk_set, "limit": limit, **params}
         with conn.transaction():
-            # Iterative scans keep reading the index until enough rows pass the join and filters;
-            # ef_search below k would silently cap the result (pgvector's maximum is 1000).
+            # Iterative scans keep reading the index past ef_search (up to hnsw.max_scan_tuples),
+            # so a wide scan returns as many candidates as asked for.
             conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
             conn.execute(
                 sql.SQL("SET LOCAL hnsw.ef_search = {}").format(
                     sql.Literal(min(max(self.ef_search, limit), 1000))
                 )
             )
-            rows = conn.execute(
-                statement,
-                {"q": qvec.astype(np.float32), "chunk_set": self.chunk_set, "limit": limit, **params},
-            ).fetchall()
-        # relaxed_order may return neighbours slightly out of order.
-        return sorted((_hit(r) for r in rows), key=lambda h: (-h.score, h.chunk_id))
+            rows = self._widening(conn, approximate, args, limit, filters, MAX_DENSE_SCAN)
+            if rows is None:
+                # Filters so selective that 20,000 neighbours held fewer than `limit` matches.
+                rows = conn.execute(exact, args).fetchall()
+        return [_hit(r) for r in rows]
 
     def lexical(self, conn: psycopg.Connection, text: str, limit: int, filters: Filters) -> list[Hit]:
         """Okapi BM25 over Postgres' english lexemes (stemmed, stop words removed)."""
         where, params = filters.clause()
         statement = sql.SQL(query("search_lexical")).format(columns=sql.SQL(_COLUMNS), filters=where)
-        rows = conn.execute(
-            statement,
-            {
-                "query": text,
-                "k1": self.settings.bm25_k1,
-                "b": self.settings.bm25_b,
-                "chunk_set": self.chunk_set,
-                "limit": limit,
-                **params,
-            },
-        ).fetchall()
+        args = {
+            "query": text,
+            "k1": self.settings.bm25_k1,
+            "b": self.settings.bm25_b,
+            "chunk_set": self.chunk_set,
+            "limit": limit,
+            **params,
+        }
+        rows = self._widening(conn, statement, args, limit, filters, MAX_LEXICAL_SCAN)
+        if rows is None:
+            rows = conn.execute(statement, {**args, "scan": None}).fetchall()  # LIMIT NULL: all
         return [_hit(r) for r in rows]
+
+    @staticmethod
+    def _widening(
+        conn: psycopg.Connection, statement: sql.Composed, args: dict, limit: int, filters: Filters, cap: int
+    ) -> list[tuple] | None:
+        """Run a scan-then-join search with a growing candidate scan until it yields `limit` rows or
+        runs out of candidates; None when the cap is reached first."""
+        # Texts shared by chunks of other chunk sets, stale versions and filters all thin the
+        # candidates out; a filtered search starts wider.
+        scan = max(limit * (4 if not filters.as_dict() else 20), 40)
+        while True:
+            rows = conn.execute(statement, {**args, "scan": scan}).fetchall()
+            scanned = rows[0][-1] if rows else None
+            if len(rows) >= limit or (scanned is not None and scanned < scan):
+                return rows  # enough rows, or every candidate was already scanned
+            if scan >= cap:
+                return None
+            scan = min(scan * 4, cap)
 
     def _vectors(self, conn: psycopg.Connection, hits: Sequence[Hit]) -> np.ndarray:
         model_id, dim = self.model(conn)

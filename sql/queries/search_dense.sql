@@ -1,9 +1,18 @@
--- Nearest chunks of one chunk set by cosine distance. {model} and {dim} are literals so that the
--- model's partial HNSW index (WHERE model_id = ..., on embedding::vector(dim)) is usable.
-SELECT {columns}, 1 - (e.embedding::vector({dim}) <=> %(q)s::vector({dim})) AS score
-FROM ragline.embeddings e
-JOIN ragline.corpus_chunks c ON c.text_hash = e.text_hash
-WHERE e.model_id = {model}
-  AND c.chunk_set = %(chunk_set)s {filters}
-ORDER BY e.embedding::vector({dim}) <=> %(q)s::vector({dim})
+-- Nearest chunks of one chunk set by cosine distance. The nearest %(scan)s texts come from the
+-- model's partial HNSW index first ({model} and {dim} are literals, so that the index matches),
+-- then are joined to the chunk set and filters; the caller widens the scan when filters leave
+-- fewer than %(limit)s rows. With hnsw.iterative_scan, a scan beyond ef_search keeps reading the
+-- index instead of stopping at ef_search rows.
+WITH nearest AS MATERIALIZED (
+    SELECT e.text_hash, e.embedding::vector({dim}) <=> %(q)s::vector({dim}) AS distance
+    FROM ragline.embeddings e
+    WHERE e.model_id = {model}
+    ORDER BY e.embedding::vector({dim}) <=> %(q)s::vector({dim})
+    LIMIT %(scan)s
+)
+SELECT {columns}, 1 - n.distance AS score, (SELECT count(*) FROM nearest) AS scanned
+FROM nearest n
+JOIN ragline.corpus_chunks c ON c.text_hash = n.text_hash
+WHERE c.chunk_set = %(chunk_set)s {filters}
+ORDER BY n.distance, c.chunk_id
 LIMIT %(limit)s

@@ -1,16 +1,16 @@
--- Okapi BM25 over ragline.lexical_postings: idf = ln(1 + (N - df + 0.5) / (df + 0.5)),
+-- Okapi BM25: idf = ln(1 + (N - df + 0.5) / (df + 0.5)),
 -- term weight = idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * doc_length / avgdl)).
--- Collection statistics cover every indexed chunk text.
+-- The best %(scan)s texts are scored first, then joined to the chunk set and filters; the caller
+-- widens the scan when filters leave fewer than %(limit)s rows ("scanned" says how many texts
+-- were scored, so it knows when there are no more).
 WITH terms AS (
     SELECT DISTINCT lexeme FROM unnest(to_tsvector('english', %(query)s))
 ), stats AS (
-    SELECT greatest(count(*), 1)::float8 AS n, greatest(avg(doc_length), 1)::float8 AS avgdl
-    FROM ragline.lexical_texts
+    SELECT greatest(texts, 1)::float8 AS n, greatest(total_length::float8 / greatest(texts, 1), 1) AS avgdl
+    FROM ragline.lexical_stats
 ), df AS (
-    SELECT p.lexeme, count(*)::float8 AS df
-    FROM ragline.lexical_postings p JOIN terms USING (lexeme)
-    GROUP BY p.lexeme
-), scored AS (
+    SELECT d.lexeme, d.df::float8 AS df FROM terms JOIN ragline.lexical_terms d USING (lexeme) WHERE d.df > 0
+), scored AS MATERIALIZED (
     SELECT p.text_hash,
            sum(ln(1 + (s.n - df.df + 0.5) / (df.df + 0.5))
                * p.tf * (%(k1)s + 1)
@@ -19,8 +19,10 @@ WITH terms AS (
     JOIN df USING (lexeme)
     CROSS JOIN stats s
     GROUP BY p.text_hash
+    ORDER BY score DESC, p.text_hash
+    LIMIT %(scan)s
 )
-SELECT {columns}, scored.score
+SELECT {columns}, scored.score, (SELECT count(*) FROM scored) AS scanned
 FROM scored
 JOIN ragline.corpus_chunks c ON c.text_hash = scored.text_hash
 WHERE c.chunk_set = %(chunk_set)s {filters}
