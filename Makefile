@@ -27,6 +27,11 @@ bench: install
 	$(UV) sync --frozen --group bench
 	$(UV) run --frozen --group bench python benchmarks/ingest_throughput.py
 
+.PHONY: bench-retrieval
+bench-retrieval: install
+	$(UV) sync --frozen --group bench
+	$(UV) run --frozen --group bench python benchmarks/retrieval_latency.py
+
 db-stop:
 	$(RUN) ragline db stop
 

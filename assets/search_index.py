@@ -6,7 +6,7 @@ from assets.checks import blocking_specs, check_results
 from orchestration.resources import EmbedderResource, RaglineResource
 from ragline.embedding_ledger import stored_dim
 from ragline.quality import HNSW_RECALL_AT_10, CheckOutcome
-from ragline.search_index import build_indexes, hnsw_recall
+from ragline.search_index import build_indexes, hnsw_recall, vacuum_lexical
 
 
 def search_index_asset(automation: dg.AutomationCondition) -> dg.AssetsDefinition:
@@ -26,6 +26,7 @@ def search_index_asset(automation: dg.AutomationCondition) -> dg.AssetsDefinitio
         with ragline.database().connection() as conn:
             dim = stored_dim(conn, model)
             stats = build_indexes(conn, model.model_id, dim, settings)
+            vacuum_lexical(conn)
             recall = hnsw_recall(
                 conn,
                 model.model_id,

@@ -223,9 +223,10 @@ class Retriever:
                 )
             if use_rerank:
                 assert self.reranker is not None
-                hits = self._timed(
-                    timings, "rerank", self.reranker.rerank, text, hits[: max(k, s.rerank_candidates)], None
-                )
+                # The reranker sees the first rerank_candidates hits; any further hits (k larger than
+                # that) follow in first-stage order, so its cost stays bounded whatever k is.
+                head, tail = hits[: s.rerank_candidates], hits[s.rerank_candidates :]
+                hits = self._timed(timings, "rerank", self.reranker.rerank, text, head, None) + tail
             if mmr_lambda is not None and hits:
                 t = time.perf_counter()
                 vectors = self._vectors(conn, hits)

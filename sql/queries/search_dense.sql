@@ -10,9 +10,16 @@ WITH nearest AS MATERIALIZED (
     ORDER BY e.embedding::vector({dim}) <=> %(q)s::vector({dim})
     LIMIT %(scan)s
 )
-SELECT {columns}, 1 - n.distance AS score, (SELECT count(*) FROM nearest) AS scanned
+-- LATERAL with OFFSET 0 (which keeps the planner from flattening it back into a join): the view is
+-- probed by text hash per candidate, with index lookups; as a plain join the planner built the
+-- whole view (every chunk) to hash-join 40 candidates, 400 ms at 104k chunks.
+SELECT c.*, 1 - n.distance AS score, (SELECT count(*) FROM nearest) AS scanned
 FROM nearest n
-JOIN ragline.corpus_chunks c ON c.text_hash = n.text_hash
-WHERE c.chunk_set = %(chunk_set)s {filters}
+CROSS JOIN LATERAL (
+    SELECT {columns}
+    FROM ragline.corpus_chunks c
+    WHERE c.text_hash = n.text_hash AND c.chunk_set = %(chunk_set)s {filters}
+    OFFSET 0
+) c
 ORDER BY n.distance, c.chunk_id
 LIMIT %(limit)s

@@ -22,9 +22,13 @@ WITH terms AS (
     ORDER BY score DESC, p.text_hash
     LIMIT %(scan)s
 )
-SELECT {columns}, scored.score, (SELECT count(*) FROM scored) AS scanned
+SELECT c.*, scored.score, (SELECT count(*) FROM scored) AS scanned
 FROM scored
-JOIN ragline.corpus_chunks c ON c.text_hash = scored.text_hash
-WHERE c.chunk_set = %(chunk_set)s {filters}
+CROSS JOIN LATERAL (
+    SELECT {columns}
+    FROM ragline.corpus_chunks c
+    WHERE c.text_hash = scored.text_hash AND c.chunk_set = %(chunk_set)s {filters}
+    OFFSET 0
+) c
 ORDER BY scored.score DESC, c.chunk_id
 LIMIT %(limit)s

