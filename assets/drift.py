@@ -13,6 +13,7 @@ from ragline.monitoring import (
     SCOPE_QUERIES_HISTORY,
     baseline_info,
     corpus_drift,
+    current_corpus,
     pin_baseline,
     query_drift,
     store_drift,
@@ -49,8 +50,9 @@ def drift_metrics_asset(
                 counts = pin_baseline(conn, model.model_id)
                 context.log.info(f"pinned a drift baseline: {counts}")
                 pinned_at, rows = baseline_info(conn, model.model_id)
-            results = corpus_drift(conn, model.model_id, settings.drift)
-            results += query_drift(conn, day, model, model.model_id, settings.drift)
+            current = current_corpus(conn, model.model_id)
+            results = corpus_drift(conn, model.model_id, current, settings.drift)
+            results += query_drift(conn, day, model, model.model_id, current, settings.drift)
             store_drift(conn, day, results)
         table = markdown_table(
             ["scope", "subject", "p value", "effect", "n baseline", "n current", "alarm", "note"],

@@ -10,7 +10,6 @@ from assets.tables import markdown_table
 from orchestration.resources import EmbedderResource, RaglineResource
 from ragline import quality
 from ragline.config import Settings
-from ragline.embedding import build_embedder
 from ragline.eval_sets import check_frames, load_sets, remove_unconfigured_sets, stored_questions
 from ragline.evaluation import (
     Comparison,
@@ -28,7 +27,7 @@ from ragline.evaluation import (
 )
 from ragline.llm import chat_client
 from ragline.retrieval import build_retriever
-from ragline.variants import build_variant_corpus
+from ragline.variants import build_variant_corpus, variant_embedder
 
 EVAL_SET_CHECKS = (
     quality.EVAL_QUESTIONS_ARE_UNIQUE,
@@ -107,7 +106,7 @@ def variant_corpora_asset(
         rows = []
         with ragline.database().connection() as conn:
             for variant in settings.variants:
-                model = _variant_embedder(settings, variant, embedder)
+                model = variant_embedder(variant, embedder.embedder())
                 stats = build_variant_corpus(conn, settings, variant, model, progress=context.log.info)
                 rows.append(
                     [
@@ -142,14 +141,6 @@ def variant_corpora_asset(
     return variant_corpora
 
 
-def _variant_embedder(settings: Settings, variant, embedder: EmbedderResource):
-    import os
-
-    if variant.embedding is None:
-        return embedder.embedder()
-    return build_embedder(variant.embedding, os.environ.get(variant.embedding.api_key_env))
-
-
 def retrieval_scores_asset(
     partitions: dg.TimeWindowPartitionsDefinition, automation: dg.AutomationCondition, blocking: bool = True
 ) -> dg.AssetsDefinition:
@@ -175,8 +166,9 @@ def retrieval_scores_asset(
         with db.connection() as conn:
             sets = {e.name: stored_questions(conn, e.name) for e in settings.eval_sets}
             for variant in settings.variants:
-                model = _variant_embedder(settings, variant, embedder)
-                retriever = build_retriever(settings, db, model, variant=variant, log_queries=False)
+                retriever = build_retriever(
+                    settings, db, embedder.embedder(), variant=variant, log_queries=False
+                )
                 for name, questions in sets.items():
                     if not questions:
                         continue

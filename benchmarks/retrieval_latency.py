@@ -79,8 +79,8 @@ from ragline.db import (  # noqa: E402
     sqlalchemy_url,
     stop_embedded,
 )
-from ragline.embedding import LocalMiniLM  # noqa: E402
-from ragline.retrieval import _COLUMNS, Filters, Retriever  # noqa: E402
+from ragline.embedding import LocalMiniLM, as_array  # noqa: E402
+from ragline.retrieval import CHUNK_COLUMNS, Filters, Retriever  # noqa: E402
 from ragline.search_index import hnsw_index_name, hnsw_recall  # noqa: E402
 
 SOURCE_MAJOR = "bench"
@@ -346,14 +346,14 @@ def dense_statement(model_id: str, dim: int, filters: Filters) -> tuple[sql.Comp
     """ragline's dense SQL exactly as Retriever.dense composes it."""
     where, params = filters.clause()
     statement = sql.SQL(query("search_dense")).format(
-        columns=sql.SQL(_COLUMNS), model=sql.Literal(model_id), dim=sql.Literal(dim), filters=where
+        columns=sql.SQL(CHUNK_COLUMNS), model=sql.Literal(model_id), dim=sql.Literal(dim), filters=where
     )
     return statement, params
 
 
 def lexical_statement(filters: Filters) -> tuple[sql.Composed, dict[str, Any]]:
     where, params = filters.clause()
-    return sql.SQL(query("search_lexical")).format(columns=sql.SQL(_COLUMNS), filters=where), params
+    return sql.SQL(query("search_lexical")).format(columns=sql.SQL(CHUNK_COLUMNS), filters=where), params
 
 
 def exact_top(
@@ -364,7 +364,7 @@ def exact_top(
     the indexed query can be reused. Returns [(chunk_id, text_hash, score)], ms."""
     where, params = filters.clause()
     statement = sql.SQL(query("search_dense_exact")).format(
-        columns=sql.SQL(_COLUMNS), model=sql.Literal(model_id), dim=sql.Literal(dim), filters=where
+        columns=sql.SQL(CHUNK_COLUMNS), model=sql.Literal(model_id), dim=sql.Literal(dim), filters=where
     )
     statement = sql.SQL("/* bench exact */ ") + statement
     t0 = time.perf_counter()
@@ -378,11 +378,6 @@ def exact_top(
         ).fetchall()
     ms = 1000 * (time.perf_counter() - t0)
     return [(r[0], r[7], float(r[12])) for r in rows], ms
-
-
-def as_array(vector: Any) -> np.ndarray:
-    """A ledger vector (pgvector returns the untyped column as a Vector object) as float32."""
-    return np.asarray(vector.to_numpy() if hasattr(vector, "to_numpy") else vector, dtype=np.float32)
 
 
 def vector_literal(v: np.ndarray) -> str:

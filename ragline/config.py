@@ -312,9 +312,7 @@ def parse_settings(raw: dict[str, Any], file: Path) -> Settings:
             )
         )
     names = [s.name for s in sources]
-    duplicated = sorted({n for n in names if names.count(n) > 1})
-    if duplicated:
-        raise ConfigError(f"source names must be unique; repeated: {duplicated}")
+    _require_unique("source", names)
     data_dir = (base / str(raw.get("data_dir", ".ragline"))).resolve()
     retrieval = _retrieval(raw.get("retrieval") or {}, "retrieval")
     llm = _build(LLMSettings, raw.get("llm") or {}, "llm")
@@ -414,9 +412,7 @@ def _eval_sets(raw: list[Any], base: Path, sources: dict[str, SourceSettings]) -
         if e.kind in ("golden", "beir") and e.path is None:
             raise ConfigError(f"{where} ({e.name}): kind {e.kind} needs a path")
         out.append(e)
-    names = [e.name for e in out]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"eval set names must be unique: {names}")
+    _require_unique("eval set", [e.name for e in out])
     return tuple(out)
 
 
@@ -458,9 +454,7 @@ def _variants(
             if variant_embedding == embedding:
                 variant_embedding = None
         out.append(VariantSettings(name, r, chunking, variant_embedding))
-    names = [v.name for v in out]
-    if len(set(names)) != len(names):
-        raise ConfigError(f"variant names must be unique: {names}")
+    _require_unique("variant", [v.name for v in out])
     return tuple(out)
 
 
@@ -473,6 +467,12 @@ def _validate_chunking(c: ChunkingSettings, where: str) -> None:
         raise ConfigError(f"{where}.chunk_overlap must be in [0, chunk_size)")
     if not 0 <= c.min_tokens < c.chunk_size:
         raise ConfigError(f"{where}.min_tokens must be in [0, chunk_size)")
+
+
+def _require_unique(what: str, names: list[str]) -> None:
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        raise ConfigError(f"{what} names must be unique; repeated: {duplicated}")
 
 
 def _reject_unknown(raw: dict[str, Any], allowed: set[str], where: str) -> None:

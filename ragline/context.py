@@ -7,10 +7,11 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import psycopg
+from psycopg import sql
 
 from ragline.db import query
 from ragline.embedding import ModelTokenizer, TiktokenTokenizer, WordPieceTokenizer
-from ragline.retrieval import Hit, RetrievalError
+from ragline.retrieval import CHUNK_COLUMNS, Hit, RetrievalError, hit_from_row
 
 TOKENIZERS = ("cl100k_base", "o200k_base", "minilm")
 T = TypeVar("T")
@@ -98,7 +99,7 @@ def _overlaps(a: Hit, b: Hit) -> bool:
 
 def _neighbours(conn: psycopg.Connection, hit: Hit, chunk_set: str) -> list[Hit]:
     rows = conn.execute(
-        query("chunk_neighbours"),
+        sql.SQL(query("chunk_neighbours")).format(columns=sql.SQL(CHUNK_COLUMNS)),
         {
             "chunk_set": chunk_set,
             "source": hit.source,
@@ -107,7 +108,7 @@ def _neighbours(conn: psycopg.Connection, hit: Hit, chunk_set: str) -> list[Hit]
             "chunk_index": hit.chunk_index,
         },
     ).fetchall()
-    return [Hit(*r[:11], score=hit.score, metadata=r[11] or {}) for r in rows]
+    return [hit_from_row(r, score=hit.score) for r in rows]
 
 
 def long_context_order(items: Sequence[T]) -> list[T]:

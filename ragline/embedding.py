@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -244,6 +244,21 @@ class OpenAICompatibleEmbedder:
 def _normalised(vectors: np.ndarray) -> np.ndarray:
     norms = np.linalg.norm(vectors, axis=1, keepdims=True)
     return vectors / np.clip(norms, 1e-12, None)
+
+
+def as_array(vector: Any) -> np.ndarray:
+    """A stored vector as float32: the ledger's untyped `vector` column comes back from pgvector as
+    a Vector object, typed columns as numpy arrays."""
+    return np.asarray(vector.to_numpy() if hasattr(vector, "to_numpy") else vector, dtype=np.float32)
+
+
+def with_missing_embedded(
+    stored: Sequence[Any | None], texts: Sequence[str], embedder: Embedder
+) -> np.ndarray:
+    """Stored vectors as a matrix, with the rows that have none (None) embedded now, in one call."""
+    missing = [i for i, v in enumerate(stored) if v is None]
+    fresh = iter(embedder.embed([texts[i] for i in missing]) if missing else [])
+    return np.vstack([as_array(v if v is not None else next(fresh)) for v in stored])
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import psycopg
 from ragline.config import DriftSettings
 from ragline.db import query
 from ragline.drift import DriftResult, drift_test
-from ragline.embedding import Embedder
+from ragline.embedding import Embedder, as_array, with_missing_embedded
 
 ALL_SOURCES = "all"
 SCOPE_CORPUS = "corpus_vs_baseline"
@@ -41,8 +41,8 @@ class DriftRow:
 def _vectors(rows: list[tuple]) -> dict[str, np.ndarray]:
     grouped: dict[str, list[np.ndarray]] = defaultdict(list)
     for source, vector in rows:
-        grouped[source].append(np.asarray(vector.to_numpy() if hasattr(vector, "to_numpy") else vector))
-    return {k: np.vstack(v).astype(np.float32) for k, v in grouped.items()}
+        grouped[source].append(as_array(vector))
+    return {k: np.vstack(v) for k, v in grouped.items()}
 
 
 def baseline_info(conn: psycopg.Connection, model_id: str) -> tuple[dt.datetime | None, int]:
@@ -66,16 +66,25 @@ def pin_baseline(
     return dict(rows)
 
 
-def corpus_drift(
-    conn: psycopg.Connection, model_id: str, settings: DriftSettings, seed: int = 0
-) -> list[DriftRow]:
-    """Each source's current vectors against the pinned baseline, and all sources together."""
-    baseline = _vectors(conn.execute(query("drift_baseline_vectors"), (model_id,)).fetchall())
-    current = _vectors(
+def current_corpus(conn: psycopg.Connection, model_id: str) -> dict[str, np.ndarray]:
+    """A seeded sample of each source's current vectors, as many per source as the baseline keeps;
+    read once per run and shared by the corpus and query tests."""
+    return _vectors(
         conn.execute(
             query("sample_corpus_vectors"), {"model_id": model_id, "per_source": ROWS_PER_SOURCE}
         ).fetchall()
     )
+
+
+def corpus_drift(
+    conn: psycopg.Connection,
+    model_id: str,
+    current: dict[str, np.ndarray],
+    settings: DriftSettings,
+    seed: int = 0,
+) -> list[DriftRow]:
+    """Each source's current vectors against the pinned baseline, and all sources together."""
+    baseline = _vectors(conn.execute(query("drift_baseline_vectors"), (model_id,)).fetchall())
     rows = []
     for source in sorted(set(baseline) | set(current)):
         rows.append(
@@ -97,6 +106,7 @@ def query_drift(
     day: dt.date,
     embedder: Embedder,
     model_id: str,
+    corpus: dict[str, np.ndarray],
     settings: DriftSettings,
     seed: int = 0,
 ) -> list[DriftRow]:
@@ -106,11 +116,6 @@ def query_drift(
     limit = settings.sample_size
     today = _query_vectors(conn, start, start + dt.timedelta(days=1), embedder, model_id, limit)
     history = _query_vectors(conn, start - window, start, embedder, model_id, limit)
-    corpus = _vectors(
-        conn.execute(
-            query("sample_corpus_vectors"), {"model_id": model_id, "per_source": settings.sample_size}
-        ).fetchall()
-    )
     corpus_all = np.vstack(list(corpus.values())) if corpus else None
     return [
         DriftRow(
@@ -134,20 +139,9 @@ def _query_vectors(
     rows = conn.execute(query("logged_queries"), {"start": start, "end": end, "limit": limit}).fetchall()
     if not rows:
         return None
-    vectors: list[np.ndarray | None] = []
-    missing = []
-    for i, (text, row_model, vector) in enumerate(rows):
-        if row_model == model_id and vector is not None:
-            vectors.append(np.asarray(vector.to_numpy() if hasattr(vector, "to_numpy") else vector))
-        else:
-            # Lexical queries are logged without a vector, or with another model's: embed them now.
-            vectors.append(None)
-            missing.append((i, text))
-    if missing:
-        fresh = embedder.embed([t for _, t in missing])
-        for (i, _), v in zip(missing, fresh, strict=True):
-            vectors[i] = v
-    return np.vstack(vectors).astype(np.float32)  # type: ignore[arg-type]
+    # Lexical queries are logged without a vector, others maybe with another model's: embed those now.
+    stored = [vector if row_model == model_id else None for _text, row_model, vector in rows]
+    return with_missing_embedded(stored, [text for text, _m, _v in rows], embedder)
 
 
 def _test(

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -24,7 +23,8 @@ from ragline.config import (
     VariantSettings,
 )
 from ragline.db import Database, query
-from ragline.embedding import Embedder, build_embedder
+from ragline.embedding import Embedder, with_missing_embedded
+from ragline.variants import variant_embedder
 
 
 class RetrievalError(RuntimeError):
@@ -124,7 +124,7 @@ class SearchResult:
     timings_ms: dict[str, float] = field(default_factory=dict)
 
 
-_COLUMNS = (
+CHUNK_COLUMNS = (
     "c.chunk_id, c.source, c.doc_id, c.path, c.doc_version, c.chunk_index, c.text, c.text_hash, "
     "c.token_count, c.start_char, c.end_char, c.metadata"
 )
@@ -136,8 +136,10 @@ MAX_DENSE_SCAN = 20_000
 MAX_LEXICAL_SCAN = 20_000
 
 
-def _hit(row: Sequence[Any]) -> Hit:
-    return Hit(*row[:11], score=float(row[12]), metadata=row[11] or {})
+def hit_from_row(row: Sequence[Any], score: float | None = None) -> Hit:
+    """A Hit from a row that starts with the chunk columns every search query selects, then its
+    score (unless the score is given)."""
+    return Hit(*row[:11], score=float(row[12]) if score is None else score, metadata=row[11] or {})
 
 
 class Retriever:
@@ -274,7 +276,7 @@ class Retriever:
         where, params = filters.clause()
         # Literal model and dimension: the partial index only matches a query that repeats its
         # predicate and expression verbatim.
-        parts = {"columns": sql.SQL(_COLUMNS), "model": sql.Literal(model_id), "dim": sql.Literal(dim)}
+        parts = {"columns": sql.SQL(CHUNK_COLUMNS), "model": sql.Literal(model_id), "dim": sql.Literal(dim)}
         approximate = sql.SQL(query("search_dense")).format(filters=where, **parts)
         exact = sql.SQL(query("search_dense_exact")).format(filters=where, **parts)
         args = {"q": qvec.astype(np.float32), "chunk_set": self.chunk_set, "limit": limit, **params}
@@ -291,12 +293,12 @@ class Retriever:
             if rows is None:
                 # Filters so selective that 20,000 neighbours held fewer than `limit` matches.
                 rows = conn.execute(exact, args).fetchall()
-        return [_hit(r) for r in rows]
+        return [hit_from_row(r) for r in rows]
 
     def lexical(self, conn: psycopg.Connection, text: str, limit: int, filters: Filters) -> list[Hit]:
         """Okapi BM25 over Postgres' english lexemes (stemmed, stop words removed)."""
         where, params = filters.clause()
-        statement = sql.SQL(query("search_lexical")).format(columns=sql.SQL(_COLUMNS), filters=where)
+        statement = sql.SQL(query("search_lexical")).format(columns=sql.SQL(CHUNK_COLUMNS), filters=where)
         args = {
             "query": text,
             "k1": self.settings.bm25_k1,
@@ -308,7 +310,7 @@ class Retriever:
         rows = self._widening(conn, statement, args, limit, filters, MAX_LEXICAL_SCAN)
         if rows is None:
             rows = conn.execute(statement, {**args, "scan": None}).fetchall()  # LIMIT NULL: all
-        return [_hit(r) for r in rows]
+        return [hit_from_row(r) for r in rows]
 
     @staticmethod
     def _widening(
@@ -329,21 +331,18 @@ class Retriever:
             scan = min(scan * 4, cap)
 
     def _vectors(self, conn: psycopg.Connection, hits: Sequence[Hit]) -> np.ndarray:
-        model_id, dim = self.model(conn)
-        rows = dict(
-            conn.execute(
-                query("vectors_of_texts"),
-                (model_id, [h.text_hash for h in hits]),
-            ).fetchall()
+        model_id, _dim = self.model(conn)
+        stored = dict(
+            conn.execute(query("vectors_of_texts"), (model_id, [h.text_hash for h in hits])).fetchall()
         )
-        missing = [h.chunk_id for h in hits if h.text_hash not in rows]
-        if missing:
-            # A chunk without a vector yet (embeddings not run): embed it now rather than guess.
-            assert self.embedder is not None
-            fresh = self.embedder.embed([h.text for h in hits if h.text_hash not in rows])
-            for h, v in zip([h for h in hits if h.text_hash not in rows], fresh, strict=True):
-                rows[h.text_hash] = v
-        return np.vstack([_as_array(rows[h.text_hash]) for h in hits])
+        if self.embedder is None and len(stored) < len({h.text_hash for h in hits}):
+            raise RetrievalError("some hits have no stored vector and there is no embedder to make one")
+        # A chunk without a vector yet (embeddings not run) is embedded now rather than guessed.
+        return with_missing_embedded(
+            [stored.get(h.text_hash) for h in hits],
+            [h.text for h in hits],
+            self.embedder,  # type: ignore[arg-type]
+        )
 
     def _log(
         self,
@@ -373,11 +372,6 @@ class Retriever:
             },
         ).fetchone()
         return int(row[0])
-
-
-def _as_array(vector: Any) -> np.ndarray:
-    # The ledger column is an untyped `vector`, which pgvector returns as a Vector object.
-    return np.asarray(vector.to_numpy() if hasattr(vector, "to_numpy") else vector, dtype=np.float32)
 
 
 def reciprocal_rank_fusion(
@@ -455,7 +449,7 @@ def build_retriever(
     model_id = None
     if variant is not None and variant.embedding is not None:
         # A variant with its own model reads that model's vectors, not the published ones.
-        embedder = build_embedder(variant.embedding, os.environ.get(variant.embedding.api_key_env))
+        embedder = variant_embedder(variant, embedder)  # type: ignore[arg-type]
         model_id = embedder.model_id
     return Retriever(
         db,

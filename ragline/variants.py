@@ -3,6 +3,7 @@ ragline.variant_chunks, and every variant's texts get vectors from the variant's
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -13,8 +14,15 @@ from ragline.chunk_store import chunk_rows
 from ragline.chunking import Chunker
 from ragline.config import Settings, VariantSettings
 from ragline.db import query
-from ragline.embedding import Embedder
+from ragline.embedding import Embedder, build_embedder
 from ragline.embedding_ledger import COMMIT_EVERY, EmbedStats, embed_batch
+
+
+def variant_embedder(variant: VariantSettings, default: Embedder) -> Embedder:
+    """The embedder a variant retrieves with: its own model if it names one, else the pipeline's."""
+    if variant.embedding is None:
+        return default
+    return build_embedder(variant.embedding, os.environ.get(variant.embedding.api_key_env))
 
 
 @dataclass

@@ -1,6 +1,5 @@
 -- The chunks just before and after one chunk of a document version, in document order.
-SELECT c.chunk_id, c.source, c.doc_id, c.path, c.doc_version, c.chunk_index, c.text, c.text_hash,
-       c.token_count, c.start_char, c.end_char, c.metadata
+SELECT {columns}
 FROM ragline.corpus_chunks c
 WHERE c.chunk_set = %(chunk_set)s
   AND c.source = %(source)s AND c.doc_id = %(doc_id)s AND c.doc_version = %(doc_version)s
