@@ -957,6 +957,37 @@ def markdown(r: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def run_and_report(
+    p: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    run_fn: Callable[[argparse.Namespace], dict[str, Any]],
+    markdown_fn: Callable[[dict[str, Any]], str],
+    name: str,
+) -> int:
+    """Run a benchmark holding its work dir's lock, stop its server, write <name>.json and .md."""
+    work = args.work_dir.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    # Two runs on one work dir would drop each other's databases and rewrite each other's corpus.
+    lock = (work / ".benchmark.lock").open("w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        p.error(f"another benchmark run is using {work}; wait for it or pass another --work-dir")
+    try:
+        results = run_fn(args)
+    finally:
+        if not args.keep_server:
+            stopped = stop_embedded(work)
+            log("embedded Postgres stopped" if stopped else "embedded Postgres was not running")
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    (args.results_dir / f"{name}.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
+    report = markdown_fn(results)
+    (args.results_dir / f"{name}.md").write_text(report)
+    print(report)
+    log(f"results in {args.results_dir}; whole run {results['total_run_seconds']:.0f}s")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
@@ -970,27 +1001,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if os.environ.get(DATABASE_URL_ENV):
         p.error(f"unset {DATABASE_URL_ENV}: this benchmark uses its own embedded Postgres in --work-dir")
-    work = args.work_dir.resolve()
-    work.mkdir(parents=True, exist_ok=True)
-    # Two runs on one work dir would drop each other's databases and rewrite each other's corpus.
-    lock = (work / ".benchmark.lock").open("w")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        p.error(f"another benchmark run is using {work}; wait for it or pass another --work-dir")
-    try:
-        results = run(args)
-    finally:
-        if not args.keep_server:
-            stopped = stop_embedded(work)
-            log("embedded Postgres stopped" if stopped else "embedded Postgres was not running")
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    (args.results_dir / "ingest_throughput.json").write_text(json.dumps(results, indent=2) + "\n")
-    report = markdown(results)
-    (args.results_dir / "ingest_throughput.md").write_text(report)
-    print(report)
-    log(f"results in {args.results_dir}; whole run {results['total_run_seconds']:.0f}s")
-    return 0
+    return run_and_report(p, args, run, markdown, "ingest_throughput")
 
 
 if __name__ == "__main__":

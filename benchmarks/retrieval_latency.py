@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import fcntl
 import json
 import math
 import os
@@ -62,6 +61,7 @@ from ingest_throughput import (  # noqa: E402
     paragraph,
     peak_rss_mb,
     ragline_pass,
+    run_and_report,
     sentence,
 )
 from psycopg import sql  # noqa: E402
@@ -77,7 +77,6 @@ from ragline.db import (  # noqa: E402
     migrations,
     query,
     sqlalchemy_url,
-    stop_embedded,
 )
 from ragline.embedding import LocalMiniLM, as_array  # noqa: E402
 from ragline.retrieval import CHUNK_COLUMNS, Filters, Retriever  # noqa: E402
@@ -1474,28 +1473,7 @@ def main(argv: list[str] | None = None) -> int:
         args.work_dir = BENCH_DIR / ".work" / ("retrieval" if full else f"retrieval-{args.chunks}")
     if args.results_dir is None:
         args.results_dir = BENCH_DIR / "results" if full else args.work_dir / "results"
-    work = args.work_dir.resolve()
-    work.mkdir(parents=True, exist_ok=True)
-    lock = (work / ".benchmark.lock").open("w")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        p.error(f"another benchmark run is using {work}; wait for it or pass another --work-dir")
-    try:
-        results = run(args)
-    finally:
-        if not args.keep_server:
-            stopped = stop_embedded(work)
-            log("embedded Postgres stopped" if stopped else "embedded Postgres was not running")
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    (args.results_dir / "retrieval_latency.json").write_text(
-        json.dumps(results, indent=2, default=str) + "\n"
-    )
-    report = markdown(results)
-    (args.results_dir / "retrieval_latency.md").write_text(report)
-    print(report)
-    log(f"results in {args.results_dir}; whole run {results['total_run_seconds']:.0f}s")
-    return 0
+    return run_and_report(p, args, run, markdown, "retrieval_latency")
 
 
 if __name__ == "__main__":
