@@ -1,5 +1,6 @@
 """Blocking check specs and results from ragline's quality outcomes."""
 
+import warnings
 from collections.abc import Iterable
 
 import dagster as dg
@@ -8,7 +9,13 @@ from ragline.quality import CheckOutcome
 
 CHECK_DESCRIPTIONS = {
     "documents_have_text": "The source has live documents and none of them is empty.",
-    "document_ids_are_unique": "No document id appears twice among a source's live documents.",
+    "source_change_within_limit": (
+        "The run deletes or replaces at most mass_change.max_fraction of the source's published documents "
+        "(or was accepted with ragline publish --accept-change)."
+    ),
+    "published_documents_are_searchable": (
+        "Every published document has a chunk in the BM25 index and a vector under the serving model."
+    ),
     "chunks_have_no_empty_text": "Every chunk has non-whitespace text.",
     "chunk_token_counts_within_bounds": "Every chunk has 1..chunk_size tokens of the embedding model.",
     "every_live_document_has_chunks": "Each live document has at least one current chunk.",
@@ -39,14 +46,30 @@ def severity(name: str) -> dg.AssetCheckSeverity:
     return dg.AssetCheckSeverity.ERROR if name == "error" else dg.AssetCheckSeverity.WARN
 
 
-def blocking_specs(asset: str, names: Iterable[str], blocking: bool = True) -> list[dg.AssetCheckSpec]:
+def blocking_specs(
+    asset: str,
+    names: Iterable[str],
+    blocking: bool = True,
+    partitions_def: dg.PartitionsDefinition | None = None,
+) -> list[dg.AssetCheckSpec]:
     # Blocking: a failed check stops downstream assets in the run, and automation waits for it.
     # Checks configured as "warn" are not blocking: Dagster's automation would otherwise still wait
     # on a failed WARN check (all_deps_blocking_checks_passed counts any failure).
-    return [
-        dg.AssetCheckSpec(name, asset=asset, blocking=blocking, description=CHECK_DESCRIPTIONS[name])
-        for name in names
-    ]
+    # A partitioned asset's checks are partitioned too, so that each result belongs to its source:
+    # otherwise Dagster stores them without a partition and a pass of source B hides a failure of A.
+    with warnings.catch_warnings():
+        # Partitioned check specs are a 1.13 preview; they are what makes per-source gating correct.
+        warnings.simplefilter("ignore", dg.PreviewWarning)
+        return [
+            dg.AssetCheckSpec(
+                name,
+                asset=asset,
+                blocking=blocking,
+                description=CHECK_DESCRIPTIONS[name],
+                partitions_def=partitions_def,
+            )
+            for name in names
+        ]
 
 
 def check_results(

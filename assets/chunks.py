@@ -26,7 +26,7 @@ def chunks_asset(
         kinds={"python", "postgres"},
         description="Current chunks of live documents; ids are deterministic, re-runs idempotent.",
         metadata={"table": "ragline.chunks"},
-        check_specs=blocking_specs("chunks", CHECKS),
+        check_specs=blocking_specs("chunks", CHECKS, partitions_def=partitions),
         automation_condition=automation,
     )
     def chunks(context: dg.AssetExecutionContext, ragline: RaglineResource, embedder: EmbedderResource):

@@ -6,9 +6,10 @@ from assets.checks import blocking_specs, check_results
 from orchestration.resources import RaglineResource
 from ragline import quality
 from ragline.documents import store_scan
+from ragline.publishing import SOURCE_CHANGE_WITHIN_LIMIT, check_change
 from ragline.sources import scan_source
 
-CHECKS = (quality.DOCUMENTS_HAVE_TEXT, quality.DOCUMENT_IDS_ARE_UNIQUE)
+CHECKS = (quality.DOCUMENTS_HAVE_TEXT, SOURCE_CHANGE_WITHIN_LIMIT)
 
 
 def raw_documents_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
@@ -23,7 +24,7 @@ def raw_documents_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinit
             "versions_table": "ragline.document_versions",
             "quarantine_table": "ragline.quarantine",
         },
-        check_specs=blocking_specs("raw_documents", CHECKS),
+        check_specs=blocking_specs("raw_documents", CHECKS, partitions_def=partitions),
     )
     def raw_documents(context: dg.AssetExecutionContext, ragline: RaglineResource):
         source = ragline.settings().source(context.partition_key)
@@ -31,6 +32,8 @@ def raw_documents_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinit
         with ragline.database().connection() as conn:
             stats = store_scan(conn, source.name, scan)
             outcomes = quality.check_documents(conn, source.name)
+            # Against what the source serves: an empty root or a mass deletion stops here.
+            outcomes.append(check_change(conn, source.name, source.mass_change))
         for r in scan.rejections:
             context.log.warning(f"quarantined {source.name}:{r.path}: {r.reason} ({r.detail})")
         return dg.MaterializeResult(

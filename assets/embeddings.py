@@ -25,18 +25,16 @@ def embeddings_asset(
         kinds={"python", "postgres", "pgvector"},
         description="Vectors of the source's chunk texts, in a ledger keyed by (text hash, model).",
         metadata={"table": "ragline.embeddings"},
-        check_specs=blocking_specs("embeddings", CHECKS),
+        check_specs=blocking_specs("embeddings", CHECKS, partitions_def=partitions),
         automation_condition=automation,
     )
     def embeddings(context: dg.AssetExecutionContext, ragline: RaglineResource, embedder: EmbedderResource):
-        settings = ragline.settings()
         model = embedder.embedder()
         with ragline.database().connection() as conn:
             stats = embed_pending(
                 conn,
                 context.partition_key,
                 model,
-                rebuild_fraction=settings.index.rebuild_fraction,
                 progress=context.log.info,
             )
             outcomes = quality.check_embeddings(
@@ -52,7 +50,6 @@ def embeddings_asset(
                 "seconds": round(stats.seconds, 3),
                 "model_seconds": round(stats.model_seconds, 3),
                 "chunks_per_second": round(stats.chunks_per_second, 1),
-                "dropped_hnsw_for_bulk_load": stats.dropped_index_for_bulk_load,
             },
             check_results=check_results(outcomes),
         )

@@ -27,7 +27,7 @@ from ragline.evaluation import (
 )
 from ragline.llm import chat_client
 from ragline.retrieval import build_retriever
-from ragline.variants import build_variant_corpus, variant_embedder
+from ragline.variants import build_variant_corpus, drop_unconfigured_variants, variant_embedder
 
 EVAL_SET_CHECKS = (
     quality.EVAL_QUESTIONS_ARE_UNIQUE,
@@ -119,10 +119,7 @@ def variant_corpora_asset(
                         stats.texts_embedded,
                     ]
                 )
-            conn.execute(
-                "DELETE FROM ragline.variant_chunks WHERE NOT (variant = ANY(%s))",
-                ([v.name for v in settings.variants],),
-            )
+            drop_unconfigured_variants(conn, [v.name for v in settings.variants])
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": sum(r[3] for r in rows),

@@ -12,6 +12,15 @@ from ragline.config import FreshnessSettings
 # On a daily-partitioned asset, eager() targets only the latest (today's) partition.
 FOLLOW_UPSTREAM = dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
 
+# The shared index follows any source's publish. Unlike eager(), a source that is missing (its folder
+# not mounted yet, its first run failed) does not hold it back for the others; and no blocking-check
+# clause: serving_chunks only materializes past its source's checks, so it is the gate.
+FOLLOW_PUBLISHED = (
+    dg.AutomationCondition.any_deps_updated().since_last_handled()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("follow_published")
+
 
 def freshness_policy(settings: FreshnessSettings) -> dg.FreshnessPolicy:
     return dg.FreshnessPolicy.time_window(

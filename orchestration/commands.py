@@ -14,6 +14,7 @@ ASSET_ORDER = (
     "raw_documents",
     "chunks",
     "embeddings",
+    "serving_chunks",
     "search_index",
     "eval_set",
     "variant_corpora",

@@ -15,10 +15,16 @@ from assets.evaluation import (
     variant_corpora_asset,
 )
 from assets.search_index import search_index_asset
-from orchestration.automation import FOLLOW_UPSTREAM, freshness_policy, with_freshness
+from assets.serving import serving_chunks_asset
+from orchestration.automation import FOLLOW_PUBLISHED, FOLLOW_UPSTREAM, freshness_policy, with_freshness
 from orchestration.partitions import daily_partitions, source_partitions
 from orchestration.resources import EmbedderResource, RaglineResource
-from orchestration.schedules import daily_quality_schedule, daily_refresh_schedule
+from orchestration.schedules import (
+    daily_gc_schedule,
+    daily_quality_schedule,
+    daily_refresh_schedule,
+    garbage_collection,
+)
 from orchestration.sensors import source_files_sensor
 from ragline.config import Settings, load_settings
 
@@ -35,9 +41,10 @@ def build_definitions(settings: Settings) -> dg.Definitions:
         raw_documents,
         chunks_asset(partitions, FOLLOW_UPSTREAM),
         embeddings_asset(partitions, FOLLOW_UPSTREAM),
+        serving_chunks_asset(partitions, FOLLOW_UPSTREAM),
     ]
     index_assets = [
-        search_index_asset(FOLLOW_UPSTREAM),
+        search_index_asset(FOLLOW_PUBLISHED),
         eval_set_asset(FOLLOW_UPSTREAM),
         variant_corpora_asset(FOLLOW_UPSTREAM),
     ]
@@ -51,7 +58,7 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     source_job = dg.define_asset_job(
         SOURCE_PIPELINE_JOB,
         selection=dg.AssetSelection.assets(*source_assets),
-        description="raw_documents -> chunks -> embeddings for one source.",
+        description="raw_documents -> chunks -> embeddings -> serving_chunks (publish) for one source.",
     )
     index_job = dg.define_asset_job(
         INDEX_JOB,
@@ -65,10 +72,11 @@ def build_definitions(settings: Settings) -> dg.Definitions:
     )
     return dg.Definitions(
         assets=assets,
-        jobs=[source_job, index_job, quality_job],
+        jobs=[source_job, index_job, quality_job, garbage_collection],
         schedules=[
             daily_refresh_schedule(source_job, [s.name for s in settings.sources]),
             daily_quality_schedule(quality_job),
+            daily_gc_schedule(),
         ],
         sensors=[
             source_files_sensor(settings, raw_documents),

@@ -4,6 +4,9 @@ import datetime as dt
 
 import dagster as dg
 
+from orchestration.resources import RaglineResource
+from ragline import gc
+
 DAILY_CRON = "0 3 * * *"
 QUALITY_CRON = "0 4 * * *"  # after the 03:00 refresh has had time to flow through the indexes
 
@@ -38,3 +41,36 @@ def daily_quality_schedule(job) -> dg.ScheduleDefinition:
         return dg.RunRequest(partition_key=day, run_key=f"quality:{day}")
 
     return daily_quality
+
+
+GC_CRON = "0 5 * * *"  # after the daily refresh and quality runs
+
+
+@dg.op(description="Removes generations, chunks, versions and vectors that nothing retained uses.")
+def collect_garbage(context: dg.OpExecutionContext, ragline: RaglineResource) -> dg.Output:
+    with ragline.database().connection() as conn:
+        stats = gc.collect_garbage(conn)
+    context.log.info(gc.format_gc(stats))
+    return dg.Output(
+        None,
+        metadata={
+            "rows_freed": stats.total_rows,
+            "kib_freed": round(stats.total_bytes / 1024, 1),
+            **{f"rows/{kind}": n for kind, n in stats.rows.items()},
+        },
+    )
+
+
+@dg.job(description="Garbage collection of what no served or rollback generation references.")
+def garbage_collection():
+    collect_garbage()
+
+
+def daily_gc_schedule() -> dg.ScheduleDefinition:
+    return dg.ScheduleDefinition(
+        name="daily_gc",
+        cron_schedule=GC_CRON,
+        job=garbage_collection,
+        default_status=dg.DefaultScheduleStatus.RUNNING,
+        description="Runs ragline gc once a day.",
+    )

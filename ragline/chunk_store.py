@@ -30,7 +30,7 @@ def chunk_rows(
     """One document version's chunks as rows of ragline.chunks' COPY columns (chunk_id .. chunker)."""
     for c in chunker.split(text):
         yield (
-            chunk_id(source, doc_id, content_hash, chunker.id, c.chunk_index),
+            chunk_id(source, doc_id, version, content_hash, chunker.id, c.chunk_index),
             source,
             doc_id,
             version,
@@ -47,9 +47,11 @@ def chunk_rows(
 
 def rechunk_source(conn: psycopg.Connection, source: str, chunker: Chunker) -> ChunkStats:
     """Chunk live documents that have no chunks under this chunker; drop chunks that are not
-    current (older document versions, deleted documents, other chunker settings). One transaction."""
+    current (older document versions, deleted documents, other chunker settings) unless a generation
+    the source serves or keeps for rollback still uses them. One transaction."""
     stats = ChunkStats()
     with conn.transaction():
+        conn.execute(query("set_source_chunker"), {"source": source, "chunker": chunker.id})
         stats.chunks_removed = conn.execute(
             query("delete_stale_chunks"), {"source": source, "chunker": chunker.id}
         ).rowcount

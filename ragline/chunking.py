@@ -36,9 +36,11 @@ def chunker_id(settings: ChunkingSettings, tokenizer: ModelTokenizer) -> str:
     return f"{settings.fingerprint()}|{tokenizer.name}"
 
 
-def chunk_id(source: str, doc_id: str, content_hash: str, chunker: str, index: int) -> str:
-    """Deterministic: the same document content chunked the same way gets the same ids."""
-    key = "\x1f".join((source, doc_id, content_hash, chunker, str(index)))
+def chunk_id(source: str, doc_id: str, version: int, content_hash: str, chunker: str, index: int) -> str:
+    """Deterministic: the same document version chunked the same way gets the same ids. The version
+    is part of the id because a document edited back to an earlier text is a new version, while the
+    earlier version's chunks may still be served by a generation kept for rollback."""
+    key = "\x1f".join((source, doc_id, str(version), content_hash, chunker, str(index)))
     return hashlib.sha256(key.encode("utf-8")).hexdigest()[:32]
 
 

@@ -23,6 +23,7 @@ from ragline.db import (
     sqlalchemy_url,
     stop_embedded,
 )
+from ragline.publishing import PublishError
 from ragline.retrieval import RetrievalError
 from ragline.sources import SourceError
 
@@ -220,6 +221,39 @@ def _cmd_drift(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
+    from ragline.db import Database
+    from ragline.publishing import accept_change, publication, release, rollback
+
+    source = settings.source(args.rollback or args.release or args.accept_change).name
+    with Database(database_url(settings.data_dir), max_size=1) as db, db.connection() as conn:
+        if args.rollback:
+            result = rollback(conn, source)
+            print(
+                f"{source}: serving generation {result.generation} again (was {result.previous}); "
+                f"held: automated publishes wait for `ragline publish --release {source}`"
+            )
+        elif args.release:
+            held = release(conn, source)
+            print(f"{source}: released; the next run publishes" if held else f"{source} was not held")
+        else:
+            accept_change(conn, source)
+            print(f"{source}: the next publish may delete or replace any share of its documents")
+        now = publication(conn, source)
+        if now is not None:
+            print(f"{source}: generation {now.generation}, {now.documents} documents, {now.chunks} chunks")
+    return 0
+
+
+def _cmd_gc(args: argparse.Namespace, settings: Settings) -> int:
+    from ragline.db import Database
+    from ragline.gc import collect_garbage, format_gc
+
+    with Database(database_url(settings.data_dir), max_size=1) as db, db.connection() as conn:
+        print(format_gc(collect_garbage(conn, dry_run=args.dry_run)))
+    return 0
+
+
 def _cmd_env(_args: argparse.Namespace, settings: Settings) -> int:
     for key, value in dagster_environment(settings).items():
         print(f"export {key}={shlex.quote(value)}")
@@ -242,6 +276,15 @@ def parser() -> argparse.ArgumentParser:
     s = sub.add_parser("status", help="per asset and source: last run, row counts, check results")
     s.add_argument("--json", action="store_true")
     sub.add_parser("env", help="print shell exports for the Dagster instance (used by make dev)")
+    pub = sub.add_parser("publish", help="what each source serves: roll back, release, accept a mass change")
+    action = pub.add_mutually_exclusive_group(required=True)
+    action.add_argument("--rollback", metavar="SOURCE", help="serve the previous generation and hold there")
+    action.add_argument("--release", metavar="SOURCE", help="let automated publishes of a held source go on")
+    action.add_argument(
+        "--accept-change", metavar="SOURCE", help="accept the next publish even if it is a mass change"
+    )
+    gc = sub.add_parser("gc", help="remove generations, chunks, versions and vectors nothing retained uses")
+    gc.add_argument("--dry-run", action="store_true", help="count what would be freed, change nothing")
     drift = sub.add_parser("drift", help="drift monitoring").add_subparsers(
         dest="drift_command", required=True
     )
@@ -286,12 +329,16 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_env(args, settings)
         if args.command == "drift":
             return _cmd_drift(args, settings)
+        if args.command == "publish":
+            return _cmd_publish(args, settings)
+        if args.command == "gc":
+            return _cmd_gc(args, settings)
         if args.command == "search":
             return _cmd_search(args, settings)
         if args.command == "context":
             return _cmd_context(args, settings)
         return _cmd_orchestrated(args, settings)
-    except (ConfigError, DatabaseError, SourceError, RetrievalError) as exc:
+    except (ConfigError, DatabaseError, SourceError, RetrievalError, PublishError) as exc:
         print(f"ragline: error: {exc}", file=sys.stderr)
         return 2
 

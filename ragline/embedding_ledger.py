@@ -12,7 +12,6 @@ from psycopg import sql
 
 from ragline.db import query
 from ragline.embedding import Embedder, EmbeddingError, vector_problems
-from ragline.search_index import drop_hnsw_index
 
 # Each batch is committed on its own, so a failure loses at most one batch of model work.
 COMMIT_EVERY = 512
@@ -27,7 +26,6 @@ class EmbedStats:
     tokens_embedded: int = 0
     seconds: float = 0.0
     model_seconds: float = 0.0
-    dropped_index_for_bulk_load: bool = False
 
     @property
     def chunks_per_second(self) -> float:
@@ -39,7 +37,6 @@ def embed_pending(
     source: str,
     embedder: Embedder,
     *,
-    rebuild_fraction: float = 0.2,
     progress: Callable[[str], None] = lambda _msg: None,
 ) -> EmbedStats:
     """Embed every current chunk text of the source that this model has not embedded yet.
@@ -56,21 +53,14 @@ def embed_pending(
             sql.SQL("SELECT count(*) FROM ({}) AS pending").format(sql.SQL(query("texts_needing_embedding"))),
             params,
         ).fetchone()[0]
-        stats.chunks = conn.execute(
-            "SELECT count(*) FROM ragline.chunks WHERE source = %s", (source,)
-        ).fetchone()[0]
+        stats.chunks = conn.execute(query("count_current_chunks"), {"source": source}).fetchone()[0]
         stats.chunks_reused = conn.execute(query("chunks_already_embedded"), params).fetchone()[0]
     if not pending:
         stats.seconds = time.perf_counter() - started
         return stats
+    # The ledger has no ANN index (search reads ragline.serving_vectors), so a bulk COPY never
+    # updates an HNSW graph row by row and never takes an index away from readers.
     dim = embedder.dim
-    existing = conn.execute(
-        "SELECT count(*) FROM ragline.embeddings WHERE model_id = %s", (model,)
-    ).fetchone()[0]
-    if pending > rebuild_fraction * max(existing, 1):
-        # Inserting into an HNSW index row by row is far slower than building it afterwards.
-        with conn.transaction():
-            stats.dropped_index_for_bulk_load = drop_hnsw_index(conn, model)
     progress(f"embedding {pending} new texts for {source} with {model}")
     # A server-side cursor streams the texts, so memory does not grow with the backlog; WITH HOLD
     # keeps it open across the per-batch commits on this connection.

@@ -14,7 +14,6 @@ from ragline.db import query
 
 # Check names: what holds when the check passes. Assets use these as their check keys.
 DOCUMENTS_HAVE_TEXT = "documents_have_text"
-DOCUMENT_IDS_ARE_UNIQUE = "document_ids_are_unique"
 CHUNKS_HAVE_NO_EMPTY_TEXT = "chunks_have_no_empty_text"
 CHUNK_TOKENS_WITHIN_BOUNDS = "chunk_token_counts_within_bounds"
 EVERY_LIVE_DOCUMENT_HAS_CHUNKS = "every_live_document_has_chunks"
@@ -115,7 +114,6 @@ def check_documents(conn: psycopg.Connection, source: str) -> list[CheckOutcome]
                 gxe.ExpectColumnValuesToNotBeNull(column="char_count"),
                 gxe.ExpectColumnValuesToBeBetween(column="char_count", min_value=1),
             ],
-            DOCUMENT_IDS_ARE_UNIQUE: [gxe.ExpectColumnValuesToBeUnique(column="doc_id")],
         },
     )
 

@@ -171,6 +171,7 @@ class Retriever:
         self.variant = variant
         self.caller = caller
         self._model: tuple[str, int] | None = None
+        self._own_model = model_id is not None
         if model_id is not None:
             if embedder is None or embedder.model_id != model_id:
                 raise RetrievalError(f"model {model_id!r} needs an embedder producing its vectors")
@@ -253,7 +254,7 @@ class Retriever:
     def model(self, conn: psycopg.Connection) -> tuple[str, int]:
         """The (model_id, dim) whose vectors dense search reads: the published serving model."""
         if self._model is None:
-            row = conn.execute("SELECT model_id, dim FROM ragline.serving_model").fetchone()
+            row = conn.execute(query("serving_model")).fetchone()
             if row is None:
                 raise RetrievalError("no search index has been built yet; materialize search_index first")
             if self.embedder is not None and self.embedder.model_id != row[0]:
@@ -271,7 +272,7 @@ class Retriever:
         return self.embedder.embed([text])[0]
 
     def dense(self, conn: psycopg.Connection, qvec: np.ndarray, limit: int, filters: Filters) -> list[Hit]:
-        """Nearest chunks by cosine similarity, through the model's partial HNSW index."""
+        """Nearest chunks by cosine similarity, through the serving model's partial HNSW index."""
         model_id, dim = self.model(conn)
         where, params = filters.clause()
         # Literal model and dimension: the partial index only matches a query that repeats its
@@ -289,7 +290,10 @@ class Retriever:
                     sql.Literal(min(max(self.ef_search, limit), 1000))
                 )
             )
-            rows = self._widening(conn, approximate, args, limit, filters, MAX_DENSE_SCAN)
+            # Only the published chunks under the serving model have a serving index; a variant's own
+            # chunks or model are searched exactly over the ledger.
+            served = self.chunk_set == DEFAULT_CHUNK_SET and not self._own_model
+            rows = self._widening(conn, approximate, args, limit, filters, MAX_DENSE_SCAN) if served else None
             if rows is None:
                 # Filters so selective that 20,000 neighbours held fewer than `limit` matches.
                 rows = conn.execute(exact, args).fetchall()

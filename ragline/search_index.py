@@ -1,28 +1,32 @@
-"""Search indexes: HNSW (cosine) on a model's vectors, a GIN full-text index on chunk text,
-and the recall of the HNSW index measured against exact search."""
+"""The serving indexes: HNSW (cosine) over the published texts' vectors, built without taking an index
+away from readers, and its recall against exact search, measured with real queries."""
 
 from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
 import psycopg
 from psycopg import sql
 
 from ragline.config import IndexSettings
+from ragline.db import query
+from ragline.embedding import as_array
+from ragline.quality import HNSW_RECALL_AT_10, CheckOutcome
 
-GIN_INDEX = "chunks_text_search"
-TEXT_SEARCH_CONFIG = "english"
 
-
-def hnsw_index_name(model_id: str) -> str:
-    return "embeddings_hnsw_" + hashlib.sha256(model_id.encode()).hexdigest()[:12]
+def hnsw_index_name(model_id: str, settings: IndexSettings) -> str:
+    """The serving HNSW index of a model under given build settings (a change builds a new one)."""
+    digest = hashlib.sha256(model_id.encode()).hexdigest()[:12]
+    return f"serving_hnsw_{digest}_m{settings.hnsw_m}_efc{settings.hnsw_ef_construction}"
 
 
 def _vector_expr(dim: int) -> sql.Composable:
-    # The ledger column has no fixed dimension (it holds every model's vectors); an HNSW index
-    # needs one, so each model gets a partial index on a cast expression.
+    # serving_vectors.embedding has no fixed dimension (it can hold two models during a switch); an
+    # HNSW index needs one, so each model gets a partial index on a cast expression.
     return sql.SQL("(embedding::vector({}))").format(sql.Literal(dim))
 
 
@@ -31,46 +35,45 @@ class IndexStats:
     model_id: str
     dim: int
     vectors: int
+    vectors_added: int
+    texts_without_vector: int
     hnsw_built: bool
-    gin_built: bool
     hnsw_seconds: float
-    gin_seconds: float
     hnsw_index: str
+    indexes_dropped: list[str]
 
 
-def _index_exists(conn: psycopg.Connection, name: str) -> str | None:
-    row = conn.execute(
-        "SELECT indexdef FROM pg_indexes WHERE schemaname = 'ragline' AND indexname = %s", (name,)
-    ).fetchone()
-    return row[0] if row else None
+def _model_indexes(conn: psycopg.Connection, model_id: str) -> dict[str, bool]:
+    """The model's serving HNSW indexes (under any settings) and whether each is valid."""
+    prefix = "serving_hnsw_" + hashlib.sha256(model_id.encode()).hexdigest()[:12] + "_"
+    return dict(conn.execute(query("serving_indexes"), {"prefix": prefix + "%"}).fetchall())
 
 
-def drop_hnsw_index(conn: psycopg.Connection, model_id: str) -> bool:
-    name = hnsw_index_name(model_id)
-    if not _index_exists(conn, name):
-        return False
-    conn.execute(sql.SQL("DROP INDEX ragline.{}").format(sql.Identifier(name)))
-    return True
+def _drop_concurrently(conn: psycopg.Connection, name: str) -> None:
+    conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS ragline.{}").format(sql.Identifier(name)))
 
 
 def build_indexes(conn: psycopg.Connection, model_id: str, dim: int, settings: IndexSettings) -> IndexStats:
-    """Create the indexes that are missing (or whose HNSW settings changed) and publish the
-    model to the serving view. Existing indexes are kept: Postgres maintains them on insert."""
-    name = hnsw_index_name(model_id)
-    definition = _index_exists(conn, name)
-    hnsw_built = False
+    """Give every published text its vector of `model_id` in ragline.serving_vectors and make sure
+    the model has a valid HNSW index there, built CONCURRENTLY so that searches go on meanwhile.
+
+    An index with other build settings is replaced by building the new one first and dropping the
+    old one after, so the served model never loses its index. Needs an autocommit connection.
+    """
+    added = conn.execute(query("fill_serving_vectors"), {"model_id": model_id}).rowcount
+    missing = conn.execute(query("texts_without_serving_vector"), {"model_id": model_id}).fetchone()[0]
+    name = hnsw_index_name(model_id, settings)
+    existing = _model_indexes(conn, model_id)
+    dropped = []
+    if existing.get(name) is False:  # a CREATE INDEX CONCURRENTLY that failed leaves an invalid index
+        _drop_concurrently(conn, name)
+        dropped.append(name)
     t0 = time.perf_counter()
-    if definition and (
-        f"m='{settings.hnsw_m}'" not in definition
-        or f"ef_construction='{settings.hnsw_ef_construction}'" not in definition
-        or f"vector({dim})" not in definition
-    ):
-        conn.execute(sql.SQL("DROP INDEX ragline.{}").format(sql.Identifier(name)))
-        definition = None
-    if not definition:
+    built = not existing.get(name)
+    if built:
         conn.execute(
             sql.SQL(
-                "CREATE INDEX {} ON ragline.embeddings USING hnsw ({} vector_cosine_ops) "
+                "CREATE INDEX CONCURRENTLY {} ON ragline.serving_vectors USING hnsw ({} vector_cosine_ops) "
                 "WITH (m = {}, ef_construction = {}) WHERE model_id = {}"
             ).format(
                 sql.Identifier(name),
@@ -80,33 +83,39 @@ def build_indexes(conn: psycopg.Connection, model_id: str, dim: int, settings: I
                 sql.Literal(model_id),
             )
         )
-        hnsw_built = True
     hnsw_seconds = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    gin_built = not _index_exists(conn, GIN_INDEX)
-    if gin_built:
-        conn.execute(
-            sql.SQL("CREATE INDEX {} ON ragline.chunks USING gin (to_tsvector({}, text))").format(
-                sql.Identifier(GIN_INDEX), sql.Literal(TEXT_SEARCH_CONFIG)
-            )
-        )
-    gin_seconds = time.perf_counter() - t0
-    conn.execute(
-        "INSERT INTO ragline.serving_model (model_id, dim) VALUES (%s, %s) "
-        "ON CONFLICT (singleton) DO UPDATE SET model_id = EXCLUDED.model_id, dim = EXCLUDED.dim, "
-        "updated_at = now()",
-        (model_id, dim),
-    )
-    vectors = conn.execute(
-        "SELECT count(*) FROM ragline.embeddings WHERE model_id = %s", (model_id,)
-    ).fetchone()[0]
-    return IndexStats(model_id, dim, vectors, hnsw_built, gin_built, hnsw_seconds, gin_seconds, name)
+    for other in existing:
+        if other != name:
+            _drop_concurrently(conn, other)
+            dropped.append(other)
+    vectors = conn.execute(query("count_serving_vectors"), {"model_id": model_id}).fetchone()[0]
+    return IndexStats(model_id, dim, vectors, added, missing, built, hnsw_seconds, name, dropped)
+
+
+def publish_model(conn: psycopg.Connection, model_id: str, dim: int, settings: IndexSettings) -> list[str]:
+    """Serve `model_id`'s vectors; other models leave ragline.serving_vectors and their indexes are
+    dropped (CONCURRENTLY, after the switch, so no query is left without an index)."""
+    with conn.transaction():
+        conn.execute(query("publish_serving_model"), {"model_id": model_id, "dim": dim})
+    retired = conn.execute(query("retired_serving_models"), {"model_id": model_id}).fetchall()
+    dropped = []
+    for (other,) in retired:
+        for name in _model_indexes(conn, other):
+            _drop_concurrently(conn, name)
+            dropped.append(name)
+        conn.execute(query("delete_serving_model_vectors"), {"model_id": other})
+    return dropped
+
+
+def serving_chunk_count(conn: psycopg.Connection) -> int:
+    """Chunks that search serves: published, with a vector under the serving model."""
+    return conn.execute(query("count_serving_chunks")).fetchone()[0]
 
 
 def vacuum_lexical(conn: psycopg.Connection) -> None:
     """VACUUM (ANALYZE) the BM25 tables, so that scoring reads postings from the covering index
     alone. Needs an autocommit connection (VACUUM cannot run in a transaction)."""
-    for table in ("lexical_postings", "lexical_texts", "lexical_terms"):
+    for table in ("lexical_postings", "lexical_texts", "lexical_terms", "serving_vectors"):
         conn.execute(sql.SQL("VACUUM (ANALYZE) ragline.{}").format(sql.Identifier(table)))
 
 
@@ -114,6 +123,7 @@ def vacuum_lexical(conn: psycopg.Connection) -> None:
 class RecallResult:
     recall: float
     queries: int
+    query_kind: str  # logged, eval or stored
     k: int
     ef_search: int
     index_used: bool
@@ -121,67 +131,110 @@ class RecallResult:
     exact_ms_per_query: float
 
 
+def recall_queries(
+    conn: psycopg.Connection,
+    model_id: str,
+    embed: Callable[[list[str]], np.ndarray],
+    *,
+    sample: int,
+    min_real: int,
+) -> tuple[str, list[np.ndarray]]:
+    """Query vectors for the recall check: logged queries of this model if at least `min_real`,
+    else evaluation questions (embedded now) if that many, else stored vectors."""
+    logged = [
+        r[0] for r in conn.execute(query("logged_query_vectors"), {"model_id": model_id, "limit": sample})
+    ]
+    if len(logged) >= min_real:
+        return "logged", [as_array(v) for v in logged]
+    questions = [r[0] for r in conn.execute(query("eval_question_texts"), {"limit": sample})]
+    if len(questions) >= min_real:
+        return "eval", list(embed(questions))
+    stored = conn.execute(query("stored_query_vectors"), {"model_id": model_id, "limit": sample})
+    return "stored", [as_array(r[0]) for r in stored]
+
+
 def hnsw_recall(
     conn: psycopg.Connection,
     model_id: str,
     dim: int,
+    queries: list[np.ndarray],
     *,
-    sample: int,
+    query_kind: str = "stored",
     k: int = 10,
     ef_search: int = 40,
 ) -> RecallResult:
-    """Recall@k of the HNSW index against exact search, using stored vectors as queries."""
-    expr = _vector_expr(dim)
-    nearest = sql.SQL(
-        "SELECT text_hash FROM ragline.embeddings WHERE model_id = {model} "
-        "ORDER BY {expr} <=> %(q)s::vector({dim}) LIMIT {k}"
-    ).format(model=sql.Literal(model_id), expr=expr, dim=sql.Literal(dim), k=sql.Literal(k))
+    """Recall@k of the model's serving HNSW index against exact search over the served vectors."""
+    nearest = sql.SQL(query("serving_nearest")).format(
+        model=sql.Literal(model_id), dim=sql.Literal(dim), k=sql.Literal(k)
+    )
+    vectors = [q.astype(np.float32) for q in queries]
     with conn.transaction():
-        queries = [
-            row[0]
-            for row in conn.execute(
-                # md5 order: a fixed pseudo-random sample, the same on every run.
-                "SELECT embedding FROM ragline.embeddings WHERE model_id = %s "
-                "ORDER BY md5(text_hash) LIMIT %s",
-                (model_id, sample),
-            )
-        ]
         conn.execute(sql.SQL("SET LOCAL hnsw.ef_search = {}").format(sql.Literal(ef_search)))
         # On a small table the planner may prefer a scan plus sort; this pass measures the index.
         for setting in ("enable_seqscan", "enable_bitmapscan", "enable_sort"):
             conn.execute(sql.SQL("SET LOCAL {} = off").format(sql.Identifier(setting)))
         plan = (
-            "\n".join(
-                r[0]
-                for r in conn.execute(
-                    sql.SQL("EXPLAIN ") + nearest, {"q": queries[0]} if queries else {"q": None}
-                )
-            )
-            if queries
+            "\n".join(r[0] for r in conn.execute(sql.SQL("EXPLAIN ") + nearest, {"q": vectors[0]}))
+            if vectors
             else ""
         )
-        index_used = hnsw_index_name(model_id) in plan
+        index_used = "serving_hnsw_" in plan
         t0 = time.perf_counter()
         # prepare=False in both passes: psycopg prepares a statement after 5 runs, and the exact
         # pass would then reuse the cached HNSW plan whatever the SET LOCALs say (it measured
         # the index against itself: recall 1.000 at 104k chunks, 0.990 unprepared).
-        approx = [[r[0] for r in conn.execute(nearest, {"q": q}, prepare=False)] for q in queries]
+        approx = [[r[0] for r in conn.execute(nearest, {"q": q}, prepare=False)] for q in vectors]
         approx_s = time.perf_counter() - t0
     with conn.transaction():
         conn.execute("SET LOCAL enable_indexscan = off")
         conn.execute("SET LOCAL enable_bitmapscan = off")
         t0 = time.perf_counter()
-        exact = [[r[0] for r in conn.execute(nearest, {"q": q}, prepare=False)] for q in queries]
+        exact = [[r[0] for r in conn.execute(nearest, {"q": q}, prepare=False)] for q in vectors]
         exact_s = time.perf_counter() - t0
     hits = sum(len(set(a) & set(e)) for a, e in zip(approx, exact, strict=True))
     expected = sum(len(e) for e in exact)
-    n = max(len(queries), 1)
+    n = max(len(vectors), 1)
     return RecallResult(
         recall=hits / expected if expected else 1.0,
-        queries=len(queries),
+        queries=len(vectors),
+        query_kind=query_kind,
         k=k,
         ef_search=ef_search,
         index_used=index_used,
         approx_ms_per_query=1000 * approx_s / n,
         exact_ms_per_query=1000 * exact_s / n,
+    )
+
+
+def recall_outcome(recall: RecallResult, stats: IndexStats, settings: IndexSettings) -> CheckOutcome:
+    """The recall check: the index was used, recall@10 reaches min_recall, and every published text
+    has a vector of the model. The model is served only when this passes."""
+    problems = []
+    if not recall.queries:
+        problems.append("nothing is published yet, so nothing was measured")
+    elif not recall.index_used:
+        problems.append("the planner did not use the HNSW index")
+    if recall.recall < settings.min_recall:
+        problems.append(f"recall@10 {recall.recall:.4f} < {settings.min_recall}")
+    if stats.texts_without_vector:
+        problems.append(f"{stats.texts_without_vector} published texts have no {stats.model_id} vector")
+    return CheckOutcome(
+        HNSW_RECALL_AT_10,
+        not problems,
+        {
+            "recall_at_10": round(recall.recall, 4),
+            "min_recall": settings.min_recall,
+            "queries": recall.queries,
+            "query_kind": recall.query_kind,
+            "ef_search": recall.ef_search,
+            "index_used": recall.index_used,
+            "texts_without_vector": stats.texts_without_vector,
+            "hnsw_ms_per_query": round(recall.approx_ms_per_query, 3),
+            "exact_ms_per_query": round(recall.exact_ms_per_query, 3),
+            "verdict": "; ".join(problems) or f"{stats.model_id} served",
+            "where_to_look": (
+                "raise index.ef_search or index.hnsw_m for recall; run the embeddings of every source for "
+                "missing vectors. Until this passes, the previous model keeps serving."
+            ),
+        },
     )

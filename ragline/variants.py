@@ -34,6 +34,8 @@ class VariantCorpusStats:
     chunks_removed: int = 0
     chunks: int = 0
     texts_embedded: int = 0
+    texts_indexed: int = 0
+    texts_unindexed: int = 0
     seconds: float = 0.0
 
 
@@ -44,7 +46,7 @@ def build_variant_corpus(
     embedder: Embedder,
     progress: Callable[[str], None] = lambda _msg: None,
 ) -> VariantCorpusStats:
-    """Bring a variant's chunks in line with the live documents, then embed its missing texts."""
+    """Bring a variant's chunks in line with the published documents, then embed its missing texts."""
     started = time.perf_counter()
     stats = VariantCorpusStats(variant.name, variant.chunk_set, embedder.model_id)
     if variant.chunking is not None:
@@ -61,6 +63,10 @@ def build_variant_corpus(
                     for row in chunk_rows(chunker, source, doc_id, version, content_hash, text):
                         copy.write_row((variant.name, *row))
                         stats.chunks_added += 1
+            # The variant's own BM25 set: its texts, not the served ones.
+            stats.texts_indexed, stats.texts_unindexed = conn.execute(
+                query("sync_variant_texts"), {"chunk_set": variant.chunk_set}
+            ).fetchone()
         progress(f"variant {variant.name}: {stats.chunks_added} chunks added, {stats.chunks_removed} removed")
     params = {"chunk_set": variant.chunk_set, "model_id": embedder.model_id}
     stats.chunks = conn.execute(
@@ -77,3 +83,8 @@ def build_variant_corpus(
     stats.texts_embedded = embed_stats.texts_embedded
     stats.seconds = time.perf_counter() - started
     return stats
+
+
+def drop_unconfigured_variants(conn: psycopg.Connection, names: list[str]) -> tuple[int, int]:
+    """Remove the chunks and lexical texts of variants no longer in ragline.yaml: (chunks, texts)."""
+    return conn.execute(query("delete_unconfigured_variants"), {"variants": names}).fetchone()

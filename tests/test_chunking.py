@@ -51,16 +51,18 @@ def test_long_unbroken_text_is_cut_at_token_offsets(tokenizer):
 
 
 def test_chunk_ids_are_deterministic_and_distinct():
-    a = chunk_id("docs", "a.md", "hash1", "markdown:200:20:8|wp", 0)
-    assert a == chunk_id("docs", "a.md", "hash1", "markdown:200:20:8|wp", 0)
+    a = chunk_id("docs", "a.md", 1, "hash1", "markdown:200:20:8|wp", 0)
+    assert a == chunk_id("docs", "a.md", 1, "hash1", "markdown:200:20:8|wp", 0)
     assert (
         len(
             {
                 a,
-                chunk_id("docs", "a.md", "hash1", "markdown:200:20:8|wp", 1),
-                chunk_id("other", "a.md", "hash1", "markdown:200:20:8|wp", 0),
-                chunk_id("docs", "a.md", "hash2", "markdown:200:20:8|wp", 0),
+                chunk_id("docs", "a.md", 1, "hash1", "markdown:200:20:8|wp", 1),
+                chunk_id("other", "a.md", 1, "hash1", "markdown:200:20:8|wp", 0),
+                chunk_id("docs", "a.md", 1, "hash2", "markdown:200:20:8|wp", 0),
+                # The same text again as a later version (an edit reverted): its own ids.
+                chunk_id("docs", "a.md", 3, "hash1", "markdown:200:20:8|wp", 0),
             }
         )
-        == 4
+        == 5
     )

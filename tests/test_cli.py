@@ -106,7 +106,7 @@ def test_materialize_then_status_with_runs_stored_in_postgres(tmp_path, db_url, 
     }
     docs = rows[("raw_documents", "docs")]
     assert docs["rows"] == 1 and docs["metadata"]["quarantined"] == 1
-    assert docs["checks"] == {"document_ids_are_unique": "passed", "documents_have_text": "passed"}
+    assert docs["checks"] == {"documents_have_text": "passed", "source_change_within_limit": "passed"}
     assert rows[("chunks", "docs")]["rows"] == rows[("embeddings", "docs")]["rows"] > 3
     assert all(a["materialized_at"] for a in report["assets"])
 

@@ -64,7 +64,7 @@ def test_expected_row_counts(demo):
         assert chunk_meta["live_documents"] == n
         assert chunk_meta["tokens_max"] <= demo["settings"].source(source).chunking.chunk_size
     index_meta = metadata(demo["first"]["search index"], "search_index")
-    assert index_meta["hnsw_built"] is True and index_meta["gin_built"] is True
+    assert index_meta["hnsw_built"] is True and index_meta["model_served"] is True
     assert index_meta["recall_at_10"] >= 0.95
 
 
@@ -82,7 +82,7 @@ def test_second_run_is_a_no_op(demo):
         assert emb["chunks_embedded"] == 0
         assert emb["chunks_reused"] == emb["dagster/row_count"] > 0
     index_meta = metadata(demo["second"]["search index"], "search_index")
-    assert index_meta["hnsw_built"] is False and index_meta["gin_built"] is False
+    assert index_meta["hnsw_built"] is False and index_meta["vectors_added"] == 0
 
 
 def test_embedding_metadata_reports_work(demo):

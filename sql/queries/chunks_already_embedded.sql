@@ -1,5 +1,5 @@
 SELECT count(*)
-FROM ragline.chunks c
+FROM ragline.current_chunks c
 WHERE c.source = %(source)s
   AND EXISTS (
       SELECT 1 FROM ragline.embeddings e

@@ -1,8 +1,10 @@
--- A variant's chunks that no longer serve: older document versions, deleted documents, other settings.
+-- A variant's chunks that no longer serve: documents no longer published at that version, or
+-- made with other settings.
 DELETE FROM ragline.variant_chunks c
 WHERE c.variant = %(variant)s
   AND (c.chunker <> %(chunker)s
        OR NOT EXISTS (
-           SELECT 1 FROM ragline.documents d
-           WHERE d.source = c.source AND d.doc_id = c.doc_id
-             AND d.version = c.doc_version AND d.status = 'live'))
+           SELECT 1
+           FROM ragline.published_generations p
+           JOIN ragline.generation_documents g ON g.source = p.source AND g.generation = p.generation
+           WHERE p.source = c.source AND g.doc_id = c.doc_id AND g.doc_version = c.doc_version))

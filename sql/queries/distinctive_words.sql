@@ -1,4 +1,4 @@
--- A text's most distinctive words: term frequency in the text times BM25 idf over the indexed
+-- A text's most distinctive words: term frequency in the text times BM25 idf over the published
 -- chunk texts; each word stands for its lexeme once (its first spelling in the text).
 WITH words AS (
     SELECT u.w, u.ord, (SELECT t.lexeme FROM unnest(to_tsvector('english', u.w)) t LIMIT 1) AS lexeme
@@ -8,12 +8,12 @@ WITH words AS (
 ), tf AS (
     SELECT t.lexeme, cardinality(t.positions) AS tf FROM unnest(to_tsvector('english', %(text)s)) t
 ), stats AS (
-    SELECT greatest(count(*), 1)::float8 AS n FROM ragline.lexical_texts
+    SELECT greatest(coalesce((SELECT texts FROM ragline.lexical_stats WHERE chunk_set = 'default'), 0), 1)::float8
+           AS n
 ), df AS (
-    SELECT p.lexeme, count(*)::float8 AS df
-    FROM ragline.lexical_postings p
-    WHERE p.lexeme IN (SELECT lexeme FROM first_spelling)
-    GROUP BY p.lexeme
+    SELECT d.lexeme, d.df::float8 AS df
+    FROM ragline.lexical_terms d
+    WHERE d.chunk_set = 'default' AND d.lexeme IN (SELECT lexeme FROM first_spelling)
 )
 SELECT f.w, tf.tf * ln(1 + (s.n - coalesce(df.df, 0) + 0.5) / (coalesce(df.df, 0) + 0.5)) AS weight
 FROM first_spelling f

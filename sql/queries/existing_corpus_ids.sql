@@ -1,9 +1,10 @@
--- Which of the given ids name a live document ("<source>:<doc_id>") or a current chunk.
+-- Which of the given ids name a published document ("<source>:<doc_id>") or a published chunk.
 SELECT u.id
 FROM unnest(%(ids)s::text[]) AS u (id)
 WHERE EXISTS (
-          SELECT 1 FROM ragline.documents d
-          WHERE d.source = split_part(u.id, ':', 1)
-            AND d.doc_id = substr(u.id, length(split_part(u.id, ':', 1)) + 2)
-            AND d.status = 'live')
-   OR EXISTS (SELECT 1 FROM ragline.chunks c WHERE c.chunk_id = u.id)
+          SELECT 1
+          FROM ragline.published_generations p
+          JOIN ragline.generation_documents g ON g.source = p.source AND g.generation = p.generation
+          WHERE g.source = split_part(u.id, ':', 1)
+            AND g.doc_id = substr(u.id, length(split_part(u.id, ':', 1)) + 2))
+   OR EXISTS (SELECT 1 FROM ragline.corpus_chunks c WHERE c.chunk_set = 'default' AND c.chunk_id = u.id)

@@ -1,3 +1,3 @@
 SELECT c.chunk_id, length(btrim(c.text)) AS text_chars, c.token_count
-FROM ragline.chunks c
+FROM ragline.current_chunks c
 WHERE c.source = %(source)s

@@ -1,11 +1,11 @@
--- Nearest chunks of one chunk set by cosine distance. The nearest %(scan)s texts come from the
--- model's partial HNSW index first ({model} and {dim} are literals, so that the index matches),
+-- Nearest published chunks by cosine distance. The nearest %(scan)s texts come from the serving
+-- model's partial HNSW index on ragline.serving_vectors first ({model} and {dim} are literals, so that the index matches),
 -- then are joined to the chunk set and filters; the caller widens the scan when filters leave
 -- fewer than %(limit)s rows. With hnsw.iterative_scan, a scan beyond ef_search keeps reading the
 -- index instead of stopping at ef_search rows.
 WITH nearest AS MATERIALIZED (
     SELECT e.text_hash, e.embedding::vector({dim}) <=> %(q)s::vector({dim}) AS distance
-    FROM ragline.embeddings e
+    FROM ragline.serving_vectors e
     WHERE e.model_id = {model}
     ORDER BY e.embedding::vector({dim}) <=> %(q)s::vector({dim})
     LIMIT %(scan)s

@@ -1,4 +1,5 @@
--- Okapi BM25: idf = ln(1 + (N - df + 0.5) / (df + 0.5)),
+-- Okapi BM25 over one chunk set's texts (the published ones for 'default'), with that set's own
+-- statistics: idf = ln(1 + (N - df + 0.5) / (df + 0.5)),
 -- term weight = idf * tf * (k1 + 1) / (tf + k1 * (1 - b + b * doc_length / avgdl)).
 -- The best %(scan)s texts are scored first, then joined to the chunk set and filters; the caller
 -- widens the scan when filters leave fewer than %(limit)s rows ("scanned" says how many texts
@@ -7,9 +8,11 @@ WITH terms AS (
     SELECT DISTINCT lexeme FROM unnest(to_tsvector('english', %(query)s))
 ), stats AS (
     SELECT greatest(texts, 1)::float8 AS n, greatest(total_length::float8 / greatest(texts, 1), 1) AS avgdl
-    FROM ragline.lexical_stats
+    FROM ragline.lexical_stats WHERE chunk_set = %(chunk_set)s
 ), df AS (
-    SELECT d.lexeme, d.df::float8 AS df FROM terms JOIN ragline.lexical_terms d USING (lexeme) WHERE d.df > 0
+    SELECT d.lexeme, d.df::float8 AS df
+    FROM terms JOIN ragline.lexical_terms d USING (lexeme)
+    WHERE d.chunk_set = %(chunk_set)s AND d.df > 0
 ), scored AS MATERIALIZED (
     SELECT p.text_hash,
            sum(ln(1 + (s.n - df.df + 0.5) / (df.df + 0.5))
@@ -18,6 +21,7 @@ WITH terms AS (
     FROM ragline.lexical_postings p
     JOIN df USING (lexeme)
     CROSS JOIN stats s
+    WHERE p.chunk_set = %(chunk_set)s
     GROUP BY p.text_hash
     ORDER BY score DESC, p.text_hash
     LIMIT %(scan)s

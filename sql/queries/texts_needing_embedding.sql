@@ -1,6 +1,6 @@
 -- Distinct chunk texts of a source with no vector from this model yet, shortest first.
 SELECT c.text_hash, min(c.text) AS text, min(c.token_count) AS token_count
-FROM ragline.chunks c
+FROM ragline.current_chunks c
 WHERE c.source = %(source)s
   AND NOT EXISTS (
       SELECT 1 FROM ragline.embeddings e

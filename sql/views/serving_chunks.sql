@@ -1,9 +1,9 @@
--- Current chunks of live documents, with their vector from the serving model.
+-- The published chunks of every source with their vector from the serving model: what search serves.
 CREATE OR REPLACE VIEW ragline.serving_chunks AS
 SELECT c.chunk_id,
        c.source,
        c.doc_id,
-       d.path,
+       c.path,
        c.doc_version,
        c.chunk_index,
        c.text,
@@ -13,10 +13,7 @@ SELECT c.chunk_id,
        c.metadata,
        e.model_id,
        e.embedding
-FROM ragline.chunks c
-JOIN ragline.documents d
-  ON d.source = c.source AND d.doc_id = c.doc_id
- AND d.version = c.doc_version AND d.status = 'live'
+FROM ragline.corpus_chunks c
 JOIN ragline.serving_model m ON true
-JOIN ragline.embeddings e
-  ON e.text_hash = c.text_hash AND e.model_id = m.model_id;
+JOIN ragline.serving_vectors e ON e.text_hash = c.text_hash AND e.model_id = m.model_id
+WHERE c.chunk_set = 'default';

@@ -1,0 +1,1 @@
+DELETE FROM ragline.change_approvals WHERE source = %(source)s

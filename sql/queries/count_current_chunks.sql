@@ -1,0 +1,1 @@
+SELECT count(*) FROM ragline.current_chunks WHERE source = %(source)s

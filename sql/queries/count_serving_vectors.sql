@@ -1,0 +1,1 @@
+SELECT count(*) FROM ragline.serving_vectors WHERE model_id = %(model_id)s

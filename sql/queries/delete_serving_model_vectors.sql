@@ -1,0 +1,1 @@
+DELETE FROM ragline.serving_vectors WHERE model_id = %(model_id)s

@@ -1,0 +1,1 @@
+SELECT model_id FROM ragline.generations WHERE source = %(source)s AND generation = %(generation)s

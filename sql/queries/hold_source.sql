@@ -1,0 +1,1 @@
+UPDATE ragline.published_generations SET held_since = now() WHERE source = %(source)s

@@ -1,0 +1,1 @@
+SELECT model_id, dim FROM ragline.serving_model
