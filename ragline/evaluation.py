@@ -26,7 +26,7 @@ class QuestionResult:
     scores: QueryScores
     latency_ms: float
     retrieved: list[dict[str, Any]]  # what came back, best first: id scored on, chunk, score
-    question_hash: str = ""
+    question_hash: str  # of the question's text and judgements: see question_hash()
 
 
 def question_hash(q: EvalQuestion) -> str:
@@ -99,6 +99,7 @@ def evaluate(
                     }
                     for h in result.hits
                 ],
+                question_hash(q),
             )
         )
         if progress:
