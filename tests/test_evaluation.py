@@ -164,6 +164,25 @@ def test_regression_gate_does_not_pair_edited_questions(tmp_path, db_url):
     assert {q for q in before if before[q] != after[q]} == {"q001", "q002"}
 
 
+def test_scores_and_gate_verdict_are_stored_together_or_not_at_all(tmp_path, db_url):
+    settings, questions = handbook_project(tmp_path)
+    assert all(r.success for r in run(settings, day="2026-11-20").values())
+    with psycopg.connect(db_url) as conn:  # a corrupt baseline score: the comparison will raise
+        conn.execute("UPDATE ragline.retrieval_results SET ndcg = 'NaN' WHERE question_id = 'q001'")
+    failed = quality_run(run(settings, day="2026-11-21"))
+    assert not failed.success
+    [failure] = [e for e in failed.all_events if e.is_step_failure]
+    assert "must be finite" in str(failure.event_specific_data.error)
+    # Nothing of the day was stored: no scores row with an unset verdict that a later day would
+    # take as its baseline, and no per-question rows.
+    with psycopg.connect(db_url) as conn:
+        stored = conn.execute(
+            "SELECT partition::text, gate_passed, (SELECT count(*) FROM ragline.retrieval_results r "
+            "WHERE r.partition = s.partition) FROM ragline.retrieval_scores s ORDER BY 1"
+        ).fetchall()
+    assert stored == [("2026-11-20", None, questions)]
+
+
 def test_regression_severity_warn_does_not_block(tmp_path, db_url):
     settings, _ = handbook_project(tmp_path, evaluation={"severity": "warn", "baseline": "2026-11-20"})
     run(settings, day="2026-11-20")
