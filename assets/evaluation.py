@@ -13,13 +13,12 @@ from ragline.config import Settings
 from ragline.eval_sets import check_frames, load_sets, remove_unconfigured_sets, stored_questions
 from ragline.evaluation import (
     Comparison,
-    baseline_partition,
+    against_baseline,
     clear_comparisons,
     compare,
     evaluate,
     failed_questions,
     per_question_ndcg,
-    record_gate,
     store_comparison,
     store_scores,
     summarize,
@@ -172,11 +171,19 @@ def retrieval_scores_asset(
                     context.log.info(f"{variant.name} on {name}: {len(questions)} questions")
                     results = evaluate(retriever, questions, k=k)
                     summary = summarize(results, k)
-                    store_scores(conn, day, variant.name, name, results, summary, _config(variant, settings))
+                    comparison = against_baseline(conn, day, variant.name, name, results, settings.evaluation)
+                    store_scores(
+                        conn,
+                        day,
+                        variant.name,
+                        name,
+                        results,
+                        summary,
+                        _config(variant, settings),
+                        comparison,
+                    )
                     summaries.append((variant.name, name, summary))
                     numbers[f"ndcg_at_10/{variant.name}/{name}"] = round(summary.ndcg, 4)
-                    comparison = _against_baseline(conn, day, variant.name, name, settings)
-                    record_gate(conn, day, comparison)
                     comparisons.append(comparison)
                     failures += [
                         [
@@ -237,19 +244,6 @@ def _config(variant, settings: Settings) -> dict:
         "k": settings.evaluation.k,
         "ef_search": settings.index.ef_search,
     }
-
-
-def _against_baseline(conn, day: dt.date, variant: str, eval_set: str, settings: Settings) -> Comparison:
-    base = baseline_partition(conn, day, variant, eval_set, settings.evaluation)
-    if base is None:
-        return Comparison("-", variant, eval_set, None, "first scored partition")
-    return compare(
-        per_question_ndcg(conn, base, variant, eval_set),
-        per_question_ndcg(conn, day, variant, eval_set),
-        labels=(base.isoformat(), variant),
-        eval_set=eval_set,
-        settings=settings.evaluation,
-    )
 
 
 def _fmt(x) -> str:

@@ -26,7 +26,7 @@ class QuestionResult:
     scores: QueryScores
     latency_ms: float
     retrieved: list[dict[str, Any]]  # what came back, best first: id scored on, chunk, score
-    question_hash: str = ""
+    question_hash: str  # of the question's text and judgements: see question_hash()
 
 
 def question_hash(q: EvalQuestion) -> str:
@@ -99,6 +99,7 @@ def evaluate(
                     }
                     for h in result.hits
                 ],
+                question_hash(q),
             )
         )
         if progress:
@@ -134,8 +135,11 @@ def store_scores(
     results: Sequence[QuestionResult],
     summary: Summary,
     config: dict[str, Any],
+    gate: Comparison,
 ) -> None:
-    """Replace one (partition, variant, eval set)'s rows, so a rerun of a partition is idempotent."""
+    """Replace one (partition, variant, eval set)'s per-question rows, summary and gate verdict in one
+    transaction: a rerun of a partition is idempotent, and a failure leaves the day's earlier rows (or
+    none), never scores without a verdict that later days would take as their baseline."""
     key = {"partition": partition, "variant": variant, "eval_set": eval_set}
     with conn.transaction():
         # Two runs of the same partition (the schedule and automation) take turns here.
@@ -158,7 +162,14 @@ def store_scores(
                     for r in results
                 ],
             )
-        conn.execute(query("insert_retrieval_score"), {**key, **asdict(summary), "config": Jsonb(config)})
+        conn.execute(
+            query("insert_retrieval_score"),
+            {**key, **asdict(summary), "config": Jsonb(config), "gate_passed": gate.passed},
+        )
+
+
+def _pair_key(question_id: str, question_hash: str) -> str:
+    return f"{question_id}#{question_hash}"
 
 
 def per_question_ndcg(
@@ -166,7 +177,7 @@ def per_question_ndcg(
 ) -> dict[str, float]:
     """Per-question nDCG@10 keyed by question id and question hash (so edited questions don't pair)."""
     key = {"partition": partition, "variant": variant, "eval_set": eval_set}
-    return {f"{qid}#{h}": ndcg for qid, h, ndcg in conn.execute(query("question_ndcg"), key)}
+    return {_pair_key(qid, h): ndcg for qid, h, ndcg in conn.execute(query("question_ndcg"), key)}
 
 
 def baseline_partition(
@@ -198,6 +209,11 @@ class Comparison:
         """A real drop: the whole interval below zero and the mean drop at least min_effect."""
         r = self.result
         return r is not None and r.significant_drop and -r.mean_diff >= self.min_effect
+
+    @property
+    def passed(self) -> bool | None:
+        """The gate's verdict as stored: None when there was nothing to compare with."""
+        return None if self.result is None else not self.regressed
 
     @property
     def verdict(self) -> str:
@@ -250,16 +266,24 @@ def compare(
     return Comparison(*labels, eval_set, result, min_effect=settings.min_effect)
 
 
-def record_gate(conn: psycopg.Connection, partition: dt.date, c: Comparison) -> None:
-    """Store the gate's verdict on the scores row, so later partitions skip failed days as baselines."""
-    conn.execute(
-        query("record_gate"),
-        {
-            "partition": partition,
-            "variant": c.candidate,
-            "eval_set": c.eval_set,
-            "passed": None if c.result is None else not c.regressed,
-        },
+def against_baseline(
+    conn: psycopg.Connection,
+    partition: dt.date,
+    variant: str,
+    eval_set: str,
+    results: Sequence[QuestionResult],
+    settings: EvaluationSettings,
+) -> Comparison:
+    """The regression gate: a partition's results (before they are stored) against its baseline's."""
+    base = baseline_partition(conn, partition, variant, eval_set, settings)
+    if base is None:
+        return Comparison("-", variant, eval_set, None, "first scored partition")
+    return compare(
+        per_question_ndcg(conn, base, variant, eval_set),
+        {_pair_key(r.question_id, r.question_hash): r.scores.ndcg for r in results},
+        labels=(base.isoformat(), variant),
+        eval_set=eval_set,
+        settings=settings,
     )
 
 

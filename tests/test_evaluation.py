@@ -127,6 +127,62 @@ def test_regression_gate_passes_a_rerun_and_fails_a_degraded_retriever(tmp_path,
     assert failed > 0 and "top 3 instead" in metadata(bad, "retrieval_scores")["failed_questions"]
 
 
+def edit_golden(path: Path, edits: dict[str, dict]) -> None:
+    """Overwrite fields of the golden questions with these ids."""
+    records = [json.loads(line) for line in path.read_text().splitlines()]
+    path.write_text("".join(json.dumps({**r, **edits.get(r["id"], {})}) + "\n" for r in records))
+
+
+def question_hashes(url: str, day: str) -> dict[str, str]:
+    with psycopg.connect(url) as conn:
+        rows = conn.execute(
+            "SELECT question_id, question_hash FROM ragline.retrieval_results WHERE partition = %s", (day,)
+        ).fetchall()
+    return dict(rows)
+
+
+def test_regression_gate_does_not_pair_edited_questions(tmp_path, db_url):
+    settings, questions = handbook_project(tmp_path)
+    assert all(r.success for r in run(settings, day="2026-11-20").values())
+    # Between the two days one question is reworded and another is judged against other documents.
+    edit_golden(
+        tmp_path / "golden.jsonl",
+        {
+            "q001": {"question": "How many vacation days do I get from my third year on?"},
+            "q002": {"relevant_documents": ["handbook:expenses-and-travel.md", "handbook:benefits.md"]},
+        },
+    )
+    second = run(settings, day="2026-11-21")
+    assert all(r.success for r in second.values())
+    gate = check_evaluation(quality_run(second), "ndcg_at_10_has_not_regressed")
+    assert gate.passed and gate.metadata["compared"].value == 1
+    # Every unedited question is paired with the day before; the two edited ones are not.
+    assert f"| main | golden | 2026-11-20 | {questions - 2} |" in gate.metadata["comparisons"].value
+    before, after = question_hashes(db_url, "2026-11-20"), question_hashes(db_url, "2026-11-21")
+    assert before.keys() == after.keys() and len(before) == questions
+    assert all(len(h) == 16 for h in [*before.values(), *after.values()])
+    assert {q for q in before if before[q] != after[q]} == {"q001", "q002"}
+
+
+def test_scores_and_gate_verdict_are_stored_together_or_not_at_all(tmp_path, db_url):
+    settings, questions = handbook_project(tmp_path)
+    assert all(r.success for r in run(settings, day="2026-11-20").values())
+    with psycopg.connect(db_url) as conn:  # a corrupt baseline score: the comparison will raise
+        conn.execute("UPDATE ragline.retrieval_results SET ndcg = 'NaN' WHERE question_id = 'q001'")
+    failed = quality_run(run(settings, day="2026-11-21"))
+    assert not failed.success
+    [failure] = [e for e in failed.all_events if e.is_step_failure]
+    assert "must be finite" in str(failure.event_specific_data.error)
+    # Nothing of the day was stored: no scores row with an unset verdict that a later day would
+    # take as its baseline, and no per-question rows.
+    with psycopg.connect(db_url) as conn:
+        stored = conn.execute(
+            "SELECT partition::text, gate_passed, (SELECT count(*) FROM ragline.retrieval_results r "
+            "WHERE r.partition = s.partition) FROM ragline.retrieval_scores s ORDER BY 1"
+        ).fetchall()
+    assert stored == [("2026-11-20", None, questions)]
+
+
 def test_regression_severity_warn_does_not_block(tmp_path, db_url):
     settings, _ = handbook_project(tmp_path, evaluation={"severity": "warn", "baseline": "2026-11-20"})
     run(settings, day="2026-11-20")
