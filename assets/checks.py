@@ -22,8 +22,14 @@ CHECK_DESCRIPTIONS = {
         "characters gives a chunk of 0 tokens)."
     ),
     "every_live_document_has_chunks": "Each live document's current version has at least one chunk.",
-    "embedding_dimensions_match_model": "Every vector has the model's dimension.",
-    "embeddings_are_finite_unit_vectors": "No NaN, infinite or zero vectors; all have unit norm.",
+    "embedding_dimensions_match_embedder": (
+        "Every current chunk's vector has the dimension the embedder reports now (local: 384; remote: "
+        "the configured dimensions, else what the endpoint returns), not the ledger's own."
+    ),
+    "embeddings_are_finite_unit_vectors": (
+        "Every current chunk's stored vector has unit norm (pgvector refuses NaN and infinite values; "
+        "a zero or unnormalised vector fails)."
+    ),
     "every_current_chunk_is_embedded": "Each current chunk has a vector from the configured model.",
     "hnsw_recall_at_10_meets_threshold": "HNSW recall@10 against exact search is at least min_recall.",
     "eval_questions_are_unique": "No question id or question text appears twice in an eval set.",

@@ -12,6 +12,7 @@ import psycopg
 
 from ragline.config import ChunkingSettings
 from ragline.db import query
+from ragline.embedding import Embedder
 
 # Check names: what holds when the check passes. Assets use these as their check keys.
 DOCUMENTS_HAVE_TEXT = "documents_have_text"
@@ -20,7 +21,7 @@ CHUNK_SPANS_COVER_DOCUMENT = "chunk_spans_cover_document"
 DUPLICATE_CHUNK_SHARE_WITHIN_LIMIT = "duplicate_chunk_share_within_limit"
 CHUNK_TOKENS_WITHIN_BOUNDS = "chunk_token_counts_within_bounds"
 EVERY_LIVE_DOCUMENT_HAS_CHUNKS = "every_live_document_has_chunks"
-EMBEDDING_DIMENSIONS_MATCH_MODEL = "embedding_dimensions_match_model"
+EMBEDDING_DIMENSIONS_MATCH_EMBEDDER = "embedding_dimensions_match_embedder"
 EMBEDDINGS_ARE_FINITE_UNIT_VECTORS = "embeddings_are_finite_unit_vectors"
 EVERY_CURRENT_CHUNK_IS_EMBEDDED = "every_current_chunk_is_embedded"
 HNSW_RECALL_AT_10 = "hnsw_recall_at_10_meets_threshold"
@@ -241,18 +242,25 @@ def _first(values: pd.Series, n: int = 5) -> str:
     return ", ".join(map(str, values.head(n)))
 
 
-def check_embeddings(conn: psycopg.Connection, source: str, model_id: str, dim: int) -> list[CheckOutcome]:
+def check_embeddings(conn: psycopg.Connection, source: str, embedder: Embedder) -> list[CheckOutcome]:
+    """The vectors the embedder's model has stored for the source's current chunks, against the
+    dimension the embedder reports now (never the ledger's own dim column: that would compare the
+    ledger with itself). A remote model without a configured `dimensions` learns its dimension
+    from the vectors it returned in this process, or else from one probe request."""
     import great_expectations.expectations as gxe
 
-    df = _frame(conn, "quality_embeddings", {"source": source, "model_id": model_id})
+    df = _frame(conn, "quality_embeddings", {"source": source, "model_id": embedder.model_id})
+    stored = df["dim"].notna()
+    dim = embedder.dim if stored.any() else None  # no vectors: nothing to compare, no probe
     outcomes = run_suite(
         df,
         {
-            EMBEDDING_DIMENSIONS_MATCH_MODEL: [
+            EMBEDDING_DIMENSIONS_MATCH_EMBEDDER: [
                 gxe.ExpectColumnValuesToBeInSet(column="dim", value_set=[dim]),
             ],
+            # pgvector refuses NaN and infinite elements, so stored vectors are finite: the norm is
+            # what can be wrong (a zero vector, or one a writer did not normalise).
             EMBEDDINGS_ARE_FINITE_UNIT_VECTORS: [
-                gxe.ExpectColumnValuesToBeInSet(column="finite", value_set=[True]),
                 gxe.ExpectColumnValuesToBeBetween(
                     column="norm",
                     min_value=1 - UNIT_NORM_TOLERANCE,
@@ -262,10 +270,16 @@ def check_embeddings(conn: psycopg.Connection, source: str, model_id: str, dim: 
             EVERY_CURRENT_CHUNK_IS_EMBEDDED: [gxe.ExpectColumnValuesToNotBeNull(column="dim")],
         },
     )
+    failing = {
+        EMBEDDING_DIMENSIONS_MATCH_EMBEDDER: stored & (df["dim"] != dim),
+        EMBEDDINGS_ARE_FINITE_UNIT_VECTORS: stored & ((df["norm"] - 1).abs() > UNIT_NORM_TOLERANCE),
+        EVERY_CURRENT_CHUNK_IS_EMBEDDED: ~stored,
+    }
     for o in outcomes:
-        o.metadata["model_id"] = model_id
-        if o.name == EMBEDDING_DIMENSIONS_MATCH_MODEL:
-            o.metadata["expected_dim"] = dim
+        o.metadata["model_id"] = embedder.model_id
+        o.metadata["failing_chunk_ids"] = _first(df.loc[failing[o.name], "chunk_id"])
+        if o.name == EMBEDDING_DIMENSIONS_MATCH_EMBEDDER:
+            o.metadata["embedder_dim"] = dim
     return outcomes
 
 

@@ -1,8 +1,10 @@
 """The chunks and embeddings checks fail on data that breaks them, and pass on good data.
 
 A module fixture runs the pipeline once over three sources: `docs` (good), `odd` (a file of
-zero-width characters) and `boiler` (files that share most of their text). Tests that corrupt
-the stored data do it in a transaction they roll back, then call the check function again.
+zero-width characters) and `boiler` (files that share most of their text). Another runs it with an
+OpenAI-compatible endpoint (tests/openai_server.py) that returns 64 of MiniLM's 384 dimensions,
+so its vectors are not unit length. Tests that corrupt the stored data do it in a transaction they
+roll back, then call the check function again.
 """
 
 from __future__ import annotations
@@ -14,22 +16,27 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psycopg
 import pytest
+from pgvector import Vector
 from pgvector.psycopg import register_vector
 
 from assets.chunks import CHECKS as CHUNK_CHECKS
 from assets.embeddings import CHECKS as EMBEDDING_CHECKS
 from ragline import quality
-from ragline.config import ConfigError
+from ragline.config import ConfigError, EmbeddingSettings
+from ragline.embedding import LOCAL_MODEL_ID, OpenAICompatibleEmbedder
 from tests.conftest import (
     EXAMPLES,
     checks,
     drop_database,
     fresh_database,
+    local_embedder,
     run,
     write_project,
 )
+from tests.openai_server import EmbeddingsServer
 
 HANDBOOK = ["handbook/paid-time-off.md", "handbook/meeting-norms.md", "handbook/benefits.md"]
 ZERO_WIDTH = "\u200b\u200c\u200d\u2060" * 3
@@ -229,3 +236,96 @@ def test_a_document_version_without_chunks_fails_every_live_document_has_chunks(
         spans = chunk_check(local_run, conn, quality.CHUNK_SPANS_COVER_DOCUMENT)
     assert not failed.passed and failed.metadata["failing_doc_ids"] == "benefits.md"
     assert not spans.passed and spans.metadata["failing_doc_ids"] == "benefits.md"
+
+
+def embedding_check(conn, name: str, embedder=None, source: str = "docs") -> quality.CheckOutcome:
+    return outcome(quality.check_embeddings(conn, source, embedder or local_embedder()), name)
+
+
+def first_chunk(conn) -> tuple[str, str, str]:
+    return conn.execute(
+        "SELECT chunk_id, text, text_hash FROM ragline.chunks WHERE source = 'docs' ORDER BY chunk_id LIMIT 1"
+    ).fetchone()
+
+
+def test_a_vector_gone_from_the_ledger_fails_every_current_chunk_is_embedded(local_run):
+    with rolled_back(local_run["url"]) as conn:
+        assert embedding_check(conn, quality.EVERY_CURRENT_CHUNK_IS_EMBEDDED).passed
+        chunk_id, _text, text_hash = first_chunk(conn)
+        conn.execute("DELETE FROM ragline.embeddings WHERE text_hash = %s", (text_hash,))
+        failed = embedding_check(conn, quality.EVERY_CURRENT_CHUNK_IS_EMBEDDED)
+    assert not failed.passed and failed.metadata["failing_chunk_ids"] == chunk_id
+
+
+def test_a_zero_vector_in_the_ledger_fails_the_unit_vector_check(local_run):
+    with rolled_back(local_run["url"]) as conn:
+        assert embedding_check(conn, quality.EMBEDDINGS_ARE_FINITE_UNIT_VECTORS).passed
+        chunk_id, _text, text_hash = first_chunk(conn)
+        conn.execute(
+            "UPDATE ragline.embeddings SET embedding = %s WHERE text_hash = %s AND model_id = %s",
+            (Vector(np.zeros(384, dtype=np.float32)), text_hash, LOCAL_MODEL_ID),
+        )
+        failed = embedding_check(conn, quality.EMBEDDINGS_ARE_FINITE_UNIT_VECTORS)
+    assert not failed.passed and failed.metadata["failing_chunk_ids"] == chunk_id
+
+
+@pytest.fixture(scope="module")
+def remote_run(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    root = tmp_path_factory.mktemp("remote")
+    (root / "docs").mkdir()
+    (root / "docs" / "a.md").write_text("# Alerts\n\nRoute P1 alerts to the on-call phone.\n")
+    (root / "docs" / "b.md").write_text("# Billing\n\nInvoices are sent on the first of the month.\n")
+    with EmbeddingsServer(local_embedder(), dim_override=64) as server:
+        embedding = {"provider": "openai", "model": "tei-minilm", "base_url": server.base_url}
+        settings = write_project(root, [{"name": "docs", "root": "docs"}], embedding=embedding)
+        name, url = fresh_database(server_url)
+        mp = pytest.MonkeyPatch()
+        mp.setenv("DATABASE_URL", url)
+        results = run(settings, quality=False)
+        mp.undo()
+        yield {"url": url, "server": server, "results": results}
+        drop_database(server_url, name)
+
+
+def remote_embedder(server: EmbeddingsServer) -> OpenAICompatibleEmbedder:
+    """A new client, as a new process would have: it knows no dimension until it asks."""
+    settings = EmbeddingSettings(provider="openai", model="tei-minilm", base_url=server.base_url)
+    return OpenAICompatibleEmbedder(settings, api_key=None, sleep=lambda _s: None)
+
+
+def test_an_unnormalised_vector_from_an_endpoint_fails_the_unit_vector_check(remote_run):
+    assert all(checks(remote_run["results"]["source docs"]).values())
+    with rolled_back(remote_run["url"]) as conn:
+        chunk_id, text, text_hash = first_chunk(conn)
+        # What the endpoint returns: MiniLM cut to 64 dimensions, far from unit length.
+        raw = local_embedder().embed([text])[0, :64]
+        assert abs(np.linalg.norm(raw) - 1) > 0.1
+        # ragline normalised what it stored, so the check passes on the stored rows...
+        check = quality.EMBEDDINGS_ARE_FINITE_UNIT_VECTORS
+        assert embedding_check(conn, check, remote_embedder(remote_run["server"])).passed
+        # ...and fails on a row written as the endpoint returned it (an older writer that did not).
+        conn.execute(
+            "UPDATE ragline.embeddings SET embedding = %s WHERE text_hash = %s AND model_id = 'tei-minilm'",
+            (Vector(raw), text_hash),
+        )
+        failed = embedding_check(conn, check, remote_embedder(remote_run["server"]))
+    assert not failed.passed and failed.metadata["failing_chunk_ids"] == chunk_id
+
+
+def test_the_dimension_check_asks_the_embedder_not_the_ledger(remote_run):
+    server = remote_run["server"]
+    check = quality.EMBEDDING_DIMENSIONS_MATCH_EMBEDDER
+    with rolled_back(remote_run["url"]) as conn:
+        chunk_ids = [r[0] for r in conn.execute("SELECT chunk_id FROM ragline.chunks ORDER BY chunk_id")]
+        asked = len(server.requests)
+        passed = embedding_check(conn, check, remote_embedder(server))
+        assert [r["input"] for r in server.requests[asked:]] == [["dimension probe"]]
+        # The endpoint now serves 32 dimensions under the same model name; the ledger holds 64.
+        server.dim_override = 32
+        try:
+            failed = embedding_check(conn, check, remote_embedder(server))
+        finally:
+            server.dim_override = 64
+    assert passed.passed and passed.metadata["embedder_dim"] == 64
+    assert not failed.passed and failed.metadata["embedder_dim"] == 32
+    assert failed.metadata["failing_chunk_ids"] == ", ".join(chunk_ids)
