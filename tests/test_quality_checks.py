@@ -25,7 +25,7 @@ from pgvector.psycopg import register_vector
 from assets.chunks import CHECKS as CHUNK_CHECKS
 from assets.embeddings import CHECKS as EMBEDDING_CHECKS
 from ragline import quality
-from ragline.config import ConfigError, EmbeddingSettings
+from ragline.config import ConfigError, EmbeddingSettings, Settings
 from ragline.embedding import LOCAL_MODEL_ID, OpenAICompatibleEmbedder
 from tests.conftest import (
     EXAMPLES,
@@ -78,14 +78,21 @@ def local_run(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         (root / "boiler" / f"{team}.md").write_text(f"# Team {team}\n\n{intro}\n{BOILERPLATE}")
     markdown = {"strategy": "markdown"}
     sources = [{"name": n, "root": n, "chunking": markdown} for n in ("docs", "odd", "boiler")]
-    settings = write_project(root, sources)
+    with data_plane_run(server_url, write_project(root, sources)) as done:
+        yield done
+
+
+@contextmanager
+def data_plane_run(server_url: str, settings: Settings) -> Iterator[dict[str, Any]]:
+    """The data plane and index run once into a fresh database, which is dropped afterwards."""
     name, url = fresh_database(server_url)
-    mp = pytest.MonkeyPatch()
-    mp.setenv("DATABASE_URL", url)
-    results = run(settings, quality=False)
-    mp.undo()
-    yield {"url": url, "settings": settings, "results": results}
-    drop_database(server_url, name)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DATABASE_URL", url)
+        results = run(settings, quality=False)
+    try:
+        yield {"url": url, "settings": settings, "results": results}
+    finally:
+        drop_database(server_url, name)
 
 
 @contextmanager
@@ -278,13 +285,8 @@ def remote_run(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Ite
     with EmbeddingsServer(local_embedder(), dim_override=64) as server:
         embedding = {"provider": "openai", "model": "tei-minilm", "base_url": server.base_url}
         settings = write_project(root, [{"name": "docs", "root": "docs"}], embedding=embedding)
-        name, url = fresh_database(server_url)
-        mp = pytest.MonkeyPatch()
-        mp.setenv("DATABASE_URL", url)
-        results = run(settings, quality=False)
-        mp.undo()
-        yield {"url": url, "server": server, "results": results}
-        drop_database(server_url, name)
+        with data_plane_run(server_url, settings) as done:
+            yield {**done, "server": server}
 
 
 def remote_embedder(server: EmbeddingsServer) -> OpenAICompatibleEmbedder:
