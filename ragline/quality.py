@@ -160,7 +160,7 @@ def check_chunks(conn: psycopg.Connection, source: str, chunking: ChunkingSettin
                 o.metadata["most_repeated"] = f"{int(top['copies'])} chunks: {top['text_start']!r}"
     outcomes += _check_spans(conn, source)
     documents = _frame(conn, "quality_document_chunk_counts", {"source": source})
-    outcomes += run_suite(
+    [has_chunks] = run_suite(
         documents,
         {
             EVERY_LIVE_DOCUMENT_HAS_CHUNKS: [
@@ -168,8 +168,8 @@ def check_chunks(conn: psycopg.Connection, source: str, chunking: ChunkingSettin
             ],
         },
     )
-    outcomes[-1].metadata["failing_doc_ids"] = _first(documents.loc[documents["chunk_count"] < 1, "doc_id"])
-    return outcomes
+    has_chunks.metadata["failing_doc_ids"] = _first(documents.loc[documents["chunk_count"] < 1, "doc_id"])
+    return [*outcomes, has_chunks]
 
 
 def chunk_span_faults(
