@@ -16,11 +16,27 @@ CHECK_DESCRIPTIONS = {
     "published_documents_are_searchable": (
         "Every published document has a chunk in the BM25 index and a vector under the serving model."
     ),
-    "chunks_have_no_empty_text": "Every chunk has non-whitespace text.",
-    "chunk_token_counts_within_bounds": "Every chunk has 1..chunk_size tokens of the embedding model.",
-    "every_live_document_has_chunks": "Each live document has at least one current chunk.",
-    "embedding_dimensions_match_model": "Every vector has the model's dimension.",
-    "embeddings_are_finite_unit_vectors": "No NaN, infinite or zero vectors; all have unit norm.",
+    "chunk_spans_cover_document": (
+        "Each current chunk's text is its document's text at the chunk's span, and the spans together "
+        "cover every non-whitespace character of the document."
+    ),
+    "duplicate_chunk_share_within_limit": (
+        "At most chunking.max_duplicate_share (0.5) of a source's current chunks repeat the text of "
+        "another of its chunks: a splitter gone wrong or boilerplate copied across files fails."
+    ),
+    "chunk_token_counts_within_bounds": (
+        "Every current chunk has 1..chunk_size tokens of the embedding model (a file of zero-width "
+        "characters gives a chunk of 0 tokens)."
+    ),
+    "every_live_document_has_chunks": "Each live document's current version has at least one chunk.",
+    "embedding_dimensions_match_embedder": (
+        "Every current chunk's vector has the dimension the embedder reports now (local: 384; remote: "
+        "the configured dimensions, else what the endpoint returns), not the ledger's own."
+    ),
+    "embeddings_are_finite_unit_vectors": (
+        "Every current chunk's stored vector has unit norm (pgvector refuses NaN and infinite values; "
+        "a zero or unnormalised vector fails)."
+    ),
     "every_current_chunk_is_embedded": "Each current chunk has a vector from the configured model.",
     "hnsw_recall_at_10_meets_threshold": "HNSW recall@10 against exact search is at least min_recall.",
     "eval_questions_are_unique": "No question id or question text appears twice in an eval set.",

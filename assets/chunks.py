@@ -9,7 +9,8 @@ from ragline.chunk_store import rechunk_source
 from ragline.chunking import Chunker
 
 CHECKS = (
-    quality.CHUNKS_HAVE_NO_EMPTY_TEXT,
+    quality.CHUNK_SPANS_COVER_DOCUMENT,
+    quality.DUPLICATE_CHUNK_SHARE_WITHIN_LIMIT,
     quality.CHUNK_TOKENS_WITHIN_BOUNDS,
     quality.EVERY_LIVE_DOCUMENT_HAS_CHUNKS,
 )
@@ -40,7 +41,7 @@ def chunks_asset(
         chunker = Chunker(source.chunking, model.tokenizer)
         with ragline.database().connection() as conn:
             stats = rechunk_source(conn, source.name, chunker)
-            outcomes = quality.check_chunks(conn, source.name, source.chunking.chunk_size)
+            outcomes = quality.check_chunks(conn, source.name, source.chunking)
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": stats.current_chunks,

@@ -10,14 +10,17 @@ from typing import Any
 import pandas as pd
 import psycopg
 
+from ragline.config import ChunkingSettings
 from ragline.db import query
+from ragline.embedding import Embedder
 
 # Check names: what holds when the check passes. Assets use these as their check keys.
 DOCUMENTS_HAVE_TEXT = "documents_have_text"
-CHUNKS_HAVE_NO_EMPTY_TEXT = "chunks_have_no_empty_text"
+CHUNK_SPANS_COVER_DOCUMENT = "chunk_spans_cover_document"
+DUPLICATE_CHUNK_SHARE_WITHIN_LIMIT = "duplicate_chunk_share_within_limit"
 CHUNK_TOKENS_WITHIN_BOUNDS = "chunk_token_counts_within_bounds"
 EVERY_LIVE_DOCUMENT_HAS_CHUNKS = "every_live_document_has_chunks"
-EMBEDDING_DIMENSIONS_MATCH_MODEL = "embedding_dimensions_match_model"
+EMBEDDING_DIMENSIONS_MATCH_EMBEDDER = "embedding_dimensions_match_embedder"
 EMBEDDINGS_ARE_FINITE_UNIT_VECTORS = "embeddings_are_finite_unit_vectors"
 EVERY_CURRENT_CHUNK_IS_EMBEDDED = "every_current_chunk_is_embedded"
 HNSW_RECALL_AT_10 = "hnsw_recall_at_10_meets_threshold"
@@ -118,26 +121,44 @@ def check_documents(conn: psycopg.Connection, source: str) -> list[CheckOutcome]
     )
 
 
-def check_chunks(conn: psycopg.Connection, source: str, max_tokens: int) -> list[CheckOutcome]:
+def check_chunks(conn: psycopg.Connection, source: str, chunking: ChunkingSettings) -> list[CheckOutcome]:
+    """The source's current chunks (those of its live documents' current versions) against the
+    documents they were cut from, the chunk size and each other."""
     import great_expectations.expectations as gxe
 
     chunks = _frame(conn, "quality_chunks", {"source": source})
     outcomes = run_suite(
         chunks,
         {
-            CHUNKS_HAVE_NO_EMPTY_TEXT: [
-                gxe.ExpectColumnValuesToBeBetween(column="text_chars", min_value=1),
-            ],
             CHUNK_TOKENS_WITHIN_BOUNDS: [
-                gxe.ExpectColumnValuesToBeBetween(column="token_count", min_value=1, max_value=max_tokens),
+                gxe.ExpectColumnValuesToBeBetween(
+                    column="token_count", min_value=1, max_value=chunking.chunk_size
+                ),
+            ],
+            # At least (1 - limit) of the chunks have a text no other chunk of the source has.
+            DUPLICATE_CHUNK_SHARE_WITHIN_LIMIT: [
+                gxe.ExpectColumnValuesToBeBetween(
+                    column="copies", max_value=1, mostly=1 - chunking.max_duplicate_share
+                ),
             ],
         },
     )
+    out_of_bounds = ~chunks["token_count"].between(1, chunking.chunk_size)
+    repeated = chunks[chunks["copies"] > 1]
     for o in outcomes:
         if o.name == CHUNK_TOKENS_WITHIN_BOUNDS:
-            o.metadata["max_tokens"] = max_tokens
+            o.metadata["max_tokens"] = chunking.chunk_size
+            o.metadata["failing_chunk_ids"] = _first(chunks.loc[out_of_bounds, "chunk_id"])
+        if o.name == DUPLICATE_CHUNK_SHARE_WITHIN_LIMIT:
+            o.metadata["duplicate_share"] = round(len(repeated) / len(chunks), 4) if len(chunks) else 0.0
+            o.metadata["max_duplicate_share"] = chunking.max_duplicate_share
+            o.metadata["repeated_texts"] = int(repeated["text_hash"].nunique())
+            if len(repeated):
+                top = repeated.sort_values(["copies", "text_hash"], ascending=[False, True]).iloc[0]
+                o.metadata["most_repeated"] = f"{int(top['copies'])} chunks: {top['text_start']!r}"
+    outcomes += _check_spans(conn, source)
     documents = _frame(conn, "quality_document_chunk_counts", {"source": source})
-    outcomes += run_suite(
+    [has_chunks] = run_suite(
         documents,
         {
             EVERY_LIVE_DOCUMENT_HAS_CHUNKS: [
@@ -145,21 +166,99 @@ def check_chunks(conn: psycopg.Connection, source: str, max_tokens: int) -> list
             ],
         },
     )
-    return outcomes
+    has_chunks.metadata["failing_doc_ids"] = _first(documents.loc[documents["chunk_count"] < 1, "doc_id"])
+    return [*outcomes, has_chunks]
 
 
-def check_embeddings(conn: psycopg.Connection, source: str, model_id: str, dim: int) -> list[CheckOutcome]:
+def chunk_span_faults(
+    text: str, chunks: list[tuple[str, int | None, int | None, str]]
+) -> tuple[list[str], int]:
+    """One document's chunks (id, start_char, end_char, text) against its text: the ids of the chunks
+    whose text is not text[start_char:end_char], and how many non-whitespace characters of the
+    text no correct span covers. Whitespace is Python's (str.isspace), as in the chunker's strip."""
+    misplaced = []
+    spans = []
+    for chunk_id, start, end, chunk_text in chunks:
+        at_span = start is not None and end is not None and 0 <= start <= end <= len(text)
+        if at_span and text[start:end] == chunk_text:
+            spans.append((start, end))
+        else:
+            misplaced.append(chunk_id)
+    uncovered = 0
+    covered_to = 0
+    for start, end in sorted(spans):
+        if start > covered_to:
+            uncovered += _non_whitespace(text[covered_to:start])
+        covered_to = max(covered_to, end)
+    return misplaced, uncovered + _non_whitespace(text[covered_to:])
+
+
+def _non_whitespace(text: str) -> int:
+    return len("".join(text.split()))
+
+
+def _check_spans(conn: psycopg.Connection, source: str) -> list[CheckOutcome]:
+    """CHUNK_SPANS_COVER_DOCUMENT over a per-document frame. The texts are compared here rather than
+    in SQL: substr at a character offset rescans the text from its start, so a long document with
+    thousands of chunks would cost the square of its length."""
     import great_expectations.expectations as gxe
 
-    df = _frame(conn, "quality_embeddings", {"source": source, "model_id": model_id})
+    rows = []
+    # A server-side cursor: one document's text and chunks at a time, not the whole source at once.
+    with conn.transaction(), conn.cursor(name=f"chunk_spans_{source}") as cur:
+        cur.itersize = 200
+        cur.execute(query("quality_chunk_spans"), {"source": source})
+        for doc_id, text, chunk_ids, starts, ends, texts in cur:
+            chunks = list(zip(chunk_ids, starts, ends, texts, strict=True))
+            misplaced, uncovered = chunk_span_faults(text, chunks)
+            rows.append((doc_id, misplaced[0] if misplaced else None, len(misplaced), uncovered))
+    columns = ["doc_id", "first_misplaced_chunk", "misplaced_chunks", "uncovered_chars"]
+    df = pd.DataFrame(rows, columns=columns)
+    [outcome] = run_suite(
+        df,
+        {
+            CHUNK_SPANS_COVER_DOCUMENT: [
+                gxe.ExpectColumnValuesToBeNull(column="first_misplaced_chunk"),
+                gxe.ExpectColumnSumToBeBetween(column="uncovered_chars", max_value=0),
+            ],
+        },
+    )
+    failing = df[(df["misplaced_chunks"] > 0) | (df["uncovered_chars"] > 0)]
+    outcome.metadata.update(
+        {
+            "misplaced_chunks": int(df["misplaced_chunks"].sum()),
+            "uncovered_chars": int(df["uncovered_chars"].sum()),
+            "failing_doc_ids": _first(failing["doc_id"]),
+            "misplaced_chunk_ids": _first(df["first_misplaced_chunk"].dropna()),
+        }
+    )
+    return [outcome]
+
+
+def _first(values: pd.Series, n: int = 5) -> str:
+    """The first few failing ids, for a check's metadata ("" when none fail)."""
+    return ", ".join(map(str, values.head(n)))
+
+
+def check_embeddings(conn: psycopg.Connection, source: str, embedder: Embedder) -> list[CheckOutcome]:
+    """The vectors the embedder's model has stored for the source's current chunks, against the
+    dimension the embedder reports now (never the ledger's own dim column: that would compare the
+    ledger with itself). A remote model without a configured `dimensions` learns its dimension
+    from the vectors it returned in this process, or else from one probe request."""
+    import great_expectations.expectations as gxe
+
+    df = _frame(conn, "quality_embeddings", {"source": source, "model_id": embedder.model_id})
+    stored = df["dim"].notna()
+    dim = embedder.dim if stored.any() else None  # no vectors: nothing to compare, no probe
     outcomes = run_suite(
         df,
         {
-            EMBEDDING_DIMENSIONS_MATCH_MODEL: [
+            EMBEDDING_DIMENSIONS_MATCH_EMBEDDER: [
                 gxe.ExpectColumnValuesToBeInSet(column="dim", value_set=[dim]),
             ],
+            # pgvector refuses NaN and infinite elements, so stored vectors are finite: the norm is
+            # what can be wrong (a zero vector, or one a writer did not normalise).
             EMBEDDINGS_ARE_FINITE_UNIT_VECTORS: [
-                gxe.ExpectColumnValuesToBeInSet(column="finite", value_set=[True]),
                 gxe.ExpectColumnValuesToBeBetween(
                     column="norm",
                     min_value=1 - UNIT_NORM_TOLERANCE,
@@ -169,10 +268,16 @@ def check_embeddings(conn: psycopg.Connection, source: str, model_id: str, dim: 
             EVERY_CURRENT_CHUNK_IS_EMBEDDED: [gxe.ExpectColumnValuesToNotBeNull(column="dim")],
         },
     )
+    failing = {
+        EMBEDDING_DIMENSIONS_MATCH_EMBEDDER: stored & (df["dim"] != dim),
+        EMBEDDINGS_ARE_FINITE_UNIT_VECTORS: stored & ((df["norm"] - 1).abs() > UNIT_NORM_TOLERANCE),
+        EVERY_CURRENT_CHUNK_IS_EMBEDDED: ~stored,
+    }
     for o in outcomes:
-        o.metadata["model_id"] = model_id
-        if o.name == EMBEDDING_DIMENSIONS_MATCH_MODEL:
-            o.metadata["expected_dim"] = dim
+        o.metadata["model_id"] = embedder.model_id
+        o.metadata["failing_chunk_ids"] = _first(df.loc[failing[o.name], "chunk_id"])
+        if o.name == EMBEDDING_DIMENSIONS_MATCH_EMBEDDER:
+            o.metadata["embedder_dim"] = dim
     return outcomes
 
 

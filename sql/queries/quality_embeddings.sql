@@ -1,9 +1,8 @@
--- One row per current chunk; dim and norm are NULL where the chunk has no vector.
+-- One row per current chunk of the source (ragline.current_chunks), with the dimension and norm of
+-- the vector this model stored for its text: NULL where there is none.
 SELECT c.chunk_id,
-       e.dim,
-       vector_norm(e.embedding) AS norm,
-       CASE WHEN e.embedding IS NULL THEN NULL
-            ELSE vector_norm(e.embedding) NOT IN ('NaN'::float8, 'Infinity'::float8) END AS finite
+       vector_dims(e.embedding) AS dim,
+       vector_norm(e.embedding) AS norm
 FROM ragline.current_chunks c
 LEFT JOIN ragline.embeddings e
   ON e.text_hash = c.text_hash AND e.model_id = %(model_id)s
