@@ -60,7 +60,13 @@ def test_definitions_load_and_match_the_graph_snapshot():
         SNAPSHOT.write_text(json.dumps(snapshot, indent=2, sort_keys=True) + "\n")
     assert snapshot == json.loads(SNAPSHOT.read_text()), "graph changed: rerun with UPDATE_SNAPSHOTS=1"
     names = {s.name for s in defs.sensors} | {s.name for s in defs.schedules}
-    assert names == {"source_files_changed", "ragline_automation", "daily_refresh", "daily_quality"}
+    assert names == {
+        "source_files_changed",
+        "ragline_automation",
+        "daily_refresh",
+        "daily_quality",
+        "daily_gc",
+    }
     for item in [*defs.sensors, *defs.schedules]:
         assert item.default_status.value == "RUNNING", item.name
 

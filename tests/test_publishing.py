@@ -109,6 +109,8 @@ def test_search_never_misses_a_live_document_while_a_source_is_edited_and_rechun
         thread.join()
     assert all(r.success for r in [*first.values(), *second.values()])
     assert metadata(second["source handbook"], "chunks")["documents_chunked"] == len(HANDBOOK)
+    publish_ms = [metadata(r["source handbook"], "serving_chunks")["publish_ms"] for r in (first, second)]
+    print(f"probe: {probes}; publish_ms: {publish_ms}")  # figures for the issue note (pytest -s)
     assert probes["queries"] > 20
     assert probes["missing"] == 0 and probes["marker_missing"] == 0, probes
     with psycopg.connect(db_url) as conn:
@@ -317,6 +319,7 @@ def test_gc_frees_what_no_retained_generation_uses_and_nothing_served(handbook, 
         # The rollback generation is whole: rolling back still works after gc.
         rollback(conn, "handbook")
         rolled = served_documents(conn, "handbook")
+    print(f"gc: {stats.rows} {stats.bytes}")  # figures for the issue note (pytest -s)
     assert dry.rows == stats.rows and dry.dry_run
     assert stats.rows["generations"] == 2
     assert stats.rows["chunks"] > 0 and stats.rows["document_versions"] == 2 and stats.rows["embeddings"] > 0
