@@ -63,9 +63,12 @@ def run_pipeline(
     return [*results, ("search index", index), (f"quality {day}", scores)]
 
 
-def materialize(settings: Settings, sources: list[str], *, day: str | None = None, out=sys.stdout) -> bool:
+def materialize(settings: Settings, sources: list[str], *, day: str | None = None, out=None) -> bool:
     """Run the pipeline, recording runs in the Dagster instance (dagster.yaml) and printing a
-    line per run. True when every step and every check passed."""
+    line per run (to `out`, default: the sys.stdout of the call). True when every step and every
+    check passed."""
+    # Resolved per call: a default bound at import time keeps whatever stdout was current then.
+    out = out or sys.stdout
     with dg.DagsterInstance.get() as instance:
         outcomes = [
             _report(result, what, out) for what, result in run_pipeline(settings, sources, instance, day=day)
