@@ -48,7 +48,7 @@ def search_index_asset(automation: dg.AutomationCondition) -> dg.AssetsDefinitio
             outcome = recall_outcome(recall, stats, settings)
             dropped = list(stats.indexes_dropped)
             if outcome.passed:
-                dropped += publish_model(conn, model.model_id, dim, settings)
+                dropped += publish_model(conn, model.model_id, dim)
             else:
                 context.log.error(f"{model.model_id} is not served: {outcome.metadata['verdict']}")
             serving = serving_chunk_count(conn)

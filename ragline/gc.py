@@ -25,10 +25,6 @@ class GcStats:
         return sum(self.bytes.values())
 
 
-class _DryRun(Exception):
-    pass
-
-
 def collect_garbage(conn: psycopg.Connection, *, dry_run: bool = False) -> GcStats:
     """Delete generations that are neither served nor kept for rollback; chunks, variant chunks,
     document versions and ledger vectors that nothing retained or pending references. Texts that
@@ -38,17 +34,12 @@ def collect_garbage(conn: psycopg.Connection, *, dry_run: bool = False) -> GcSta
     and rolls back. Bytes are the rows' stored sizes; the disk space comes back after VACUUM.
     """
     stats = GcStats(dry_run=dry_run)
-    try:
-        with conn.transaction():
-            publish_lock(conn)
-            for name in ("gc_collect", "gc_collect_versions_and_vectors"):
-                for kind, rows, size in conn.execute(query(name)).fetchall():
-                    stats.rows[kind] = rows
-                    stats.bytes[kind] = int(size)
-            if dry_run:
-                raise _DryRun
-    except _DryRun:
-        pass
+    with conn.transaction(force_rollback=dry_run):
+        publish_lock(conn)
+        for name in ("gc_collect", "gc_collect_versions_and_vectors"):
+            for kind, rows, size in conn.execute(query(name)).fetchall():
+                stats.rows[kind] = rows
+                stats.bytes[kind] = int(size)
     return stats
 
 

@@ -11,7 +11,7 @@ import psycopg
 
 from ragline.config import MassChangeSettings
 from ragline.db import query
-from ragline.quality import CheckOutcome, _frame, run_suite
+from ragline.quality import CheckOutcome, frame, run_suite
 
 # Check names: what holds when the check passes.
 SOURCE_CHANGE_WITHIN_LIMIT = "source_change_within_limit"
@@ -126,19 +126,18 @@ def publish_source(
     chunker: str,
     model_id: str,
     limits: MassChangeSettings,
-    manual: bool = False,
 ) -> PublishResult:
     """Serve the source's live documents at their current versions, split by `chunker`, with
     vectors of `model_id`: in one transaction, or not at all.
 
-    Refuses a source held after a rollback (unless `manual`), a mass change that was not accepted,
-    and documents without chunks or vectors. Publishing what is already served is a no-op.
+    Refuses a source held after a rollback, a mass change that was not accepted, and documents
+    without chunks or vectors. Publishing what is already served is a no-op.
     """
     started = time.perf_counter()
     with conn.transaction():
         publish_lock(conn)
         current = publication(conn, source)
-        if current is not None and current.held_since is not None and not manual:
+        if current is not None and current.held_since is not None:
             raise PublishError(
                 f"{source} is held at generation {current.generation} since a rollback at "
                 f"{current.held_since}; run `ragline publish --release {source}` to publish again"
@@ -156,8 +155,6 @@ def publish_source(
         params = {"source": source, "chunker": chunker}
         unchanged = current is not None and conn.execute(query("publication_unchanged"), params).fetchone()[0]
         if unchanged:
-            if current.held_since is not None:  # a manual publish of the held generation releases it
-                conn.execute(query("release_source"), {"source": source})
             return PublishResult(
                 source,
                 current.generation,
@@ -181,9 +178,7 @@ def _move_pointer(
     conn: psycopg.Connection, source: str, current: Publication | None, generation: int, model_id: str
 ) -> PublishResult:
     """Point the source at `generation` and bring the served text and vector sets in step."""
-    conn.execute(
-        query("move_publication_pointer"), {"source": source, "generation": generation, "held_since": None}
-    )
+    conn.execute(query("move_publication_pointer"), {"source": source, "generation": generation})
     serving = conn.execute(query("serving_model")).fetchone()
     models = sorted({model_id, *(serving[:1] if serving else ())})
     indexed, vectors = conn.execute(
@@ -269,7 +264,7 @@ def check_searchable(conn: psycopg.Connection, source: str) -> CheckOutcome:
     has a vector under the serving model."""
     import great_expectations.expectations as gxe
 
-    df = _frame(conn, "published_searchability", {"source": source})
+    df = frame(conn, "published_searchability", {"source": source})
     expectations = [gxe.ExpectColumnValuesToBeInSet(column="lexical", value_set=[True])]
     if df["dense"].notna().any() or df.empty:
         expectations.append(gxe.ExpectColumnValuesToBeInSet(column="dense", value_set=[True]))

@@ -100,7 +100,7 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def _frame(conn: psycopg.Connection, name: str, params: dict[str, Any]) -> pd.DataFrame:
+def frame(conn: psycopg.Connection, name: str, params: dict[str, Any]) -> pd.DataFrame:
     cur = conn.execute(query(name), params)
     return pd.DataFrame(cur.fetchall(), columns=[c.name for c in cur.description])
 
@@ -108,7 +108,7 @@ def _frame(conn: psycopg.Connection, name: str, params: dict[str, Any]) -> pd.Da
 def check_documents(conn: psycopg.Connection, source: str) -> list[CheckOutcome]:
     import great_expectations.expectations as gxe
 
-    df = _frame(conn, "quality_documents", {"source": source})
+    df = frame(conn, "quality_documents", {"source": source})
     return run_suite(
         df,
         {
@@ -126,7 +126,7 @@ def check_chunks(conn: psycopg.Connection, source: str, chunking: ChunkingSettin
     documents they were cut from, the chunk size and each other."""
     import great_expectations.expectations as gxe
 
-    chunks = _frame(conn, "quality_chunks", {"source": source})
+    chunks = frame(conn, "quality_chunks", {"source": source})
     outcomes = run_suite(
         chunks,
         {
@@ -157,7 +157,7 @@ def check_chunks(conn: psycopg.Connection, source: str, chunking: ChunkingSettin
                 top = repeated.sort_values(["copies", "text_hash"], ascending=[False, True]).iloc[0]
                 o.metadata["most_repeated"] = f"{int(top['copies'])} chunks: {top['text_start']!r}"
     outcomes += _check_spans(conn, source)
-    documents = _frame(conn, "quality_document_chunk_counts", {"source": source})
+    documents = frame(conn, "quality_document_chunk_counts", {"source": source})
     [has_chunks] = run_suite(
         documents,
         {
@@ -247,7 +247,7 @@ def check_embeddings(conn: psycopg.Connection, source: str, embedder: Embedder) 
     from the vectors it returned in this process, or else from one probe request."""
     import great_expectations.expectations as gxe
 
-    df = _frame(conn, "quality_embeddings", {"source": source, "model_id": embedder.model_id})
+    df = frame(conn, "quality_embeddings", {"source": source, "model_id": embedder.model_id})
     stored = df["dim"].notna()
     dim = embedder.dim if stored.any() else None  # no vectors: nothing to compare, no probe
     outcomes = run_suite(

@@ -18,10 +18,14 @@ from ragline.embedding import as_array
 from ragline.quality import HNSW_RECALL_AT_10, CheckOutcome
 
 
+def _index_prefix(model_id: str) -> str:
+    """What the names of a model's serving HNSW indexes start with, whatever their settings."""
+    return "serving_hnsw_" + hashlib.sha256(model_id.encode()).hexdigest()[:12] + "_"
+
+
 def hnsw_index_name(model_id: str, settings: IndexSettings) -> str:
     """The serving HNSW index of a model under given build settings (a change builds a new one)."""
-    digest = hashlib.sha256(model_id.encode()).hexdigest()[:12]
-    return f"serving_hnsw_{digest}_m{settings.hnsw_m}_efc{settings.hnsw_ef_construction}"
+    return f"{_index_prefix(model_id)}m{settings.hnsw_m}_efc{settings.hnsw_ef_construction}"
 
 
 def _vector_expr(dim: int) -> sql.Composable:
@@ -45,8 +49,7 @@ class IndexStats:
 
 def _model_indexes(conn: psycopg.Connection, model_id: str) -> dict[str, bool]:
     """The model's serving HNSW indexes (under any settings) and whether each is valid."""
-    prefix = "serving_hnsw_" + hashlib.sha256(model_id.encode()).hexdigest()[:12] + "_"
-    return dict(conn.execute(query("serving_indexes"), {"prefix": prefix + "%"}).fetchall())
+    return dict(conn.execute(query("serving_indexes"), {"prefix": _index_prefix(model_id) + "%"}).fetchall())
 
 
 def _drop_concurrently(conn: psycopg.Connection, name: str) -> None:
@@ -92,7 +95,7 @@ def build_indexes(conn: psycopg.Connection, model_id: str, dim: int, settings: I
     return IndexStats(model_id, dim, vectors, added, missing, built, hnsw_seconds, name, dropped)
 
 
-def publish_model(conn: psycopg.Connection, model_id: str, dim: int, settings: IndexSettings) -> list[str]:
+def publish_model(conn: psycopg.Connection, model_id: str, dim: int) -> list[str]:
     """Serve `model_id`'s vectors; other models leave ragline.serving_vectors and their indexes are
     dropped (CONCURRENTLY, after the switch, so no query is left without an index)."""
     with conn.transaction():

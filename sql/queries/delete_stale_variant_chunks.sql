@@ -4,7 +4,5 @@ DELETE FROM ragline.variant_chunks c
 WHERE c.variant = %(variant)s
   AND (c.chunker <> %(chunker)s
        OR NOT EXISTS (
-           SELECT 1
-           FROM ragline.published_generations p
-           JOIN ragline.generation_documents g ON g.source = p.source AND g.generation = p.generation
-           WHERE p.source = c.source AND g.doc_id = c.doc_id AND g.doc_version = c.doc_version))
+           SELECT 1 FROM ragline.published_documents g
+           WHERE g.source = c.source AND g.doc_id = c.doc_id AND g.doc_version = c.doc_version))

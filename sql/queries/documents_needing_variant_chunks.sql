@@ -1,7 +1,6 @@
 -- Published documents (every source) that have no chunks yet under a variant's chunker.
 SELECT g.source, g.doc_id, g.doc_version, v.content_hash, v.text
-FROM ragline.published_generations p
-JOIN ragline.generation_documents g ON g.source = p.source AND g.generation = p.generation
+FROM ragline.published_documents g
 JOIN ragline.document_versions v
   ON v.source = g.source AND v.doc_id = g.doc_id AND v.version = g.doc_version
 WHERE NOT EXISTS (

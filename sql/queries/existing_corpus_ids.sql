@@ -2,9 +2,7 @@
 SELECT u.id
 FROM unnest(%(ids)s::text[]) AS u (id)
 WHERE EXISTS (
-          SELECT 1
-          FROM ragline.published_generations p
-          JOIN ragline.generation_documents g ON g.source = p.source AND g.generation = p.generation
+          SELECT 1 FROM ragline.published_documents g
           WHERE g.source = split_part(u.id, ':', 1)
             AND g.doc_id = substr(u.id, length(split_part(u.id, ':', 1)) + 2))
    OR EXISTS (SELECT 1 FROM ragline.corpus_chunks c WHERE c.chunk_set = 'default' AND c.chunk_id = u.id)

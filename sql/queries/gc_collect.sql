@@ -25,8 +25,7 @@ WITH retained AS (
 ), variant_chunks AS (
     DELETE FROM ragline.variant_chunks c
     WHERE NOT EXISTS (
-        SELECT 1 FROM ragline.published_generations p
-        JOIN ragline.generation_documents g ON g.source = p.source AND g.generation = p.generation
+        SELECT 1 FROM ragline.published_documents g
         WHERE g.source = c.source AND g.doc_id = c.doc_id AND g.doc_version = c.doc_version)
     RETURNING c.text_hash, pg_column_size(c.*) AS bytes
 )

@@ -1,12 +1,9 @@
 -- The texts of a generation enter the served lexical set and, with the given models' vectors from
 -- the ledger, the served vectors. Texts already served by another source are left as they are.
 WITH texts AS (
-    SELECT DISTINCT ON (c.text_hash) c.text_hash, c.text
-    FROM ragline.generation_documents g
-    JOIN ragline.chunks c
-      ON c.source = g.source AND c.doc_id = g.doc_id AND c.doc_version = g.doc_version
-     AND c.chunker = g.chunker
-    WHERE g.source = %(source)s AND g.generation = %(generation)s
+    SELECT DISTINCT ON (text_hash) text_hash, text
+    FROM ragline.generation_texts
+    WHERE source = %(source)s AND generation = %(generation)s
 ), lexical AS (
     INSERT INTO ragline.indexed_texts (chunk_set, text_hash, text)
     SELECT 'default', text_hash, text FROM texts

@@ -11,8 +11,7 @@ SELECT g.doc_id,
              ON v.model_id = m.model_id AND v.text_hash = c.text_hash
            WHERE c.source = g.source AND c.doc_id = g.doc_id AND c.doc_version = g.doc_version
              AND c.chunker = g.chunker) END AS dense
-FROM ragline.published_generations p
-JOIN ragline.generation_documents g ON g.source = p.source AND g.generation = p.generation
+FROM ragline.published_documents g
 LEFT JOIN ragline.serving_model m ON true
-WHERE p.source = %(source)s
+WHERE g.source = %(source)s
 ORDER BY g.doc_id

@@ -1,10 +1,7 @@
 -- How a source's live documents differ from what it has published: published documents that are
 -- no longer live (deleted), live at another version (replaced), and live ones not published (added).
 WITH published AS (
-    SELECT g.doc_id, g.doc_version
-    FROM ragline.published_generations p
-    JOIN ragline.generation_documents g ON g.source = p.source AND g.generation = p.generation
-    WHERE p.source = %(source)s
+    SELECT doc_id, doc_version FROM ragline.published_documents WHERE source = %(source)s
 ), live AS (
     SELECT doc_id, version FROM ragline.documents WHERE source = %(source)s AND status = 'live'
 )

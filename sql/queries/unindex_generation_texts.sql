@@ -1,12 +1,9 @@
 -- After a source stops serving a generation: its texts that no published generation serves any more
 -- leave the served lexical set and the served vectors.
 WITH texts AS (
-    SELECT DISTINCT c.text_hash
-    FROM ragline.generation_documents g
-    JOIN ragline.chunks c
-      ON c.source = g.source AND c.doc_id = g.doc_id AND c.doc_version = g.doc_version
-     AND c.chunker = g.chunker
-    WHERE g.source = %(source)s AND g.generation = %(generation)s
+    SELECT DISTINCT text_hash
+    FROM ragline.generation_texts
+    WHERE source = %(source)s AND generation = %(generation)s
 ), gone AS (
     SELECT t.text_hash FROM texts t
     WHERE NOT EXISTS (
