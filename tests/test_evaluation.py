@@ -10,7 +10,9 @@ from pathlib import Path
 import dagster as dg
 import psycopg
 
+from ragline.db import Database
 from ragline.eval_sets import load_golden
+from ragline.publishing import accept_change
 from tests.conftest import EXAMPLES, REPO, checks, local_embedder, metadata, quality_run, run, write_project
 from tests.openai_server import EmbeddingsServer
 
@@ -335,6 +337,9 @@ def test_drift_check_alarms_on_a_different_corpus_and_on_new_queries(tmp_path, d
         f.unlink()
     for i, text in enumerate(recipes(40)):
         (tmp_path / "corpus" / f"recipe-{i}.md").write_text(text)
+    # Replacing the whole source is a mass change: accepted here, as a user would.
+    with Database(db_url) as db, db.connection() as conn:
+        accept_change(conn, "handbook")
     day3 = quality_run(run(settings, day="2026-11-22"))
     corpus = check_evaluation(day3, "corpus_has_not_drifted")
     assert not corpus.passed and "handbook" in corpus.metadata["alarms"].value

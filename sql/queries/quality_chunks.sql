@@ -7,3 +7,4 @@ SELECT c.chunk_id,
        count(*) OVER (PARTITION BY c.text_hash) AS copies
 FROM ragline.current_chunks c
 WHERE c.source = %(source)s
+ORDER BY c.chunk_id

@@ -7,3 +7,4 @@ FROM ragline.current_chunks c
 LEFT JOIN ragline.embeddings e
   ON e.text_hash = c.text_hash AND e.model_id = %(model_id)s
 WHERE c.source = %(source)s
+ORDER BY c.chunk_id
