@@ -49,6 +49,7 @@ _SHARED_FIELDS = (
     "model_batch_size",
     "base_url",
     "dimensions",
+    "revision",
     "max_retries",
     "timeout_seconds",
 )
@@ -64,6 +65,7 @@ class EmbedderResource(dg.ConfigurableResource):
     base_url: str | None = None
     api_key: str | None = None
     dimensions: int | None = None
+    revision: str | None = None
     max_retries: int = 5
     timeout_seconds: float = 60.0
 

@@ -86,6 +86,9 @@ class EmbeddingSettings:
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
     dimensions: int | None = None
+    # The weights revision behind the endpoint (a model tag, a checkpoint hash), part of the ledger
+    # key: a server that swaps the weights under the same model name must set a new one.
+    revision: str | None = None
     max_retries: int = 5
     timeout_seconds: float = 60.0
 

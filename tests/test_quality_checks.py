@@ -307,8 +307,8 @@ def test_an_unnormalised_vector_from_an_endpoint_fails_the_unit_vector_check(rem
         assert embedding_check(conn, check, remote_embedder(remote_run["server"])).passed
         # ...and fails on a row written as the endpoint returned it (an older writer that did not).
         conn.execute(
-            "UPDATE ragline.embeddings SET embedding = %s WHERE text_hash = %s AND model_id = 'tei-minilm'",
-            (Vector(raw), text_hash),
+            "UPDATE ragline.embeddings SET embedding = %s WHERE text_hash = %s AND model_id = %s",
+            (Vector(raw), text_hash, remote_embedder(remote_run["server"]).model_id),
         )
         failed = embedding_check(conn, check, remote_embedder(remote_run["server"]))
     assert not failed.passed and failed.metadata["failing_chunk_ids"] == chunk_id

