@@ -15,6 +15,7 @@ demo: install
 
 test: install
 	$(RUN) ruff check .
+	$(RUN) lint-imports
 	$(RUN) pytest
 
 dev: install

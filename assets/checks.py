@@ -5,7 +5,7 @@ from collections.abc import Iterable
 
 import dagster as dg
 
-from ragline.quality import CheckOutcome
+from ragline.expectations import CheckOutcome
 
 CHECK_DESCRIPTIONS = {
     "documents_have_text": "The source has live documents and none of them is empty.",

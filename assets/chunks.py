@@ -4,15 +4,15 @@ import dagster as dg
 
 from assets.checks import blocking_specs, check_results
 from orchestration.resources import EmbedderResource, RaglineResource
-from ragline import quality
-from ragline.chunk_store import rechunk_source
-from ragline.chunking import Chunker
+from ragline import expectations
+from ragline.ingest.chunk_store import rechunk_source
+from ragline.ingest.chunking import Chunker
 
 CHECKS = (
-    quality.CHUNK_SPANS_COVER_DOCUMENT,
-    quality.DUPLICATE_CHUNK_SHARE_WITHIN_LIMIT,
-    quality.CHUNK_TOKENS_WITHIN_BOUNDS,
-    quality.EVERY_LIVE_DOCUMENT_HAS_CHUNKS,
+    expectations.CHUNK_SPANS_COVER_DOCUMENT,
+    expectations.DUPLICATE_CHUNK_SHARE_WITHIN_LIMIT,
+    expectations.CHUNK_TOKENS_WITHIN_BOUNDS,
+    expectations.EVERY_LIVE_DOCUMENT_HAS_CHUNKS,
 )
 
 
@@ -41,7 +41,7 @@ def chunks_asset(
         chunker = Chunker(source.chunking, model.tokenizer)
         with ragline.database().connection() as conn:
             stats = rechunk_source(conn, source.name, chunker)
-            outcomes = quality.check_chunks(conn, source.name, source.chunking)
+            outcomes = expectations.check_chunks(conn, source.name, source.chunking)
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": stats.current_chunks,

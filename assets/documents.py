@@ -4,12 +4,12 @@ import dagster as dg
 
 from assets.checks import blocking_specs, check_results
 from orchestration.resources import RaglineResource
-from ragline import quality
-from ragline.documents import store_scan
-from ragline.publishing import SOURCE_CHANGE_WITHIN_LIMIT, check_change
-from ragline.sources import scan_source
+from ragline import expectations
+from ragline.index.publishing import SOURCE_CHANGE_WITHIN_LIMIT, check_change
+from ragline.ingest.documents import store_scan
+from ragline.ingest.sources import scan_source
 
-CHECKS = (quality.DOCUMENTS_HAVE_TEXT, SOURCE_CHANGE_WITHIN_LIMIT)
+CHECKS = (expectations.DOCUMENTS_HAVE_TEXT, SOURCE_CHANGE_WITHIN_LIMIT)
 
 
 def raw_documents_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
@@ -31,7 +31,7 @@ def raw_documents_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinit
         scan = scan_source(source)
         with ragline.database().connection() as conn:
             stats = store_scan(conn, source.name, scan)
-            outcomes = quality.check_documents(conn, source.name)
+            outcomes = expectations.check_documents(conn, source.name)
             # Against what the source serves: an empty root or a mass deletion stops here.
             outcomes.append(check_change(conn, source.name, source.mass_change))
         for r in scan.rejections:

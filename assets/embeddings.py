@@ -4,13 +4,13 @@ import dagster as dg
 
 from assets.checks import blocking_specs, check_results
 from orchestration.resources import EmbedderResource, RaglineResource
-from ragline import quality
-from ragline.embedding_ledger import embed_pending
+from ragline import expectations
+from ragline.index.embedding_ledger import embed_pending
 
 CHECKS = (
-    quality.EMBEDDING_DIMENSIONS_MATCH_EMBEDDER,
-    quality.EMBEDDINGS_ARE_FINITE_UNIT_VECTORS,
-    quality.EVERY_CURRENT_CHUNK_IS_EMBEDDED,
+    expectations.EMBEDDING_DIMENSIONS_MATCH_EMBEDDER,
+    expectations.EMBEDDINGS_ARE_FINITE_UNIT_VECTORS,
+    expectations.EVERY_CURRENT_CHUNK_IS_EMBEDDED,
 )
 
 
@@ -37,7 +37,7 @@ def embeddings_asset(
                 model,
                 progress=context.log.info,
             )
-            outcomes = quality.check_embeddings(conn, context.partition_key, model)
+            outcomes = expectations.check_embeddings(conn, context.partition_key, model)
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": stats.chunks,

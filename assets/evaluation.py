@@ -1,37 +1,31 @@
 """Evaluation: eval sets, variants' corpora, daily retrieval scores with a regression gate, and A/B."""
 
 import datetime as dt
-from dataclasses import asdict
 
 import dagster as dg
 
 from assets.checks import blocking_specs, check_results, severity
 from assets.tables import markdown_table
 from orchestration.resources import EmbedderResource, RaglineResource
-from ragline import quality
-from ragline.config import Settings
-from ragline.eval_sets import check_frames, load_sets, remove_unconfigured_sets, stored_questions
-from ragline.evaluation import (
+from ragline import expectations
+from ragline.evaluation.eval_sets import check_frames, load_sets, remove_unconfigured_sets
+from ragline.evaluation.scoring import (
     Comparison,
-    against_baseline,
     clear_comparisons,
     compare,
-    evaluate,
-    failed_questions,
+    gate_outcome,
     per_question_ndcg,
+    score_partition,
     store_comparison,
-    store_scores,
-    summarize,
-    trend,
 )
+from ragline.evaluation.variants import build_variant_corpus, drop_unconfigured_variants
+from ragline.index.embedding import variant_embedder
 from ragline.llm import chat_client
-from ragline.retrieval import build_retriever
-from ragline.variants import build_variant_corpus, drop_unconfigured_variants, variant_embedder
 
 EVAL_SET_CHECKS = (
-    quality.EVAL_QUESTIONS_ARE_UNIQUE,
-    quality.EVAL_REFERENCES_EXIST,
-    quality.EVAL_LINES_ARE_VALID,
+    expectations.EVAL_QUESTIONS_ARE_UNIQUE,
+    expectations.EVAL_REFERENCES_EXIST,
+    expectations.EVAL_LINES_ARE_VALID,
 )
 
 
@@ -55,7 +49,7 @@ def eval_set_asset(automation: dg.AutomationCondition) -> dg.AssetsDefinition:
         rejected = [(s.name, r.where, r.reason) for s in sets for r in s.rejected]
         for name, where, reason in rejected:
             context.log.warning(f"eval set {name}: {where} rejected: {reason}")
-        outcomes = quality.check_eval_questions(questions, references, len(rejected))
+        outcomes = expectations.check_eval_questions(questions, references, len(rejected))
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": sum(len(s.questions) for s in sets),
@@ -148,7 +142,7 @@ def retrieval_scores_asset(
         kinds={"python", "postgres"},
         description="Per day, each variant's recall@k, precision@k, MRR, nDCG@10, hit rate and latency.",
         metadata={"tables": "ragline.retrieval_scores, ragline.retrieval_results (per question)"},
-        check_specs=blocking_specs("retrieval_scores", [quality.NDCG_HAS_NOT_REGRESSED], blocking),
+        check_specs=blocking_specs("retrieval_scores", [expectations.NDCG_HAS_NOT_REGRESSED], blocking),
         automation_condition=automation,
     )
     def retrieval_scores(
@@ -156,94 +150,27 @@ def retrieval_scores_asset(
     ):
         settings = ragline.settings()
         day = dt.date.fromisoformat(context.partition_key)
-        db = ragline.database()
-        k = settings.evaluation.k
-        summaries, comparisons, failures, numbers = [], [], [], {}
-        with db.connection() as conn:
-            sets = {e.name: stored_questions(conn, e.name) for e in settings.eval_sets}
-            for variant in settings.variants:
-                retriever = build_retriever(
-                    settings, db, embedder.embedder(), variant=variant, log_queries=False
-                )
-                for name, questions in sets.items():
-                    if not questions:
-                        continue
-                    context.log.info(f"{variant.name} on {name}: {len(questions)} questions")
-                    results = evaluate(retriever, questions, k=k)
-                    summary = summarize(results, k)
-                    comparison = against_baseline(conn, day, variant.name, name, results, settings.evaluation)
-                    store_scores(
-                        conn,
-                        day,
-                        variant.name,
-                        name,
-                        results,
-                        summary,
-                        _config(variant, settings),
-                        comparison,
-                    )
-                    summaries.append((variant.name, name, summary))
-                    numbers[f"ndcg_at_10/{variant.name}/{name}"] = round(summary.ndcg, 4)
-                    comparisons.append(comparison)
-                    failures += [
-                        [
-                            variant.name,
-                            name,
-                            f["question_id"],
-                            f["question"][:80],
-                            ", ".join(f["relevant"]),
-                            ", ".join(f["retrieved"]),
-                        ]
-                        for f in failed_questions(conn, day, variant.name, name, limit=5)
-                    ]
-            history = trend(conn)
-        dropped = [c for c in comparisons if c.regressed]
-        outcome = quality.CheckOutcome(
-            quality.NDCG_HAS_NOT_REGRESSED,
-            not dropped,
-            {
-                "compared": sum(c.result is not None for c in comparisons),
-                "regressions": ", ".join(f"{c.candidate}/{c.eval_set}" for c in dropped) or "none",
-                "comparisons": dg.MetadataValue.md(_comparison_table(comparisons)),
-                "confidence": settings.evaluation.confidence,
-                "min_effect": settings.evaluation.min_effect,
-                "where_to_look": (
-                    "the comparisons table above; failed_questions on this materialization; "
-                    f"ragline.retrieval_results WHERE partition = '{day}' AND hit = 0; the config column of "
-                    "ragline.retrieval_scores against the baseline day"
-                ),
-            },
-        )
+        scores = score_partition(ragline.database(), settings, embedder.embedder(), day, context.log.info)
+        outcome = gate_outcome(scores.comparisons, settings.evaluation, day)
+        outcome.metadata["comparisons"] = dg.MetadataValue.md(_comparison_table(scores.comparisons))
         return dg.MaterializeResult(
             metadata={
-                "dagster/row_count": sum(s.questions for _v, _n, s in summaries),
-                "scores": dg.MetadataValue.md(_score_table(summaries)),
-                "trend_ndcg_at_10": dg.MetadataValue.md(_trend_table(history)),
+                "dagster/row_count": sum(s.questions for _v, _n, s in scores.summaries),
+                "scores": dg.MetadataValue.md(_score_table(scores.summaries)),
+                "trend_ndcg_at_10": dg.MetadataValue.md(_trend_table(scores.history)),
                 "failed_questions": dg.MetadataValue.md(
                     markdown_table(
-                        ["variant", "set", "id", "question", "relevant", "top 3 instead"], failures
+                        ["variant", "set", "id", "question", "relevant", "top 3 instead"], scores.failures
                     )
-                    if failures
+                    if scores.failures
                     else "none: every question retrieved a relevant id in the top k"
                 ),
-                **numbers,
+                **{f"ndcg_at_10/{v}/{n}": round(s.ndcg, 4) for v, n, s in scores.summaries},
             },
             check_results=check_results([outcome], severity(settings.evaluation.severity)),
         )
 
     return retrieval_scores
-
-
-def _config(variant, settings: Settings) -> dict:
-    """Everything that decides what this variant retrieves, stored beside its scores."""
-    return {
-        "retrieval": asdict(variant.retrieval),
-        "chunk_set": variant.chunk_set,
-        "chunking": asdict(variant.chunking) if variant.chunking else "each source's own",
-        "embedding": asdict(variant.embedding or settings.embedding),
-        "k": settings.evaluation.k,
-        "ef_search": settings.index.ef_search,
-    }
 
 
 def _fmt(x) -> str:

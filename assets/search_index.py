@@ -4,9 +4,9 @@ import dagster as dg
 
 from assets.checks import blocking_specs, check_results
 from orchestration.resources import EmbedderResource, RaglineResource
-from ragline.embedding_ledger import stored_dim
-from ragline.quality import HNSW_RECALL_AT_10
-from ragline.search_index import (
+from ragline.expectations import HNSW_RECALL_AT_10
+from ragline.index.embedding_ledger import stored_dim
+from ragline.index.search_index import (
     build_indexes,
     hnsw_recall,
     publish_model,

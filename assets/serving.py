@@ -4,13 +4,9 @@ import dagster as dg
 
 from assets.checks import blocking_specs, check_results
 from orchestration.resources import EmbedderResource, RaglineResource
-from ragline.chunking import Chunker
-from ragline.publishing import (
-    PUBLISHED_DOCUMENTS_ARE_SEARCHABLE,
-    PublishError,
-    check_searchable,
-    publish_source,
-)
+from ragline.index.publishing import PUBLISHED_DOCUMENTS_ARE_SEARCHABLE, check_searchable, publish_source
+from ragline.ingest.chunking import Chunker
+from ragline.types import PublishError
 
 
 def serving_chunks_asset(

@@ -43,10 +43,22 @@ REPO = BENCH_DIR.parent
 if str(REPO) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(REPO))
 
-from ragline.chunk_store import rechunk_source  # noqa: E402
-from ragline.chunking import Chunker  # noqa: E402
 from ragline.config import ChunkingSettings, EmbeddingSettings, IndexSettings, SourceSettings  # noqa: E402
-from ragline.db import (  # noqa: E402
+from ragline.index.embedding import LocalMiniLM  # noqa: E402
+from ragline.index.embedding_ledger import COMMIT_EVERY, embed_pending  # noqa: E402
+from ragline.index.publishing import publish_source  # noqa: E402
+from ragline.index.search_index import (  # noqa: E402
+    build_indexes,
+    hnsw_index_name,
+    hnsw_recall,
+    publish_model,
+    recall_queries,
+)
+from ragline.ingest.chunk_store import rechunk_source  # noqa: E402
+from ragline.ingest.chunking import Chunker  # noqa: E402
+from ragline.ingest.documents import store_scan  # noqa: E402
+from ragline.ingest.sources import scan_source  # noqa: E402
+from ragline.storage.db import (  # noqa: E402
     DATABASE_URL_ENV,
     Database,
     database_url,
@@ -54,18 +66,6 @@ from ragline.db import (  # noqa: E402
     sqlalchemy_url,
     stop_embedded,
 )
-from ragline.documents import store_scan  # noqa: E402
-from ragline.embedding import LocalMiniLM  # noqa: E402
-from ragline.embedding_ledger import COMMIT_EVERY, embed_pending  # noqa: E402
-from ragline.publishing import publish_source  # noqa: E402
-from ragline.search_index import (  # noqa: E402
-    build_indexes,
-    hnsw_index_name,
-    hnsw_recall,
-    publish_model,
-    recall_queries,
-)
-from ragline.sources import scan_source  # noqa: E402
 
 SOURCE_NAME = "bench"
 LLAMA_DATABASE = "ragline_bench_llamaindex"

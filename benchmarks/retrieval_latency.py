@@ -73,7 +73,10 @@ from ingest_throughput import (  # noqa: E402
 from psycopg import sql  # noqa: E402
 
 from ragline.config import ChunkingSettings, IndexSettings, RetrievalSettings, SourceSettings  # noqa: E402
-from ragline.db import (  # noqa: E402
+from ragline.index.embedding import LocalMiniLM, as_array  # noqa: E402
+from ragline.index.search_index import hnsw_index_name, hnsw_recall, recall_queries  # noqa: E402
+from ragline.retrieval.search import CHUNK_COLUMNS, Retriever, filter_clause  # noqa: E402
+from ragline.storage.db import (  # noqa: E402
     DATABASE_URL_ENV,
     EMBEDDED_DATABASE,
     Database,
@@ -84,9 +87,7 @@ from ragline.db import (  # noqa: E402
     query,
     sqlalchemy_url,
 )
-from ragline.embedding import LocalMiniLM, as_array  # noqa: E402
-from ragline.retrieval import CHUNK_COLUMNS, Filters, Retriever  # noqa: E402
-from ragline.search_index import hnsw_index_name, hnsw_recall, recall_queries  # noqa: E402
+from ragline.types import Filters  # noqa: E402
 
 SOURCE_MAJOR = "bench"
 SOURCE_MINOR = "bench_minor"
@@ -352,7 +353,7 @@ class PrecomputedEmbedder:
 
 def dense_statement(model_id: str, dim: int, filters: Filters) -> tuple[sql.Composed, dict[str, Any]]:
     """ragline's dense SQL exactly as Retriever.dense composes it."""
-    where, params = filters.clause()
+    where, params = filter_clause(filters)
     statement = sql.SQL(query("search_dense")).format(
         columns=sql.SQL(CHUNK_COLUMNS), model=sql.Literal(model_id), dim=sql.Literal(dim), filters=where
     )
@@ -360,7 +361,7 @@ def dense_statement(model_id: str, dim: int, filters: Filters) -> tuple[sql.Comp
 
 
 def lexical_statement(filters: Filters) -> tuple[sql.Composed, dict[str, Any]]:
-    where, params = filters.clause()
+    where, params = filter_clause(filters)
     return sql.SQL(query("search_lexical")).format(columns=sql.SQL(CHUNK_COLUMNS), filters=where), params
 
 
@@ -378,7 +379,7 @@ def exact_statement(model_id: str, dim: int, filters: Filters) -> tuple[sql.Comp
         raise RuntimeError(
             f"search_dense_exact.sql no longer reads {_LEDGER_SCAN!r} once; update exact_statement"
         )
-    where, params = filters.clause()
+    where, params = filter_clause(filters)
     statement = sql.SQL(text.replace(_LEDGER_SCAN, _SERVED_SCAN)).format(
         columns=sql.SQL(CHUNK_COLUMNS), model=sql.Literal(model_id), dim=sql.Literal(dim), filters=where
     )

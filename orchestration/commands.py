@@ -141,9 +141,9 @@ def _partitions_to_report(instance, key: dg.AssetKey, partitions_def) -> list[st
 
 def quality_summary(settings: Settings) -> dict[str, Any]:
     """The latest retrieval scores with their change since the previous partition, and drift."""
-    from ragline.db import Database, database_url
-    from ragline.evaluation import latest_scores
-    from ragline.monitoring import latest_drift
+    from ragline.evaluation.scoring import latest_scores
+    from ragline.monitoring.drift import latest_drift
+    from ragline.storage.db import Database, database_url
 
     with Database(database_url(settings.data_dir), max_size=1) as db, db.connection() as conn:
         return {"scores": latest_scores(conn), "drift": latest_drift(conn)}

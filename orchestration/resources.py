@@ -7,8 +7,9 @@ import threading
 import dagster as dg
 
 from ragline.config import EmbeddingSettings, Settings, load_settings
-from ragline.db import Database, database_url
-from ragline.embedding import Embedder, build_embedder
+from ragline.index.embedding import build_embedder
+from ragline.storage.db import Database, database_url
+from ragline.types import Embedder
 
 # One pool and one loaded model per process, shared by every step that runs in it.
 _lock = threading.Lock()

@@ -5,7 +5,7 @@ import datetime as dt
 import dagster as dg
 
 from orchestration.resources import RaglineResource
-from ragline import gc
+from ragline.index import gc
 
 DAILY_CRON = "0 3 * * *"
 QUALITY_CRON = "0 4 * * *"  # after the 03:00 refresh has had time to flow through the indexes

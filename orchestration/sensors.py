@@ -5,7 +5,7 @@ import json
 import dagster as dg
 
 from ragline.config import Settings
-from ragline.sources import source_fingerprint
+from ragline.ingest.sources import source_fingerprint
 
 
 def source_files_sensor(settings: Settings, target: dg.AssetsDefinition) -> dg.SensorDefinition:

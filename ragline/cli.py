@@ -12,10 +12,9 @@ import sys
 from pathlib import Path
 
 from ragline.config import RERANKERS, RETRIEVAL_STRATEGIES, ConfigError, Settings, load_settings
-from ragline.context import TOKENIZERS
-from ragline.db import (
+from ragline.retrieval.context import TOKENIZERS
+from ragline.storage.db import (
     DATABASE_URL_ENV,
-    DatabaseError,
     database_url,
     embedded_server,
     migrate,
@@ -23,9 +22,7 @@ from ragline.db import (
     sqlalchemy_url,
     stop_embedded,
 )
-from ragline.publishing import PublishError
-from ragline.retrieval import RetrievalError
-from ragline.sources import SourceError
+from ragline.types import DatabaseError, PublishError, RetrievalError, SourceError
 
 
 def dagster_environment(settings: Settings) -> dict[str, str]:
@@ -84,9 +81,9 @@ def _cmd_orchestrated(args: argparse.Namespace, settings: Settings) -> int:
 def _retriever(args: argparse.Namespace, settings: Settings):
     from dataclasses import replace
 
-    from ragline.db import Database
-    from ragline.embedding import build_embedder
-    from ragline.retrieval import build_retriever
+    from ragline.index.embedding import build_embedder
+    from ragline.retrieval.search import build_retriever
+    from ragline.storage.db import Database
 
     variant = None
     if args.variant:
@@ -110,7 +107,7 @@ def _retriever(args: argparse.Namespace, settings: Settings):
 
 
 def _search(args: argparse.Namespace, settings: Settings, k: int):
-    from ragline.retrieval import parse_filters
+    from ragline.retrieval.search import parse_filters
 
     db, retriever = _retriever(args, settings)
     result = retriever.search(
@@ -162,7 +159,7 @@ def _cmd_search(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_context(args: argparse.Namespace, settings: Settings) -> int:
-    from ragline.context import assemble_context, tokenizer_for
+    from ragline.retrieval.context import assemble_context, tokenizer_for
 
     db, retriever, result = _search(args, settings, args.k)
     try:
@@ -204,9 +201,9 @@ def _cmd_context(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_drift(args: argparse.Namespace, settings: Settings) -> int:
-    from ragline.db import Database
-    from ragline.embedding import build_embedder
-    from ragline.monitoring import pin_baseline
+    from ragline.index.embedding import build_embedder
+    from ragline.monitoring.drift import pin_baseline
+    from ragline.storage.db import Database
 
     model_id = build_embedder(settings.embedding, os.environ.get(settings.embedding.api_key_env)).model_id
     with Database(database_url(settings.data_dir), max_size=1) as db, db.connection() as conn:
@@ -222,8 +219,8 @@ def _cmd_drift(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
-    from ragline.db import Database
-    from ragline.publishing import accept_change, publication, release, rollback
+    from ragline.index.publishing import accept_change, publication, release, rollback
+    from ragline.storage.db import Database
 
     source = settings.source(args.rollback or args.release or args.accept_change).name
     with Database(database_url(settings.data_dir), max_size=1) as db, db.connection() as conn:
@@ -246,8 +243,8 @@ def _cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_gc(args: argparse.Namespace, settings: Settings) -> int:
-    from ragline.db import Database
-    from ragline.gc import collect_garbage, format_gc
+    from ragline.index.gc import collect_garbage, format_gc
+    from ragline.storage.db import Database
 
     with Database(database_url(settings.data_dir), max_size=1) as db, db.connection() as conn:
         print(format_gc(collect_garbage(conn, dry_run=args.dry_run)))

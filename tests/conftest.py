@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from ragline.config import Settings, load_settings
-from ragline.db import database_url, stop_embedded
+from ragline.storage.db import database_url, stop_embedded
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples" / "corpus"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from ragline.chunking import Chunker, chunk_id
 from ragline.config import ChunkingSettings
+from ragline.ingest.chunking import Chunker, chunk_id
 from tests.conftest import EXAMPLES, local_embedder
 
 TEXT = (EXAMPLES / "handbook" / "on-call-and-incident-response.md").read_text()

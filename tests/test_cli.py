@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from ragline.cli import main
-from ragline.db import migrations
+from ragline.storage.db import migrations
 from tests.conftest import REPO, TEST_DATA_DIR, write_project
 
 

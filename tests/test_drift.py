@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ragline.drift import (
+from ragline.monitoring.mmd import (
     DriftResult,
     MMDResult,
     centroid_cosine_distance,
@@ -155,7 +155,7 @@ def foreign_passages() -> list[str]:
 
 @pytest.fixture(scope="module")
 def model():
-    from ragline.embedding import LocalMiniLM
+    from ragline.index.embedding import LocalMiniLM
 
     return LocalMiniLM(batch_size=8)
 

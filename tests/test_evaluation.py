@@ -10,9 +10,9 @@ from pathlib import Path
 import dagster as dg
 import psycopg
 
-from ragline.db import Database
-from ragline.eval_sets import load_golden
-from ragline.publishing import accept_change
+from ragline.evaluation.eval_sets import load_golden
+from ragline.index.publishing import accept_change
+from ragline.storage.db import Database
 from tests.conftest import EXAMPLES, REPO, checks, local_embedder, metadata, quality_run, run, write_project
 from tests.openai_server import EmbeddingsServer
 
@@ -373,8 +373,8 @@ def test_drift_check_alarms_on_a_different_corpus_and_on_new_queries(tmp_path, d
 
 def test_llm_reranking_and_llm_questions_through_config(tmp_path, db_url):
     """rerank: llm and LLM-written synthetic questions, against llama.cpp serving SmolLM2 locally."""
-    from ragline.db import Database
-    from ragline.retrieval import build_retriever
+    from ragline.retrieval.search import build_retriever
+    from ragline.storage.db import Database
     from tests.llm_server import local_llm_server
 
     with local_llm_server() as url:

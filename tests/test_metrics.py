@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from ragline.metrics import (
+from ragline.evaluation.metrics import (
     BootstrapResult,
     QueryScores,
     hit_rate_at_k,

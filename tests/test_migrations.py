@@ -7,7 +7,8 @@ import shutil
 import psycopg
 import pytest
 
-from ragline.db import DatabaseError, migrate, migrations, sql_dir
+from ragline.storage.db import migrate, migrations, sql_dir
+from ragline.types import DatabaseError
 
 SHIPPED = [m.name for m in migrations()]
 
@@ -55,8 +56,8 @@ def test_unreachable_server_is_a_clear_error():
 def test_upgrade_keeps_serving_what_was_served_and_renames_the_local_model_key(db_url):
     """A database from before 0003 (live documents with chunks, vectors of the old local key): after
     the upgrade each source serves those documents as generation 1, under the full ledger key."""
-    from ragline.db import query
-    from ragline.embedding import LEGACY_LOCAL_MODEL_ID, LOCAL_MODEL_ID
+    from ragline.index.embedding import LEGACY_LOCAL_MODEL_ID, LOCAL_MODEL_ID
+    from ragline.storage.db import query
 
     # The schema as 0001 and 0002 left it (migrate() would also create today's views, which need 0003).
     with psycopg.connect(db_url, autocommit=True) as conn:

@@ -87,8 +87,8 @@ def test_dagster_definitions_load_through_the_cli(db_url):
 def test_core_never_imports_dagster():
     code = (
         "import sys, importlib, pkgutil, ragline\n"
-        "for m in pkgutil.iter_modules(ragline.__path__):\n"
-        "    importlib.import_module('ragline.' + m.name)\n"
+        "for m in pkgutil.walk_packages(ragline.__path__, 'ragline.'):\n"
+        "    importlib.import_module(m.name)\n"
         "bad = sorted(k for k in sys.modules if k == 'dagster' or k.startswith('dagster.'))\n"
         "print(bad)\n"
     )

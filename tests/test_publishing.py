@@ -13,22 +13,16 @@ import yaml
 
 from orchestration.commands import run_pipeline
 from orchestration.definitions import build_definitions
-from ragline import embedding_ledger
-from ragline.chunk_store import rechunk_source
-from ragline.chunking import Chunker
 from ragline.cli import main
 from ragline.config import load_settings
-from ragline.db import Database, query
-from ragline.gc import collect_garbage
-from ragline.publishing import (
-    PublishError,
-    accept_change,
-    check_searchable,
-    publish_source,
-    release,
-    rollback,
-)
-from ragline.retrieval import Filters, build_retriever
+from ragline.index import embedding_ledger
+from ragline.index.gc import collect_garbage
+from ragline.index.publishing import accept_change, check_searchable, publish_source, release, rollback
+from ragline.ingest.chunk_store import rechunk_source
+from ragline.ingest.chunking import Chunker
+from ragline.retrieval.search import build_retriever
+from ragline.storage.db import Database, query
+from ragline.types import Filters, PublishError
 from tests.conftest import EXAMPLES, checks, local_embedder, metadata, run
 from tests.test_embedding_ledger import FailsAfter
 

@@ -24,9 +24,9 @@ from pgvector.psycopg import register_vector
 
 from assets.chunks import CHECKS as CHUNK_CHECKS
 from assets.embeddings import CHECKS as EMBEDDING_CHECKS
-from ragline import quality
+from ragline import expectations
 from ragline.config import ConfigError, EmbeddingSettings, Settings
-from ragline.embedding import LOCAL_MODEL_ID, OpenAICompatibleEmbedder
+from ragline.index.embedding import LOCAL_MODEL_ID, OpenAICompatibleEmbedder
 from tests.conftest import (
     EXAMPLES,
     checks,
@@ -106,14 +106,16 @@ def rolled_back(url: str) -> Iterator[psycopg.Connection]:
             conn.rollback()
 
 
-def outcome(outcomes: list[quality.CheckOutcome], name: str) -> quality.CheckOutcome:
+def outcome(outcomes: list[expectations.CheckOutcome], name: str) -> expectations.CheckOutcome:
     [found] = [o for o in outcomes if o.name == name]
     return found
 
 
-def chunk_check(local_run, conn, name: str, source: str = "docs", **chunking: Any) -> quality.CheckOutcome:
+def chunk_check(
+    local_run, conn, name: str, source: str = "docs", **chunking: Any
+) -> expectations.CheckOutcome:
     settings = dataclasses.replace(local_run["settings"].source(source).chunking, **chunking)
-    return outcome(quality.check_chunks(conn, source, settings), name)
+    return outcome(expectations.check_chunks(conn, source, settings), name)
 
 
 def test_good_data_passes_every_chunk_and_embedding_check(local_run):
@@ -122,8 +124,8 @@ def test_good_data_passes_every_chunk_and_embedding_check(local_run):
     assert expected <= set(evaluations)
     assert all(evaluations.values())
     with rolled_back(local_run["url"]) as conn:
-        spans = chunk_check(local_run, conn, quality.CHUNK_SPANS_COVER_DOCUMENT)
-        duplicates = chunk_check(local_run, conn, quality.DUPLICATE_CHUNK_SHARE_WITHIN_LIMIT)
+        spans = chunk_check(local_run, conn, expectations.CHUNK_SPANS_COVER_DOCUMENT)
+        duplicates = chunk_check(local_run, conn, expectations.DUPLICATE_CHUNK_SHARE_WITHIN_LIMIT)
     assert spans.metadata["uncovered_chars"] == 0 and spans.metadata["misplaced_chunks"] == 0
     assert duplicates.metadata["duplicate_share"] == 0.0
 
@@ -132,10 +134,16 @@ def test_chunk_span_faults_ignore_whitespace_gaps_and_count_the_rest():
     text = "Alpha beta.\n\n\u00a0\u3000Gamma delta.  Epsilon"
     gamma = text.index("Gamma")
     good = [("a", 0, 11, "Alpha beta."), ("b", gamma, gamma + 12, "Gamma delta."), ("c", 6, 11, "beta.")]
-    assert quality.chunk_span_faults(text, good) == ([], len("Epsilon"))
-    assert quality.chunk_span_faults(text, [*good, ("d", len(text) - 7, len(text), "Epsilon")]) == ([], 0)
+    assert expectations.chunk_span_faults(text, good) == ([], len("Epsilon"))
+    assert expectations.chunk_span_faults(text, [*good, ("d", len(text) - 7, len(text), "Epsilon")]) == (
+        [],
+        0,
+    )
     wrong = [("a", 1, 12, "Alpha beta."), ("b", None, None, "Gamma delta."), ("c", 40, 90, "x")]
-    assert quality.chunk_span_faults(text, wrong) == (["a", "b", "c"], len("Alphabeta.Gammadelta.Epsilon"))
+    assert expectations.chunk_span_faults(text, wrong) == (
+        ["a", "b", "c"],
+        len("Alphabeta.Gammadelta.Epsilon"),
+    )
 
 
 @pytest.mark.parametrize(
@@ -149,13 +157,13 @@ def test_chunk_span_faults_ignore_whitespace_gaps_and_count_the_rest():
 )
 def test_chunk_spans_fail_when_a_chunk_is_not_its_documents_text_at_its_span(local_run, corruption):
     with rolled_back(local_run["url"]) as conn:
-        assert chunk_check(local_run, conn, quality.CHUNK_SPANS_COVER_DOCUMENT).passed
+        assert chunk_check(local_run, conn, expectations.CHUNK_SPANS_COVER_DOCUMENT).passed
         chunk_id, doc_id = conn.execute(
             "SELECT chunk_id, doc_id FROM ragline.chunks WHERE source = 'docs' AND chunk_index = 2 "
             "ORDER BY doc_id LIMIT 1"
         ).fetchone()
         conn.execute(corruption, (chunk_id,))
-        failed = chunk_check(local_run, conn, quality.CHUNK_SPANS_COVER_DOCUMENT)
+        failed = chunk_check(local_run, conn, expectations.CHUNK_SPANS_COVER_DOCUMENT)
     assert not failed.passed
     assert failed.metadata["misplaced_chunks"] == 1
     assert failed.metadata["misplaced_chunk_ids"] == chunk_id
@@ -164,7 +172,7 @@ def test_chunk_spans_fail_when_a_chunk_is_not_its_documents_text_at_its_span(loc
 
 def test_chunk_spans_fail_when_part_of_a_document_is_in_no_chunk(local_run):
     with rolled_back(local_run["url"]) as conn:
-        assert chunk_check(local_run, conn, quality.CHUNK_SPANS_COVER_DOCUMENT).passed
+        assert chunk_check(local_run, conn, expectations.CHUNK_SPANS_COVER_DOCUMENT).passed
         # A middle chunk that overlaps no other chunk: without it, its text is in no chunk.
         chunk_id, doc_id, text = conn.execute(
             "SELECT c.chunk_id, c.doc_id, c.text FROM ragline.chunks c WHERE c.source = 'docs' "
@@ -174,7 +182,7 @@ def test_chunk_spans_fail_when_part_of_a_document_is_in_no_chunk(local_run):
             "AND n.chunk_index = c.chunk_index + 1) ORDER BY c.doc_id, c.chunk_index LIMIT 1"
         ).fetchone()
         conn.execute("DELETE FROM ragline.chunks WHERE chunk_id = %s", (chunk_id,))
-        failed = chunk_check(local_run, conn, quality.CHUNK_SPANS_COVER_DOCUMENT)
+        failed = chunk_check(local_run, conn, expectations.CHUNK_SPANS_COVER_DOCUMENT)
     assert not failed.passed
     assert failed.metadata["uncovered_chars"] == len("".join(text.split())) > 0
     assert failed.metadata["failing_doc_ids"] == doc_id
@@ -184,17 +192,17 @@ def test_chunk_spans_fail_when_part_of_a_document_is_in_no_chunk(local_run):
 def test_boilerplate_copied_across_files_fails_the_duplicate_share(local_run):
     result = local_run["results"]["source boiler"]
     evaluations = checks(result)
-    assert evaluations.pop(f"chunks.{quality.DUPLICATE_CHUNK_SHARE_WITHIN_LIMIT}") is False
+    assert evaluations.pop(f"chunks.{expectations.DUPLICATE_CHUNK_SHARE_WITHIN_LIMIT}") is False
     assert all(evaluations.values())  # the other chunk checks pass: this one alone catches it
     assert not result.success  # blocking: embeddings did not run
     assert not result.asset_materializations_for_node("embeddings")
     with rolled_back(local_run["url"]) as conn:
-        failed = chunk_check(local_run, conn, quality.DUPLICATE_CHUNK_SHARE_WITHIN_LIMIT, "boiler")
+        failed = chunk_check(local_run, conn, expectations.DUPLICATE_CHUNK_SHARE_WITHIN_LIMIT, "boiler")
         # One own section and three shared ones per file: 12 of the 16 chunks repeat another.
         assert failed.metadata["duplicate_share"] == 0.75 and failed.metadata["repeated_texts"] == 3
         assert failed.metadata["most_repeated"].startswith("4 chunks: '## ")
         # The limit decides: the same chunks pass at 0.75 and fail just under it.
-        limit = quality.DUPLICATE_CHUNK_SHARE_WITHIN_LIMIT
+        limit = expectations.DUPLICATE_CHUNK_SHARE_WITHIN_LIMIT
         assert chunk_check(local_run, conn, limit, "boiler", max_duplicate_share=0.75).passed
         assert not chunk_check(local_run, conn, limit, "boiler", max_duplicate_share=0.74).passed
 
@@ -213,21 +221,21 @@ def test_max_duplicate_share_is_validated_and_changing_it_rechunks_nothing(tmp_p
 def test_a_file_of_zero_width_characters_fails_the_token_bounds(local_run):
     result = local_run["results"]["source odd"]
     evaluations = checks(result)
-    assert evaluations.pop(f"chunks.{quality.CHUNK_TOKENS_WITHIN_BOUNDS}") is False
+    assert evaluations.pop(f"chunks.{expectations.CHUNK_TOKENS_WITHIN_BOUNDS}") is False
     assert all(evaluations.values())  # it is loaded, chunked and covered: only its size is wrong
     assert not result.success
     with rolled_back(local_run["url"]) as conn:
         [(chunk_id, tokens)] = conn.execute(
             "SELECT chunk_id, token_count FROM ragline.chunks WHERE doc_id = 'zero-width.md'"
         ).fetchall()
-        failed = chunk_check(local_run, conn, quality.CHUNK_TOKENS_WITHIN_BOUNDS, "odd")
+        failed = chunk_check(local_run, conn, expectations.CHUNK_TOKENS_WITHIN_BOUNDS, "odd")
     assert tokens == 0
     assert not failed.passed and failed.metadata["failing_chunk_ids"] == chunk_id
 
 
 def test_a_document_version_without_chunks_fails_every_live_document_has_chunks(local_run):
     with rolled_back(local_run["url"]) as conn:
-        assert chunk_check(local_run, conn, quality.EVERY_LIVE_DOCUMENT_HAS_CHUNKS).passed
+        assert chunk_check(local_run, conn, expectations.EVERY_LIVE_DOCUMENT_HAS_CHUNKS).passed
         # A new version stored by raw_documents that the chunker has not chunked: the old
         # version's chunks are no longer current.
         conn.execute(
@@ -239,14 +247,14 @@ def test_a_document_version_without_chunks_fails_every_live_document_has_chunks(
             "UPDATE ragline.documents SET version = version + 1 "
             "WHERE source = 'docs' AND doc_id = 'benefits.md'"
         )
-        failed = chunk_check(local_run, conn, quality.EVERY_LIVE_DOCUMENT_HAS_CHUNKS)
-        spans = chunk_check(local_run, conn, quality.CHUNK_SPANS_COVER_DOCUMENT)
+        failed = chunk_check(local_run, conn, expectations.EVERY_LIVE_DOCUMENT_HAS_CHUNKS)
+        spans = chunk_check(local_run, conn, expectations.CHUNK_SPANS_COVER_DOCUMENT)
     assert not failed.passed and failed.metadata["failing_doc_ids"] == "benefits.md"
     assert not spans.passed and spans.metadata["failing_doc_ids"] == "benefits.md"
 
 
-def embedding_check(conn, name: str, embedder=None, source: str = "docs") -> quality.CheckOutcome:
-    return outcome(quality.check_embeddings(conn, source, embedder or local_embedder()), name)
+def embedding_check(conn, name: str, embedder=None, source: str = "docs") -> expectations.CheckOutcome:
+    return outcome(expectations.check_embeddings(conn, source, embedder or local_embedder()), name)
 
 
 def first_chunk(conn) -> tuple[str, str, str]:
@@ -257,22 +265,22 @@ def first_chunk(conn) -> tuple[str, str, str]:
 
 def test_a_vector_gone_from_the_ledger_fails_every_current_chunk_is_embedded(local_run):
     with rolled_back(local_run["url"]) as conn:
-        assert embedding_check(conn, quality.EVERY_CURRENT_CHUNK_IS_EMBEDDED).passed
+        assert embedding_check(conn, expectations.EVERY_CURRENT_CHUNK_IS_EMBEDDED).passed
         chunk_id, _text, text_hash = first_chunk(conn)
         conn.execute("DELETE FROM ragline.embeddings WHERE text_hash = %s", (text_hash,))
-        failed = embedding_check(conn, quality.EVERY_CURRENT_CHUNK_IS_EMBEDDED)
+        failed = embedding_check(conn, expectations.EVERY_CURRENT_CHUNK_IS_EMBEDDED)
     assert not failed.passed and failed.metadata["failing_chunk_ids"] == chunk_id
 
 
 def test_a_zero_vector_in_the_ledger_fails_the_unit_vector_check(local_run):
     with rolled_back(local_run["url"]) as conn:
-        assert embedding_check(conn, quality.EMBEDDINGS_ARE_FINITE_UNIT_VECTORS).passed
+        assert embedding_check(conn, expectations.EMBEDDINGS_ARE_FINITE_UNIT_VECTORS).passed
         chunk_id, _text, text_hash = first_chunk(conn)
         conn.execute(
             "UPDATE ragline.embeddings SET embedding = %s WHERE text_hash = %s AND model_id = %s",
             (Vector(np.zeros(384, dtype=np.float32)), text_hash, LOCAL_MODEL_ID),
         )
-        failed = embedding_check(conn, quality.EMBEDDINGS_ARE_FINITE_UNIT_VECTORS)
+        failed = embedding_check(conn, expectations.EMBEDDINGS_ARE_FINITE_UNIT_VECTORS)
     assert not failed.passed and failed.metadata["failing_chunk_ids"] == chunk_id
 
 
@@ -303,7 +311,7 @@ def test_an_unnormalised_vector_from_an_endpoint_fails_the_unit_vector_check(rem
         raw = local_embedder().embed([text])[0, :64]
         assert abs(np.linalg.norm(raw) - 1) > 0.1
         # ragline normalised what it stored, so the check passes on the stored rows...
-        check = quality.EMBEDDINGS_ARE_FINITE_UNIT_VECTORS
+        check = expectations.EMBEDDINGS_ARE_FINITE_UNIT_VECTORS
         assert embedding_check(conn, check, remote_embedder(remote_run["server"])).passed
         # ...and fails on a row written as the endpoint returned it (an older writer that did not).
         conn.execute(
@@ -316,7 +324,7 @@ def test_an_unnormalised_vector_from_an_endpoint_fails_the_unit_vector_check(rem
 
 def test_the_dimension_check_asks_the_embedder_not_the_ledger(remote_run):
     server = remote_run["server"]
-    check = quality.EMBEDDING_DIMENSIONS_MATCH_EMBEDDER
+    check = expectations.EMBEDDING_DIMENSIONS_MATCH_EMBEDDER
     with rolled_back(remote_run["url"]) as conn:
         chunk_ids = [r[0] for r in conn.execute("SELECT chunk_id FROM ragline.chunks ORDER BY chunk_id")]
         asked = len(server.requests)

@@ -11,12 +11,13 @@ import psycopg
 import pytest
 
 from ragline.config import RETRIEVAL_STRATEGIES, VariantSettings
-from ragline.context import assemble_context, long_context_order, tokenizer_for
-from ragline.db import Database
-from ragline.eval_sets import load_golden
-from ragline.evaluation import evaluate, summarize
-from ragline.reranking import MaxSimReranker
-from ragline.retrieval import Filters, RetrievalError, build_retriever, reciprocal_rank_fusion
+from ragline.evaluation.eval_sets import load_golden
+from ragline.evaluation.scoring import evaluate, summarize
+from ragline.retrieval.context import assemble_context, long_context_order, tokenizer_for
+from ragline.retrieval.reranking import MaxSimReranker
+from ragline.retrieval.search import build_retriever, reciprocal_rank_fusion
+from ragline.storage.db import Database
+from ragline.types import Filters, RetrievalError
 from tests.conftest import EXAMPLES, REPO, local_embedder, run, write_project
 
 VACATION = "How many vacation days do I get per year?"
@@ -270,7 +271,7 @@ def test_search_and_context_commands(demo, monkeypatch, capsys):
 def test_llama_index_retriever_adapter(retriever):
     from llama_index.core.base.base_retriever import BaseRetriever
 
-    from ragline.llama_index_adapter import RaglineRetriever
+    from ragline.retrieval.llama_index_adapter import RaglineRetriever
 
     adapter = RaglineRetriever(retriever, k=4, strategy="hybrid")
     assert isinstance(adapter, BaseRetriever)

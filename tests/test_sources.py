@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from ragline.config import JsonlSettings, SourceSettings
-from ragline.sources import SourceError, html_to_text, scan_source
+from ragline.ingest.sources import html_to_text, scan_source
+from ragline.types import SourceError
 from tests.conftest import EXAMPLES
 
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import psycopg
 from psycopg.types.json import Jsonb
 
-from ragline.chunking import Chunker, chunk_id, text_hash
-from ragline.db import query
+from ragline.ingest.chunking import Chunker, chunk_id, text_hash
+from ragline.storage.db import query
 
 
 @dataclass

@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
-from typing import Any, Protocol
+from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import psycopg
@@ -22,107 +22,9 @@ from ragline.config import (
     Settings,
     VariantSettings,
 )
-from ragline.db import Database, query
-from ragline.embedding import Embedder, with_missing_embedded
-from ragline.variants import variant_embedder
-
-
-class RetrievalError(RuntimeError):
-    """The query cannot be answered as asked (no index for the model, bad filter, empty query)."""
-
-
-@dataclass(frozen=True)
-class Hit:
-    """One retrieved chunk, with where it came from (for citations) and its score."""
-
-    chunk_id: str
-    source: str
-    doc_id: str
-    path: str
-    doc_version: int
-    chunk_index: int
-    text: str
-    text_hash: str
-    token_count: int
-    start_char: int | None
-    end_char: int | None
-    score: float
-    metadata: dict[str, Any] = field(default_factory=dict, compare=False)
-
-    @property
-    def document(self) -> str:
-        """The document id used by evaluation sets: "<source>:<doc_id>"."""
-        return f"{self.source}:{self.doc_id}"
-
-    @property
-    def citation(self) -> str:
-        """Where the text is: the document (file path, or file#record for JSONL) and its span."""
-        span = f" chars {self.start_char}-{self.end_char}" if self.start_char is not None else ""
-        return f"{self.source}/{self.doc_id}{span}"
-
-
-@dataclass(frozen=True)
-class Filters:
-    """Restrict a search to some sources, documents, or document metadata values (all must hold)."""
-
-    sources: tuple[str, ...] = ()
-    doc_ids: tuple[str, ...] = ()
-    metadata: tuple[tuple[str, Any], ...] = ()
-
-    @classmethod
-    def of(
-        cls,
-        sources: Sequence[str] = (),
-        doc_ids: Sequence[str] = (),
-        metadata: dict[str, Any] | None = None,
-    ) -> Filters:
-        return cls(tuple(sources), tuple(doc_ids), tuple(sorted((metadata or {}).items())))
-
-    def as_dict(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        if self.sources:
-            out["sources"] = list(self.sources)
-        if self.doc_ids:
-            out["doc_ids"] = list(self.doc_ids)
-        if self.metadata:
-            out["metadata"] = dict(self.metadata)
-        return out
-
-    def clause(self) -> tuple[sql.Composable, dict[str, Any]]:
-        parts: list[sql.Composable] = []
-        params: dict[str, Any] = {}
-        if self.sources:
-            parts.append(sql.SQL("c.source = ANY(%(f_sources)s)"))
-            params["f_sources"] = list(self.sources)
-        if self.doc_ids:
-            parts.append(sql.SQL("c.doc_id = ANY(%(f_doc_ids)s)"))
-            params["f_doc_ids"] = list(self.doc_ids)
-        if self.metadata:
-            # Document metadata (JSONL fields, PDF info) and chunk metadata (headings) together.
-            parts.append(sql.SQL("(c.doc_metadata || c.metadata) @> %(f_meta)s"))
-            params["f_meta"] = Jsonb(dict(self.metadata))
-        if not parts:
-            return sql.SQL(""), params
-        return sql.SQL(" AND ") + sql.SQL(" AND ").join(parts), params
-
-
-class Reranker(Protocol):
-    """Reorders candidate hits for a query; returns at most top_n of them with new scores."""
-
-    name: str
-
-    def rerank(self, query: str, hits: Sequence[Hit], top_n: int | None = None) -> list[Hit]: ...
-
-
-@dataclass
-class SearchResult:
-    query: str
-    strategy: str
-    hits: list[Hit]
-    latency_ms: float
-    query_id: int | None = None
-    timings_ms: dict[str, float] = field(default_factory=dict)
-
+from ragline.index.embedding import variant_embedder, with_missing_embedded
+from ragline.storage.db import Database, query
+from ragline.types import Embedder, Filters, Hit, Reranker, RetrievalError, SearchResult
 
 CHUNK_COLUMNS = (
     "c.chunk_id, c.source, c.doc_id, c.path, c.doc_version, c.chunk_index, c.text, c.text_hash, "
@@ -134,6 +36,25 @@ CHUNK_COLUMNS = (
 # BM25 scan beyond which scoring every matching text costs about the same.
 MAX_DENSE_SCAN = 20_000
 MAX_LEXICAL_SCAN = 20_000
+
+
+def filter_clause(filters: Filters) -> tuple[sql.Composable, dict[str, Any]]:
+    """The filters as a SQL condition on the chunk columns (c.*) and its parameters."""
+    parts: list[sql.Composable] = []
+    params: dict[str, Any] = {}
+    if filters.sources:
+        parts.append(sql.SQL("c.source = ANY(%(f_sources)s)"))
+        params["f_sources"] = list(filters.sources)
+    if filters.doc_ids:
+        parts.append(sql.SQL("c.doc_id = ANY(%(f_doc_ids)s)"))
+        params["f_doc_ids"] = list(filters.doc_ids)
+    if filters.metadata:
+        # Document metadata (JSONL fields, PDF info) and chunk metadata (headings) together.
+        parts.append(sql.SQL("(c.doc_metadata || c.metadata) @> %(f_meta)s"))
+        params["f_meta"] = Jsonb(dict(filters.metadata))
+    if not parts:
+        return sql.SQL(""), params
+    return sql.SQL(" AND ") + sql.SQL(" AND ").join(parts), params
 
 
 def hit_from_row(row: Sequence[Any], score: float | None = None) -> Hit:
@@ -274,7 +195,7 @@ class Retriever:
     def dense(self, conn: psycopg.Connection, qvec: np.ndarray, limit: int, filters: Filters) -> list[Hit]:
         """Nearest chunks by cosine similarity, through the serving model's partial HNSW index."""
         model_id, dim = self.model(conn)
-        where, params = filters.clause()
+        where, params = filter_clause(filters)
         # Literal model and dimension: the partial index only matches a query that repeats its
         # predicate and expression verbatim.
         parts = {"columns": sql.SQL(CHUNK_COLUMNS), "model": sql.Literal(model_id), "dim": sql.Literal(dim)}
@@ -301,7 +222,7 @@ class Retriever:
 
     def lexical(self, conn: psycopg.Connection, text: str, limit: int, filters: Filters) -> list[Hit]:
         """Okapi BM25 over Postgres' english lexemes (stemmed, stop words removed)."""
-        where, params = filters.clause()
+        where, params = filter_clause(filters)
         statement = sql.SQL(query("search_lexical")).format(columns=sql.SQL(CHUNK_COLUMNS), filters=where)
         args = {
             "query": text,
@@ -445,7 +366,7 @@ def build_retriever(
     log_queries: bool | None = None,
 ) -> Retriever:
     """The retriever ragline.yaml describes: the pipeline's own, or an evaluation variant's."""
-    from ragline.reranking import build_reranker
+    from ragline.retrieval.reranking import build_reranker
 
     retrieval = variant.retrieval if variant else settings.retrieval
     if log_queries is not None:

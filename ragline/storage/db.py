@@ -16,6 +16,8 @@ from pgvector.psycopg import register_vector
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
+from ragline.types import DatabaseError
+
 DATABASE_URL_ENV = "DATABASE_URL"
 EMBEDDED_DATABASE = "ragline"
 SCHEMA = "ragline"
@@ -23,14 +25,11 @@ SCHEMA = "ragline"
 _MIGRATION_LOCK = 7_246_311
 
 
-class DatabaseError(RuntimeError):
-    """The database cannot be reached or is not fit for ragline (no pgvector, changed migrations)."""
-
-
 def sql_dir() -> Path:
     """The sql/ folder: the repository's in a checkout, the packaged copy in a wheel."""
-    checkout = Path(__file__).resolve().parent.parent / "sql"
-    return checkout if checkout.is_dir() else Path(__file__).resolve().parent / "_sql"
+    package = Path(__file__).resolve().parents[1]  # ragline/
+    checkout = package.parent / "sql"
+    return checkout if checkout.is_dir() else package / "_sql"
 
 
 @cache
@@ -69,7 +68,7 @@ def database_url(data_dir: Path) -> str:
     server = embedded_server(data_dir)
     admin_url = server.get_uri()
     with psycopg.connect(admin_url, autocommit=True) as conn:
-        exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (EMBEDDED_DATABASE,)).fetchone()
+        exists = conn.execute(query("database_exists"), {"name": EMBEDDED_DATABASE}).fetchone()
         if not exists:
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(EMBEDDED_DATABASE)))
     return server.get_uri(database=EMBEDDED_DATABASE)
@@ -145,7 +144,7 @@ def migrate(url: str, directory: Path | None = None) -> list[str]:
             _ensure_pgvector(conn, url)
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SCHEMA)))
             conn.execute(query("create_migration_ledger"))
-            ledger = dict(conn.execute("SELECT name, checksum FROM ragline.schema_migrations"))
+            ledger = dict(conn.execute(query("applied_migrations")))
             files = migrations(directory)
             changed = [m.name for m in files if m.name in ledger and ledger[m.name] != m.checksum]
             if changed:
@@ -164,10 +163,7 @@ def migrate(url: str, directory: Path | None = None) -> list[str]:
                     continue
                 with conn.transaction():
                     conn.execute(m.sql)
-                    conn.execute(
-                        "INSERT INTO ragline.schema_migrations (name, checksum) VALUES (%s, %s)",
-                        (m.name, m.checksum),
-                    )
+                    conn.execute(query("record_migration"), {"name": m.name, "checksum": m.checksum})
                 applied_now.append(m.name)
             for view in sorted((sql_dir() / "views").glob("*.sql")):
                 conn.execute(view.read_text(encoding="utf-8"))
@@ -177,7 +173,7 @@ def migrate(url: str, directory: Path | None = None) -> list[str]:
 
 
 def _ensure_pgvector(conn: psycopg.Connection, url: str) -> None:
-    available = conn.execute("SELECT 1 FROM pg_available_extensions WHERE name = 'vector'").fetchone()
+    available = conn.execute(query("pgvector_available")).fetchone()
     if not available:
         raise DatabaseError(
             f"the server at {redact(url)} has no pgvector extension; install pgvector "

@@ -11,8 +11,8 @@ import pandas as pd
 import psycopg
 
 from ragline.config import ChunkingSettings
-from ragline.db import query
-from ragline.embedding import Embedder
+from ragline.storage.db import query
+from ragline.types import Embedder
 
 # Check names: what holds when the check passes. Assets use these as their check keys.
 DOCUMENTS_HAVE_TEXT = "documents_have_text"

@@ -13,11 +13,13 @@ from typing import Any
 import psycopg
 from psycopg.types.json import Jsonb
 
-from ragline.config import EvaluationSettings
-from ragline.db import query
-from ragline.eval_sets import EvalQuestion
-from ragline.metrics import BootstrapResult, QueryScores, paired_bootstrap, percentile, score_query
-from ragline.retrieval import Hit, Retriever
+from ragline.config import EvaluationSettings, Settings, VariantSettings
+from ragline.evaluation.eval_sets import EvalQuestion, stored_questions
+from ragline.evaluation.metrics import BootstrapResult, QueryScores, paired_bootstrap, percentile, score_query
+from ragline.expectations import NDCG_HAS_NOT_REGRESSED, CheckOutcome
+from ragline.retrieval.search import Retriever, build_retriever
+from ragline.storage.db import Database, query
+from ragline.types import Embedder, Hit
 
 
 @dataclass
@@ -288,7 +290,7 @@ def against_baseline(
 
 
 def clear_comparisons(conn: psycopg.Connection, partition: dt.date) -> None:
-    conn.execute("DELETE FROM ragline.variant_comparisons WHERE partition = %s", (partition,))
+    conn.execute(query("delete_variant_comparisons"), {"partition": partition})
 
 
 def store_comparison(conn: psycopg.Connection, partition: dt.date, c: Comparison) -> None:
@@ -352,3 +354,89 @@ def latest_scores(conn: psycopg.Connection) -> list[dict[str, Any]]:
         r["previous"] = r["previous"].isoformat() if r["previous"] else None
         out.append(r)
     return out
+
+
+def variant_config(variant: VariantSettings, settings: Settings) -> dict[str, Any]:
+    """Everything that decides what a variant retrieves, stored beside its scores."""
+    return {
+        "retrieval": asdict(variant.retrieval),
+        "chunk_set": variant.chunk_set,
+        "chunking": asdict(variant.chunking) if variant.chunking else "each source's own",
+        "embedding": asdict(variant.embedding or settings.embedding),
+        "k": settings.evaluation.k,
+        "ef_search": settings.index.ef_search,
+    }
+
+
+@dataclass
+class DayScores:
+    """One daily partition scored: per variant and eval set, its summary and its gate comparison,
+    the questions that retrieved nothing relevant, and the nDCG@10 trend."""
+
+    summaries: list[tuple[str, str, Summary]]
+    comparisons: list[Comparison]
+    failures: list[list[str]]
+    history: list[dict[str, Any]]
+
+
+def score_partition(
+    db: Database,
+    settings: Settings,
+    embedder: Embedder,
+    day: dt.date,
+    log: Callable[[str], None] = lambda _msg: None,
+) -> DayScores:
+    """Ask every variant every stored question, store the day's scores with their gate verdicts, and
+    collect what the asset reports. Evaluation runs are never logged as user queries."""
+    k = settings.evaluation.k
+    out = DayScores([], [], [], [])
+    with db.connection() as conn:
+        sets = {e.name: stored_questions(conn, e.name) for e in settings.eval_sets}
+        for variant in settings.variants:
+            retriever = build_retriever(settings, db, embedder, variant=variant, log_queries=False)
+            for name, questions in sets.items():
+                if not questions:
+                    continue
+                log(f"{variant.name} on {name}: {len(questions)} questions")
+                results = evaluate(retriever, questions, k=k)
+                summary = summarize(results, k)
+                comparison = against_baseline(conn, day, variant.name, name, results, settings.evaluation)
+                config = variant_config(variant, settings)
+                store_scores(conn, day, variant.name, name, results, summary, config, comparison)
+                out.summaries.append((variant.name, name, summary))
+                out.comparisons.append(comparison)
+                out.failures += [
+                    [
+                        variant.name,
+                        name,
+                        f["question_id"],
+                        f["question"][:80],
+                        ", ".join(f["relevant"]),
+                        ", ".join(f["retrieved"]),
+                    ]
+                    for f in failed_questions(conn, day, variant.name, name, limit=5)
+                ]
+        out.history = trend(conn)
+    return out
+
+
+def gate_outcome(
+    comparisons: Sequence[Comparison], settings: EvaluationSettings, day: dt.date
+) -> CheckOutcome:
+    """The regression gate over every variant and eval set: fails when any of them regressed."""
+    dropped = [c for c in comparisons if c.regressed]
+    return CheckOutcome(
+        NDCG_HAS_NOT_REGRESSED,
+        not dropped,
+        {
+            "compared": sum(c.result is not None for c in comparisons),
+            "regressions": ", ".join(f"{c.candidate}/{c.eval_set}" for c in dropped) or "none",
+            "confidence": settings.confidence,
+            "min_effect": settings.min_effect,
+            "where_to_look": (
+                "the comparisons table above; failed_questions on this materialization; "
+                f"ragline.retrieval_results WHERE partition = '{day}' AND hit = 0; the config column of "
+                "ragline.retrieval_scores against the baseline day"
+            ),
+        },
+    )

@@ -10,11 +10,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
-from ragline.config import EmbeddingSettings
+from ragline.config import EmbeddingSettings, VariantSettings
+from ragline.types import Embedder, EmbeddingError, ModelTokenizer
 
 log = logging.getLogger(__name__)
 
@@ -46,31 +47,6 @@ def remote_model_id(settings: EmbeddingSettings) -> str:
     if settings.revision:
         key += f"#{settings.revision}"
     return key
-
-
-class EmbeddingError(RuntimeError):
-    """The embedder failed or returned unusable vectors."""
-
-
-class ModelTokenizer(Protocol):
-    name: str
-
-    def encode(self, text: str) -> list[int]: ...
-
-    def prefix_end(self, text: str, max_tokens: int) -> int:
-        """The character offset where the first max_tokens tokens of text end."""
-        ...
-
-
-class Embedder(Protocol):
-    model_id: str
-    max_tokens: int
-    tokenizer: ModelTokenizer
-
-    @property
-    def dim(self) -> int: ...
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray: ...
 
 
 class WordPieceTokenizer:
@@ -314,3 +290,10 @@ def build_embedder(settings: EmbeddingSettings, api_key: str | None = None) -> E
             )
         return LocalMiniLM(batch_size=settings.model_batch_size)
     return OpenAICompatibleEmbedder(settings, api_key)
+
+
+def variant_embedder(variant: VariantSettings, default: Embedder) -> Embedder:
+    """The embedder a variant retrieves with: its own model if it names one, else the pipeline's."""
+    if variant.embedding is None:
+        return default
+    return build_embedder(variant.embedding, os.environ.get(variant.embedding.api_key_env))

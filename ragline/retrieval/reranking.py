@@ -12,8 +12,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from ragline.config import LLMSettings
-from ragline.embedding import Embedder, LocalMiniLM
-from ragline.retrieval import Hit, Reranker, RetrievalError
+from ragline.index.embedding import LocalMiniLM
+from ragline.types import Embedder, Hit, Reranker, RetrievalError
 
 
 class MaxSimReranker:

@@ -10,7 +10,7 @@ from llama_index.core import Document as LlamaDocument
 from llama_index.core.node_parser import MarkdownNodeParser, SentenceSplitter, TokenTextSplitter
 
 from ragline.config import ChunkingSettings
-from ragline.embedding import ModelTokenizer
+from ragline.types import ModelTokenizer
 
 
 @dataclass(frozen=True)

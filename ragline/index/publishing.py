@@ -10,8 +10,9 @@ from dataclasses import dataclass
 import psycopg
 
 from ragline.config import MassChangeSettings
-from ragline.db import query
-from ragline.quality import CheckOutcome, frame, run_suite
+from ragline.expectations import CheckOutcome, frame, run_suite
+from ragline.storage.db import query
+from ragline.types import PublishError
 
 # Check names: what holds when the check passes.
 SOURCE_CHANGE_WITHIN_LIMIT = "source_change_within_limit"
@@ -24,10 +25,6 @@ _PUBLISH_LOCK = 7_246_313
 def publish_lock(conn: psycopg.Connection) -> None:
     """Serialise publishes, rollbacks and garbage collection (inside the caller's transaction)."""
     conn.execute("SELECT pg_advisory_xact_lock(%s)", (_PUBLISH_LOCK,))
-
-
-class PublishError(RuntimeError):
-    """A source cannot be published as it is (held after a rollback, a mass change, missing vectors)."""
 
 
 @dataclass(frozen=True)

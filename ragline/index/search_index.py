@@ -13,9 +13,9 @@ import psycopg
 from psycopg import sql
 
 from ragline.config import IndexSettings
-from ragline.db import query
-from ragline.embedding import as_array
-from ragline.quality import HNSW_RECALL_AT_10, CheckOutcome
+from ragline.expectations import HNSW_RECALL_AT_10, CheckOutcome
+from ragline.index.embedding import as_array
+from ragline.storage.db import query
 
 
 def _index_prefix(model_id: str) -> str:

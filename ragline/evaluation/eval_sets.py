@@ -20,7 +20,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from ragline.config import EvalSetSettings, Settings, SourceSettings
-from ragline.db import query
+from ragline.storage.db import query
 
 log = logging.getLogger(__name__)
 
@@ -262,25 +262,21 @@ def load_sets(
 
 def remove_unconfigured_sets(conn: psycopg.Connection, names: list[str]) -> int:
     """Drop stored questions of eval sets no longer in ragline.yaml; their scores stay for history."""
-    return conn.execute(
-        "DELETE FROM ragline.eval_questions WHERE NOT (eval_set = ANY(%s))", (names,)
-    ).rowcount
+    return conn.execute(query("delete_unconfigured_eval_sets"), {"names": names}).rowcount
 
 
 # --- storage and checks --------------------------------------------------------------------------
 
 
 def stored_fingerprint(conn: psycopg.Connection, name: str) -> str | None:
-    row = conn.execute(
-        "SELECT metadata->>'fingerprint' FROM ragline.eval_questions WHERE eval_set = %s LIMIT 1", (name,)
-    ).fetchone()
+    row = conn.execute(query("eval_set_fingerprint"), {"eval_set": name}).fetchone()
     return row[0] if row else None
 
 
 def store_set(conn: psycopg.Connection, loaded: LoadedSet) -> int:
     """Replace an eval set's stored questions with these, in one transaction."""
     with conn.transaction():
-        conn.execute("DELETE FROM ragline.eval_questions WHERE eval_set = %s", (loaded.name,))
+        conn.execute(query("delete_eval_set"), {"eval_set": loaded.name})
         seen: set[str] = set()
         with conn.cursor() as cur:
             for q in loaded.questions:
@@ -304,11 +300,7 @@ def store_set(conn: psycopg.Connection, loaded: LoadedSet) -> int:
 
 
 def stored_questions(conn: psycopg.Connection, name: str) -> list[EvalQuestion]:
-    rows = conn.execute(
-        "SELECT question_id, question, relevant, answer, kind, synthetic, metadata "
-        "FROM ragline.eval_questions WHERE eval_set = %s ORDER BY question_id",
-        (name,),
-    ).fetchall()
+    rows = conn.execute(query("stored_questions"), {"eval_set": name}).fetchall()
     return [
         EvalQuestion(r[0], r[1], {k: float(v) for k, v in r[2].items()}, r[3], r[4], r[5], r[6]) for r in rows
     ]

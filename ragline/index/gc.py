@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 
 import psycopg
 
-from ragline.db import query
-from ragline.publishing import publish_lock
+from ragline.index.publishing import publish_lock
+from ragline.storage.db import query
 
 
 @dataclass

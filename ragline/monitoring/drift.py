@@ -5,15 +5,18 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 import psycopg
 
 from ragline.config import DriftSettings
-from ragline.db import query
-from ragline.drift import DriftResult, drift_test
-from ragline.embedding import Embedder, as_array, with_missing_embedded
+from ragline.expectations import CORPUS_HAS_NOT_DRIFTED, QUERIES_HAVE_NOT_DRIFTED, CheckOutcome
+from ragline.index.embedding import as_array, with_missing_embedded
+from ragline.monitoring.mmd import DriftResult, drift_test
+from ragline.storage.db import query
+from ragline.types import Embedder
 
 ALL_SOURCES = "all"
 SCOPE_CORPUS = "corpus_vs_baseline"
@@ -46,9 +49,7 @@ def _vectors(rows: list[tuple]) -> dict[str, np.ndarray]:
 
 
 def baseline_info(conn: psycopg.Connection, model_id: str) -> tuple[dt.datetime | None, int]:
-    row = conn.execute(
-        "SELECT min(pinned_at), count(*) FROM ragline.drift_baseline WHERE model_id = %s", (model_id,)
-    ).fetchone()
+    row = conn.execute(query("drift_baseline_info"), {"model_id": model_id}).fetchone()
     return row[0], row[1]
 
 
@@ -57,12 +58,9 @@ def pin_baseline(
 ) -> dict[str, int]:
     """Replace the model's baseline with a seeded sample of the current corpus vectors per source."""
     with conn.transaction():
-        conn.execute("DELETE FROM ragline.drift_baseline WHERE model_id = %s", (model_id,))
+        conn.execute(query("delete_drift_baseline"), {"model_id": model_id})
         conn.execute(query("pin_drift_baseline"), {"model_id": model_id, "per_source": per_source})
-        rows = conn.execute(
-            "SELECT source, count(*) FROM ragline.drift_baseline WHERE model_id = %s GROUP BY source",
-            (model_id,),
-        ).fetchall()
+        rows = conn.execute(query("drift_baseline_counts"), {"model_id": model_id}).fetchall()
     return dict(rows)
 
 
@@ -167,7 +165,7 @@ def _test(
 def store_drift(conn: psycopg.Connection, day: dt.date, rows: list[DriftRow]) -> None:
     """Replace the partition's drift rows in one transaction."""
     with conn.transaction():
-        conn.execute("DELETE FROM ragline.drift_metrics WHERE partition = %s", (day,))
+        conn.execute(query("delete_drift_metrics"), {"partition": day})
         with conn.cursor() as cur:
             cur.executemany(
                 query("insert_drift_metric"),
@@ -198,3 +196,70 @@ def latest_drift(conn: psycopg.Connection) -> list[dict]:
     for r in rows:
         r["partition"] = r["partition"].isoformat()
     return rows
+
+
+@dataclass(frozen=True)
+class DriftRun:
+    """One day's drift results, and the baseline they were measured against."""
+
+    rows: list[DriftRow]
+    baseline_pinned_at: dt.datetime | None
+    baseline_rows: int
+    pinned_now: bool
+
+
+def measure_drift(
+    conn: psycopg.Connection,
+    day: dt.date,
+    embedder: Embedder,
+    settings: DriftSettings,
+    log: Callable[[str], None] = lambda _msg: None,
+) -> DriftRun:
+    """The day's drift tests, stored: the corpus against its pinned baseline (the first run pins it;
+    `ragline drift pin` re-pins after an accepted change) and the day's queries."""
+    model_id = embedder.model_id
+    pinned_at, rows = baseline_info(conn, model_id)
+    pinned_now = rows == 0
+    if pinned_now:
+        log(f"pinned a drift baseline: {pin_baseline(conn, model_id)}")
+        pinned_at, rows = baseline_info(conn, model_id)
+    current = current_corpus(conn, model_id)
+    results = corpus_drift(conn, model_id, current, settings)
+    results += query_drift(conn, day, embedder, model_id, current, settings)
+    store_drift(conn, day, results)
+    return DriftRun(results, pinned_at, rows, pinned_now)
+
+
+def drift_outcomes(rows: list[DriftRow], settings: DriftSettings, day: dt.date) -> list[CheckOutcome]:
+    """The two drift checks: no source's corpus and no day's queries alarmed (untested rows say why)."""
+    outcomes = []
+    for name, scope, where in (
+        (
+            CORPUS_HAS_NOT_DRIFTED,
+            SCOPE_CORPUS,
+            "the drift table on this materialization (which source, its effect); the source's recent "
+            "raw_documents runs; if the change is intended, `ragline drift pin` re-pins the baseline",
+        ),
+        (
+            QUERIES_HAVE_NOT_DRIFTED,
+            SCOPE_QUERIES_HISTORY,
+            f"ragline.query_log WHERE asked_at::date = '{day}'; add eval questions for the new topics",
+        ),
+    ):
+        scoped = [r for r in rows if r.scope == scope]
+        alarms = [r.subject for r in scoped if r.alarm]
+        skipped = [f"{r.subject}: {r.result.reason}" for r in scoped if r.result.reason]
+        outcomes.append(
+            CheckOutcome(
+                name,
+                not alarms,
+                {
+                    "alarms": ", ".join(alarms) or "none",
+                    "not_tested": "; ".join(skipped) or "none",
+                    "alpha": settings.alpha,
+                    "min_effect": settings.min_effect,
+                    "where_to_look": where,
+                },
+            )
+        )
+    return outcomes

@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 import psycopg
 from psycopg.types.json import Jsonb
 
-from ragline.db import query
-from ragline.sources import ScanResult
+from ragline.ingest.sources import ScanResult
+from ragline.storage.db import query
 
 
 @dataclass
@@ -106,8 +106,5 @@ def store_scan(conn: psycopg.Connection, source: str, scan: ScanResult) -> Inges
             query("clear_resolved_quarantine"),
             {"source": source, "paths": [r.path for r in scan.rejections]},
         )
-        stats.live_documents = conn.execute(
-            "SELECT count(*) FROM ragline.documents WHERE source = %s AND status = 'live'",
-            (source,),
-        ).fetchone()[0]
+        stats.live_documents = conn.execute(query("count_live_documents"), {"source": source}).fetchone()[0]
     return stats

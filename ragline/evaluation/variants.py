@@ -3,26 +3,18 @@ ragline.variant_chunks, and every variant's texts get vectors from the variant's
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import psycopg
 
-from ragline.chunk_store import chunk_rows
-from ragline.chunking import Chunker
 from ragline.config import Settings, VariantSettings
-from ragline.db import query
-from ragline.embedding import Embedder, build_embedder
-from ragline.embedding_ledger import COMMIT_EVERY, EmbedStats, embed_batch
-
-
-def variant_embedder(variant: VariantSettings, default: Embedder) -> Embedder:
-    """The embedder a variant retrieves with: its own model if it names one, else the pipeline's."""
-    if variant.embedding is None:
-        return default
-    return build_embedder(variant.embedding, os.environ.get(variant.embedding.api_key_env))
+from ragline.index.embedding_ledger import COMMIT_EVERY, EmbedStats, embed_batch
+from ragline.ingest.chunk_store import chunk_rows
+from ragline.ingest.chunking import Chunker
+from ragline.storage.db import query
+from ragline.types import Embedder
 
 
 @dataclass
@@ -69,9 +61,7 @@ def build_variant_corpus(
             ).fetchone()
         progress(f"variant {variant.name}: {stats.chunks_added} chunks added, {stats.chunks_removed} removed")
     params = {"chunk_set": variant.chunk_set, "model_id": embedder.model_id}
-    stats.chunks = conn.execute(
-        "SELECT count(*) FROM ragline.corpus_chunks WHERE chunk_set = %s", (variant.chunk_set,)
-    ).fetchone()[0]
+    stats.chunks = conn.execute(query("count_chunk_set"), params).fetchone()[0]
     embed_stats = EmbedStats(embedder.model_id)
     with conn.cursor(name=f"variant_texts_{variant.name}", withhold=True) as cursor:
         cursor.execute(query("variant_texts_needing_embedding"), params)

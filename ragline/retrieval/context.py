@@ -9,9 +9,10 @@ from typing import TypeVar
 import psycopg
 from psycopg import sql
 
-from ragline.db import query
-from ragline.embedding import ModelTokenizer, TiktokenTokenizer, WordPieceTokenizer
-from ragline.retrieval import CHUNK_COLUMNS, Hit, RetrievalError, hit_from_row
+from ragline.index.embedding import TiktokenTokenizer, WordPieceTokenizer
+from ragline.retrieval.search import CHUNK_COLUMNS, hit_from_row
+from ragline.storage.db import query
+from ragline.types import Hit, ModelTokenizer, RetrievalError
 
 TOKENIZERS = ("cl100k_base", "o200k_base", "minilm")
 T = TypeVar("T")

@@ -10,8 +10,9 @@ import psycopg
 from pgvector import Vector
 from psycopg import sql
 
-from ragline.db import query
-from ragline.embedding import Embedder, EmbeddingError, vector_problems
+from ragline.index.embedding import vector_problems
+from ragline.storage.db import query
+from ragline.types import Embedder, EmbeddingError
 
 # Each batch is committed on its own, so a failure loses at most one batch of model work.
 COMMIT_EVERY = 512
@@ -103,9 +104,7 @@ def embed_batch(conn: psycopg.Connection, embedder: Embedder, dim: int, batch, s
 def stored_dim(conn: psycopg.Connection, embedder: Embedder) -> int:
     """The model's dimension from the ledger when it has vectors, so that a no-op run does not
     call a remote endpoint just to learn it; else from the embedder."""
-    row = conn.execute(
-        "SELECT dim FROM ragline.embeddings WHERE model_id = %s LIMIT 1", (embedder.model_id,)
-    ).fetchone()
+    row = conn.execute(query("stored_model_dim"), {"model_id": embedder.model_id}).fetchone()
     return row[0] if row else embedder.dim
 
 

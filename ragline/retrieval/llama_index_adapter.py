@@ -5,7 +5,8 @@ from __future__ import annotations
 from llama_index.core.base.base_retriever import BaseRetriever
 from llama_index.core.schema import NodeWithScore, QueryBundle, TextNode
 
-from ragline.retrieval import Filters, Hit, Retriever
+from ragline.retrieval.search import Retriever
+from ragline.types import Filters, Hit
 
 
 def hit_to_node(hit: Hit) -> NodeWithScore:

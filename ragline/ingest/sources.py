@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ragline.config import SourceSettings
+from ragline.types import SourceError
 
 MARKDOWN_SUFFIXES = {".md", ".markdown"}
 TEXT_SUFFIXES = {".txt", ".text", ".rst"}
@@ -41,10 +42,6 @@ _BINARY_MAGIC = (
     b"SQLite format 3",
 )
 _SNIFF_BYTES = 8192
-
-
-class SourceError(RuntimeError):
-    """A whole source cannot be read (its root folder is missing): nothing is changed."""
 
 
 @dataclass(frozen=True)

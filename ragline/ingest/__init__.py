@@ -1,0 +1,1 @@
+"""The ingest plane: source files to versioned documents, and documents to chunks."""

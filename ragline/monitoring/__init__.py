@@ -1,0 +1,1 @@
+"""The monitoring plane: the MMD drift test and the drift of the corpus and of the queries."""

@@ -1,0 +1,1 @@
+"""The retrieval plane: dense, lexical and hybrid search, reranking and context assembly."""

@@ -1,0 +1,1 @@
+"""The database: embedded or external Postgres, the pool, migrations and named queries."""

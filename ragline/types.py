@@ -1,0 +1,127 @@
+"""Types shared by ragline's planes: retrieved hits and filters, the embedder, tokenizer and
+reranker protocols, and the errors each plane raises. Imports nothing else of ragline."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+
+class DatabaseError(RuntimeError):
+    """The database cannot be reached or is not fit for ragline (no pgvector, changed migrations)."""
+
+
+class SourceError(RuntimeError):
+    """A whole source cannot be read (its root folder is missing): nothing is changed."""
+
+
+class PublishError(RuntimeError):
+    """A source cannot be published as it is (held after a rollback, a mass change, missing vectors)."""
+
+
+class EmbeddingError(RuntimeError):
+    """The embedder failed or returned unusable vectors."""
+
+
+class ModelTokenizer(Protocol):
+    name: str
+
+    def encode(self, text: str) -> list[int]: ...
+
+    def prefix_end(self, text: str, max_tokens: int) -> int:
+        """The character offset where the first max_tokens tokens of text end."""
+        ...
+
+
+class Embedder(Protocol):
+    model_id: str
+    max_tokens: int
+    tokenizer: ModelTokenizer
+
+    @property
+    def dim(self) -> int: ...
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+class RetrievalError(RuntimeError):
+    """The query cannot be answered as asked (no index for the model, bad filter, empty query)."""
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One retrieved chunk, with where it came from (for citations) and its score."""
+
+    chunk_id: str
+    source: str
+    doc_id: str
+    path: str
+    doc_version: int
+    chunk_index: int
+    text: str
+    text_hash: str
+    token_count: int
+    start_char: int | None
+    end_char: int | None
+    score: float
+    metadata: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def document(self) -> str:
+        """The document id used by evaluation sets: "<source>:<doc_id>"."""
+        return f"{self.source}:{self.doc_id}"
+
+    @property
+    def citation(self) -> str:
+        """Where the text is: the document (file path, or file#record for JSONL) and its span."""
+        span = f" chars {self.start_char}-{self.end_char}" if self.start_char is not None else ""
+        return f"{self.source}/{self.doc_id}{span}"
+
+
+@dataclass(frozen=True)
+class Filters:
+    """Restrict a search to some sources, documents, or document metadata values (all must hold)."""
+
+    sources: tuple[str, ...] = ()
+    doc_ids: tuple[str, ...] = ()
+    metadata: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def of(
+        cls,
+        sources: Sequence[str] = (),
+        doc_ids: Sequence[str] = (),
+        metadata: dict[str, Any] | None = None,
+    ) -> Filters:
+        return cls(tuple(sources), tuple(doc_ids), tuple(sorted((metadata or {}).items())))
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.sources:
+            out["sources"] = list(self.sources)
+        if self.doc_ids:
+            out["doc_ids"] = list(self.doc_ids)
+        if self.metadata:
+            out["metadata"] = dict(self.metadata)
+        return out
+
+
+class Reranker(Protocol):
+    """Reorders candidate hits for a query; returns at most top_n of them with new scores."""
+
+    name: str
+
+    def rerank(self, query: str, hits: Sequence[Hit], top_n: int | None = None) -> list[Hit]: ...
+
+
+@dataclass
+class SearchResult:
+    query: str
+    strategy: str
+    hits: list[Hit]
+    latency_ms: float
+    query_id: int | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)

@@ -1,0 +1,1 @@
+SELECT name, checksum FROM ragline.schema_migrations

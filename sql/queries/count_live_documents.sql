@@ -1,0 +1,1 @@
+SELECT count(*) FROM ragline.documents WHERE source = %(source)s AND status = 'live'

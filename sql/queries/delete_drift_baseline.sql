@@ -1,0 +1,1 @@
+DELETE FROM ragline.drift_baseline WHERE model_id = %(model_id)s

@@ -1,0 +1,1 @@
+DELETE FROM ragline.drift_metrics WHERE partition = %(partition)s

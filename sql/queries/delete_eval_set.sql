@@ -1,0 +1,1 @@
+DELETE FROM ragline.eval_questions WHERE eval_set = %(eval_set)s

@@ -1,0 +1,1 @@
+DELETE FROM ragline.variant_comparisons WHERE partition = %(partition)s
