@@ -4,6 +4,7 @@ checks, a mass change is refused, rollback and gc, and the serving index is neve
 from __future__ import annotations
 
 import shutil
+import sys
 import threading
 
 import dagster as dg
@@ -313,7 +314,8 @@ def test_gc_frees_what_no_retained_generation_uses_and_nothing_served(handbook, 
         # The rollback generation is whole: rolling back still works after gc.
         rollback(conn, "handbook")
         rolled = served_documents(conn, "handbook")
-    print(f"gc: {stats.rows} {stats.bytes}")  # figures for the issue note (pytest -s)
+    # Figures for the issue note (pytest -s); past capsys, which this test uses for the CLI.
+    print(f"gc: {stats.rows} {stats.bytes}", file=sys.__stderr__)
     assert dry.rows == stats.rows and dry.dry_run
     assert stats.rows["generations"] == 2
     assert stats.rows["chunks"] > 0 and stats.rows["document_versions"] == 2 and stats.rows["embeddings"] > 0
