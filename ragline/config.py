@@ -27,6 +27,7 @@ BEIR_MAX_FILE_BYTES = 4_000_000_000
 _SOURCE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 OPENAI_API_URL = "https://api.openai.com/v1"
 OPENAI_API_KEY_ENV = "OPENAI_API_KEY"
+_SECRET_QUERY_PARAMETER = re.compile(r"(?i)(?:^|&)[^=&]*(?:key|token|password|secret|sig)[^=&]*=")
 
 
 class ConfigError(ValueError):
@@ -545,10 +546,14 @@ def _check_endpoint(endpoint: EndpointSettings, where: str) -> None:
     parts = urlsplit(endpoint.base_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"{where}.base_url must be an http(s) URL with a host, got {endpoint.base_url!r}")
-    if parts.username is not None or parts.password is not None:
+    if (
+        parts.username is not None
+        or parts.password is not None
+        or _SECRET_QUERY_PARAMETER.search(parts.query)
+    ):
         raise ConfigError(
-            f"{where}.base_url must not carry credentials (user:password@): they would be sent and "
-            "logged with every request. Put the key in an environment variable named by api_key_env."
+            f"{where}.base_url must not carry credentials (user:password@ or ?api-key=): URLs are "
+            "logged and stored. Put the key in an environment variable named by api_key_env."
         )
     variable = endpoint.key_variable
     if variable and parts.scheme == "http" and not is_loopback_url(endpoint.base_url):

@@ -204,8 +204,9 @@ def test_a_key_over_plain_http_is_refused_at_config_load(tmp_path: Path) -> None
     for block in ("embedding", "llm"):
         with pytest.raises(ConfigError, match=r"api_key_env TEI_KEY would send that key .* plain http"):
             load(block, base_url="http://tei.internal:8080/v1", api_key_env="TEI_KEY")
-        with pytest.raises(ConfigError, match="must not carry credentials"):
-            load(block, base_url="https://user:pw@tei.internal/v1")
+        for url in ("https://user:pw@tei.internal/v1", "https://tei.internal/v1?api-key=k"):
+            with pytest.raises(ConfigError, match="must not carry credentials"):
+                load(block, base_url=url)
         # No key, no risk: a server on the network that needs no key keeps working.
         assert getattr(load(block, base_url="http://tei.internal:8080/v1"), block).key_variable is None
         for url in (
