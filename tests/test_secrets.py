@@ -218,6 +218,12 @@ def test_a_key_over_plain_http_is_refused_at_config_load(tmp_path: Path) -> None
             assert getattr(load(block, base_url=url, api_key_env="TEI_KEY"), block).key_variable == "TEI_KEY"
         # OpenAI's own API gets OPENAI_API_KEY without being asked.
         assert getattr(load(block), block).key_variable == "OPENAI_API_KEY"
+    # Settings made past the loader (a resource edited in the launchpad) are refused by the client.
+    plain = EmbeddingSettings(provider="openai", model="m", base_url="http://tei.internal:8080/v1")
+    with pytest.raises(EmbeddingError, match="refusing to send an API key over plain http"):
+        OpenAICompatibleEmbedder(plain, api_key=PLANTED_KEY)
+    with pytest.raises(LLMError, match="refusing to send an API key over plain http"):
+        ChatClient(base_url=plain.base_url, model="m", api_key=PLANTED_KEY)
     # A variant's own endpoint does not inherit the key configured for the pipeline's.
     settings = write_project(
         tmp_path,
