@@ -81,7 +81,10 @@ class EmbedderResource(dg.ConfigurableResource):
     @classmethod
     def from_settings(cls, settings: EmbeddingSettings, env: dict[str, str]) -> EmbedderResource:
         api_key = None
-        if settings.provider == "openai" and (settings.base_url is None or settings.api_key_env in env):
+        # Only the variable configured for this endpoint (OPENAI_API_KEY for OpenAI's own API only):
+        # a custom base_url gets no key unless ragline.yaml names one with api_key_env.
+        variable = settings.key_variable if settings.provider == "openai" else None
+        if variable and (settings.base_url is None or variable in env):
             # Secrets stay out of run config: Dagster reads the variable when the run starts.
-            api_key = dg.EnvVar(settings.api_key_env)
+            api_key = dg.EnvVar(variable)
         return cls(api_key=api_key, **{name: getattr(settings, name) for name in _SHARED_FIELDS})

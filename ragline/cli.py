@@ -101,7 +101,7 @@ def _retriever(args: argparse.Namespace, settings: Settings):
     for name in args.source or []:
         settings.source(name)  # a clear error for a misspelt source
     db = Database(database_url(settings.data_dir), max_size=1)
-    embedder = build_embedder(settings.embedding, os.environ.get(settings.embedding.api_key_env))
+    embedder = build_embedder(settings.embedding, settings.embedding.api_key())
     retriever = build_retriever(settings, db, embedder, variant=variant, caller="cli")
     return db, retriever
 
@@ -205,7 +205,7 @@ def _cmd_drift(args: argparse.Namespace, settings: Settings) -> int:
     from ragline.monitoring.drift import pin_baseline
     from ragline.storage.db import Database
 
-    model_id = build_embedder(settings.embedding, os.environ.get(settings.embedding.api_key_env)).model_id
+    model_id = build_embedder(settings.embedding, settings.embedding.api_key()).model_id
     with Database(database_url(settings.data_dir), max_size=1) as db, db.connection() as conn:
         counts = pin_baseline(conn, model_id, args.per_source)
     if not counts:

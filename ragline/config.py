@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -23,6 +25,9 @@ DEFAULT_CHUNK_SET = "default"
 SOURCE_FORMATS = ("files", "beir")
 BEIR_MAX_FILE_BYTES = 4_000_000_000
 _SOURCE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+OPENAI_API_URL = "https://api.openai.com/v1"
+OPENAI_API_KEY_ENV = "OPENAI_API_KEY"
+_SECRET_QUERY_PARAMETER = re.compile(r"(?i)(?:^|&)[^=&]*(?:key|token|password|secret|sig)[^=&]*=")
 
 
 class ConfigError(ValueError):
@@ -74,8 +79,46 @@ class SourceSettings:
     mass_change: MassChangeSettings = field(default_factory=MassChangeSettings)
 
 
+def is_loopback_url(url: str) -> bool:
+    """True when the URL's host is this machine: localhost, 127.0.0.0/8 or ::1."""
+    host = urlsplit(url).hostname
+    if host is None:
+        return False
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def is_openai_api(base_url: str | None) -> bool:
+    """True for OpenAI's own API: no base_url, or its URL spelled out."""
+    return base_url is None or base_url.rstrip("/") == OPENAI_API_URL
+
+
+class EndpointSettings:
+    """What an OpenAI-compatible endpoint block shares: which key goes to which base_url."""
+
+    base_url: str | None
+    api_key_env: str | None
+
+    @property
+    def key_variable(self) -> str | None:
+        """The environment variable whose key is sent to this endpoint: api_key_env when set in
+        ragline.yaml, else OPENAI_API_KEY for OpenAI's own API only. None: no key is sent."""
+        if self.api_key_env:
+            return self.api_key_env
+        return OPENAI_API_KEY_ENV if is_openai_api(self.base_url) else None
+
+    def api_key(self) -> str | None:
+        """The key for this endpoint from the environment, or None (no key is sent)."""
+        variable = self.key_variable
+        return (os.environ.get(variable) or None) if variable else None
+
+
 @dataclass(frozen=True)
-class EmbeddingSettings:
+class EmbeddingSettings(EndpointSettings):
     provider: str = "local"
     model: str = "all-MiniLM-L6-v2"
     batch_size: int = 64  # texts per request to an OpenAI-compatible endpoint
@@ -84,7 +127,8 @@ class EmbeddingSettings:
     model_batch_size: int = 8
     # OpenAI-compatible provider only
     base_url: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
+    # None: OPENAI_API_KEY for OpenAI's own API, and no key at all for any other base_url.
+    api_key_env: str | None = None
     dimensions: int | None = None
     # The weights revision behind the endpoint (a model tag, a checkpoint hash), part of the ledger
     # key: a server that swaps the weights under the same model name must set a new one.
@@ -122,12 +166,12 @@ class RetrievalSettings:
 
 
 @dataclass(frozen=True)
-class LLMSettings:
+class LLMSettings(EndpointSettings):
     """An OpenAI-compatible chat endpoint, for LLM reranking and synthetic questions."""
 
     model: str = ""
     base_url: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
+    api_key_env: str | None = None  # as for the embedder: OPENAI_API_KEY for OpenAI's API only
     timeout_seconds: float = 60.0
     max_retries: int = 3
 
@@ -272,6 +316,8 @@ def parse_settings(raw: dict[str, Any], file: Path) -> Settings:
         )
     if embedding.batch_size < 1 or embedding.model_batch_size < 1:
         raise ConfigError("embedding.batch_size and embedding.model_batch_size must be at least 1")
+    if embedding.provider == "openai":
+        _check_endpoint(embedding, "embedding")
     index = _build(IndexSettings, raw.get("index") or {}, "index")
     if not 0 < index.min_recall <= 1:
         raise ConfigError("index.min_recall must be in (0, 1]")
@@ -345,6 +391,8 @@ def parse_settings(raw: dict[str, Any], file: Path) -> Settings:
     data_dir = (base / str(raw.get("data_dir", ".ragline"))).resolve()
     retrieval = _retrieval(raw.get("retrieval") or {}, "retrieval")
     llm = _build(LLMSettings, raw.get("llm") or {}, "llm")
+    if llm.configured:
+        _check_endpoint(llm, "llm")
     if retrieval.rerank == "llm" and not llm.configured:
         raise ConfigError("retrieval.rerank is 'llm' but no llm.model is configured")
     eval_sets = _eval_sets(raw.get("eval_sets") or [], base, {s.name: s for s in sources})
@@ -477,14 +525,43 @@ def _variants(
             _validate_chunking(chunking, f"{where}.chunking")
         variant_embedding = None
         if item.get("embedding") is not None:
-            variant_embedding = _build(
-                EmbeddingSettings, {**embedding.__dict__, **item["embedding"]}, f"{where}.embedding"
-            )
+            own = dict(item["embedding"])
+            if own.get("base_url", embedding.base_url) != embedding.base_url:
+                # The pipeline's key was configured for the pipeline's endpoint, not this one.
+                own.setdefault("api_key_env", None)
+            variant_embedding = _build(EmbeddingSettings, {**embedding.__dict__, **own}, f"{where}.embedding")
+            if variant_embedding.provider == "openai":
+                _check_endpoint(variant_embedding, f"{where}.embedding")
             if variant_embedding == embedding:
                 variant_embedding = None
         out.append(VariantSettings(name, r, chunking, variant_embedding))
     _require_unique("variant", [v.name for v in out])
     return tuple(out)
+
+
+def _check_endpoint(endpoint: EndpointSettings, where: str) -> None:
+    """A key goes only where it can be read by its server alone: over https, or to this machine."""
+    if endpoint.base_url is None:
+        return
+    parts = urlsplit(endpoint.base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"{where}.base_url must be an http(s) URL with a host, got {endpoint.base_url!r}")
+    if (
+        parts.username is not None
+        or parts.password is not None
+        or _SECRET_QUERY_PARAMETER.search(parts.query)
+    ):
+        raise ConfigError(
+            f"{where}.base_url must not carry credentials (user:password@ or ?api-key=): URLs are "
+            "logged and stored. Put the key in an environment variable named by api_key_env."
+        )
+    variable = endpoint.key_variable
+    if variable and parts.scheme == "http" and not is_loopback_url(endpoint.base_url):
+        raise ConfigError(
+            f"{where}: api_key_env {variable} would send that key in clear text over plain http to "
+            f"{parts.hostname}. Use an https:// base_url, or a server on localhost, or drop "
+            "api_key_env if the server needs no key."
+        )
 
 
 def _validate_chunking(c: ChunkingSettings, where: str) -> None:

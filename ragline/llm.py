@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
-import random
 import re
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, Protocol, TypeVar
 
 from ragline.config import LLMSettings
+from ragline.endpoints import Endpoint
 
 log = logging.getLogger(__name__)
 
@@ -24,9 +23,9 @@ class LLMError(RuntimeError):
 class ChatClient:
     """A chat model behind /v1/chat/completions (OpenAI, vLLM, Ollama, llama.cpp, ...).
 
-    Transient failures (429, 5xx, connection errors, timeouts) are retried here with exponential
-    backoff and jitter, and logged; the openai client's own retries are off. Token use is counted
-    from the responses' `usage`.
+    Transient failures (429, 5xx, connection errors, timeouts) are retried with exponential
+    backoff and jitter, and logged; errors name the endpoint and never carry the key. Token use is
+    counted from the responses' `usage`.
     """
 
     def __init__(
@@ -39,62 +38,41 @@ class ChatClient:
         max_retries: int = 3,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        from openai import OpenAI
-
         self.model = model
-        self.max_retries = max_retries
-        self._sleep = sleep
-        self._client = OpenAI(
-            # None means "no key" (local servers): never fall back to OPENAI_API_KEY, which would
-            # send that key to whatever base_url is configured. Callers resolve their own env var.
-            api_key=api_key or "not-needed",
-            base_url=base_url,
-            timeout=timeout_seconds,
-            max_retries=0,  # retried in complete(), with backoff we can see in the logs
+        # api_key None means "no key" (local servers): never OPENAI_API_KEY by default, which would
+        # send that key to whatever base_url is configured. chat_client() resolves the settings' key.
+        self.endpoint = Endpoint(
+            base_url,
+            api_key,
+            error=LLMError,
+            timeout_seconds=timeout_seconds,
+            max_retries=max_retries,
+            sleep=sleep,
         )
-        self.requests = 0
         self.prompt_tokens = 0
         self.completion_tokens = 0
 
+    @property
+    def requests(self) -> int:
+        return self.endpoint.requests
+
     def complete(self, messages: list[dict], *, max_tokens: int = 64, temperature: float = 0.0) -> str:
         """The first choice's text (may be empty if the model said nothing)."""
-        import openai
-
-        retryable = (
-            openai.RateLimitError,
-            openai.APIConnectionError,
-            openai.APITimeoutError,
-            openai.InternalServerError,
+        response = self.endpoint.call(
+            "chat request",
+            self.endpoint.client.chat.completions.create,
+            model=self.model,
+            messages=messages,
+            max_tokens=max_tokens,
+            temperature=temperature,
         )
-        for attempt in range(self.max_retries + 1):
-            try:
-                self.requests += 1
-                response = self._client.chat.completions.create(
-                    model=self.model, messages=messages, max_tokens=max_tokens, temperature=temperature
-                )
-            except retryable as exc:
-                if attempt == self.max_retries:
-                    raise LLMError(f"chat request failed after {attempt + 1} attempts: {exc}") from exc
-                delay = min(30.0, 0.5 * 2**attempt) * (0.5 + random.random() / 2)
-                log.warning(
-                    "chat request failed (%s); retry %d/%d in %.1fs",
-                    type(exc).__name__,
-                    attempt + 1,
-                    self.max_retries,
-                    delay,
-                )
-                self._sleep(delay)
-                continue
-            except openai.APIError as exc:
-                raise LLMError(f"chat endpoint refused the request: {exc}") from exc
-            usage = response.usage
-            if usage is not None:
-                self.prompt_tokens += usage.prompt_tokens or 0
-                self.completion_tokens += usage.completion_tokens or 0
-            if not response.choices:
-                raise LLMError("chat endpoint returned no choices")
-            return response.choices[0].message.content or ""
-        raise AssertionError("unreachable")
+        usage = response.usage
+        if usage is not None:
+            self.prompt_tokens += usage.prompt_tokens or 0
+            self.completion_tokens += usage.completion_tokens or 0
+        if not response.choices:
+            raise LLMError(f"chat endpoint {self.endpoint.address} returned no choices")
+        return response.choices[0].message.content or ""
 
 
 class _Hit(Protocol):
@@ -202,7 +180,7 @@ def chat_client(settings: LLMSettings) -> ChatClient | None:
     return ChatClient(
         base_url=settings.base_url,
         model=settings.model,
-        api_key=os.environ.get(settings.api_key_env),
+        api_key=settings.api_key(),
         timeout_seconds=settings.timeout_seconds,
         max_retries=settings.max_retries,
     )

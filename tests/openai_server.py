@@ -2,6 +2,8 @@
 
 It computes vectors with the local MiniLM model, records every request, and can answer the
 first requests with 429 or 500 to exercise retries. Used instead of mocking the client.
+With `echo_status`, it answers every POST (embeddings or chat) with that status and a body that
+echoes the request's headers, Authorization included, as careless servers and proxies do.
 """
 
 from __future__ import annotations
@@ -14,9 +16,14 @@ from typing import Any
 
 class EmbeddingsServer:
     def __init__(
-        self, embedder, fail_first: list[int] | None = None, dim_override: int | None = None
+        self,
+        embedder=None,
+        fail_first: list[int] | None = None,
+        dim_override: int | None = None,
+        echo_status: int | None = None,
     ) -> None:
         self.embedder = embedder
+        self.echo_status = echo_status
         self.fail_first = list(fail_first or [])
         self.requests: list[dict[str, Any]] = []
         self.dim_override = dim_override
@@ -28,7 +35,24 @@ class EmbeddingsServer:
 
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.requests.append({"path": self.path, "auth": self.headers.get("Authorization"), **body})
+                server.requests.append(
+                    {
+                        "path": self.path,
+                        "auth": self.headers.get("Authorization"),
+                        "org": self.headers.get("OpenAI-Organization"),
+                        **body,
+                    }
+                )
+                if server.echo_status:
+                    auth = self.headers.get("Authorization")
+                    message = f"Incorrect API key provided. Authorization: {auth}"
+                    echoed = {
+                        "message": message,
+                        "type": "invalid_request_error",
+                        "headers": dict(self.headers),
+                    }
+                    self._send(server.echo_status, {"error": echoed})
+                    return
                 if server.fail_first:
                     self._send(
                         server.fail_first.pop(0), {"error": {"message": "try again", "type": "rate_limit"}}

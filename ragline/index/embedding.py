@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib.metadata
 import logging
 import os
-import random
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -15,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ragline.config import EmbeddingSettings, VariantSettings
+from ragline.endpoints import Endpoint
 from ragline.types import Embedder, EmbeddingError, ModelTokenizer
 
 log = logging.getLogger(__name__)
@@ -170,20 +170,22 @@ class OpenAICompatibleEmbedder:
         api_key: str | None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        from openai import OpenAI
-
         self.settings = settings
         self.model_id = remote_model_id(settings)
-        self._client = OpenAI(
-            api_key=api_key or "not-needed",
-            base_url=settings.base_url,
-            timeout=settings.timeout_seconds,
-            max_retries=0,  # retried below, with backoff we can see in the logs
+        self._endpoint = Endpoint(
+            settings.base_url,
+            api_key,
+            error=EmbeddingError,
+            timeout_seconds=settings.timeout_seconds,
+            max_retries=settings.max_retries,
+            sleep=sleep,
         )
-        self._sleep = sleep
         self._dim = settings.dimensions
         self.calls = 0
-        self.requests = 0
+
+    @property
+    def requests(self) -> int:
+        return self._endpoint.requests
 
     @cached_property
     def tokenizer(self) -> ModelTokenizer:
@@ -206,41 +208,20 @@ class OpenAICompatibleEmbedder:
         return _normalised(out)
 
     def _request(self, batch: list[str]) -> np.ndarray:
-        import openai
-
-        retryable = (
-            openai.RateLimitError,
-            openai.APIConnectionError,
-            openai.APITimeoutError,
-            openai.InternalServerError,
-        )
         extra = {"dimensions": self.settings.dimensions} if self.settings.dimensions else {}
-        for attempt in range(self.settings.max_retries + 1):
-            try:
-                self.requests += 1
-                response = self._client.embeddings.create(
-                    model=self.settings.model, input=batch, encoding_format="float", **extra
-                )
-                data = sorted(response.data, key=lambda d: d.index)
-                if len(data) != len(batch):
-                    raise EmbeddingError(f"endpoint returned {len(data)} vectors for {len(batch)} inputs")
-                return np.array([d.embedding for d in data], dtype=np.float32)
-            except retryable as exc:
-                if attempt == self.settings.max_retries:
-                    raise EmbeddingError(
-                        f"embedding request failed after {attempt + 1} attempts: {exc}"
-                    ) from exc
-                delay = min(30.0, 0.5 * 2**attempt) * (0.5 + random.random() / 2)
-                log.warning(
-                    "embedding request failed (%s); retry %d in %.1fs",
-                    type(exc).__name__,
-                    attempt + 1,
-                    delay,
-                )
-                self._sleep(delay)
-            except openai.APIStatusError as exc:
-                raise EmbeddingError(f"embedding endpoint refused the request: {exc}") from exc
-        raise AssertionError("unreachable")
+        response = self._endpoint.call(
+            "embedding request",
+            self._endpoint.client.embeddings.create,
+            model=self.settings.model,
+            input=batch,
+            encoding_format="float",
+            **extra,
+        )
+        data = sorted(response.data, key=lambda d: d.index)
+        if len(data) != len(batch):
+            where = self._endpoint.address
+            raise EmbeddingError(f"{where} returned {len(data)} vectors for {len(batch)} inputs")
+        return np.array([d.embedding for d in data], dtype=np.float32)
 
 
 def _normalised(vectors: np.ndarray) -> np.ndarray:
@@ -296,4 +277,4 @@ def variant_embedder(variant: VariantSettings, default: Embedder) -> Embedder:
     """The embedder a variant retrieves with: its own model if it names one, else the pipeline's."""
     if variant.embedding is None:
         return default
-    return build_embedder(variant.embedding, os.environ.get(variant.embedding.api_key_env))
+    return build_embedder(variant.embedding, variant.embedding.api_key())

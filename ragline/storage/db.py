@@ -16,6 +16,7 @@ from pgvector.psycopg import register_vector
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
+from ragline.safe_text import credentials, scrub
 from ragline.types import DatabaseError
 
 DATABASE_URL_ENV = "DATABASE_URL"
@@ -96,13 +97,17 @@ def sqlalchemy_url(url: str) -> str:
     return f"postgresql+psycopg2://{rest}"
 
 
-def redact(url: str) -> str:
-    """The URL without its password, for logs and metadata."""
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return parts._replace(netloc=netloc).geturl()
-    return url
+def redact(dsn: str) -> str:
+    """The connection string without its passwords, for logs and metadata: URL userinfo
+    (user:***@), URL query parameters (?password=***) and keyword/value conninfo
+    (password=***, quoted values too)."""
+    return scrub(dsn)
+
+
+def redact_error(exc: BaseException, dsn: str) -> str:
+    """A driver error's text without the DSN's passwords: libpq quotes the part of a malformed DSN
+    it could not parse (`invalid percent-encoded token: "<password>"`)."""
+    return scrub(str(exc), credentials(dsn)).strip()
 
 
 def socket_dir(url: str) -> str | None:
@@ -136,8 +141,8 @@ def migrate(url: str, directory: Path | None = None) -> list[str]:
     applied_now: list[str] = []
     try:
         conn = psycopg.connect(url, autocommit=True)
-    except psycopg.OperationalError as exc:
-        raise DatabaseError(f"cannot connect to {redact(url)}: {exc}") from exc
+    except psycopg.Error as exc:  # ProgrammingError for a malformed DSN, quoting it
+        raise DatabaseError(f"cannot connect to {redact(url)}: {redact_error(exc, url)}") from None
     with conn:
         conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
         try:

@@ -1,0 +1,144 @@
+"""OpenAI-compatible endpoints as ragline calls them: the key goes to the configured URL only,
+transient failures are retried with backoff, and every failure is described without credentials."""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+from urllib.parse import urlsplit
+
+from ragline.config import OPENAI_API_URL, is_loopback_url, is_openai_api
+from ragline.safe_text import printable, scrub
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+EXCERPT_CHARS = 300  # of an error body, in an exception message or a log line
+
+
+class Endpoint:
+    """One server behind the openai client, with the client's own retries off.
+
+    The openai client also reads OPENAI_BASE_URL, OPENAI_ADMIN_KEY, OPENAI_ORG_ID,
+    OPENAI_PROJECT_ID and OPENAI_CUSTOM_HEADERS (whose Authorization beats an explicit key): none
+    of them may redirect a request or add a credential, so the URL is always explicit and the
+    Authorization header is set, or omitted, on every request.
+    """
+
+    def __init__(
+        self,
+        base_url: str | None,
+        api_key: str | None,
+        *,
+        error: type[Exception],
+        timeout_seconds: float,
+        max_retries: int,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        from openai import Omit, OpenAI
+
+        self.url = (base_url or OPENAI_API_URL).rstrip("/")
+        self.error = error
+        self._api_key = api_key
+        if api_key and urlsplit(self.url).scheme != "https" and not is_loopback_url(self.url):
+            raise error(
+                f"refusing to send an API key over plain http to {self.address}: "
+                "use https, or a server on localhost"
+            )
+        self.timeout_seconds = timeout_seconds
+        self.max_retries = max_retries
+        self._sleep = sleep
+        self.client = OpenAI(
+            api_key=api_key or "unused",
+            admin_api_key="",
+            base_url=self.url,
+            timeout=timeout_seconds,
+            max_retries=0,  # retried in call(), with backoff we can see in the logs
+            default_headers={"Authorization": f"Bearer {api_key}"} if api_key else None,
+        )
+        headers: dict[str, Any] = {} if api_key else {"Authorization": Omit()}
+        if not is_openai_api(base_url):  # account identifiers are OpenAI's business only
+            headers |= {"OpenAI-Organization": Omit(), "OpenAI-Project": Omit()}
+        self._headers = headers
+        self.requests = 0
+
+    def call(self, what: str, request: Callable[..., T], **kwargs: Any) -> T:
+        """`request(**kwargs)` (a method of `self.client`), retried on 429, 5xx, connection errors
+        and timeouts with exponential backoff and jitter; raises `self.error` naming the endpoint
+        when the server refuses the request or the last retry fails."""
+        import openai
+
+        retryable = (
+            openai.RateLimitError,
+            openai.APIConnectionError,  # APITimeoutError is one
+            openai.InternalServerError,
+        )
+        message = f"{what}: no attempt was made (max_retries < 0)"
+        for attempt in range(self.max_retries + 1):
+            try:
+                self.requests += 1
+                return request(**kwargs, extra_headers=self._headers)
+            except retryable as exc:
+                failure = self.describe(exc)
+                if attempt == self.max_retries:
+                    message = f"{what} failed after {attempt + 1} attempts: {failure}"
+                    break
+                delay = min(30.0, 0.5 * 2**attempt) * (0.5 + random.random() / 2)
+                log.warning(
+                    "%s failed (%s); retry %d/%d in %.1fs",
+                    what,
+                    failure,
+                    attempt + 1,
+                    self.max_retries,
+                    delay,
+                )
+                self._sleep(delay)
+            except openai.APIError as exc:
+                message = f"{what} refused: {self.describe(exc)}"
+                break
+        # Raised outside the except clauses: the openai exception, whose text may hold what the
+        # server echoed, must not ride along as __context__ or __cause__ (Dagster stores both).
+        raise self.error(message)
+
+    def describe(self, exc: Exception) -> str:
+        """The failure in one line: the URL (without credentials), the status and a scrubbed,
+        escaped excerpt of the body, or why the server could not be reached."""
+        import openai
+
+        request = getattr(exc, "request", None)
+        url = self.shown_url(str(request.url) if request is not None else self.url)
+        if isinstance(exc, openai.APITimeoutError):
+            return f"{url} did not answer within {self.timeout_seconds:g}s"
+        if isinstance(exc, openai.APIConnectionError):
+            reason = exc.__cause__ or exc.__context__
+            return f"cannot reach {url}: {self.excerpt(str(reason) if reason else type(exc).__name__)}"
+        if isinstance(exc, openai.APIStatusError):
+            return f"{url} answered HTTP {exc.status_code}: {self.excerpt(_error_text(exc.response.text))}"
+        return f"{url}: {type(exc).__name__}"
+
+    def excerpt(self, text: str) -> str:
+        """Outside text fit for a message: credentials scrubbed before it is cut, then escaped."""
+        return printable(scrub(text, [self._api_key]), limit=EXCERPT_CHARS)
+
+    def shown_url(self, url: str) -> str:
+        """A URL fit for a message: without credentials, control characters escaped."""
+        return printable(scrub(url, [self._api_key]))
+
+    @property
+    def address(self) -> str:
+        """The endpoint's base URL as messages show it."""
+        return self.shown_url(self.url)
+
+
+def _error_text(body: str) -> str:
+    """OpenAI-style bodies carry {"error": {"message": ...}}: the message, else the whole body."""
+    try:
+        error = json.loads(body).get("error")
+    except (ValueError, AttributeError):
+        return body
+    message = error.get("message") if isinstance(error, dict) else error
+    return message if isinstance(message, str) and message else body
