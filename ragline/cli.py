@@ -19,6 +19,7 @@ from ragline.config import (
     RETRIEVAL_STRATEGIES,
     ConfigError,
     Settings,
+    config_path,
     load_settings,
 )
 from ragline.retrieval.context import TOKENIZERS
@@ -64,6 +65,20 @@ def dagster_environment(settings: Settings) -> dict[str, str]:
         "RAGLINE_DAGSTER_STORAGE": str(storage),
         "RAGLINE_DAGSTER_COMPUTE_LOGS": str(storage / "compute_logs"),
     }
+
+
+def _settings(path: str | None) -> Settings:
+    """The config file's settings; a file that cannot be read as YAML text is a ConfigError too."""
+    try:
+        return load_settings(path)
+    except ConfigError:
+        raise
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{config_path(path)}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except RecursionError:
+        raise ConfigError(f"{config_path(path)}: nested too deeply") from None
+    except ValueError as exc:  # pathlib's, for a path holding NUL
+        raise ConfigError(f"{config_path(path)}: {exc}") from None
 
 
 def _cmd_db(args: argparse.Namespace, settings: Settings) -> int:
@@ -412,7 +427,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        settings = load_settings(args.config)
+        settings = _settings(args.config)
         if args.command == "db":
             return _cmd_db(args, settings)
         if args.command == "env":

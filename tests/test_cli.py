@@ -209,12 +209,20 @@ def test_bad_input_is_a_one_line_error(tmp_path, monkeypatch, capsys, args, mess
     assert err.startswith("ragline: error: ") and err.count("\n") == 1 and message in err, err
 
 
-def test_a_config_error_is_one_line(tmp_path, capsys):
-    (tmp_path / "ragline.yaml").write_text("sources: [\n  {name: a, root: .\n")
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (b"sources: [\n  {name: a, root: .\n", "not valid YAML"),  # yaml's message spans lines
+        (b'sources: [{name: a, root: "\xff"}]', "not UTF-8 text (invalid start byte at byte 27)"),
+        (b"a: " + b"[" * 100_000, "nested too deeply"),
+        (b'sources: [{name: a, root: "x\\0y"}]', "embedded null byte"),
+    ],
+)
+def test_a_bad_config_file_is_a_one_line_error(tmp_path, capsys, text, message):
+    (tmp_path / "ragline.yaml").write_bytes(text)
     code, _out, err = _cli(["--config", str(tmp_path / "ragline.yaml"), "db", "url"], capsys)
-    assert (
-        code == 2 and err.startswith("ragline: error: ") and err.count("\n") == 1 and "not valid YAML" in err
-    )
+    assert code == 2 and err.startswith("ragline: error: ") and err.count("\n") == 1
+    assert message in err, err
 
 
 def test_search_and_context_show_outside_text_escaped(project, capsys):
