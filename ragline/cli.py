@@ -61,10 +61,23 @@ def dagster_environment(settings: Settings) -> dict[str, str]:
     return {
         CONFIG_ENV: str(settings.path),
         "DAGSTER_HOME": home,
-        "DAGSTER_PG_URL": sqlalchemy_url(database_url(settings.data_dir)),
+        "DAGSTER_PG_URL": sqlalchemy_url(_database_url(settings)),
         "RAGLINE_DAGSTER_STORAGE": str(storage),
         "RAGLINE_DAGSTER_COMPUTE_LOGS": str(storage / "compute_logs"),
     }
+
+
+def _database_url(settings: Settings) -> str:
+    """The database URL, checked with one connection: a malformed or unreachable $DATABASE_URL is a
+    one-line error here, where Dagster's pool would retry for about 25 s and end in a traceback."""
+    import psycopg
+
+    url = database_url(settings.data_dir)
+    try:
+        psycopg.connect(url, connect_timeout=10).close()
+    except psycopg.Error as exc:
+        raise DatabaseError(f"cannot connect to {redact(url)}: {exc}") from None
+    return url
 
 
 def _settings(path: str | None) -> Settings:
@@ -96,7 +109,7 @@ def _cmd_db(args: argparse.Namespace, settings: Settings) -> int:
         stopped = stop_embedded(settings.data_dir)
         echo("embedded PostgreSQL stopped" if stopped else "embedded PostgreSQL was not running")
     elif args.db_command == "migrate":
-        applied = migrate(database_url(settings.data_dir))
+        applied = migrate(_database_url(settings))
         echo("applied: " + ", ".join(applied) if applied else "schema is up to date")
     return 0
 
@@ -157,7 +170,7 @@ def _retriever(args: argparse.Namespace, settings: Settings):
             settings = replace(settings, retrieval=replace(settings.retrieval, rerank=rerank))
     for name in args.source or []:
         settings.source(name)  # a clear error for a misspelt source
-    db = Database(database_url(settings.data_dir), max_size=1)
+    db = Database(_database_url(settings), max_size=1)
     embedder = build_embedder(settings.embedding, settings.embedding.api_key())
     retriever = build_retriever(settings, db, embedder, variant=variant, caller="cli")
     return db, retriever
@@ -278,7 +291,7 @@ def _cmd_drift(args: argparse.Namespace, settings: Settings) -> int:
     from ragline.storage.db import Database
 
     model_id = build_embedder(settings.embedding, settings.embedding.api_key()).model_id
-    with Database(database_url(settings.data_dir), max_size=1) as db, db.connection() as conn:
+    with Database(_database_url(settings), max_size=1) as db, db.connection() as conn:
         counts = pin_baseline(conn, model_id, args.per_source)
     if not counts:
         echo(f"no vectors of {model_id} to pin; materialize the pipeline first", file=sys.stderr)
@@ -295,7 +308,7 @@ def _cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
     from ragline.storage.db import Database
 
     source = settings.source(args.rollback or args.release or args.accept_change).name
-    with Database(database_url(settings.data_dir), max_size=1) as db, db.connection() as conn:
+    with Database(_database_url(settings), max_size=1) as db, db.connection() as conn:
         if args.rollback:
             result = rollback(conn, source)
             echo(
@@ -318,7 +331,7 @@ def _cmd_gc(args: argparse.Namespace, settings: Settings) -> int:
     from ragline.index.gc import collect_garbage, format_gc
     from ragline.storage.db import Database
 
-    with Database(database_url(settings.data_dir), max_size=1) as db, db.connection() as conn:
+    with Database(_database_url(settings), max_size=1) as db, db.connection() as conn:
         echo(format_gc(collect_garbage(conn, dry_run=args.dry_run)))
     return 0
 
@@ -444,7 +457,7 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_context(args, settings)
         return _cmd_orchestrated(args, settings)
     except (ConfigError, DatabaseError, SourceError, RetrievalError, PublishError) as exc:
-        print(f"ragline: error: {printable(exc)}", file=sys.stderr)
+        print(f"ragline: error: {printable(str(exc).strip())}", file=sys.stderr)
         return 2
 
 

@@ -225,6 +225,16 @@ def test_a_bad_config_file_is_a_one_line_error(tmp_path, capsys, text, message):
     assert message in err, err
 
 
+@pytest.mark.parametrize("command", [["status"], ["search", "q"], ["env"], ["db", "migrate"]])
+@pytest.mark.parametrize("url", ["not a url", "postgresql://postgres:secret@/nowhere?host={tmp}"])
+def test_an_unusable_database_url_is_a_one_line_error(tmp_path, monkeypatch, capsys, command, url):
+    monkeypatch.setenv("DATABASE_URL", url.format(tmp=tmp_path))
+    settings = write_project(tmp_path, [{"name": "docs", "root": "."}])
+    code, out, err = _cli(["--config", str(settings.path), *command], capsys)
+    assert (code, out) == (2, "") and err.count("\n") == 1 and "secret" not in err
+    assert err.startswith("ragline: error: cannot connect to ")
+
+
 def test_search_and_context_show_outside_text_escaped(project, capsys):
     settings = project({"docs": ["handbook/benefits.md"]})
     evil = (
