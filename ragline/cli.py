@@ -41,8 +41,9 @@ MAX_K = 10_000
 
 def echo(text: str = "", file=None) -> None:
     """Print for a person: outside text (chunk text, paths, ids) can hold terminal escapes, so every
-    control character is escaped; the line breaks of `text` itself are kept."""
-    print("\n".join(printable(line) for line in text.split("\n")), file=file)
+    control character is escaped but the line breaks and tabs of `text` itself."""
+    lines = ("\t".join(printable(part) for part in line.split("\t")) for line in text.split("\n"))
+    print("\n".join(lines), file=file)
 
 
 def dagster_environment(settings: Settings) -> dict[str, str]:

@@ -240,7 +240,7 @@ def test_search_and_context_show_outside_text_escaped(project, capsys):
     evil = (
         "# Hotel caps\x1b]0;owned\x07\n\n"
         "The hotel cap in Lisbon is 180 euros a night.\x1b[2J\x1b[31m Book it through the travel desk "
-        "and keep the receipt for your expense report.\r\x1b[0m Late check-out is not covered.\n"
+        "and keep the receipt for your expense report.\x1b[0m\x08\x08 Late check-out\tis not covered.\n"
     )
     (settings.source("docs").root / "hotels.md").write_text(evil, encoding="utf-8")
     run(settings, quality=False)
@@ -249,9 +249,9 @@ def test_search_and_context_show_outside_text_escaped(project, capsys):
     for command in (["search", "--k", "3"], ["context", "--tokenizer", "o200k_base"]):
         code, out, _err = _cli(["--config", config, *command, "hotel cap in Lisbon"], capsys)
         assert code == 0
-        assert not any(c in out for c in "\x1b\x07\r"), out
+        assert not any(c in out for c in "\x1b\x07\x08"), out
         assert "\\x1b[2J\\x1b[31m" in out
-    assert "\n\n[2] " in out  # context keeps its passages' line breaks
+    assert "\n\n[2] " in out and "check-out\tis" in out  # context keeps line breaks and tabs
 
     code, out, _err = _cli(["--config", config, "search", "hotel cap in Lisbon", "--json"], capsys)
     assert code == 0 and "\x1b" not in out and "\\u001b[2J" in out
