@@ -4,15 +4,26 @@ Dagster, so they live in orchestration/ and are imported only when called."""
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import importlib
 import json
+import math
 import os
 import shlex
 import sys
 from pathlib import Path
 
-from ragline.config import RERANKERS, RETRIEVAL_STRATEGIES, ConfigError, Settings, load_settings
+from ragline.config import (
+    CONFIG_ENV,
+    RERANKERS,
+    RETRIEVAL_STRATEGIES,
+    ConfigError,
+    Settings,
+    config_path,
+    load_settings,
+)
 from ragline.retrieval.context import TOKENIZERS
+from ragline.safe_text import printable
 from ragline.storage.db import (
     DATABASE_URL_ENV,
     database_url,
@@ -24,9 +35,20 @@ from ragline.storage.db import (
 )
 from ragline.types import DatabaseError, PublishError, RetrievalError, SourceError
 
+# The most chunks a search or context may ask for.
+MAX_K = 10_000
+
+
+def echo(text: str = "", file=None) -> None:
+    """Print for a person: outside text (chunk text, paths, ids) can hold terminal escapes, so every
+    control character is escaped but the line breaks and tabs of `text` itself."""
+    lines = ("\t".join(printable(part) for part in line.split("\t")) for line in text.split("\n"))
+    print("\n".join(lines), file=file)
+
 
 def dagster_environment(settings: Settings) -> dict[str, str]:
-    """What the Dagster instance (dagster.yaml) reads: its home and a psycopg2 URL of our server."""
+    """What the Dagster instance (dagster.yaml) and the code location read: its home, a psycopg2
+    URL of our server, and this config file (definitions.py loads it on import)."""
     # $DAGSTER_HOME if set; else the project's folder; else the dagster.yaml ragline ships.
     candidates = [
         os.environ.get("DAGSTER_HOME"),
@@ -38,43 +60,92 @@ def dagster_environment(settings: Settings) -> dict[str, str]:
         raise ConfigError(f"no dagster.yaml in any of {[str(c) for c in candidates if c]}")
     storage = settings.data_dir / "dagster"
     return {
+        CONFIG_ENV: str(settings.path),
         "DAGSTER_HOME": home,
-        "DAGSTER_PG_URL": sqlalchemy_url(database_url(settings.data_dir)),
+        "DAGSTER_PG_URL": sqlalchemy_url(_database_url(settings)),
         "RAGLINE_DAGSTER_STORAGE": str(storage),
         "RAGLINE_DAGSTER_COMPUTE_LOGS": str(storage / "compute_logs"),
     }
 
 
+def _database_url(settings: Settings) -> str:
+    """The database URL, checked with one connection: a malformed or unreachable $DATABASE_URL is a
+    one-line error here, where Dagster's pool would retry for about 25 s and end in a traceback."""
+    import psycopg
+
+    url = database_url(settings.data_dir)
+    try:
+        psycopg.connect(url, connect_timeout=10).close()
+    except psycopg.Error as exc:
+        raise DatabaseError(f"cannot connect to {redact(url)}: {exc}") from None
+    return url
+
+
+def _settings(path: str | None) -> Settings:
+    """The config file's settings; a file that cannot be read as YAML text is a ConfigError too."""
+    try:
+        return load_settings(path)
+    except ConfigError:
+        raise
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{config_path(path)}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    except RecursionError:
+        raise ConfigError(f"{config_path(path)}: nested too deeply") from None
+    except ValueError as exc:  # pathlib's, for a path holding NUL
+        raise ConfigError(f"{config_path(path)}: {exc}") from None
+
+
 def _cmd_db(args: argparse.Namespace, settings: Settings) -> int:
     if args.db_command == "url":
         url = database_url(settings.data_dir)
-        print(sqlalchemy_url(url) if args.dagster else url)
+        echo(sqlalchemy_url(url) if args.dagster else url)
     elif args.db_command == "start":
         if os.environ.get(DATABASE_URL_ENV):
-            print(f"DATABASE_URL is set; using {redact(os.environ[DATABASE_URL_ENV])}, nothing to start")
+            echo(f"DATABASE_URL is set; using {redact(os.environ[DATABASE_URL_ENV])}, nothing to start")
             return 0
         url = database_url(settings.data_dir)
         server = embedded_server(settings.data_dir)
-        print(f"embedded PostgreSQL running (pid {server.get_pid()}): {url}")
+        echo(f"embedded PostgreSQL running (pid {server.get_pid()}): {url}")
     elif args.db_command == "stop":
         stopped = stop_embedded(settings.data_dir)
-        print("embedded PostgreSQL stopped" if stopped else "embedded PostgreSQL was not running")
+        echo("embedded PostgreSQL stopped" if stopped else "embedded PostgreSQL was not running")
     elif args.db_command == "migrate":
-        applied = migrate(database_url(settings.data_dir))
-        print("applied: " + ", ".join(applied) if applied else "schema is up to date")
+        applied = migrate(_database_url(settings))
+        echo("applied: " + ", ".join(applied) if applied else "schema is up to date")
     return 0
+
+
+def _day(settings: Settings, raw: str | None) -> str | None:
+    """--date as a daily partition that exists: from evaluation.start_date to today (UTC)."""
+    if raw is None:
+        return None
+    try:
+        day = dt.date.fromisoformat(raw) if len(raw) == 10 else None
+    except ValueError:
+        day = None
+    if day is None:
+        raise ConfigError(f"--date takes a day as YYYY-MM-DD, got '{printable(raw, 40)}'")
+    first, today = dt.date.fromisoformat(settings.evaluation.start_date), dt.datetime.now(dt.UTC).date()
+    if not first <= day <= today:
+        raise ConfigError(f"--date must be from {first} (evaluation.start_date) to today, {today}")
+    return raw
 
 
 def _cmd_orchestrated(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "materialize":
         names = [settings.source(args.source).name] if args.source else [s.name for s in settings.sources]
+        day = _day(settings, args.date)
+    # Before orchestration/ is imported: its definitions load the config named by the environment.
     os.environ.update(dagster_environment(settings))
     commands = importlib.import_module("orchestration.commands")
     if args.command == "materialize":
-        ok = commands.materialize(settings, names, day=args.date)
+        ok = commands.materialize(settings, names, day=day)
         return 0 if ok else 1
     report = commands.status(settings)
-    print(json.dumps(report, indent=2) if args.json else commands.format_status(report))
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        echo(commands.format_status(report))
     return 0 if report["healthy"] else 1
 
 
@@ -100,21 +171,34 @@ def _retriever(args: argparse.Namespace, settings: Settings):
             settings = replace(settings, retrieval=replace(settings.retrieval, rerank=rerank))
     for name in args.source or []:
         settings.source(name)  # a clear error for a misspelt source
-    db = Database(database_url(settings.data_dir), max_size=1)
+    db = Database(_database_url(settings), max_size=1)
     embedder = build_embedder(settings.embedding, settings.embedding.api_key())
     retriever = build_retriever(settings, db, embedder, variant=variant, caller="cli")
     return db, retriever
 
 
+def _question(text: str) -> str:
+    if not text.strip():
+        raise ConfigError("the question is empty")
+    if "\x00" in text:
+        raise ConfigError("the question holds a NUL character")
+    if any("\ud800" <= ch <= "\udfff" for ch in text):  # bytes that were not UTF-8 (surrogateescape)
+        raise ConfigError("the question is not valid UTF-8 text")
+    return text
+
+
 def _search(args: argparse.Namespace, settings: Settings, k: int):
     from ragline.retrieval.search import parse_filters
 
+    # Bad input fails here, before a database connection or the model is opened.
+    question = _question(args.question)
+    filters = parse_filters(args.source or [], args.where or [])
     db, retriever = _retriever(args, settings)
     result = retriever.search(
-        args.question,
+        question,
         k=k,
         strategy=args.strategy,
-        filters=parse_filters(args.source or [], args.where or []),
+        filters=filters,
         mmr_lambda=args.mmr,
         log=False if args.no_log else None,
     )
@@ -151,10 +235,10 @@ def _cmd_search(args: argparse.Namespace, settings: Settings) -> int:
             )
         )
         return 0
-    print(f"{len(result.hits)} results, {result.strategy}, {result.latency_ms:.0f} ms")
+    echo(f"{len(result.hits)} results, {result.strategy}, {result.latency_ms:.0f} ms")
     for i, h in enumerate(result.hits, start=1):
         snippet = " ".join(h.text.split())[:160]
-        print(f"{i:>3}. {h.score:8.4f}  {h.citation}\n       {snippet}")
+        echo(f"{i:>3}. {h.score:8.4f}  {printable(h.citation)}\n       {printable(snippet)}")
     return 0
 
 
@@ -191,12 +275,14 @@ def _cmd_context(args: argparse.Namespace, settings: Settings) -> int:
             )
         )
         return 0
-    print(context.text())
+    # Line breaks of the passages are kept; any other control character shows escaped (--json has
+    # the exact text).
+    echo(context.text())
     used = f"{context.tokens}/{context.budget} tokens ({context.tokenizer})"
-    print(f"\n--- {used}, {len(context.passages)} passages")
+    echo(f"\n--- {used}, {len(context.passages)} passages")
     for c in context.citations():
-        extra = f" (neighbour of {c['neighbour_of']})" if c["neighbour_of"] else ""
-        print(f"[{c['number']}] {c['document']} chars {c['start_char']}-{c['end_char']}{extra}")
+        extra = f" (neighbour of {printable(c['neighbour_of'])})" if c["neighbour_of"] else ""
+        echo(f"[{c['number']}] {printable(c['document'])} chars {c['start_char']}-{c['end_char']}{extra}")
     return 0
 
 
@@ -206,12 +292,12 @@ def _cmd_drift(args: argparse.Namespace, settings: Settings) -> int:
     from ragline.storage.db import Database
 
     model_id = build_embedder(settings.embedding, settings.embedding.api_key()).model_id
-    with Database(database_url(settings.data_dir), max_size=1) as db, db.connection() as conn:
+    with Database(_database_url(settings), max_size=1) as db, db.connection() as conn:
         counts = pin_baseline(conn, model_id, args.per_source)
     if not counts:
-        print(f"no vectors of {model_id} to pin; materialize the pipeline first", file=sys.stderr)
+        echo(f"no vectors of {model_id} to pin; materialize the pipeline first", file=sys.stderr)
         return 1
-    print(
+    echo(
         f"pinned the drift baseline for {model_id}: "
         + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
     )
@@ -223,22 +309,22 @@ def _cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
     from ragline.storage.db import Database
 
     source = settings.source(args.rollback or args.release or args.accept_change).name
-    with Database(database_url(settings.data_dir), max_size=1) as db, db.connection() as conn:
+    with Database(_database_url(settings), max_size=1) as db, db.connection() as conn:
         if args.rollback:
             result = rollback(conn, source)
-            print(
+            echo(
                 f"{source}: serving generation {result.generation} again (was {result.previous}); "
                 f"held: automated publishes wait for `ragline publish --release {source}`"
             )
         elif args.release:
             held = release(conn, source)
-            print(f"{source}: released; the next run publishes" if held else f"{source} was not held")
+            echo(f"{source}: released; the next run publishes" if held else f"{source} was not held")
         else:
             accept_change(conn, source)
-            print(f"{source}: the next publish may delete or replace any share of its documents")
+            echo(f"{source}: the next publish may delete or replace any share of its documents")
         now = publication(conn, source)
         if now is not None:
-            print(f"{source}: generation {now.generation}, {now.documents} documents, {now.chunks} chunks")
+            echo(f"{source}: generation {now.generation}, {now.documents} documents, {now.chunks} chunks")
     return 0
 
 
@@ -246,8 +332,8 @@ def _cmd_gc(args: argparse.Namespace, settings: Settings) -> int:
     from ragline.index.gc import collect_garbage, format_gc
     from ragline.storage.db import Database
 
-    with Database(database_url(settings.data_dir), max_size=1) as db, db.connection() as conn:
-        print(format_gc(collect_garbage(conn, dry_run=args.dry_run)))
+    with Database(_database_url(settings), max_size=1) as db, db.connection() as conn:
+        echo(format_gc(collect_garbage(conn, dry_run=args.dry_run)))
     return 0
 
 
@@ -257,8 +343,42 @@ def _cmd_env(_args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its usage errors as one line like every other error of the command."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"ragline: error: {printable(message)} (see {self.prog} --help)\n")
+
+
+def _count(low: int, high: int | None = None):
+    """An argparse type: an integer from low to high."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: '{printable(text, 40)}'") from None
+        if value < low or (high is not None and value > high):
+            bound = f"from {low} to {high:,}" if high is not None else f"at least {low}"
+            raise argparse.ArgumentTypeError(f"must be {bound}, got {value}")
+        return value
+
+    return parse
+
+
+def _fraction(text: str) -> float:
+    """An argparse type: a number from 0 to 1."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not 0 <= value <= 1:  # NaN too
+        raise argparse.ArgumentTypeError(f"must be a number from 0 to 1, got '{printable(text, 40)}'")
+    return value
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="ragline", description=__doc__)
+    p = _Parser(prog="ragline", description=__doc__)
     p.add_argument("--config", help="ragline.yaml to use (default: $RAGLINE_CONFIG or ./ragline.yaml)")
     sub = p.add_subparsers(dest="command", required=True)
     db = sub.add_parser("db", help="the database").add_subparsers(dest="db_command", required=True)
@@ -287,7 +407,7 @@ def parser() -> argparse.ArgumentParser:
     )
     pin = drift.add_parser("pin", help="pin the current corpus vectors as the drift baseline")
     pin.add_argument(
-        "--per-source", type=int, default=2000, help="vectors sampled per source (as drift_metrics)"
+        "--per-source", type=_count(1), default=2000, help="vectors sampled per source (as drift_metrics)"
     )
     for name, help_text in (
         ("search", "retrieve the best chunks for a question"),
@@ -295,19 +415,21 @@ def parser() -> argparse.ArgumentParser:
     ):
         q = sub.add_parser(name, help=help_text)
         q.add_argument("question")
-        q.add_argument("--k", type=int, default=10 if name == "search" else 20, help="chunks to retrieve")
+        q.add_argument(
+            "--k", type=_count(1, MAX_K), default=10 if name == "search" else 20, help="chunks to retrieve"
+        )
         q.add_argument("--strategy", choices=RETRIEVAL_STRATEGIES, help="default: retrieval.strategy")
         q.add_argument("--source", action="append", help="only this source (repeatable)")
         q.add_argument("--where", action="append", help="document metadata key=value (repeatable)")
         q.add_argument(
-            "--mmr", type=float, metavar="LAMBDA", help="MMR diversity, 0 (diverse) to 1 (relevant)"
+            "--mmr", type=_fraction, metavar="LAMBDA", help="MMR diversity, 0 (diverse) to 1 (relevant)"
         )
         q.add_argument("--rerank", choices=(*RERANKERS, "none"), help="default: retrieval.rerank")
         q.add_argument("--variant", help="use an evaluation variant's chunks, model and settings")
         q.add_argument("--no-log", action="store_true", help="do not record the query in ragline.query_log")
         q.add_argument("--json", action="store_true")
         if name == "context":
-            q.add_argument("--budget", type=int, default=2000, help="tokens of the target model")
+            q.add_argument("--budget", type=_count(1), default=2000, help="tokens of the target model")
             q.add_argument(
                 "--tokenizer", default="cl100k_base", choices=TOKENIZERS, help="the target model's"
             )
@@ -319,7 +441,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        settings = load_settings(args.config)
+        settings = _settings(args.config)
         if args.command == "db":
             return _cmd_db(args, settings)
         if args.command == "env":
@@ -336,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_context(args, settings)
         return _cmd_orchestrated(args, settings)
     except (ConfigError, DatabaseError, SourceError, RetrievalError, PublishError) as exc:
-        print(f"ragline: error: {exc}", file=sys.stderr)
+        print(f"ragline: error: {printable(str(exc).strip())}", file=sys.stderr)
         return 2
 
 

