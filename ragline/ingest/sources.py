@@ -223,7 +223,14 @@ _LONE_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 def clean_text(text: str) -> str:
     """Text Postgres accepts: NUL dropped, lone surrogates replaced by U+FFFD."""
-    return _LONE_SURROGATE.sub("\ufffd", text.replace("\x00", ""))
+    if "\x00" in text:
+        text = text.replace("\x00", "")
+    if not text.isascii():
+        try:
+            text.encode("utf-8")  # fails on lone surrogates only; C speed where the regex is not
+        except UnicodeEncodeError:
+            text = _LONE_SURROGATE.sub("\ufffd", text)
+    return text
 
 
 def clean_metadata(value: Any, depth: int = 0) -> Any:
