@@ -335,17 +335,19 @@ def test_symlinks_are_followed_only_on_request_and_only_inside_the_root(tmp_path
     (root / "passwd.md").symlink_to("/etc/passwd")
     (root / "up.md").symlink_to("../outside/secret.md")
     (root / "out").symlink_to(outside, target_is_directory=True)
+    (root / "loop.md").symlink_to("loop.md")
 
     plain = scan_source(SourceSettings(name="s", root=root))
     followed = scan_source(SourceSettings(name="s", root=root, follow_symlinks=True))
 
     assert [d.doc_id for d in plain.documents] == ["real/doc.md"]
     assert {(r.path, r.reason) for r in plain.rejections} == {
-        (name, "symlink") for name in ("inside.md", "alias", "passwd.md", "up.md", "out")
+        (name, "symlink") for name in ("inside.md", "alias", "passwd.md", "up.md", "out", "loop.md")
     }
     assert sorted(d.doc_id for d in followed.documents) == ["alias/doc.md", "inside.md", "real/doc.md"]
     assert {(r.path, r.reason) for r in followed.rejections} == {
-        (name, "outside_root") for name in ("passwd.md", "up.md", "out")
+        *((name, "outside_root") for name in ("passwd.md", "up.md", "out")),
+        ("loop.md", "broken_symlink"),
     }
 
 

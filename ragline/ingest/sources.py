@@ -327,7 +327,10 @@ def _link_target(link: Path, root: Path, follow: bool) -> tuple[Path, Quarantine
         return link, Quarantined(
             "symlink", "a symbolic link (not followed; follow_symlinks: true reads links inside the root)"
         )
-    target = link.resolve()
+    try:
+        target = link.resolve()
+    except (OSError, RuntimeError):  # a loop of links
+        return link, Quarantined("broken_symlink", "a symbolic link that loops")
     if not target.is_relative_to(root):
         return link, Quarantined(
             "outside_root", f"a symbolic link to {printable(target, 200)}, outside the root"
