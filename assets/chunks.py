@@ -46,6 +46,7 @@ def chunks_asset(
             metadata={
                 "dagster/row_count": stats.current_chunks,
                 "documents_chunked": stats.documents_chunked,
+                "documents_quarantined": stats.documents_quarantined,
                 "chunks_added": stats.chunks_added,
                 "chunks_removed": stats.chunks_removed,
                 "live_documents": stats.live_documents,

@@ -8,6 +8,7 @@ from ragline import expectations
 from ragline.index.publishing import SOURCE_CHANGE_WITHIN_LIMIT, check_change
 from ragline.ingest.documents import store_scan
 from ragline.ingest.sources import scan_source
+from ragline.safe_text import printable
 
 CHECKS = (expectations.DOCUMENTS_HAVE_TEXT, SOURCE_CHANGE_WITHIN_LIMIT)
 
@@ -35,7 +36,9 @@ def raw_documents_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinit
             # Against what the source serves: an empty root or a mass deletion stops here.
             outcomes.append(check_change(conn, source.name, source.mass_change))
         for r in scan.rejections:
-            context.log.warning(f"quarantined {source.name}:{r.path}: {r.reason} ({r.detail})")
+            context.log.warning(
+                f"quarantined {source.name}:{printable(r.path, 300)}: {r.reason} ({printable(r.detail, 300)})"
+            )
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": stats.live_documents,

@@ -68,6 +68,15 @@ class JsonlSettings:
 
 
 @dataclass(frozen=True)
+class PdfSettings:
+    """Limits of the separate process that parses a source's PDFs; a PDF over one is quarantined."""
+
+    timeout_seconds: float = 30.0
+    max_memory_mb: int = 1024  # RLIMIT_AS of the parser process
+    max_pages: int = 2000
+
+
+@dataclass(frozen=True)
 class SourceSettings:
     name: str
     root: Path
@@ -77,6 +86,10 @@ class SourceSettings:
     max_file_bytes: int = 10_000_000
     format: str = "files"  # files: any supported file under root; beir: a BEIR dataset folder
     mass_change: MassChangeSettings = field(default_factory=MassChangeSettings)
+    # Symbolic links are quarantined unless this is on; even then a link is read only when its
+    # target lies inside the root.
+    follow_symlinks: bool = False
+    pdf: PdfSettings = field(default_factory=PdfSettings)
 
 
 def is_loopback_url(url: str) -> bool:
@@ -332,7 +345,18 @@ def parse_settings(raw: dict[str, Any], file: Path) -> Settings:
             raise ConfigError(f"{where} must be a mapping")
         _reject_unknown(
             item,
-            {"name", "root", "glob", "chunking", "jsonl", "max_file_bytes", "format", "mass_change"},
+            {
+                "name",
+                "root",
+                "glob",
+                "chunking",
+                "jsonl",
+                "max_file_bytes",
+                "format",
+                "mass_change",
+                "follow_symlinks",
+                "pdf",
+            },
             where,
         )
         source_format = item.get("format", "files")
@@ -384,6 +408,8 @@ def parse_settings(raw: dict[str, Any], file: Path) -> Settings:
                 ),
                 format=source_format,
                 mass_change=mass_change,
+                follow_symlinks=bool(item.get("follow_symlinks", False)),
+                pdf=_build(PdfSettings, item.get("pdf") or {}, f"{where}.pdf"),
             )
         )
     names = [s.name for s in sources]

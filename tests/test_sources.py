@@ -57,14 +57,17 @@ def test_jsonl_fields_ids_and_bad_lines(tmp_path):
     [doc] = scan.documents
     assert doc.doc_id == "t.jsonl#T-1"
     assert doc.text == "Agent down\n\nIt stopped."
-    assert doc.metadata == {"format": "jsonl", "line": 1, "record_id": "T-1", "priority": "high"}
+    # The line is where the record is, not what it is: not in the metadata, not in the hash.
+    assert doc.metadata == {"format": "jsonl", "record_id": "T-1", "priority": "high"} and doc.line == 1
     reasons = {(r.path, r.reason) for r in scan.rejections}
     assert reasons == {
         ("t.jsonl:2", "invalid_json"),
         ("t.jsonl:3", "missing_id"),
         ("t.jsonl:4", "empty_text"),
-        ("t.jsonl", "duplicate_id"),
+        ("t.jsonl:5", "duplicate_id"),
     }
+    [dup] = [r for r in scan.rejections if r.reason == "duplicate_id"]
+    assert dup.detail == "id already used at t.jsonl:1"
 
 
 def test_content_hash_changes_with_text_only(tmp_path):

@@ -15,6 +15,7 @@ from ragline.storage.db import query
 @dataclass
 class ChunkStats:
     documents_chunked: int = 0
+    documents_quarantined: int = 0  # live documents whose text yields no chunk
     chunks_added: int = 0
     chunks_removed: int = 0
     current_chunks: int = 0
@@ -50,6 +51,7 @@ def rechunk_source(conn: psycopg.Connection, source: str, chunker: Chunker) -> C
     current (older document versions, deleted documents, other chunker settings) unless a generation
     the source serves or keeps for rollback still uses them. One transaction."""
     stats = ChunkStats()
+    unchunkable: list[str] = []
     with conn.transaction():
         conn.execute(query("set_source_chunker"), {"source": source, "chunker": chunker.id})
         stats.chunks_removed = conn.execute(
@@ -66,10 +68,33 @@ def rechunk_source(conn: psycopg.Connection, source: str, chunker: Chunker) -> C
             ) as copy,
         ):
             for doc_id, version, content_hash, text in todo:
+                added = 0
                 for row in chunk_rows(chunker, source, doc_id, version, content_hash, text):
                     copy.write_row(row)
-                    stats.chunks_added += 1
-        stats.documents_chunked = len(todo)
+                    added += 1
+                if not added:
+                    unchunkable.append(doc_id)
+                stats.chunks_added += added
+        stats.documents_chunked = len(todo) - len(unchunkable)
+        if unchunkable:
+            # A text the tokenizer reads as nothing is quarantined, not a failed check for the
+            # whole source; raw_documents keeps it out until its content changes.
+            conn.execute(query("mark_documents_deleted"), {"source": source, "doc_ids": unchunkable})
+            with conn.cursor() as cur:
+                cur.executemany(
+                    query("upsert_quarantine"),
+                    [
+                        {
+                            "source": source,
+                            "path": doc_id,
+                            "reason": "no_chunks",
+                            "detail": f"the text has no tokens for {chunker.tokenizer.name}",
+                            "size_bytes": None,
+                        }
+                        for doc_id in unchunkable
+                    ],
+                )
+        stats.documents_quarantined = len(unchunkable)
         row = conn.execute(query("chunk_summary"), {"source": source}).fetchone()
         (
             stats.current_chunks,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from llama_index.core import Document as LlamaDocument
@@ -72,7 +72,10 @@ class Chunker:
         pieces = [(t.strip(), m) for t, m in pieces if t.strip()]
         counted = [p for t, m in pieces for p in self._enforce_limit(t, m)]
         chunks = self._with_spans(text, counted)
-        return self._merge_small(text, chunks)
+        # A piece of only characters the tokenizer drops (zero-width, controls) that found no
+        # neighbour to join has no tokens: it is not a chunk.
+        kept = [c for c in self._merge_small(text, chunks) if c.token_count > 0]
+        return [replace(c, chunk_index=i) for i, c in enumerate(kept)]
 
     def _markdown_pieces(self, text: str) -> list[tuple[str, dict[str, Any]]]:
         nodes = self._markdown.get_nodes_from_documents([LlamaDocument(text=text)])

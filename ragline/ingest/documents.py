@@ -37,9 +37,15 @@ def store_scan(conn: psycopg.Connection, source: str, scan: ScanResult) -> Inges
     stats = IngestStats(files_seen=scan.files_seen, quarantined=len(scan.rejections))
     for r in scan.rejections:
         stats.quarantine_reasons[r.reason] = stats.quarantine_reasons.get(r.reason, 0) + 1
-    protected_files = {r.file for r in scan.rejections}
+    # A quarantined file keeps all its documents; a bad line keeps only the record it still names
+    # (or, when it names none, the file's records: any of them may be the one that broke).
+    protected_files = {r.file for r in scan.rejections if r.protects_file}
+    protected_ids = {r.doc_id for r in scan.rejections if r.doc_id is not None}
     with conn.transaction():
         existing = {row[0]: row[1:] for row in conn.execute(query("documents_of_source"), {"source": source})}
+        # Documents the chunks stage found no chunk in stay out until their content changes.
+        unchunkable = {row[0] for row in conn.execute(query("unchunkable_documents"), {"source": source})}
+        still_unchunkable: list[str] = []
         for doc in scan.documents:
             digest = doc.content_hash
             row = existing.get(doc.doc_id)
@@ -48,12 +54,21 @@ def store_scan(conn: psycopg.Connection, source: str, scan: ScanResult) -> Inges
                 stats.new += 1
             else:
                 version, old_hash, status, _path = row
-                if old_hash == digest:
+                # A hash from before the line number left JSON Lines metadata is the same content.
+                if old_hash in (digest, doc.legacy_hash):
+                    if old_hash != digest:
+                        conn.execute(
+                            query("rehash_document"),
+                            {"source": source, "doc_id": doc.doc_id, "content_hash": digest},
+                        )
                     if status == "live":
                         stats.unchanged += 1
-                        continue
-                    conn.execute(query("restore_document"), {"source": source, "doc_id": doc.doc_id})
-                    stats.restored += 1
+                    elif doc.doc_id in unchunkable:
+                        still_unchunkable.append(doc.doc_id)
+                        stats.unchanged += 1
+                    else:
+                        conn.execute(query("restore_document"), {"source": source, "doc_id": doc.doc_id})
+                        stats.restored += 1
                     continue
                 version += 1
                 stats.changed += 1
@@ -83,7 +98,10 @@ def store_scan(conn: psycopg.Connection, source: str, scan: ScanResult) -> Inges
         vanished = [
             doc_id
             for doc_id, (_v, _h, status, path) in existing.items()
-            if status == "live" and doc_id not in seen and path not in protected_files
+            if status == "live"
+            and doc_id not in seen
+            and doc_id not in protected_ids
+            and path not in protected_files
         ]
         if vanished:
             conn.execute(query("mark_documents_deleted"), {"source": source, "doc_ids": vanished})
@@ -104,7 +122,7 @@ def store_scan(conn: psycopg.Connection, source: str, scan: ScanResult) -> Inges
             )
         conn.execute(
             query("clear_resolved_quarantine"),
-            {"source": source, "paths": [r.path for r in scan.rejections]},
+            {"source": source, "paths": [r.path for r in scan.rejections] + still_unchunkable},
         )
         stats.live_documents = conn.execute(query("count_live_documents"), {"source": source}).fetchone()[0]
     return stats

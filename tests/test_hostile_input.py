@@ -1,0 +1,405 @@
+"""Hostile input: every file or line is loaded (made safe for Postgres) or quarantined with its
+reason; no input fails its source, documents keep their identity, and the good files are served."""
+
+from __future__ import annotations
+
+import json
+import os
+import zlib
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from ragline.config import JsonlSettings, PdfSettings, SourceSettings
+from ragline.ingest.chunk_store import rechunk_source
+from ragline.ingest.chunking import Chunker
+from ragline.ingest.documents import store_scan
+from ragline.ingest.sources import Document, ScanResult, scan_source
+from ragline.storage.db import Database
+from tests.conftest import EXAMPLES, checks, local_embedder, metadata, run, write_project
+
+GOOD_TEXT = "# Refunds\n\nCustomers may return hardware within thirty days for a full refund.\n"
+
+
+def make_pdf(
+    contents: list[bytes], title: bytes | None = None, repeat: int = 1, compress: bool = False
+) -> bytes:
+    """A minimal PDF written by hand: one page per content stream, each page repeated `repeat`
+    times (the pages share the stream)."""
+    objs = {
+        1: b"<< /Type /Catalog /Pages 2 0 R >>",
+        3: b"<< /Type /Font /Subtype /Type1 /BaseFont /Helvetica >>",
+    }
+    n, kids = 4, []
+    for content in contents:
+        data = zlib.compress(content, 9) if compress else content
+        flate = b" /Filter /FlateDecode" if compress else b""
+        objs[n] = b"<< /Length %d%s >>\nstream\n" % (len(data), flate) + data + b"\nendstream"
+        stream, n = n, n + 1
+        for _ in range(repeat):
+            objs[n] = (
+                b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Contents %d 0 R "
+                b"/Resources << /Font << /F1 3 0 R >> >> >>" % stream
+            )
+            kids.append(n)
+            n += 1
+    objs[2] = b"<< /Type /Pages /Kids [%s] /Count %d >>" % (b" ".join(b"%d 0 R" % k for k in kids), len(kids))
+    info = b""
+    if title is not None:
+        objs[n] = b"<< /Title " + title + b" >>"
+        info, n = b" /Info %d 0 R" % n, n + 1
+    out = bytearray(b"%PDF-1.4\n")
+    offsets = {}
+    for i in sorted(objs):
+        offsets[i] = len(out)
+        out += b"%d 0 obj\n" % i + objs[i] + b"\nendobj\n"
+    xref = len(out)
+    out += b"xref\n0 %d\n0000000000 65535 f \n" % n + b"".join(
+        b"%010d 00000 n \n" % offsets[i] for i in range(1, n)
+    )
+    out += b"trailer\n<< /Size %d /Root 1 0 R%s >>\nstartxref\n%d\n%%%%EOF\n" % (n, info, xref)
+    return bytes(out)
+
+
+def _text_pdf(text: bytes, title: bytes | None = None) -> bytes:
+    return make_pdf([b"BT /F1 12 Tf 72 700 Td (" + text + b") Tj ET"], title=title)
+
+
+# A PDF pypdf needs about an hour for: 1,000 pages sharing one content stream of 100,000 text
+# operators (157 KB on disk).
+def _hanging_pdf() -> bytes:
+    ops = b"BT /F1 12 Tf 72 700 Td " + b"(x) Tj " * 100_000 + b"ET"
+    return make_pdf([ops], repeat=1000, compress=True)
+
+
+def _line(record: dict) -> str:
+    return json.dumps(record)
+
+
+def _hostile_corpus(base: Path) -> tuple[Path, dict[str, tuple[str, str]]]:
+    """Files and JSON lines under base/corpus, each case with what must become of it: ("loaded",
+    doc_id) or (reason, quarantine path)."""
+    root, outside = base / "corpus", base / "outside"
+    root.mkdir()
+    outside.mkdir()
+    (outside / "secret.md").write_text("# Secret\n\nThe outside secret is swordfish.\n")
+    (root / "refunds.md").write_text(GOOD_TEXT)
+    (root / "warranty.pdf").write_bytes(_text_pdf(b"Warranty: every laptop is covered for three years."))
+    cases: dict[str, tuple[str, str]] = {}
+
+    # JSON Lines: one case a line.
+    deep = "[" * 100_000 + "]" * 100_000
+    lines = [
+        ("json_nul_escaped", _line({"id": "nul", "text": "Escaped\u0000 NUL in text", "tag": "a\u0000b"})),
+        ("json_lone_surrogate", '{"id": "sur", "text": "lone \\ud800 surrogate", "tag": "x\\udfffy"}'),
+        ("json_nan_infinity", '{"id": "nan", "text": "not a number", "score": NaN, "tag": -Infinity}'),
+        ("json_5000_digit_int", '{"id": "big", "text": "a big number", "score": ' + "7" * 5000 + "}"),
+        ("json_100k_deep", '{"id": "deep", "text": "deep", "tag": ' + deep + "}"),
+        ("json_u2028_in_string", '{"id": "sep", "text": "line\u2028separator inside a string"}'),
+        ("json_long_id", _line({"id": "L" * 3000, "text": "a record with a very long id"})),
+        ("json_zero_width_text", _line({"id": "zw", "text": "\u200b\u200c\u200d\ufeff"})),
+        ("json_duplicate_id", _line({"id": "nul", "text": "the same id again"})),
+    ]
+    (root / "records.jsonl").write_text("\n".join(text for _, text in lines) + "\r\n")
+    expect = {
+        "json_nul_escaped": ("loaded", "records.jsonl#nul"),
+        "json_lone_surrogate": ("loaded", "records.jsonl#sur"),
+        "json_nan_infinity": ("loaded", "records.jsonl#nan"),
+        "json_5000_digit_int": ("loaded", "records.jsonl#big"),
+        "json_100k_deep": ("too_deep", "records.jsonl:5"),
+        "json_u2028_in_string": ("loaded", "records.jsonl#sep"),
+        "json_long_id": ("loaded", "records.jsonl%!"),  # prefix of a hashed id
+        "json_zero_width_text": ("empty_text", "records.jsonl:8"),
+        "json_duplicate_id": ("duplicate_id", "records.jsonl:9"),
+    }
+    cases.update(expect)
+
+    # The same name as a record id: `coll.jsonl#7.md` (a file) and record 7.md of coll.jsonl.
+    (root / "coll.jsonl").write_text(_line({"id": "7.md", "text": "Record seven of the collection."}) + "\n")
+    (root / "coll.jsonl#7.md").write_text("# File seven\n\nA file whose name looks like a record id.\n")
+    cases["id_collision_record"] = ("loaded", "coll.jsonl#7.md")
+    cases["id_collision_file"] = ("loaded", "coll.jsonl%237.md")
+
+    (root / "a:b.md").write_text("# Colon\n\nA document whose name holds a colon.\n")
+    cases["colon_in_name"] = ("loaded", "a:b.md")
+
+    # NUL inside PDF text and a PDF title (UTF-16 with a NUL); a PDF that hangs the parser.
+    title = b"<FEFF00480061006E006400000062006F006F006B>"
+    (root / "nul-text.pdf").write_bytes(_text_pdf(b"Refund\\000 policy for PDFs.", title=title))
+    cases["pdf_nul_text_and_title"] = ("loaded", "nul-text.pdf")
+    (root / "hang.pdf").write_bytes(_hanging_pdf())
+    cases["pdf_hangs"] = ("pdf_timeout", "hang.pdf")
+
+    # Names: invalid UTF-8, a newline (a bad file, so its name reaches the log), too long.
+    fd = os.open(os.fsencode(root) + b"/caf\xe9.md", os.O_WRONLY | os.O_CREAT)
+    os.write(fd, b"# Cafe\n\nA file whose name is Latin-1.\n")
+    os.close(fd)
+    cases["invalid_utf8_name"] = ("loaded", "caf%E9.md")
+    (root / "evil\n2026-01-01 ERROR forged.md").write_bytes(b"")
+    cases["newline_in_name"] = ("empty_file", "evil\n2026-01-01 ERROR forged.md")
+    deep_dir = root.joinpath(*["d" * 200] * 6)
+    deep_dir.mkdir(parents=True)
+    (deep_dir / "long.md").write_text("# Long\n\nA file at a path over the index key limit.\n")
+    cases["path_too_long"] = ("loaded", "d" * 200 + "%!")
+
+    (root / "zero-width.md").write_text("\u200b\u200c\u200d\u2060\ufeff" * 200)
+    cases["zero_width_file"] = ("empty_file", "zero-width.md")
+    (root / "nul-bytes.md").write_bytes(b"# Nul\n\nraw\x00bytes in a text file")
+    cases["raw_nul_bytes"] = ("nul_bytes", "nul-bytes.md")
+    (root / "huge.md").write_bytes(b"# Huge\n\n" + b"word " * 80_000)
+    cases["too_large"] = ("too_large", "huge.md")
+    (root / "hidden.html").write_text(
+        "<html><body><p>Visible policy text about laptops.</p>"
+        '<div style="display:none">CSSHIDDEN one</div><span style="visibility: hidden">CSSHIDDEN two</span>'
+        '<p style="color:red; DISPLAY : none !important">CSSHIDDEN three</p></body></html>'
+    )
+    cases["css_hidden_html"] = ("loaded", "hidden.html")
+
+    # Symbolic links out of the root: to /etc/passwd, absolute, relative ../, and a folder.
+    (root / "passwd.md").symlink_to("/etc/passwd")
+    (root / "absolute.md").symlink_to(outside / "secret.md")
+    (root / "relative.md").symlink_to("../outside/secret.md")
+    (root / "folder").symlink_to(outside, target_is_directory=True)
+    for name in ("passwd.md", "absolute.md", "relative.md", "folder"):
+        cases[f"symlink_{name}"] = ("symlink", name)
+    return root, cases
+
+
+def test_a_hostile_corpus_is_loaded_or_quarantined_and_the_good_files_are_served(tmp_path, db_url, capfd):
+    root, cases = _hostile_corpus(tmp_path)
+    settings = write_project(
+        tmp_path,
+        [
+            {
+                "name": "hostile",
+                "root": "corpus",
+                "max_file_bytes": 300_000,
+                # The demo PDFs parse in ~45 ms each; the hanging one needs about an hour.
+                "pdf": {"timeout_seconds": 5},
+                "jsonl": {"metadata_fields": ["tag", "score"]},
+                "chunking": {"strategy": "markdown"},
+            }
+        ],
+    )
+
+    result = run(settings, quality=False)
+    source_run = result["source hostile"]
+
+    with psycopg.connect(db_url) as conn:
+        live = dict(
+            conn.execute("SELECT doc_id, path FROM ragline.documents WHERE status = 'live'").fetchall()
+        )
+        quarantine = dict(conn.execute("SELECT path, reason FROM ragline.quarantine").fetchall())
+        texts = dict(
+            conn.execute(
+                "SELECT v.doc_id, v.text FROM ragline.document_versions v JOIN ragline.documents d "
+                "USING (source, doc_id, version)"
+            ).fetchall()
+        )
+        metas = dict(conn.execute("SELECT doc_id, metadata FROM ragline.document_versions").fetchall())
+        details = dict(conn.execute("SELECT path, detail FROM ragline.quarantine").fetchall())
+
+    handled = {}
+    for case, (outcome, key) in cases.items():
+        if outcome == "loaded":
+            handled[case] = any(d == key or (key.endswith("%!") and d.startswith(key)) for d in live)
+        else:
+            handled[case] = quarantine.get(key) == outcome
+    share = sum(handled.values()) / len(handled)
+    failed = [name for name, r in result.items() if not r.success]
+    failed_checks = [k for r in result.values() for k, ok in checks(r).items() if not ok]
+    with capfd.disabled():
+        print(
+            f"\nhostile corpus: {len(handled)} cases, {sum(handled.values())} loaded or quarantined "
+            f"with their reason ({share:.0%}), {len(failed)} failed runs, {len(failed_checks)} failed checks"
+        )
+    assert {case for case, ok in handled.items() if not ok} == set()
+    assert failed == [] and failed_checks == []
+
+    # What was loaded is safe and clean.
+    assert texts["records.jsonl#nul"] == "Escaped NUL in text" and metas["records.jsonl#nul"]["tag"] == "ab"
+    assert texts["records.jsonl#sur"] == "lone \ufffd surrogate"
+    assert metas["records.jsonl#nan"] == {"format": "jsonl", "record_id": "nan", "score": None, "tag": None}
+    assert metas["records.jsonl#big"]["score"] == "7" * 5000
+    assert "\u2028" in texts["records.jsonl#sep"]
+    assert texts["nul-text.pdf"] == "Refund policy for PDFs." and metas["nul-text.pdf"]["title"] == "Handbook"
+    assert texts["hidden.html"] == "Visible policy text about laptops."
+    assert live["caf%E9.md"] == "caf\\xe9.md"
+    assert live["coll.jsonl%237.md"] == "coll.jsonl#7.md" and live["coll.jsonl#7.md"] == "coll.jsonl"
+    assert "swordfish" not in " ".join(texts.values()) and "root:" not in " ".join(texts.values())
+    assert all(len(k.encode()) <= 1000 for k in [*live, *quarantine])
+    assert "first" not in details["records.jsonl:9"] and "records.jsonl:1" in details["records.jsonl:9"]
+    assert metadata(source_run, "raw_documents")["deleted"] == 0
+
+    # The file name with a newline cannot forge a log line.
+    err = capfd.readouterr().err
+    assert "evil\\n2026-01-01 ERROR forged.md" in err
+    assert not any(line.startswith("2026-01-01 ERROR forged") for line in err.splitlines())
+
+    # The good files are served.
+    from ragline.retrieval.search import build_retriever
+
+    with Database(db_url, max_size=2) as db:
+        retriever = build_retriever(settings, db, local_embedder(), log_queries=False)
+        found = {h.doc_id for h in retriever.search("return hardware within thirty days for a refund").hits}
+        assert "refunds.md" in found
+        found = {h.doc_id for h in retriever.search("laptop covered for three years warranty").hits}
+        assert "warranty.pdf" in found
+
+    # Second run: a:b.md turns bad, and a record is inserted at the top of records.jsonl.
+    (root / "a:b.md").write_bytes(b"# Colon\n\n\xff\xfe broken export")
+    records = (root / "records.jsonl").read_text()
+    (root / "records.jsonl").write_text(_line({"id": "top", "text": "A new first record."}) + "\n" + records)
+
+    again = run(settings, quality=False)
+    docs = metadata(again["source hostile"], "raw_documents")
+    assert all(r.success for r in again.values()) and all(all(checks(r).values()) for r in again.values())
+    assert (docs["new"], docs["changed"], docs["deleted"]) == (1, 0, 0)  # the moved lines keep their version
+    with psycopg.connect(db_url) as conn:
+        status = conn.execute("SELECT status FROM ragline.documents WHERE doc_id = 'a:b.md'").fetchone()[0]
+        reason = conn.execute("SELECT reason FROM ragline.quarantine WHERE path = 'a:b.md'").fetchone()[0]
+        deep = conn.execute("SELECT path FROM ragline.quarantine WHERE reason = 'too_deep'").fetchone()[0]
+    assert (status, reason) == ("live", "invalid_utf8")  # keeps its last good version
+    assert deep == "records.jsonl:6"  # quarantine names the line where it is now
+
+
+@pytest.fixture
+def conn(db_url):
+    with Database(db_url, max_size=1) as db, db.connection() as connection:
+        yield connection
+
+
+def test_a_bad_line_protects_only_its_own_record(tmp_path, conn):
+    source = SourceSettings(name="s", root=tmp_path)
+    path = tmp_path / "t.jsonl"
+    rows = [_line({"id": f"r{i}", "text": f"Record number {i}."}) for i in range(4)]
+    path.write_text("\n".join(rows) + "\n")
+    (tmp_path / "keep.md").write_text("# Keep\n\nkept")
+    first = store_scan(conn, "s", scan_source(source))
+    assert first.new == 5
+
+    # r1's line breaks but still names r1; r2 is removed; r3's line loses its id.
+    path.write_text("\n".join([rows[0], '{"id": "r1", "text": "cut', '{"text": "Record number 3."}']) + "\n")
+    stats = store_scan(conn, "s", scan_source(source))
+    status = dict(conn.execute("SELECT doc_id, status FROM ragline.documents").fetchall())
+    assert status == {
+        "t.jsonl#r0": "live",
+        "t.jsonl#r1": "live",  # its bad line names it
+        "t.jsonl#r2": "deleted",  # gone, although a line of its file is bad
+        "t.jsonl#r3": "deleted",  # a parsed line without an id names no record
+        "keep.md": "live",
+    }
+    assert stats.deleted == 2
+
+    # A line that does not parse and names no record may be any record: the file's are kept.
+    path.write_text(rows[0] + "\n{broken\n")
+    # (r1 was live; make it vanish behind an unreadable line)
+    store_scan(conn, "s", scan_source(source))
+    status = dict(conn.execute("SELECT doc_id, status FROM ragline.documents").fetchall())
+    assert status["t.jsonl#r1"] == "live"
+
+
+def test_an_install_from_before_keeps_its_jsonl_versions(conn):
+    """Hashes stored while the line number was in the metadata count as unchanged, and are
+    rewritten to the new formula without a new version."""
+    spec = JsonlSettings(id_field="ticket_id", text_fields=("subject", "body"), metadata_fields=("priority",))
+    source = SourceSettings(name="support", root=EXAMPLES / "support", glob="*.jsonl", jsonl=spec)
+    scan = scan_source(source)
+    # What the previous release stored: the same documents with "line" in their metadata.
+    before = ScanResult(
+        [Document(d.doc_id, d.path, d.text, {"line": d.line, **d.metadata}) for d in scan.documents],
+        [],
+        scan.files_seen,
+    )
+    assert store_scan(conn, "support", before).new == 10
+
+    upgraded = store_scan(conn, "support", scan)
+    again = store_scan(conn, "support", scan_source(source))
+
+    assert (upgraded.unchanged, upgraded.written) == (10, 0)
+    assert (again.unchanged, again.written) == (10, 0)
+    hashes = dict(conn.execute("SELECT doc_id, content_hash FROM ragline.documents").fetchall())
+    versions = conn.execute("SELECT count(*) FROM ragline.document_versions").fetchone()[0]
+    assert versions == 10 and hashes == {d.doc_id: d.content_hash for d in scan.documents}
+
+
+def test_symlinks_are_followed_only_on_request_and_only_inside_the_root(tmp_path):
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "real").mkdir(parents=True)
+    outside.mkdir()
+    (root / "real" / "doc.md").write_text("# Doc\n\ninside")
+    (outside / "secret.md").write_text("# Secret\n\nswordfish")
+    (root / "inside.md").symlink_to("real/doc.md")
+    (root / "alias").symlink_to(root / "real", target_is_directory=True)
+    (root / "passwd.md").symlink_to("/etc/passwd")
+    (root / "up.md").symlink_to("../outside/secret.md")
+    (root / "out").symlink_to(outside, target_is_directory=True)
+    (root / "loop.md").symlink_to("loop.md")
+
+    plain = scan_source(SourceSettings(name="s", root=root))
+    followed = scan_source(SourceSettings(name="s", root=root, follow_symlinks=True))
+
+    assert [d.doc_id for d in plain.documents] == ["real/doc.md"]
+    assert {(r.path, r.reason) for r in plain.rejections} == {
+        (name, "symlink") for name in ("inside.md", "alias", "passwd.md", "up.md", "out", "loop.md")
+    }
+    assert sorted(d.doc_id for d in followed.documents) == ["alias/doc.md", "inside.md", "real/doc.md"]
+    assert {(r.path, r.reason) for r in followed.rejections} == {
+        *((name, "outside_root") for name in ("passwd.md", "up.md", "out")),
+        ("loop.md", "broken_symlink"),
+    }
+
+
+def test_pdf_limits_quarantine_the_pdf(tmp_path):
+    policy = (EXAMPLES / "policies" / "acceptable-use-policy.pdf").read_bytes()
+    (tmp_path / "policy.pdf").write_bytes(policy)
+    # A decompression bomb: one content stream of 42 MB in 82 KB.
+    bomb = make_pdf([b"BT /F1 12 Tf 72 700 Td " + b"(abcdefgh) Tj " * 3_000_000 + b"ET"], compress=True)
+    (tmp_path / "bomb.pdf").write_bytes(bomb)
+
+    capped = scan_source(
+        SourceSettings(name="s", root=tmp_path, pdf=PdfSettings(max_pages=2, max_memory_mb=128))
+    )
+
+    assert {(r.path, r.reason) for r in capped.rejections} == {
+        ("policy.pdf", "too_many_pages"),
+        ("bomb.pdf", "pdf_memory_limit"),
+    }
+    [loaded] = scan_source(SourceSettings(name="s", root=tmp_path, glob="policy.pdf")).documents
+    assert loaded.metadata["pages"] >= 3
+
+
+def test_a_document_without_chunks_is_quarantined_not_a_failed_check(tmp_path, conn):
+    from ragline import expectations
+
+    # Visible to the loader, nothing to the tokenizer: a text that yields no chunk.
+    scan = ScanResult(
+        [
+            Document("marks.md", "marks.md", "\u0300\u0301 \u0302", {"format": "markdown"}),
+            Document("ok.md", "ok.md", "Laptops are refreshed every three years.", {"format": "markdown"}),
+        ],
+        [],
+        2,
+    )
+    model = local_embedder()
+    settings = SourceSettings(name="s", root=tmp_path)
+    store_scan(conn, "s", scan)
+    stats = rechunk_source(conn, "s", Chunker(settings.chunking, model.tokenizer))
+    outcomes = expectations.check_chunks(conn, "s", settings.chunking)
+    assert stats.documents_quarantined == 1 and all(o.passed for o in outcomes)
+    again = store_scan(conn, "s", scan)  # not restored while its content is the same
+    reason = conn.execute("SELECT reason FROM ragline.quarantine WHERE path = 'marks.md'").fetchone()
+    status = conn.execute("SELECT status FROM ragline.documents WHERE doc_id = 'marks.md'").fetchone()
+    assert again.restored == 0 and reason == ("no_chunks",) and status == ("deleted",)
+
+
+@pytest.mark.parametrize(
+    "style",
+    ["display:none", "display: none !important", "VISIBILITY:hidden", "color:red;visibility:collapse"],
+)
+def test_css_hidden_text_is_dropped(style):
+    from ragline.ingest.sources import html_to_text
+
+    _, text = html_to_text(f'<p>shown</p><div style="{style}">secret <b>bold</b></div><p>after</p>')
+    assert text == "shown\n\nafter"
