@@ -21,6 +21,7 @@ from ragline.evaluation.scoring import (
 from ragline.evaluation.variants import build_variant_corpus, drop_unconfigured_variants
 from ragline.index.embedding import variant_embedder
 from ragline.llm import chat_client
+from ragline.safe_text import printable
 
 EVAL_SET_CHECKS = (
     expectations.EVAL_QUESTIONS_ARE_UNIQUE,
@@ -48,7 +49,9 @@ def eval_set_asset(automation: dg.AutomationCondition) -> dg.AssetsDefinition:
             questions, references = check_frames(conn, sets)
         rejected = [(s.name, r.where, r.reason) for s in sets for r in s.rejected]
         for name, where, reason in rejected:
-            context.log.warning(f"eval set {name}: {where} rejected: {reason}")
+            context.log.warning(
+                f"eval set {name}: {printable(where, 300)} rejected: {printable(reason, 300)}"
+            )
         outcomes = expectations.check_eval_questions(questions, references, len(rejected))
         return dg.MaterializeResult(
             metadata={

@@ -22,6 +22,7 @@ from ragline.config import (
     config_path,
     load_settings,
 )
+from ragline.llm import LLMError
 from ragline.retrieval.context import TOKENIZERS
 from ragline.safe_text import printable
 from ragline.storage.db import (
@@ -30,10 +31,11 @@ from ragline.storage.db import (
     embedded_server,
     migrate,
     redact,
+    redact_error,
     sqlalchemy_url,
     stop_embedded,
 )
-from ragline.types import DatabaseError, PublishError, RetrievalError, SourceError
+from ragline.types import DatabaseError, EmbeddingError, PublishError, RetrievalError, SourceError
 
 # The most chunks a search or context may ask for.
 MAX_K = 10_000
@@ -77,7 +79,7 @@ def _database_url(settings: Settings) -> str:
     try:
         psycopg.connect(url, connect_timeout=10).close()
     except psycopg.Error as exc:
-        raise DatabaseError(f"cannot connect to {redact(url)}: {exc}") from None
+        raise DatabaseError(f"cannot connect to {redact(url)}: {redact_error(exc, url)}") from None
     return url
 
 
@@ -457,7 +459,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "context":
             return _cmd_context(args, settings)
         return _cmd_orchestrated(args, settings)
-    except (ConfigError, DatabaseError, SourceError, RetrievalError, PublishError) as exc:
+    except (
+        ConfigError,
+        DatabaseError,
+        SourceError,
+        RetrievalError,
+        PublishError,
+        EmbeddingError,
+        LLMError,
+    ) as exc:
         print(f"ragline: error: {printable(str(exc).strip())}", file=sys.stderr)
         return 2
 

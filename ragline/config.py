@@ -27,7 +27,11 @@ BEIR_MAX_FILE_BYTES = 4_000_000_000
 _SOURCE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 OPENAI_API_URL = "https://api.openai.com/v1"
 OPENAI_API_KEY_ENV = "OPENAI_API_KEY"
-_SECRET_QUERY_PARAMETER = re.compile(r"(?i)(?:^|&)[^=&]*(?:key|token|password|secret|sig)[^=&]*=")
+# Query parameters that carry credentials: a whole name, or one ending in _key, -token, ...
+# (`api-key`, `access_token`, `sig`), not any name that merely contains the letters (`design`).
+_SECRET_QUERY_PARAMETER = re.compile(
+    r"(?i)(?:^|&)(?:[^=&]*[_.-])?(?:key|apikey|token|password|passwd|secret|sig|signature|code)="
+)
 
 
 class ConfigError(ValueError):

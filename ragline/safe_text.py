@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 # C0 and C1 controls, DEL, and the Unicode line/paragraph separators and bidi overrides: any of
 # them in a log line or a terminal can forge a line, move the cursor or reorder what is shown.
-_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 
 
 def printable(value: object, limit: int | None = None) -> str:

@@ -43,6 +43,10 @@ class EmbeddingsServer:
                         **body,
                     }
                 )
+                if server.echo_status == 200:  # a "success" whose vectors are the request's key
+                    auth = self.headers.get("Authorization")
+                    self._send(200, {"object": "list", "data": [{"index": 0, "embedding": [auth]}]})
+                    return
                 if server.echo_status:
                     auth = self.headers.get("Authorization")
                     message = f"Incorrect API key provided. Authorization: {auth}"

@@ -226,7 +226,15 @@ def test_a_bad_config_file_is_a_one_line_error(tmp_path, capsys, text, message):
 
 
 @pytest.mark.parametrize("command", [["status"], ["search", "q"], ["env"], ["db", "migrate"]])
-@pytest.mark.parametrize("url", ["not a url", "postgresql://postgres:secret@/nowhere?host={tmp}"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "not a url",
+        "postgresql://postgres:secret@/nowhere?host={tmp}",
+        # libpq quotes the part of a malformed URL it cannot parse: here, the password
+        "postgresql://postgres:secret%zz@/nowhere?host={tmp}",
+    ],
+)
 def test_an_unusable_database_url_is_a_one_line_error(tmp_path, monkeypatch, capsys, command, url):
     monkeypatch.setenv("DATABASE_URL", url.format(tmp=tmp_path))
     settings = write_project(tmp_path, [{"name": "docs", "root": "."}])
@@ -260,3 +268,20 @@ def test_search_and_context_show_outside_text_escaped(project, capsys):
     # Not JSON (NaN is Python's extension), so the text "NaN", which no document has.
     code, out, err = _cli(["--config", config, "search", "hotel", "--where", "k=NaN"], capsys)
     assert (code, err) == (0, "") and out.startswith("0 results")
+
+
+def test_an_embedding_endpoint_gone_down_is_a_one_line_error_naming_it(project, capsys):
+    from tests.conftest import local_embedder
+    from tests.openai_server import EmbeddingsServer
+
+    with EmbeddingsServer(local_embedder()) as server:
+        url = server.base_url
+        embedding = {"provider": "openai", "model": "m", "base_url": url, "max_retries": 0}
+        settings = project({"docs": ["handbook/benefits.md"]}, embedding=embedding)
+        run(settings, quality=False)
+    capsys.readouterr()  # the runs' own logs
+    # The server is gone: the query cannot be embedded.
+    code, out, err = _cli(["--config", str(settings.path), "search", "hotel", "--strategy", "dense"], capsys)
+
+    assert (code, out) == (2, "") and err.count("\n") == 1, err
+    assert err.startswith("ragline: error: ") and url in err

@@ -15,7 +15,7 @@ from ragline.config import JsonlSettings, PdfSettings, SourceSettings
 from ragline.ingest.chunk_store import rechunk_source
 from ragline.ingest.chunking import Chunker
 from ragline.ingest.documents import store_scan
-from ragline.ingest.sources import Document, ScanResult, scan_source
+from ragline.ingest.sources import Document, ScanResult, file_id, scan_source
 from ragline.storage.db import Database
 from tests.conftest import EXAMPLES, checks, local_embedder, metadata, run, write_project
 
@@ -119,7 +119,7 @@ def _hostile_corpus(base: Path) -> tuple[Path, dict[str, tuple[str, str]]]:
     (root / "coll.jsonl").write_text(_line({"id": "7.md", "text": "Record seven of the collection."}) + "\n")
     (root / "coll.jsonl#7.md").write_text("# File seven\n\nA file whose name looks like a record id.\n")
     cases["id_collision_record"] = ("loaded", "coll.jsonl#7.md")
-    cases["id_collision_file"] = ("loaded", "coll.jsonl%237.md")
+    cases["id_collision_file"] = ("loaded", "%~coll.jsonl%237.md")
 
     (root / "a:b.md").write_text("# Colon\n\nA document whose name holds a colon.\n")
     cases["colon_in_name"] = ("loaded", "a:b.md")
@@ -135,7 +135,7 @@ def _hostile_corpus(base: Path) -> tuple[Path, dict[str, tuple[str, str]]]:
     fd = os.open(os.fsencode(root) + b"/caf\xe9.md", os.O_WRONLY | os.O_CREAT)
     os.write(fd, b"# Cafe\n\nA file whose name is Latin-1.\n")
     os.close(fd)
-    cases["invalid_utf8_name"] = ("loaded", "caf%E9.md")
+    cases["invalid_utf8_name"] = ("loaded", "%~caf%E9.md")
     (root / "evil\n2026-01-01 ERROR forged.md").write_bytes(b"")
     cases["newline_in_name"] = ("empty_file", "evil\n2026-01-01 ERROR forged.md")
     deep_dir = root.joinpath(*["d" * 200] * 6)
@@ -225,8 +225,8 @@ def test_a_hostile_corpus_is_loaded_or_quarantined_and_the_good_files_are_served
     assert "\u2028" in texts["records.jsonl#sep"]
     assert texts["nul-text.pdf"] == "Refund policy for PDFs." and metas["nul-text.pdf"]["title"] == "Handbook"
     assert texts["hidden.html"] == "Visible policy text about laptops."
-    assert live["caf%E9.md"] == "caf\\xe9.md"
-    assert live["coll.jsonl%237.md"] == "coll.jsonl#7.md" and live["coll.jsonl#7.md"] == "coll.jsonl"
+    assert live["%~caf%E9.md"] == "%~caf%E9.md"
+    assert live["%~coll.jsonl%237.md"] == "coll.jsonl#7.md" and live["coll.jsonl#7.md"] == "coll.jsonl"
     assert "swordfish" not in " ".join(texts.values()) and "root:" not in " ".join(texts.values())
     assert all(len(k.encode()) <= 1000 for k in [*live, *quarantine])
     assert "first" not in details["records.jsonl:9"] and "records.jsonl:1" in details["records.jsonl:9"]
@@ -351,6 +351,40 @@ def test_symlinks_are_followed_only_on_request_and_only_inside_the_root(tmp_path
     }
 
 
+def test_a_link_out_of_the_root_stops_serving_what_it_once_served(tmp_path, conn):
+    """Before links were refused, /etc/passwd behind passwd.md could be loaded: the quarantine of
+    the link must not keep that document live (a policy rejection protects nothing)."""
+    (tmp_path / "keep.md").write_text("# Keep\n\nkept")
+    served = scan_source(SourceSettings(name="s", root=tmp_path))
+    served.documents.append(Document("passwd.md", "passwd.md", "root:x:0:0:root:/root:/bin/bash", {}))
+    assert store_scan(conn, "s", served).new == 2
+    (tmp_path / "passwd.md").symlink_to("/etc/passwd")
+
+    stats = store_scan(conn, "s", scan_source(SourceSettings(name="s", root=tmp_path)))
+
+    status = dict(conn.execute("SELECT doc_id, status FROM ragline.documents").fetchall())
+    assert status == {"keep.md": "live", "passwd.md": "deleted"} and stats.deleted == 1
+
+
+def test_ordinary_names_keep_their_ids_and_no_file_id_is_a_record_id(tmp_path):
+    """Ids from before stay (names with % and # included); only a name that could be read as a
+    record id, a non-UTF-8 name or one starting with the escape mark is escaped."""
+    assert [file_id(n) for n in ("a.md", "50%.md", "notes#1.md", "x%23y.md")] == [
+        "a.md",
+        "50%.md",
+        "notes#1.md",
+        "x%23y.md",
+    ]
+    assert file_id("coll.jsonl#7.md") == "%~coll.jsonl%237.md"
+    assert file_id("d/C.NDJSON#x") == "%~d/C.NDJSON%23x"
+    assert file_id("%~a.md") == "%~%25~a.md"
+    for name in ("50%.md", "notes#1.md", "coll.jsonl#7.md", "%~a.md"):
+        (tmp_path / name).write_text(f"# {name}\n\ntext of {name}")
+    (tmp_path / "coll.jsonl").write_text(_line({"id": "7.md", "text": "record"}) + "\n")
+    ids = sorted(d.doc_id for d in scan_source(SourceSettings(name="s", root=tmp_path)).documents)
+    assert ids == ["%~%25~a.md", "%~coll.jsonl%237.md", "50%.md", "coll.jsonl#7.md", "notes#1.md"]
+
+
 def test_pdf_limits_quarantine_the_pdf(tmp_path):
     policy = (EXAMPLES / "policies" / "acceptable-use-policy.pdf").read_bytes()
     (tmp_path / "policy.pdf").write_bytes(policy)
@@ -403,3 +437,33 @@ def test_css_hidden_text_is_dropped(style):
 
     _, text = html_to_text(f'<p>shown</p><div style="{style}">secret <b>bold</b></div><p>after</p>')
     assert text == "shown\n\nafter"
+
+
+def test_text_hidden_by_the_pages_own_stylesheet_is_dropped():
+    from ragline.ingest.sources import html_to_text
+
+    page = (
+        "<html><head><style>/* a comment */ .sr, div#promo {display : none /* why */ !important}"
+        " .red {color: red} span.gone, .also{visibility:hidden}</style></head><body>"
+        '<p class="lead sr">secret class</p><div id="promo">secret id</div><p class="red">shown</p>'
+        '<span class="gone">secret span</span><p class="also">secret too</p>'
+        '<p style="display:none/**/">secret commented</p><p>after</p></body></html>'
+    )
+    assert html_to_text(page)[1] == "shown\n\nafter"
+
+
+def test_any_loader_exception_quarantines_its_file_and_the_rest_loads(tmp_path, monkeypatch):
+    """The catch-all: a parser bug nobody foresaw (here RecursionError) costs one file, named."""
+    import ragline.ingest.sources as sources
+
+    def explode(_html):
+        raise RecursionError("maximum recursion depth exceeded")
+
+    monkeypatch.setattr(sources, "html_to_text", explode)
+    (tmp_path / "page.html").write_text("<p>x</p>")
+    (tmp_path / "fine.md").write_text("# Fine\n\nstill loads")
+    scan = scan_source(SourceSettings(name="s", root=tmp_path))
+    assert [d.doc_id for d in scan.documents] == ["fine.md"]
+    [rejection] = scan.rejections
+    assert (rejection.path, rejection.reason) == ("page.html", "loader_error")
+    assert rejection.detail.startswith("RecursionError: maximum recursion depth")

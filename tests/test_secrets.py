@@ -166,6 +166,20 @@ def test_client_errors_name_the_endpoint_and_carry_no_key_or_chain(status: int, 
     assert PLANTED_KEY not in caplog.text
 
 
+def test_a_key_echoed_as_a_vector_is_not_quoted_back() -> None:
+    """A server answering 200 with the Authorization header where the numbers should be."""
+    with EmbeddingsServer(echo_status=200) as server:
+        embedder = OpenAICompatibleEmbedder(
+            EmbeddingSettings(provider="openai", model="m", base_url=server.base_url, max_retries=0),
+            api_key=PLANTED_KEY,
+        )
+        with pytest.raises(EmbeddingError) as failure:
+            embedder.embed(["x"])
+    assert server.requests[0]["auth"] == f"Bearer {PLANTED_KEY}"
+    assert "not lists of numbers" in str(failure.value) and PLANTED_KEY not in str(failure.value)
+    assert failure.value.__cause__ is None and failure.value.__context__ is None
+
+
 def test_no_key_goes_to_a_custom_base_url_unless_api_key_env_names_one(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -204,13 +218,18 @@ def test_a_key_over_plain_http_is_refused_at_config_load(tmp_path: Path) -> None
     for block in ("embedding", "llm"):
         with pytest.raises(ConfigError, match=r"api_key_env TEI_KEY would send that key .* plain http"):
             load(block, base_url="http://tei.internal:8080/v1", api_key_env="TEI_KEY")
-        for url in ("https://user:pw@tei.internal/v1", "https://tei.internal/v1?api-key=k"):
+        for url in (
+            "https://user:pw@tei.internal/v1",
+            "https://tei.internal/v1?api-key=k",
+            "https://tei.internal/v1?x=1&access_token=k",
+        ):
             with pytest.raises(ConfigError, match="must not carry credentials"):
                 load(block, base_url=url)
         # No key, no risk: a server on the network that needs no key keeps working.
         assert getattr(load(block, base_url="http://tei.internal:8080/v1"), block).key_variable is None
         for url in (
             "https://tei.internal/v1",
+            "https://tei.internal/v1?design=compact&tokenizer=bert",  # names that only contain "sig"
             "http://localhost:8080/v1",
             "http://127.0.0.5/v1",
             "http://[::1]/v1",

@@ -20,6 +20,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from ragline.config import EvalSetSettings, Settings, SourceSettings
+from ragline.ingest.sources import record_doc_id
 from ragline.storage.db import query
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,11 @@ class LoadedSet:
     regenerated: bool = True  # False when stored questions were kept (synthetic sets are stable)
 
 
+def _lines(text: str) -> list[str]:
+    """JSON Lines split on '\n' only: U+2028 and other separators are valid inside JSON strings."""
+    return [line.removesuffix("\r") for line in text.split("\n")]
+
+
 def _relevance(value: Any) -> dict[str, float] | None:
     if isinstance(value, dict):
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()):
@@ -76,7 +82,7 @@ def load_golden(path: Path, name: str) -> LoadedSet:
     raw = path.read_bytes()
     questions: list[EvalQuestion] = []
     rejected: list[Rejected] = []
-    for lineno, line in enumerate(raw.decode("utf-8", errors="replace").splitlines(), start=1):
+    for lineno, line in enumerate(_lines(raw.decode("utf-8", errors="replace")), start=1):
         if not line.strip():
             continue
         where = f"{path.name}:{lineno}"
@@ -136,7 +142,7 @@ def load_beir(folder: Path, name: str, source: SourceSettings, split: str = "tes
         ) from None
     rejected: list[Rejected] = []
     texts: dict[str, str] = {}
-    lines = queries_file.read_bytes().decode("utf-8", errors="replace").splitlines()
+    lines = _lines(queries_file.read_bytes().decode("utf-8", errors="replace"))
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -156,7 +162,7 @@ def load_beir(folder: Path, name: str, source: SourceSettings, split: str = "tes
                 rejected.append(Rejected(f"qrels/{split}.tsv:{lineno}", "needs query-id, corpus-id, score"))
                 continue
             if score > 0:
-                relevant.setdefault(qid, {})[f"{source.name}:{corpus_rel}#{cid}"] = score
+                relevant.setdefault(qid, {})[f"{source.name}:{record_doc_id(corpus_rel, cid)}"] = score
     questions = []
     for qid, rel in relevant.items():
         if qid not in texts or not texts[qid]:

@@ -221,7 +221,16 @@ class OpenAICompatibleEmbedder:
         if len(data) != len(batch):
             where = self._endpoint.address
             raise EmbeddingError(f"{where} returned {len(data)} vectors for {len(batch)} inputs")
-        return np.array([d.embedding for d in data], dtype=np.float32)
+        try:
+            vectors = np.array([d.embedding for d in data], dtype=np.float32)
+        except (TypeError, ValueError):
+            # Never quote the reply: a server that echoes the request may put the key in it.
+            vectors = None
+        if vectors is None or vectors.ndim != 2:
+            raise EmbeddingError(
+                f"{self._endpoint.address} returned embeddings that are not lists of numbers of one length"
+            ) from None
+        return vectors
 
 
 def _normalised(vectors: np.ndarray) -> np.ndarray:

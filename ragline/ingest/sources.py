@@ -145,7 +145,11 @@ def scan_source(source: SourceSettings) -> ScanResult:
                     raise entry.problem
                 docs, line_rejections = load_file(entry, source, pdf)
             except Quarantined as q:
-                result.rejections.append(Rejection(place, q.reason, q.detail, place, q.size))
+                # A link ragline must not read keeps nothing it once served from being removed.
+                keep = q.reason not in _NOT_READ
+                result.rejections.append(
+                    Rejection(place, q.reason, q.detail, place, q.size, protects_file=keep)
+                )
                 continue
             except Exception as exc:  # noqa: BLE001  (RecursionError, MemoryError included)
                 detail = f"{type(exc).__name__}: {printable(exc, 300)}"
@@ -171,6 +175,10 @@ def scan_source(source: SourceSettings) -> ScanResult:
     return result
 
 
+# Rejections that are ragline's policy rather than a passing fault: the file's documents go.
+_NOT_READ = frozenset({"symlink", "outside_root", "broken_symlink"})
+
+
 def _where(place: str, line: int | None) -> str:
     return key_safe(place if line is None else f"{place}:{line}")
 
@@ -179,15 +187,20 @@ def _where(place: str, line: int | None) -> str:
 
 
 def file_id(rel: str) -> str:
-    """A file's document id: its path with '%' and '#' escaped (so that no file's id can equal
-    another file's record id `file#record`) and bytes that are not UTF-8 as %XX. Paths without
-    those characters keep their path as id."""
-    if not _ID_ESCAPES.search(rel):
+    """A file's document id: its path, unless the path could be mistaken for a record id
+    (`coll.jsonl#7.md`), holds bytes that are not UTF-8, or starts with the escape mark '%~'.
+    Those become '%~' + the path with '%' and '#' (and each non-UTF-8 byte) as %XX: such an id has
+    no '#', so it is never a record id, and only escaped ids start with '%~'. Ordinary paths, '%'
+    and '#' included, keep the id they always had."""
+    if not _NEEDS_ESCAPE.search(rel):
         return rel
-    return _ID_ESCAPES.sub(_escape_char, rel)
+    return _ESCAPE_MARK + _ID_ESCAPES.sub(_escape_char, rel)
 
 
+_ESCAPE_MARK = "%~"
+_NEEDS_ESCAPE = re.compile(r"\A%~|\.(?:jsonl|ndjson)#|[\udc80-\udcff]", re.IGNORECASE)
 _ID_ESCAPES = re.compile(r"[%#\udc80-\udcff]")
+_NON_UTF8 = re.compile(r"[\udc80-\udcff]")  # os.fsdecode's surrogateescape of a byte
 
 
 def _escape_char(match: re.Match[str]) -> str:
@@ -196,10 +209,19 @@ def _escape_char(match: re.Match[str]) -> str:
     return f"%{code:02X}"
 
 
+def record_doc_id(file_rel: str, record_id: object) -> str:
+    """The document id of record `record_id` of the JSON Lines file at `file_rel` (as the loader
+    makes it, so an evaluation set's relevant ids meet the loaded ones)."""
+    return key_safe(f"{file_id(file_rel)}#{clean_text(str(record_id))}")
+
+
 def stored_path(rel: str) -> str:
-    """A path as Postgres can store and index it: bytes that are not UTF-8 as \\xNN, shortened
-    with a hash when it is too long for an index key."""
-    return key_safe(os.fsencode(rel).decode("utf-8", "backslashreplace"))
+    """A path as Postgres can store and index it, and no other file's: a name with bytes that are
+    not UTF-8 (or starting with '%~') as its escaped id, shortened with a hash when it is too long
+    for an index key."""
+    if rel.startswith(_ESCAPE_MARK) or _NON_UTF8.search(rel):
+        return key_safe(file_id(rel))
+    return key_safe(rel)
 
 
 def key_safe(value: str) -> str:
@@ -741,9 +763,40 @@ _CSS_HIDDEN = re.compile(
 )
 
 
+_CSS_COMMENT = re.compile(r"/\*.*?(?:\*/|$)", re.DOTALL)
+_STYLE_BLOCK = re.compile(r"<style\b[^>]*>(.*?)(?:</style\s*>|$)", re.IGNORECASE | re.DOTALL)
+_CSS_RULE = re.compile(r"([^{}]+)\{([^{}]*)\}")
+# A simple selector ragline can apply without a CSS engine: .class or #id, with an optional tag.
+_SIMPLE_SELECTOR = re.compile(r"^[a-z0-9]*([.#])(-?[_a-zA-Z][\w-]*)$", re.IGNORECASE)
+
+
+def _hides(declarations: str) -> bool:
+    return _CSS_HIDDEN.search(_CSS_COMMENT.sub("", declarations).strip()) is not None
+
+
+def _hidden_by_stylesheets(html: str) -> tuple[frozenset[str], frozenset[str]]:
+    """Classes and ids that the page's own <style> blocks hide (rules whose selector is a simple
+    .class or #id); descendant, attribute and media-query selectors are not evaluated."""
+    classes: set[str] = set()
+    ids: set[str] = set()
+    for block in _STYLE_BLOCK.findall(html):
+        for selectors, declarations in _CSS_RULE.findall(_CSS_COMMENT.sub("", block)):
+            if not _hides(declarations):
+                continue
+            for selector in selectors.split(","):
+                match = _SIMPLE_SELECTOR.match(selector.strip())
+                if match:
+                    (classes if match.group(1) == "." else ids).add(match.group(2))
+    return frozenset(classes), frozenset(ids)
+
+
 class _VisibleText(HTMLParser):
-    def __init__(self) -> None:
+    def __init__(
+        self, hidden_classes: frozenset[str] = frozenset(), hidden_ids: frozenset[str] = frozenset()
+    ) -> None:
         super().__init__(convert_charrefs=True)
+        self.hidden_classes = hidden_classes
+        self.hidden_ids = hidden_ids
         self.parts: list[str] = []
         self.skip_stack: list[str] = []
         self.title: list[str] = []
@@ -759,7 +812,9 @@ class _VisibleText(HTMLParser):
         hidden = any(
             name == "hidden"
             or (name == "aria-hidden" and value == "true")
-            or (name == "style" and value is not None and _CSS_HIDDEN.search(value) is not None)
+            or (name == "style" and value is not None and _hides(value))
+            or (name == "class" and value is not None and not self.hidden_classes.isdisjoint(value.split()))
+            or (name == "id" and value in self.hidden_ids)
             for name, value in attrs
         )
         if self.skip_stack or tag in _INVISIBLE or tag in _BOILERPLATE or hidden:
@@ -796,7 +851,7 @@ class _VisibleText(HTMLParser):
 
 def html_to_text(html: str) -> tuple[str | None, str]:
     """Visible text of an HTML page (no scripts, styles or nav/footer), headings as Markdown."""
-    parser = _VisibleText()
+    parser = _VisibleText(*_hidden_by_stylesheets(html))
     parser.feed(html)
     parser.close()
     lines = [line.strip() for line in "".join(parser.parts).splitlines()]
