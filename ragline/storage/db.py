@@ -6,7 +6,7 @@ import hashlib
 import os
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -29,11 +29,11 @@ SCHEMA = "ragline"
 MIGRATION_LOCK = 7_246_311  # migrations, one migrator at a time
 CREATE_DATABASE_LOCK = 7_246_314  # creating the embedded server's database
 DAGSTER_STORAGE_LOCK = 7_246_315  # creating the Dagster instance's tables
-SOURCE_LOCK = 7_246_316  # name: the source; its documents' and chunks' writes
-RUN_LOCK = 7_246_320  # name: the partition (or job) a Dagster run works on; held for the whole run
+SOURCE_LOCK = 7_246_316  # name: the source; writes of its documents and chunks
 EMBEDDING_CLAIM = 7_246_317  # name: model id and text hash; a text being embedded
-SEARCH_INDEX_LOCK = 7_246_318  # name: the model id; building or dropping its serving indexes
+SEARCH_INDEX_LOCK = 7_246_318  # building or dropping serving indexes, any model's
 DRIFT_BASELINE_LOCK = 7_246_319  # name: the model id; pinning its drift baseline
+RUN_LOCK = 7_246_320  # name: the partition (or job) of a Dagster run; held for the whole run
 
 
 def sql_dir() -> Path:
@@ -81,8 +81,10 @@ def database_url(data_dir: Path) -> str:
     with psycopg.connect(admin_url, autocommit=True) as conn, session_lock(conn, CREATE_DATABASE_LOCK):
         # Two cold starts at once both find no database; the lock lets one create it.
         exists = conn.execute(query("database_exists"), {"name": EMBEDDED_DATABASE}).fetchone()
-        if not exists:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(EMBEDDED_DATABASE)))
+        # Made meanwhile by a process that took no lock (an older ragline): already there is fine.
+        with suppress(psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
+            if not exists:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(EMBEDDED_DATABASE)))
     return server.get_uri(database=EMBEDDED_DATABASE)
 
 
@@ -192,7 +194,8 @@ def migrations(directory: Path | None = None) -> list[Migration]:
 
 
 def migrate(url: str, directory: Path | None = None) -> list[str]:
-    """Apply pending migrations once each, then the idempotent views; returns what was applied.
+    """Apply pending migrations once each, then the idempotent views, under an advisory lock (one
+    migrator at a time); returns what was applied.
 
     Refuses to run when an applied migration's text has changed since it was applied.
     """
