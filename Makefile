@@ -19,7 +19,7 @@ test: install
 	$(RUN) pytest
 
 dev: install
-	eval "$$($(RUN) ragline env)" && exec $(RUN) dg dev
+	eval "$$($(RUN) ragline env)" && $(RUN) ragline db migrate && exec $(RUN) dg dev
 
 lint: install
 	$(RUN) ruff check . && $(RUN) ruff format --check .

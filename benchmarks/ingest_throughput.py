@@ -63,6 +63,7 @@ from ragline.storage.db import (  # noqa: E402
     Database,
     database_url,
     embedded_server,
+    migrate,
     sqlalchemy_url,
     stop_embedded,
 )
@@ -407,6 +408,12 @@ class Stages:
         return time.perf_counter() - self._t0
 
 
+def migrated_database(url: str) -> Database:
+    """The explicit migrate step, then the pool (which only checks the schema): a first build."""
+    migrate(url)
+    return Database(url)
+
+
 def ragline_pass(
     label: str,
     url: str,
@@ -422,8 +429,7 @@ def ragline_pass(
     cpu_before = cpu_seconds()
     st = Stages()
     if db is None:
-        # Database() applies the migrations: part of a first build, as in the Dagster resource.
-        db = st.run("migrate", lambda: Database(url))
+        db = st.run("migrate", lambda: migrated_database(url))
     scan = st.run("scan_source", lambda: scan_source(source))
     with db.connection() as conn:
         docs = st.run("store_scan", lambda: store_scan(conn, source.name, scan))

@@ -9,6 +9,7 @@ from typing import Any
 import dagster as dg
 
 from ragline.config import Settings
+from ragline.storage.db import DAGSTER_STORAGE_LOCK, database_url, locked, migrate
 
 ASSET_ORDER = (
     "raw_documents",
@@ -63,12 +64,25 @@ def run_pipeline(
     return [*results, ("search index", index), (f"quality {day}", scores)]
 
 
+def prepare(settings: Settings) -> list[str]:
+    """The explicit setup step (`ragline db migrate`; `ragline materialize` runs it first): apply
+    ragline's pending migrations, then create the Dagster instance's tables (dagster.yaml), each
+    under an advisory lock, so that processes starting at once do not race to create the same
+    relations. Returns the migrations applied now."""
+    url = database_url(settings.data_dir)
+    applied = migrate(url)
+    with locked(url, DAGSTER_STORAGE_LOCK), dg.DagsterInstance.get():
+        pass  # opening the instance creates its run, event log and schedule tables if missing
+    return applied
+
+
 def materialize(settings: Settings, sources: list[str], *, day: str | None = None, out=None) -> bool:
-    """Run the pipeline, recording runs in the Dagster instance (dagster.yaml) and printing a
-    line per run (to `out`, default: the sys.stdout of the call). True when every step and every
-    check passed."""
+    """Prepare the database (`prepare`), run the pipeline, recording runs in the Dagster instance
+    (dagster.yaml) and printing a line per run (to `out`, default: the sys.stdout of the call).
+    True when every step and every check passed."""
     # Resolved per call: a default bound at import time keeps whatever stdout was current then.
     out = out or sys.stdout
+    prepare(settings)
     with dg.DagsterInstance.get() as instance:
         outcomes = [
             _report(result, what, out) for what, result in run_pipeline(settings, sources, instance, day=day)
@@ -143,7 +157,7 @@ def quality_summary(settings: Settings) -> dict[str, Any]:
     """The latest retrieval scores with their change since the previous partition, and drift."""
     from ragline.evaluation.scoring import latest_scores
     from ragline.monitoring.drift import latest_drift
-    from ragline.storage.db import Database, database_url
+    from ragline.storage.db import Database
 
     with Database(database_url(settings.data_dir), max_size=1) as db, db.connection() as conn:
         return {"scores": latest_scores(conn), "drift": latest_drift(conn)}

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import dagster as dg
 
 from ragline.config import EmbeddingSettings, Settings, load_settings
 from ragline.index.embedding import build_embedder
-from ragline.storage.db import Database, database_url
+from ragline.storage.db import RUN_LOCK, Database, database_url, locked
 from ragline.types import Embedder
+
+PARTITION_TAG = "dagster/partition"  # set on every run of a single partition (dagster.yaml limits it too)
 
 # One pool and one loaded model per process, shared by every step that runs in it.
 _lock = threading.Lock()
@@ -29,6 +33,22 @@ class RaglineResource(dg.ConfigurableResource):
     """The ragline.yaml of this project and the Postgres it names ($DATABASE_URL or embedded)."""
 
     config_path: str
+
+    @contextmanager
+    def yield_for_execution(self, context: dg.InitResourceContext) -> Iterator[RaglineResource]:
+        """A run holds the lock of its partition (or, unpartitioned, of its job) from start to end:
+        two runs of one source take turns whoever launched them. dagster.yaml's per-partition limit
+        queues the daemon's runs; this also covers `ragline materialize` and other in-process runs."""
+        run = context.run
+        if run is None:
+            yield self
+            return
+        subject = run.tags.get(PARTITION_TAG) or run.job_name
+        url = database_url(self.settings().data_dir)
+        # Polls rather than blocks: a blocked waiter's snapshot would stall (or, for a run that
+        # builds an index CONCURRENTLY, deadlock) the run it waits for.
+        with locked(url, RUN_LOCK, subject, poll_seconds=0.5, label=f"run {run.run_id[:8]} of {subject}"):
+            yield self
 
     def settings(self) -> Settings:
         return load_settings(self.config_path)

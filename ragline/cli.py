@@ -29,7 +29,6 @@ from ragline.storage.db import (
     DATABASE_URL_ENV,
     database_url,
     embedded_server,
-    migrate,
     redact,
     redact_error,
     sqlalchemy_url,
@@ -112,7 +111,9 @@ def _cmd_db(args: argparse.Namespace, settings: Settings) -> int:
         stopped = stop_embedded(settings.data_dir)
         echo("embedded PostgreSQL stopped" if stopped else "embedded PostgreSQL was not running")
     elif args.db_command == "migrate":
-        applied = migrate(_database_url(settings))
+        # The Dagster instance's tables too (orchestration.commands.prepare), in the same step.
+        os.environ.update(dagster_environment(settings))
+        applied = importlib.import_module("orchestration.commands").prepare(settings)
         echo("applied: " + ", ".join(applied) if applied else "schema is up to date")
     return 0
 
@@ -388,7 +389,7 @@ def parser() -> argparse.ArgumentParser:
     url.add_argument("--dagster", action="store_true", help="as dagster-postgres needs it (psycopg2)")
     db.add_parser("start", help="start the embedded PostgreSQL (reuses a running one)")
     db.add_parser("stop", help="stop the embedded PostgreSQL")
-    db.add_parser("migrate", help="apply pending migrations and refresh views")
+    db.add_parser("migrate", help="apply pending migrations, refresh views, create the Dagster tables")
     m = sub.add_parser("materialize", help="run the whole pipeline in-process through Dagster")
     m.add_argument("--source", help="only this source (default: every source)")
     m.add_argument("--date", help="the quality assets' daily partition, YYYY-MM-DD (default: today, UTC)")

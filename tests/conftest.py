@@ -14,11 +14,13 @@ import pytest
 import yaml
 
 from ragline.config import Settings, load_settings
-from ragline.storage.db import database_url, stop_embedded
+from ragline.storage.db import database_url, migrate, stop_embedded
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples" / "corpus"
 TEST_DATA_DIR = REPO / ".ragline" / "test"
+# Migrated once per session (the explicit step, as `ragline db migrate`); test databases are copies.
+MIGRATED_TEMPLATE = "t_migrated_template"
 
 
 @pytest.fixture(scope="session")
@@ -28,6 +30,10 @@ def server_url() -> Iterator[str]:
 
     saved = os.environ.pop("DATABASE_URL", None)
     url = database_url(TEST_DATA_DIR)
+    drop_database(url, MIGRATED_TEMPLATE)
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(MIGRATED_TEMPLATE)))
+    migrate(database_at(url, MIGRATED_TEMPLATE))
     yield url
     stop_embedded(TEST_DATA_DIR)
     shutil.rmtree(TEST_DATA_DIR, ignore_errors=True)
@@ -35,11 +41,19 @@ def server_url() -> Iterator[str]:
         os.environ["DATABASE_URL"] = saved
 
 
-def fresh_database(server_url: str) -> tuple[str, str]:
+def database_at(server_url: str, name: str) -> str:
+    return server_url.replace("/ragline?", f"/{name}?")
+
+
+def fresh_database(server_url: str, migrated: bool = True) -> tuple[str, str]:
+    """A new database: a copy of the migrated template, or empty (for the migrations' own tests)."""
     name = "t_" + uuid.uuid4().hex[:12]
+    create = psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name))
+    if migrated:
+        create += psycopg.sql.SQL(" TEMPLATE {}").format(psycopg.sql.Identifier(MIGRATED_TEMPLATE))
     with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name)))
-    return name, server_url.replace("/ragline?", f"/{name}?")
+        conn.execute(create)
+    return name, database_at(server_url, name)
 
 
 def drop_database(server_url: str, name: str) -> None:
@@ -54,8 +68,18 @@ def drop_database(server_url: str, name: str) -> None:
 
 @pytest.fixture
 def db_url(server_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A new empty database; DATABASE_URL points at it, as a user's external server would."""
+    """A new migrated database without data; DATABASE_URL points at it, as a user's external
+    server would."""
     name, url = fresh_database(server_url)
+    monkeypatch.setenv("DATABASE_URL", url)
+    yield url
+    drop_database(server_url, name)
+
+
+@pytest.fixture
+def empty_db_url(server_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A new database that no migration has touched; DATABASE_URL points at it."""
+    name, url = fresh_database(server_url, migrated=False)
     monkeypatch.setenv("DATABASE_URL", url)
     yield url
     drop_database(server_url, name)

@@ -7,10 +7,26 @@ import shutil
 import psycopg
 import pytest
 
-from ragline.storage.db import migrate, migrations, sql_dir
+from ragline.storage.db import Database, migrate, migrations, sql_dir
 from ragline.types import DatabaseError
 
 SHIPPED = [m.name for m in migrations()]
+
+
+@pytest.fixture
+def db_url(empty_db_url):
+    """Here a database no migration has touched: these tests start from nothing."""
+    return empty_db_url
+
+
+def test_opening_a_database_runs_no_ddl_and_names_the_pending_migrations(db_url):
+    with pytest.raises(DatabaseError, match=rf"{len(SHIPPED)} migrations pending .*run `ragline db migrate`"):
+        Database(db_url)
+    with psycopg.connect(db_url) as conn:
+        assert conn.execute("SELECT to_regnamespace('ragline')").fetchone()[0] is None  # nothing created
+    migrate(db_url)
+    with Database(db_url, max_size=1) as db, db.connection() as conn:
+        assert conn.execute("SELECT count(*) FROM ragline.schema_migrations").fetchone()[0] == len(SHIPPED)
 
 
 def test_applied_once_and_recorded(db_url):

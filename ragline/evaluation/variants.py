@@ -10,7 +10,7 @@ from dataclasses import dataclass
 import psycopg
 
 from ragline.config import Settings, VariantSettings
-from ragline.index.embedding_ledger import COMMIT_EVERY, EmbedStats, embed_batch
+from ragline.index.embedding_ledger import COMMIT_EVERY, EmbedStats, embed_batches
 from ragline.ingest.chunk_store import chunk_rows
 from ragline.ingest.chunking import Chunker
 from ragline.storage.db import query
@@ -65,11 +65,13 @@ def build_variant_corpus(
     embed_stats = EmbedStats(embedder.model_id)
     with conn.cursor(name=f"variant_texts_{variant.name}", withhold=True) as cursor:
         cursor.execute(query("variant_texts_needing_embedding"), params)
-        dim = None
-        while batch := cursor.fetchmany(COMMIT_EVERY):
-            dim = dim or embedder.dim
-            embed_batch(conn, embedder, dim, batch, embed_stats)
-            progress(f"variant {variant.name}: {embed_stats.texts_embedded} texts embedded")
+        embed_batches(
+            conn,
+            embedder,
+            iter(lambda: cursor.fetchmany(COMMIT_EVERY), []),
+            embed_stats,
+            lambda: progress(f"variant {variant.name}: {embed_stats.texts_embedded} texts embedded"),
+        )
     stats.texts_embedded = embed_stats.texts_embedded
     stats.seconds = time.perf_counter() - started
     return stats

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import psycopg
@@ -11,7 +11,7 @@ from pgvector import Vector
 from psycopg import sql
 
 from ragline.index.embedding import vector_problems
-from ragline.storage.db import query
+from ragline.storage.db import EMBEDDING_CLAIM, query, xact_lock
 from ragline.types import Embedder, EmbeddingError
 
 # Each batch is committed on its own, so a failure loses at most one batch of model work.
@@ -61,22 +61,81 @@ def embed_pending(
         return stats
     # The ledger has no ANN index (search reads ragline.serving_vectors), so a bulk COPY never
     # updates an HNSW graph row by row and never takes an index away from readers.
-    dim = embedder.dim
     progress(f"embedding {pending} new texts for {source} with {model}")
     # A server-side cursor streams the texts, so memory does not grow with the backlog; WITH HOLD
     # keeps it open across the per-batch commits on this connection.
     with conn.cursor(name=f"pending_texts_{source}", withhold=True) as cursor:
         cursor.execute(query("texts_needing_embedding"), params)
-        while batch := cursor.fetchmany(COMMIT_EVERY):
-            embed_batch(conn, embedder, dim, batch, stats)
+
+        def report() -> None:
             elapsed = time.perf_counter() - started
             rate = stats.texts_embedded / elapsed
             progress(
                 f"{source}: {stats.texts_embedded}/{pending} texts embedded "
                 f"({rate:.1f}/s, model {stats.model_seconds:.1f}s of {elapsed:.1f}s)"
             )
+
+        embed_batches(conn, embedder, iter(lambda: cursor.fetchmany(COMMIT_EVERY), []), stats, report)
     stats.seconds = time.perf_counter() - started
     return stats
+
+
+def embed_batches(
+    conn: psycopg.Connection,
+    embedder: Embedder,
+    batches: Iterable[list[tuple]],
+    stats: EmbedStats,
+    after_batch: Callable[[], None] = lambda: None,
+) -> None:
+    """Embed batches of (text hash, text, token count) rows, each committed on its own.
+
+    Concurrent runs split the work instead of repeating it: a run embeds only the texts whose claim
+    it takes; the texts another run holds are waited for once the batches are done, and embedded
+    here only if that run stored no vector for them (it failed).
+    """
+    deferred: list[tuple] = []
+    for batch in batches:
+        deferred += _embed_claimed(conn, embedder, batch, stats)
+        after_batch()
+    while deferred:
+        embedded = stats.texts_embedded
+        rows = {r[0]: r for r in deferred}
+        missing = [rows[h] for h in _without_vector(conn, embedder, list(rows))]
+        deferred = []
+        for i in range(0, len(missing), COMMIT_EVERY):
+            deferred += _embed_claimed(conn, embedder, missing[i : i + COMMIT_EVERY], stats)
+        if stats.texts_embedded > embedded:
+            after_batch()
+        if deferred:
+            # Wait until the run holding this claim commits (or fails), then look again.
+            with conn.transaction():
+                xact_lock(conn, EMBEDDING_CLAIM, _claim_name(embedder.model_id, deferred[0][0]))
+
+
+def _claim_name(model_id: str, text_hash: str) -> str:
+    return f"{model_id} {text_hash}"
+
+
+def _without_vector(conn: psycopg.Connection, embedder: Embedder, hashes: list[str]) -> list[str]:
+    params = {"model_id": embedder.model_id, "hashes": hashes}
+    return [h for (h,) in conn.execute(query("texts_without_vector"), params)]
+
+
+def _embed_claimed(
+    conn: psycopg.Connection, embedder: Embedder, batch: list[tuple], stats: EmbedStats
+) -> list[tuple]:
+    """Claim the batch's texts that no other run is embedding, embed and store those that still
+    have no vector; returns the rows another run holds. The claims last as long as the transaction,
+    the model's work included, so a failure releases them with nothing stored."""
+    rows = {r[0]: r for r in batch}
+    params = {"namespace": EMBEDDING_CLAIM, "model_id": embedder.model_id, "hashes": list(rows)}
+    with conn.transaction():
+        claimed = {h for (h,) in conn.execute(query("claim_texts_to_embed"), params)}
+        # A statement of its own, after the claims: its snapshot sees what their last holders stored.
+        todo = [rows[h] for h in _without_vector(conn, embedder, sorted(claimed))]
+        if todo:
+            embed_batch(conn, embedder, embedder.dim, todo, stats)
+    return [r for h, r in rows.items() if h not in claimed]
 
 
 def embed_batch(conn: psycopg.Connection, embedder: Embedder, dim: int, batch, stats: EmbedStats) -> None:
@@ -121,5 +180,5 @@ def _store(conn, model: str, dim: int, batch, vectors, embedder: Embedder) -> No
                 copy.set_types(["text", "int4", "vector", "int4"])
                 for (h, _text, n), vec in zip(batch, vectors, strict=True):
                     copy.write_row((h, dim, Vector(vec), min(n, embedder.max_tokens)))
-            # Two partitions can embed the same text at once; the ledger keeps the first.
+            # Claims keep concurrent runs from embedding a text twice; the ledger keeps the first anyway.
             cur.execute(query("insert_loaded_embeddings"), {"model_id": model})

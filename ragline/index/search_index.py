@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import numpy as np
@@ -15,7 +16,7 @@ from psycopg import sql
 from ragline.config import IndexSettings
 from ragline.expectations import HNSW_RECALL_AT_10, CheckOutcome
 from ragline.index.embedding import as_array
-from ragline.storage.db import query
+from ragline.storage.db import SEARCH_INDEX_LOCK, query, session_lock
 
 
 def _index_prefix(model_id: str) -> str:
@@ -62,7 +63,20 @@ def build_indexes(conn: psycopg.Connection, model_id: str, dim: int, settings: I
 
     An index with other build settings is replaced by building the new one first and dropping the
     old one after, so the served model never loses its index. Needs an autocommit connection.
+    Concurrent builds take turns (`index_lock`).
     """
+    with index_lock(conn):
+        return _build_indexes(conn, model_id, dim, settings)
+
+
+def index_lock(conn: psycopg.Connection) -> AbstractContextManager[None]:
+    """One builder or dropper of serving indexes at a time: two runs' CREATE INDEX CONCURRENTLY of
+    one index otherwise deadlock, each waiting for the other's snapshot. The waiter polls, holding no
+    snapshot, since the holder's CREATE INDEX CONCURRENTLY waits for every older one."""
+    return session_lock(conn, SEARCH_INDEX_LOCK, poll_seconds=0.2)
+
+
+def _build_indexes(conn: psycopg.Connection, model_id: str, dim: int, settings: IndexSettings) -> IndexStats:
     added = conn.execute(query("fill_serving_vectors"), {"model_id": model_id}).rowcount
     missing = conn.execute(query("texts_without_serving_vector"), {"model_id": model_id}).fetchone()[0]
     name = hnsw_index_name(model_id, settings)
@@ -100,13 +114,14 @@ def publish_model(conn: psycopg.Connection, model_id: str, dim: int) -> list[str
     dropped (CONCURRENTLY, after the switch, so no query is left without an index)."""
     with conn.transaction():
         conn.execute(query("publish_serving_model"), {"model_id": model_id, "dim": dim})
-    retired = conn.execute(query("retired_serving_models"), {"model_id": model_id}).fetchall()
     dropped = []
-    for (other,) in retired:
-        for name in _model_indexes(conn, other):
-            _drop_concurrently(conn, name)
-            dropped.append(name)
-        conn.execute(query("delete_serving_model_vectors"), {"model_id": other})
+    with index_lock(conn):
+        retired = conn.execute(query("retired_serving_models"), {"model_id": model_id}).fetchall()
+        for (other,) in retired:
+            for name in _model_indexes(conn, other):
+                _drop_concurrently(conn, name)
+                dropped.append(name)
+            conn.execute(query("delete_serving_model_vectors"), {"model_id": other})
     return dropped
 
 

@@ -9,7 +9,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from ragline.ingest.chunking import Chunker, chunk_id, text_hash
-from ragline.storage.db import query
+from ragline.storage.db import SOURCE_LOCK, query, xact_lock
 
 
 @dataclass
@@ -53,6 +53,8 @@ def rechunk_source(conn: psycopg.Connection, source: str, chunker: Chunker) -> C
     stats = ChunkStats()
     unchunkable: list[str] = []
     with conn.transaction():
+        # One writer per source (as store_scan): two runs would otherwise copy the same chunk ids.
+        xact_lock(conn, SOURCE_LOCK, source)
         conn.execute(query("set_source_chunker"), {"source": source, "chunker": chunker.id})
         stats.chunks_removed = conn.execute(
             query("delete_stale_chunks"), {"source": source, "chunker": chunker.id}

@@ -8,7 +8,9 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from ragline.ingest.sources import ScanResult
-from ragline.storage.db import query
+from ragline.safe_text import printable
+from ragline.storage.db import SOURCE_LOCK, query, xact_lock
+from ragline.types import DatabaseError
 
 
 @dataclass
@@ -42,6 +44,8 @@ def store_scan(conn: psycopg.Connection, source: str, scan: ScanResult) -> Inges
     protected_files = {r.file for r in scan.rejections if r.protects_file}
     protected_ids = {r.doc_id for r in scan.rejections if r.doc_id is not None}
     with conn.transaction():
+        # One writer per source: two runs of a partition would otherwise both take version N+1.
+        xact_lock(conn, SOURCE_LOCK, source)
         existing = {row[0]: row[1:] for row in conn.execute(query("documents_of_source"), {"source": source})}
         # Documents the chunks stage found no chunk in stay out until their content changes.
         unchunkable = {row[0] for row in conn.execute(query("unchunkable_documents"), {"source": source})}
@@ -82,7 +86,7 @@ def store_scan(conn: psycopg.Connection, source: str, scan: ScanResult) -> Inges
                     "content_hash": digest,
                 },
             )
-            conn.execute(
+            stored = conn.execute(
                 query("insert_document_version"),
                 {
                     "source": source,
@@ -93,7 +97,13 @@ def store_scan(conn: psycopg.Connection, source: str, scan: ScanResult) -> Inges
                     "metadata": Jsonb(doc.metadata),
                     "char_count": len(doc.text),
                 },
-            )
+            ).fetchone()
+            if stored is None or stored[0] != digest:
+                raise DatabaseError(
+                    f"{source}:{printable(doc.doc_id)} version {version} is already stored with another "
+                    f"text (hash {stored[0][:12] if stored else 'unknown'}, this scan {digest[:12]}); "
+                    "nothing of this scan was written"
+                )
         seen = {d.doc_id for d in scan.documents}
         vanished = [
             doc_id

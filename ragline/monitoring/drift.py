@@ -15,7 +15,7 @@ from ragline.config import DriftSettings
 from ragline.expectations import CORPUS_HAS_NOT_DRIFTED, QUERIES_HAVE_NOT_DRIFTED, CheckOutcome
 from ragline.index.embedding import as_array, with_missing_embedded
 from ragline.monitoring.mmd import DriftResult, drift_test
-from ragline.storage.db import query
+from ragline.storage.db import DRIFT_BASELINE_LOCK, query, xact_lock
 from ragline.types import Embedder
 
 ALL_SOURCES = "all"
@@ -54,10 +54,15 @@ def baseline_info(conn: psycopg.Connection, model_id: str) -> tuple[dt.datetime 
 
 
 def pin_baseline(
-    conn: psycopg.Connection, model_id: str, per_source: int = ROWS_PER_SOURCE
-) -> dict[str, int]:
-    """Replace the model's baseline with a seeded sample of the current corpus vectors per source."""
+    conn: psycopg.Connection, model_id: str, per_source: int = ROWS_PER_SOURCE, *, replace: bool = True
+) -> dict[str, int] | None:
+    """Replace the model's baseline with a seeded sample of the current corpus vectors per source;
+    with replace=False, only if none is pinned (else None: another run pinned it first)."""
     with conn.transaction():
+        # Two first drift runs would both find no baseline and both insert one.
+        xact_lock(conn, DRIFT_BASELINE_LOCK, model_id)
+        if not replace and baseline_info(conn, model_id)[1]:
+            return None
         conn.execute(query("delete_drift_baseline"), {"model_id": model_id})
         conn.execute(query("pin_drift_baseline"), {"model_id": model_id, "per_source": per_source})
         rows = conn.execute(query("drift_baseline_counts"), {"model_id": model_id}).fetchall()
@@ -219,9 +224,12 @@ def measure_drift(
     `ragline drift pin` re-pins after an accepted change) and the day's queries."""
     model_id = embedder.model_id
     pinned_at, rows = baseline_info(conn, model_id)
-    pinned_now = rows == 0
-    if pinned_now:
-        log(f"pinned a drift baseline: {pin_baseline(conn, model_id)}")
+    pinned_now = False
+    if rows == 0:
+        pinned = pin_baseline(conn, model_id, replace=False)
+        pinned_now = pinned is not None
+        if pinned_now:
+            log(f"pinned a drift baseline: {pinned}")
         pinned_at, rows = baseline_info(conn, model_id)
     current = current_corpus(conn, model_id)
     results = corpus_drift(conn, model_id, current, settings)

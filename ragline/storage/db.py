@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -22,8 +23,17 @@ from ragline.types import DatabaseError
 DATABASE_URL_ENV = "DATABASE_URL"
 EMBEDDED_DATABASE = "ragline"
 SCHEMA = "ragline"
-# Any constant works; it serialises concurrent migrators (two Dagster runs starting at once).
-_MIGRATION_LOCK = 7_246_311
+
+# Advisory lock namespaces: a lock is (namespace, hashtext(name)), the two-key form, which Postgres
+# keeps apart from the single-key locks (publishing's and the BM25 triggers').
+MIGRATION_LOCK = 7_246_311  # migrations, one migrator at a time
+CREATE_DATABASE_LOCK = 7_246_314  # creating the embedded server's database
+DAGSTER_STORAGE_LOCK = 7_246_315  # creating the Dagster instance's tables
+SOURCE_LOCK = 7_246_316  # name: the source; writes of its documents and chunks
+EMBEDDING_CLAIM = 7_246_317  # name: model id and text hash; a text being embedded
+SEARCH_INDEX_LOCK = 7_246_318  # building or dropping serving indexes, any model's
+DRIFT_BASELINE_LOCK = 7_246_319  # name: the model id; pinning its drift baseline
+RUN_LOCK = 7_246_320  # name: the partition (or job) of a Dagster run; held for the whole run
 
 
 def sql_dir() -> Path:
@@ -68,10 +78,13 @@ def database_url(data_dir: Path) -> str:
         return external
     server = embedded_server(data_dir)
     admin_url = server.get_uri()
-    with psycopg.connect(admin_url, autocommit=True) as conn:
+    with psycopg.connect(admin_url, autocommit=True) as conn, session_lock(conn, CREATE_DATABASE_LOCK):
+        # Two cold starts at once both find no database; the lock lets one create it.
         exists = conn.execute(query("database_exists"), {"name": EMBEDDED_DATABASE}).fetchone()
-        if not exists:
-            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(EMBEDDED_DATABASE)))
+        # Made meanwhile by a process that took no lock (an older ragline): already there is fine.
+        with suppress(psycopg.errors.DuplicateDatabase, psycopg.errors.UniqueViolation):
+            if not exists:
+                conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(EMBEDDED_DATABASE)))
     return server.get_uri(database=EMBEDDED_DATABASE)
 
 
@@ -115,6 +128,53 @@ def socket_dir(url: str) -> str | None:
     return host[0] if host else None
 
 
+# --- advisory locks ------------------------------------------------------------------------------
+
+
+def xact_lock(conn: psycopg.Connection, namespace: int, name: str = "") -> None:
+    """Wait for the lock (namespace, name) and hold it until the caller's transaction ends."""
+    conn.execute(query("advisory_xact_lock"), {"namespace": namespace, "name": name})
+
+
+@contextmanager
+def session_lock(
+    conn: psycopg.Connection, namespace: int, name: str = "", *, poll_seconds: float | None = None
+) -> Iterator[None]:
+    """Hold the lock (namespace, name) on this connection for the block, across its transactions.
+
+    poll_seconds: wait by retrying outside any transaction instead of blocking in one. Needed
+    where the holder runs CREATE INDEX CONCURRENTLY, which waits for every older snapshot, the
+    blocked waiter's included: a deadlock.
+    """
+    params = {"namespace": namespace, "name": name}
+    if poll_seconds is None:
+        conn.execute(query("advisory_lock"), params)
+    else:
+        while not conn.execute(query("advisory_try_lock"), params).fetchone()[0]:
+            time.sleep(poll_seconds)
+    try:
+        yield
+    finally:
+        if not conn.closed:
+            conn.execute(query("advisory_unlock"), params)
+
+
+@contextmanager
+def locked(
+    url: str, namespace: int, name: str = "", *, poll_seconds: float | None = None, label: str | None = None
+) -> Iterator[None]:
+    """Hold the lock (namespace, name) on a connection of its own for the block. With a label, the
+    connection shows in pg_stat_activity as `ragline: waiting for <label>`, then `ragline: <label>`."""
+    application = f"ragline: waiting for {label}" if label else "ragline"
+    with (
+        _connect(url, application_name=application[:63]) as conn,
+        session_lock(conn, namespace, name, poll_seconds=poll_seconds),
+    ):
+        if label:
+            conn.execute(query("set_application_name"), {"name": f"ragline: {label}"[:63]})
+        yield
+
+
 # --- migrations ----------------------------------------------------------------------------------
 
 
@@ -134,47 +194,64 @@ def migrations(directory: Path | None = None) -> list[Migration]:
 
 
 def migrate(url: str, directory: Path | None = None) -> list[str]:
-    """Apply pending migrations once each, then the idempotent views; returns what was applied.
+    """Apply pending migrations once each, then the idempotent views, under an advisory lock (one
+    migrator at a time); returns what was applied.
 
     Refuses to run when an applied migration's text has changed since it was applied.
     """
     applied_now: list[str] = []
+    with _connect(url) as conn, session_lock(conn, MIGRATION_LOCK):
+        _ensure_pgvector(conn, url)
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SCHEMA)))
+        conn.execute(query("create_migration_ledger"))
+        files = migrations(directory)
+        for m in pending_migrations(conn, files):
+            with conn.transaction():
+                conn.execute(m.sql)
+                conn.execute(query("record_migration"), {"name": m.name, "checksum": m.checksum})
+            applied_now.append(m.name)
+        for view in sorted((sql_dir() / "views").glob("*.sql")):
+            conn.execute(view.read_text(encoding="utf-8"))
+    return applied_now
+
+
+def pending_migrations(conn: psycopg.Connection, files: list[Migration] | None = None) -> list[Migration]:
+    """The migrations not yet applied, read-only. Raises if an applied one was edited since it ran or
+    the database has migrations this checkout does not know."""
+    files = migrations() if files is None else files
+    if conn.execute(query("migration_ledger_exists")).fetchone()[0] is None:
+        return files
+    ledger = dict(conn.execute(query("applied_migrations")))
+    changed = [m.name for m in files if m.name in ledger and ledger[m.name] != m.checksum]
+    if changed:
+        raise DatabaseError(
+            f"applied migrations were edited since they ran: {changed}. "
+            "Migrations are applied once; restore the file and add a new migration instead."
+        )
+    missing = sorted(set(ledger) - {m.name for m in files})
+    if missing:
+        raise DatabaseError(
+            f"the database has migrations this checkout does not know: {missing}; run a newer ragline"
+        )
+    return [m for m in files if m.name not in ledger]
+
+
+def check_schema(url: str) -> None:
+    """Raise a DatabaseError unless every migration has been applied (reads only, changes nothing)."""
+    with _connect(url) as conn:
+        pending = pending_migrations(conn)
+    if pending:
+        raise DatabaseError(
+            f"{len(pending)} migrations pending at {redact(url)} ({', '.join(m.name for m in pending)}); "
+            "run `ragline db migrate`"
+        )
+
+
+def _connect(url: str, application_name: str = "ragline") -> psycopg.Connection:
     try:
-        conn = psycopg.connect(url, autocommit=True)
+        return psycopg.connect(url, autocommit=True, application_name=application_name)
     except psycopg.Error as exc:  # ProgrammingError for a malformed DSN, quoting it
         raise DatabaseError(f"cannot connect to {redact(url)}: {redact_error(exc, url)}") from None
-    with conn:
-        conn.execute("SELECT pg_advisory_lock(%s)", (_MIGRATION_LOCK,))
-        try:
-            _ensure_pgvector(conn, url)
-            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(SCHEMA)))
-            conn.execute(query("create_migration_ledger"))
-            ledger = dict(conn.execute(query("applied_migrations")))
-            files = migrations(directory)
-            changed = [m.name for m in files if m.name in ledger and ledger[m.name] != m.checksum]
-            if changed:
-                raise DatabaseError(
-                    f"applied migrations were edited since they ran: {changed}. "
-                    "Migrations are applied once; restore the file and add a new migration instead."
-                )
-            known = {m.name for m in files}
-            missing = sorted(set(ledger) - known)
-            if missing:
-                raise DatabaseError(
-                    f"the database has migrations this checkout does not know: {missing}; run a newer ragline"
-                )
-            for m in files:
-                if m.name in ledger:
-                    continue
-                with conn.transaction():
-                    conn.execute(m.sql)
-                    conn.execute(query("record_migration"), {"name": m.name, "checksum": m.checksum})
-                applied_now.append(m.name)
-            for view in sorted((sql_dir() / "views").glob("*.sql")):
-                conn.execute(view.read_text(encoding="utf-8"))
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (_MIGRATION_LOCK,))
-    return applied_now
 
 
 def _ensure_pgvector(conn: psycopg.Connection, url: str) -> None:
@@ -195,12 +272,14 @@ def _configure(conn: psycopg.Connection) -> None:
 
 
 class Database:
-    """A pool of connections with pgvector registered; migrations are applied on open."""
+    """A pool of connections with pgvector registered, to a schema that `migrate` brought up to date.
 
-    def __init__(self, url: str, *, max_size: int = 4, apply_migrations: bool = True) -> None:
+    Opening one runs no DDL: it checks that no migration is pending and refuses otherwise.
+    """
+
+    def __init__(self, url: str, *, max_size: int = 4) -> None:
         self.url = url
-        if apply_migrations:
-            migrate(url)
+        check_schema(url)
         self.pool = ConnectionPool(
             url,
             min_size=1,

@@ -1,0 +1,1 @@
+SELECT to_regclass('ragline.schema_migrations')
