@@ -9,6 +9,7 @@ from typing import Any
 import dagster as dg
 
 from ragline.config import Settings
+from ragline.safe_text import printable
 from ragline.storage.db import DAGSTER_STORAGE_LOCK, database_url, locked, migrate
 
 ASSET_ORDER = (
@@ -100,7 +101,9 @@ def _report(result: dg.ExecuteInProcessResult, what: str, out) -> bool:
     status = "ok" if result.success and not checks_failed else "FAILED"
     print(f"{what}: {status} (run {result.run_id[:8]})", file=out)
     for e in failed:
-        print(f"  step {e.step_key} failed: {e.event_specific_data.error.message.strip()}", file=out)
+        print(
+            f"  step {e.step_key} failed: {printable(e.event_specific_data.error.message.strip())}", file=out
+        )
     for c in checks_failed:
         print(f"  check {c.asset_key.to_user_string()}.{c.check_name} failed", file=out)
     return result.success and not checks_failed

@@ -1,10 +1,10 @@
 """The chunks and embeddings checks fail on data that breaks them, and pass on good data.
 
-A module fixture runs the pipeline once over three sources: `docs` (good), `odd` (a file of
-zero-width characters) and `boiler` (files that share most of their text). Another runs it with an
-OpenAI-compatible endpoint (tests/openai_server.py) that returns 64 of MiniLM's 384 dimensions,
-so its vectors are not unit length. Tests that corrupt the stored data do it in a transaction they
-roll back, then call the check function again.
+A module fixture runs the pipeline once over three sources: `docs` (good), `odd` (with a file
+of zero-width characters, quarantined) and `boiler` (files that share most of their text).
+Another runs it with an OpenAI-compatible endpoint (tests/openai_server.py) that returns 64 of
+MiniLM's 384 dimensions, so its vectors are not unit length. Tests that corrupt the stored data do
+it in a transaction they roll back, then call the check function again.
 """
 
 from __future__ import annotations
@@ -218,18 +218,26 @@ def test_max_duplicate_share_is_validated_and_changing_it_rechunks_nothing(tmp_p
         write_project(tmp_path, sources)
 
 
-def test_a_file_of_zero_width_characters_fails_the_token_bounds(local_run):
+def test_a_file_of_zero_width_characters_is_quarantined_and_the_token_bounds_catch_an_empty_chunk(
+    local_run,
+):
+    """Issue 8: a file that yields no chunk is quarantined at load, not a failed check that blocks
+    its source. The bounds check itself still fails on a chunk of no tokens."""
     result = local_run["results"]["source odd"]
-    evaluations = checks(result)
-    assert evaluations.pop(f"chunks.{expectations.CHUNK_TOKENS_WITHIN_BOUNDS}") is False
-    assert all(evaluations.values())  # it is loaded, chunked and covered: only its size is wrong
-    assert not result.success
+    assert result.success and all(checks(result).values())
     with rolled_back(local_run["url"]) as conn:
-        [(chunk_id, tokens)] = conn.execute(
-            "SELECT chunk_id, token_count FROM ragline.chunks WHERE doc_id = 'zero-width.md'"
+        reason = conn.execute(
+            "SELECT reason FROM ragline.quarantine WHERE source = 'odd' AND path = 'zero-width.md'"
+        ).fetchone()
+        served = conn.execute(
+            "SELECT DISTINCT doc_id FROM ragline.corpus_chunks WHERE source = 'odd' AND chunk_set = 'default'"
         ).fetchall()
+        assert reason == ("empty_file",) and served == [("security-basics.md",)]
+        [chunk_id] = conn.execute(
+            "UPDATE ragline.chunks SET token_count = 0 WHERE chunk_id = "
+            "(SELECT min(chunk_id) FROM ragline.chunks WHERE source = 'odd') RETURNING chunk_id"
+        ).fetchone()
         failed = chunk_check(local_run, conn, expectations.CHUNK_TOKENS_WITHIN_BOUNDS, "odd")
-    assert tokens == 0
     assert not failed.passed and failed.metadata["failing_chunk_ids"] == chunk_id
 
 
