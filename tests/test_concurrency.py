@@ -48,15 +48,15 @@ def tiny_project(root: Path, **overrides) -> Settings:
 
 def wait_for_blocked(url: str, count: int) -> None:
     """Wait until `count` other sessions of this database are blocked on a lock, or poll for one
-    (ragline polls for a run's or an index build's lock: its last statement shows it, and it holds
-    no advisory lock yet)."""
+    (ragline polls for a run's, an index build's or an embedding claim's lock: its last statement
+    shows it, and it holds no advisory lock yet)."""
     deadline = time.monotonic() + 300
     with psycopg.connect(url, autocommit=True) as conn:
         while True:
             blocked = conn.execute(
                 "SELECT count(*) FROM pg_stat_activity a WHERE datname = current_database() "
                 "AND pid <> pg_backend_pid() "
-                "AND (wait_event_type = 'Lock' OR (query LIKE '%%pg_try_advisory_lock%%' "
+                "AND (wait_event_type = 'Lock' OR (query LIKE '%%pg_try_advisory%%lock(%%' "
                 # A session whose try-lock succeeded shows the same last query: it holds the lock.
                 "AND NOT EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid "
                 "AND l.locktype = 'advisory' AND l.granted)))"

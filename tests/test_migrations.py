@@ -43,6 +43,30 @@ def test_applied_once_and_recorded(db_url):
     assert extension is not None and view == "ragline.serving_chunks"
 
 
+def test_a_routine_migrate_does_not_wait_for_readers_of_the_views(db_url):
+    """Views are re-created only when their file changed (or a migration ran): CREATE OR REPLACE
+    VIEW would wait for every open reader, and queue new readers behind it."""
+    import threading
+
+    migrate(db_url)
+    with psycopg.connect(db_url) as reader:
+        reader.execute("SELECT * FROM ragline.corpus_chunks LIMIT 0")  # a transaction stays open
+        again = threading.Thread(target=migrate, args=(db_url,), daemon=True)
+        again.start()
+        again.join(timeout=30)
+        blocked = again.is_alive()
+        reader.rollback()
+    again.join()
+    assert not blocked, "migrate waited for an open reader of a view it did not need to touch"
+    with psycopg.connect(db_url) as conn:
+        marks = conn.execute(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'ragline' AND c.relkind = 'v' "
+            "AND obj_description(c.oid, 'pg_class') LIKE 'ragline view %%'"
+        ).fetchone()[0]
+    assert marks == len(list((sql_dir() / "views").glob("*.sql")))
+
+
 def test_edited_migration_is_refused(db_url, tmp_path):
     folder = tmp_path / "migrations"
     shutil.copytree(sql_dir() / "migrations", folder)

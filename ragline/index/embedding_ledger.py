@@ -11,7 +11,7 @@ from pgvector import Vector
 from psycopg import sql
 
 from ragline.index.embedding import vector_problems
-from ragline.storage.db import EMBEDDING_CLAIM, query, xact_lock
+from ragline.storage.db import EMBEDDING_CLAIM, query
 from ragline.types import Embedder, EmbeddingError
 
 # Each batch is committed on its own, so a failure loses at most one batch of model work.
@@ -108,8 +108,19 @@ def embed_batches(
             after_batch()
         if deferred:
             # Wait until the run holding this claim commits (or fails), then look again.
-            with conn.transaction():
-                xact_lock(conn, EMBEDDING_CLAIM, _claim_name(embedder.model_id, deferred[0][0]))
+            wait_for_claim(conn, _claim_name(embedder.model_id, deferred[0][0]))
+
+
+def wait_for_claim(conn: psycopg.Connection, name: str, poll_seconds: float = 0.2) -> None:
+    """Return once no other run holds the claim. Polls in short transactions rather than blocking
+    in one: a blocked waiter would hold a snapshot all the while, which stalls every CREATE INDEX
+    CONCURRENTLY and VACUUM behind a stuck claim holder."""
+    params = {"namespace": EMBEDDING_CLAIM, "name": name}
+    while True:
+        with conn.transaction():
+            if conn.execute(query("advisory_try_xact_lock"), params).fetchone()[0]:
+                return
+        time.sleep(poll_seconds)
 
 
 def _claim_name(model_id: str, text_hash: str) -> str:

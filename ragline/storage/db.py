@@ -210,9 +210,27 @@ def migrate(url: str, directory: Path | None = None) -> list[str]:
                 conn.execute(m.sql)
                 conn.execute(query("record_migration"), {"name": m.name, "checksum": m.checksum})
             applied_now.append(m.name)
-        for view in sorted((sql_dir() / "views").glob("*.sql")):
-            conn.execute(view.read_text(encoding="utf-8"))
+        _refresh_views(conn, force=bool(applied_now))
     return applied_now
+
+
+def _refresh_views(conn: psycopg.Connection, *, force: bool) -> None:
+    """Re-create each view whose file changed (or every view after a migration). A view is marked
+    with its file's checksum in its comment, so a routine migrate takes no lock on views that
+    readers use (CREATE OR REPLACE VIEW waits for every open reader and queues new ones behind it)."""
+    for path in sorted((sql_dir() / "views").glob("*.sql")):
+        text = path.read_text(encoding="utf-8")
+        mark = f"ragline view {hashlib.sha256(text.encode('utf-8')).hexdigest()}"
+        current = conn.execute(query("view_comment"), {"name": f"{SCHEMA}.{path.stem}"}).fetchone()[0]
+        if current == mark and not force:
+            continue
+        with conn.transaction():
+            conn.execute(text)
+            conn.execute(
+                sql.SQL("COMMENT ON VIEW {} IS {}").format(
+                    sql.Identifier(SCHEMA, path.stem), sql.Literal(mark)
+                )
+            )
 
 
 def pending_migrations(conn: psycopg.Connection, files: list[Migration] | None = None) -> list[Migration]:
