@@ -116,11 +116,15 @@ def wait_for_claim(conn: psycopg.Connection, name: str, poll_seconds: float = 0.
     in one: a blocked waiter would hold a snapshot all the while, which stalls every CREATE INDEX
     CONCURRENTLY and VACUUM behind a stuck claim holder."""
     params = {"namespace": EMBEDDING_CLAIM, "name": name}
-    while True:
-        with conn.transaction():
-            if conn.execute(query("advisory_try_xact_lock"), params).fetchone()[0]:
-                return
+    while not _claim_free(conn, params):
         time.sleep(poll_seconds)
+
+
+def _claim_free(conn: psycopg.Connection, params: dict) -> bool:
+    if conn.autocommit:  # a statement of its own: the lock it takes ends with it
+        return conn.execute(query("advisory_try_xact_lock"), params).fetchone()[0]
+    with conn.transaction():
+        return conn.execute(query("advisory_try_xact_lock"), params).fetchone()[0]
 
 
 def _claim_name(model_id: str, text_hash: str) -> str:
