@@ -27,10 +27,10 @@ from ragline.retrieval.context import TOKENIZERS
 from ragline.safe_text import printable
 from ragline.storage.db import (
     DATABASE_URL_ENV,
+    check_connection,
     database_url,
     embedded_server,
     redact,
-    redact_error,
     sqlalchemy_url,
     stop_embedded,
 )
@@ -72,13 +72,8 @@ def dagster_environment(settings: Settings) -> dict[str, str]:
 def _database_url(settings: Settings) -> str:
     """The database URL, checked with one connection: a malformed or unreachable $DATABASE_URL is a
     one-line error here, where Dagster's pool would retry for about 25 s and end in a traceback."""
-    import psycopg
-
     url = database_url(settings.data_dir)
-    try:
-        psycopg.connect(url, connect_timeout=10).close()
-    except psycopg.Error as exc:
-        raise DatabaseError(f"cannot connect to {redact(url)}: {redact_error(exc, url)}") from None
+    check_connection(url)
     return url
 
 

@@ -265,9 +265,14 @@ def check_schema(url: str) -> None:
         )
 
 
-def _connect(url: str, application_name: str = "ragline") -> psycopg.Connection:
+def check_connection(url: str, timeout_seconds: int = 10) -> None:
+    """Connect once and close: a malformed or unreachable server is a DatabaseError at once."""
+    _connect(url, connect_timeout=timeout_seconds).close()
+
+
+def _connect(url: str, application_name: str = "ragline", **kwargs: object) -> psycopg.Connection:
     try:
-        return psycopg.connect(url, autocommit=True, application_name=application_name)
+        return psycopg.connect(url, autocommit=True, application_name=application_name, **kwargs)
     except psycopg.Error as exc:  # ProgrammingError for a malformed DSN, quoting it
         raise DatabaseError(f"cannot connect to {redact(url)}: {redact_error(exc, url)}") from None
 
