@@ -20,7 +20,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from ragline.config import EvalSetSettings, Settings, SourceSettings
-from ragline.ingest.sources import record_doc_id
+from ragline.ingest.sources import json_lines, record_doc_id
 from ragline.storage.db import query
 
 log = logging.getLogger(__name__)
@@ -59,11 +59,6 @@ class LoadedSet:
     regenerated: bool = True  # False when stored questions were kept (synthetic sets are stable)
 
 
-def _lines(text: str) -> list[str]:
-    """JSON Lines split on '\n' only: U+2028 and other separators are valid inside JSON strings."""
-    return [line.removesuffix("\r") for line in text.split("\n")]
-
-
 def _relevance(value: Any) -> dict[str, float] | None:
     if isinstance(value, dict):
         if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value.values()):
@@ -82,7 +77,7 @@ def load_golden(path: Path, name: str) -> LoadedSet:
     raw = path.read_bytes()
     questions: list[EvalQuestion] = []
     rejected: list[Rejected] = []
-    for lineno, line in enumerate(_lines(raw.decode("utf-8", errors="replace")), start=1):
+    for lineno, line in enumerate(json_lines(raw.decode("utf-8", errors="replace")), start=1):
         if not line.strip():
             continue
         where = f"{path.name}:{lineno}"
@@ -142,7 +137,7 @@ def load_beir(folder: Path, name: str, source: SourceSettings, split: str = "tes
         ) from None
     rejected: list[Rejected] = []
     texts: dict[str, str] = {}
-    lines = _lines(queries_file.read_bytes().decode("utf-8", errors="replace"))
+    lines = json_lines(queries_file.read_bytes().decode("utf-8", errors="replace"))
     for lineno, line in enumerate(lines, start=1):
         if not line.strip():
             continue

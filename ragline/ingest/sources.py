@@ -209,6 +209,12 @@ def _escape_char(match: re.Match[str]) -> str:
     return f"%{code:02X}"
 
 
+def json_lines(text: str) -> list[str]:
+    """JSON Lines split on '\n' only (a trailing '\r' dropped): U+2028 and other separators that
+    str.splitlines() breaks on are valid inside a JSON string."""
+    return [line.removesuffix("\r") for line in text.split("\n")]
+
+
 def record_doc_id(file_rel: str, record_id: object) -> str:
     """The document id of record `record_id` of the JSON Lines file at `file_rel` (as the loader
     makes it, so an evaluation set's relevant ids meet the loaded ones)."""
@@ -509,8 +515,7 @@ def _jsonl_documents(
     id_near = re.compile(r'"' + re.escape(spec.id_field) + r'"\s*:\s*("(?:[^"\\]|\\.)*"|-?\d+)')
     docs: list[Document] = []
     rejections: list[Rejection] = []
-    for lineno, line in enumerate(text.split("\n"), start=1):
-        line = line.removesuffix("\r")
+    for lineno, line in enumerate(json_lines(text), start=1):
         if not line.strip():
             continue
         try:
