@@ -63,12 +63,14 @@ def random_queries(texts: list[str], count: int, seed: int) -> list[str]:
     return queries
 
 
-def assert_exact(conn: psycopg.Connection, chunk_set: str, queries: list[str], *, k1=1.2, b=0.75) -> int:
+def assert_exact(
+    conn: psycopg.Connection, chunk_set: str, queries: list[str], *, k1=1.2, b=0.75, ks=(1, 10, 40)
+) -> int:
     """Every query's top k equals exhaustive BM25's, for several k; returns how many were compared."""
     backend = PostgresBm25()
     compared = 0
     for q in queries:
-        for k in (1, 10, 40):
+        for k in ks:
             got = backend.top_texts(conn, chunk_set, q, k, k1=k1, b=b)
             want = exhaustive_top_texts(conn, chunk_set, q, k, k1=k1, b=b)
             assert [t.text_hash for t in got.texts] == [t.text_hash for t in want.texts], (q, k)
@@ -117,13 +119,13 @@ def test_still_exact_after_texts_leave_and_arrive_and_under_other_k1_b(corpus):
         live = [t for t in texts if t not in gone] + real_texts(150, skip=400)
         assert_exact(conn, "default", random_queries(live, 12, seed=2))
         for k1, b in ((0.5, 0.3), (2.5, 1.0), (1.2, 0.0)):
-            assert_exact(conn, "default", random_queries(live, 6, seed=3), k1=k1, b=b)
+            assert_exact(conn, "default", random_queries(live, 6, seed=3), k1=k1, b=b, ks=(1, 40))
         # Folding the delta rows changes no statistic and no result.
         deltas = conn.execute("SELECT count(*) FROM ragline.lexical_term_deltas").fetchone()[0]
         conn.execute("SELECT ragline.compact_lexical_deltas()")
         assert conn.execute("SELECT count(*) FROM ragline.lexical_term_deltas").fetchone()[0] < deltas
         assert conn.execute("SELECT texts, total_length FROM ragline.lexical_stats").fetchone() == after
-        assert_exact(conn, "default", random_queries(live, 6, seed=4))
+        assert_exact(conn, "default", random_queries(live, 6, seed=4), ks=(10,))
 
 
 def test_writers_of_two_chunk_sets_do_not_wait_for_each_other(db_url):
@@ -146,8 +148,8 @@ def test_writers_of_two_chunk_sets_do_not_wait_for_each_other(db_url):
         stats = dict(conn.execute("SELECT chunk_set, texts FROM ragline.lexical_stats").fetchall())
         assert stats == {"default": 34, "variant-a": 35}
         queries = random_queries(texts, 6, seed=5)
-        assert_exact(conn, "default", queries)
-        assert_exact(conn, "variant-a", queries)
+        assert_exact(conn, "default", queries, ks=(10,))
+        assert_exact(conn, "variant-a", queries, ks=(10,))
 
 
 def test_bm25_extensions_are_detected_not_assumed(db_url):
