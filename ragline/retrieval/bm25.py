@@ -108,6 +108,7 @@ class _Term:
     last_impact: float = math.inf
     exhausted: bool = False
     bound: float = math.inf  # idf * the largest weight of a posting not read yet
+    goal: int = 0  # postings to have read by the end of this round
 
 
 @dataclass
@@ -165,11 +166,12 @@ class PostgresBm25:
         }
         candidates: dict[int, _Candidate] = {}
         result = Bm25Result([])
-        goal = max(k, 1) * FIRST_READ
+        for t in terms:
+            t.goal = max(k, 1) * FIRST_READ
         while True:
             result.rounds += 1
-            reading = [t for t in terms if not t.exhausted]
-            takes = [goal - t.read for t in reading]
+            reading = [t for t in terms if not t.exhausted and t.goal > t.read]
+            takes = [t.goal - t.read for t in reading]
             postings = conn.execute(
                 query("bm25_top_postings"),
                 {
@@ -199,20 +201,31 @@ class PostgresBm25:
                 else:
                     bound = unseen_weight_bound(term.last_impact, term.max_tf, k1=k1, b=b, avgdl=avgdl)
                     term.bound = term.idf * bound
-            self._score_hopeful(conn, candidates, terms, k, scoring, result)
-            ranked = heapq.nsmallest(
-                k,
-                ((c.exact, c.text_hash) for c in candidates.values() if c.exact is not None),
-                key=lambda e: (-e[0], e[1]),
-            )
+            # Exact scores are fetched once, when the partial scores alone (lower bounds) already put
+            # k texts above anything unread: the k-th exact score can only be higher.
             unseen = sum(t.bound for t in terms)
-            done = all(t.exhausted for t in terms) or (
-                len(ranked) == k and ranked[-1][0] > unseen * (1 + _MARGIN) + _MARGIN
+            kth = (
+                heapq.nlargest(k, (c.partial for c in candidates.values()))[-1]
+                if len(candidates) >= k
+                else None
             )
-            if done:
+            if all(t.exhausted for t in terms) or (
+                kth is not None and kth * (1 - _MARGIN) - _MARGIN > unseen * (1 + _MARGIN) + _MARGIN
+            ):
+                self._score_hopeful(conn, candidates, terms, k, scoring, result)
+                ranked = heapq.nsmallest(
+                    k,
+                    ((c.exact, c.text_hash) for c in candidates.values() if c.exact is not None),
+                    key=lambda e: (-e[0], e[1]),
+                )
                 result.texts = [ScoredText(h, s) for s, h in ranked]
                 return result
-            goal *= GROWTH
+            # Read deeper only where it lowers the bound most: the terms whose unread postings could
+            # weigh at least half as much as the heaviest term's.
+            heaviest = max(t.bound for t in terms)
+            for t in terms:
+                if not t.exhausted and t.bound >= heaviest / 2:
+                    t.goal *= GROWTH
 
     @staticmethod
     def _score_hopeful(
