@@ -8,9 +8,13 @@ WITH terms AS (
     SELECT greatest(texts, 1)::float8 AS n, greatest(total_length::float8 / greatest(texts, 1), 1) AS avgdl
     FROM ragline.lexical_stats WHERE chunk_set = %(chunk_set)s
 ), df AS (
-    SELECT d.term_id, d.df::float8 AS df
-    FROM terms JOIN ragline.lexical_terms d USING (lexeme)
-    WHERE d.chunk_set = %(chunk_set)s AND d.df > 0
+    -- The query's lexemes first: the lexical_terms view joined on lexeme would sum every term's deltas.
+    SELECT l.term_id, sum(d.df)::float8 AS df
+    FROM terms
+    JOIN ragline.lexical_lexemes l ON l.chunk_set = %(chunk_set)s AND l.lexeme = terms.lexeme
+    JOIN ragline.lexical_term_deltas d ON d.chunk_set = %(chunk_set)s AND d.term_id = l.term_id
+    GROUP BY l.term_id
+    HAVING sum(d.df) > 0
 )
 SELECT x.text_hash,
        sum(ragline.bm25_weight(s.n, df.df, p.tf, p.doc_length, %(k1)s::float8, %(b)s::float8, s.avgdl)
