@@ -24,6 +24,7 @@ from ragline.config import (
     VariantSettings,
 )
 from ragline.index.embedding import variant_embedder, with_missing_embedded
+from ragline.retrieval.bm25 import Bm25Backend, PostgresBm25
 from ragline.safe_text import printable
 from ragline.storage.db import Database, query
 from ragline.types import Embedder, Filters, Hit, Reranker, RetrievalError, SearchResult
@@ -94,6 +95,7 @@ class Retriever:
         self.variant = variant
         self.caller = caller
         self._model: tuple[str, int] | None = None
+        self.bm25: Bm25Backend = PostgresBm25()
         self._own_model = model_id is not None
         if model_id is not None:
             if embedder is None or embedder.model_id != model_id:
@@ -223,21 +225,26 @@ class Retriever:
         return [hit_from_row(r) for r in rows]
 
     def lexical(self, conn: psycopg.Connection, text: str, limit: int, filters: Filters) -> list[Hit]:
-        """Okapi BM25 over Postgres' english lexemes (stemmed, stop words removed)."""
+        """Okapi BM25 over Postgres' english lexemes (stemmed, stop words removed): the best texts
+        (exact, ragline.retrieval.bm25), then their chunks in the chunk set that pass the filters."""
         where, params = filter_clause(filters)
-        statement = sql.SQL(query("search_lexical")).format(columns=sql.SQL(CHUNK_COLUMNS), filters=where)
-        args = {
-            "query": text,
-            "k1": self.settings.bm25_k1,
-            "b": self.settings.bm25_b,
-            "chunk_set": self.chunk_set,
-            "limit": limit,
-            **params,
-        }
-        rows = self._widening(conn, statement, args, limit, filters, MAX_LEXICAL_SCAN)
-        if rows is None:
-            rows = conn.execute(statement, {**args, "scan": None}).fetchall()  # LIMIT NULL: all
-        return [hit_from_row(r) for r in rows]
+        statement = sql.SQL(query("lexical_chunks")).format(columns=sql.SQL(CHUNK_COLUMNS), filters=where)
+        args = {"chunk_set": self.chunk_set, "limit": limit, **params}
+        # Texts shared by chunks of other chunk sets and filters thin the texts out; a filtered
+        # search starts wider, and the scan widens until it yields `limit` rows or runs out.
+        scan: int | None = max(limit * (4 if not filters.as_dict() else 20), 40)
+        while True:
+            found = self.bm25.top_texts(
+                conn, self.chunk_set, text, scan, k1=self.settings.bm25_k1, b=self.settings.bm25_b
+            ).texts
+            rows = conn.execute(
+                statement,
+                {**args, "text_hashes": [t.text_hash for t in found], "scores": [t.score for t in found]},
+                prepare=True,
+            ).fetchall()
+            if len(rows) >= limit or scan is None or len(found) < scan:
+                return [hit_from_row(r) for r in rows]
+            scan = min(scan * 4, MAX_LEXICAL_SCAN) if scan < MAX_LEXICAL_SCAN else None  # then every text
 
     @staticmethod
     def _widening(
