@@ -1,5 +1,7 @@
 """embeddings: a vector per distinct chunk text and model, never computed twice."""
 
+import sys
+
 import dagster as dg
 
 from assets.checks import blocking_specs, check_results
@@ -35,7 +37,8 @@ def embeddings_asset(
                 conn,
                 context.partition_key,
                 model,
-                progress=context.log.info,
+                progress=context.log.info,  # a line per batch in the run log, with the ETA
+                terminal=sys.stderr,  # a bar when run from a terminal (ragline materialize)
             )
             outcomes = expectations.check_embeddings(conn, context.partition_key, model)
         return dg.MaterializeResult(
