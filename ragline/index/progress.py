@@ -2,9 +2,21 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from typing import TextIO
+
+
+@functools.cache
+def controlling_terminal() -> TextIO | None:
+    """The terminal this process was started from, or None. Dagster captures a step's stdout and
+    stderr into its compute logs (they are no TTY there), but /dev/tty still reaches the user who
+    ran `ragline materialize`. Opened once per process."""
+    try:
+        return open("/dev/tty", "w", encoding="utf-8")  # noqa: SIM115 (kept open for the process)
+    except OSError:
+        return None
 
 
 def duration(seconds: float) -> str:
