@@ -6,6 +6,7 @@ from assets.checks import blocking_specs, check_results
 from orchestration.resources import EmbedderResource, RaglineResource
 from ragline import expectations
 from ragline.index.embedding_ledger import embed_pending
+from ragline.index.progress import controlling_terminal
 
 CHECKS = (
     expectations.EMBEDDING_DIMENSIONS_MATCH_EMBEDDER,
@@ -35,7 +36,8 @@ def embeddings_asset(
                 conn,
                 context.partition_key,
                 model,
-                progress=context.log.info,
+                progress=context.log.info,  # a line per batch in the run log, with the ETA
+                terminal=controlling_terminal(),  # a bar when run from a terminal (ragline materialize)
             )
             outcomes = expectations.check_embeddings(conn, context.partition_key, model)
         return dg.MaterializeResult(

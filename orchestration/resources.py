@@ -82,7 +82,7 @@ class EmbedderResource(dg.ConfigurableResource):
     provider: str = "local"
     model: str = "all-MiniLM-L6-v2"
     batch_size: int = 64
-    model_batch_size: int = 8
+    model_batch_size: int = 128
     base_url: str | None = None
     api_key: str | None = None
     dimensions: int | None = None

