@@ -249,21 +249,20 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "ragline" / "models"
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
+def _weights_key(path: Path) -> str:
+    """The installed weights' identity: the package that ships them at its version, and the file's
+    size (hashing 90 MB at every model load cost a short-lived `ragline search` 0.2 s)."""
+    name = f"{_weights_package()}:{path.stat().st_size}"
+    return hashlib.sha256(name.encode()).hexdigest()
 
 
 def fp32_graph(cache_dir: Path | None = None) -> Path:
     """The fp32 graph file, built once from the installed weights and kept in the cache under a
-    name keyed by the weights' sha256 and the builder's version; written atomically, so concurrent
-    first runs each build it and the last rename wins with identical bytes."""
+    name keyed by the weights' package, version and size and the builder's version; written
+    atomically, so concurrent first runs each build it and the last rename wins with identical bytes."""
     weights = model_dir() / "model.safetensors"
     cache = cache_dir or default_cache_dir()
-    path = cache / f"all-MiniLM-L6-v2-fp32-{_sha256(weights)[:16]}-v{GRAPH_BUILDER_VERSION}.onnx"
+    path = cache / f"all-MiniLM-L6-v2-fp32-{_weights_key(weights)[:16]}-v{GRAPH_BUILDER_VERSION}.onnx"
     if path.exists():
         return path
     config = json.loads((model_dir() / "config.json").read_text())
