@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from concurrent.futures import ThreadPoolExecutor
 
 import dagster as dg
 from dagster._core.definitions.reconstruct import ReconstructableRepository
@@ -21,8 +20,10 @@ from ragline.safe_text import printable
 DEFINITIONS_MODULE = "orchestration.definitions"
 
 
-def launch_sources(sources: list[str], instance: dg.DagsterInstance, parallel: int = 1) -> dict[str, bool]:
-    """Run the source pipeline for each source (up to `parallel` runs at once); success per source."""
+def launch_sources(sources: list[str], instance: dg.DagsterInstance) -> dict[str, bool]:
+    """Run the source pipeline for each source, one after another; success per source. For runs at
+    once, start one launcher per source (runs launched from threads of one process stalled before
+    starting with a Postgres-backed instance), or let the daemon's run queue launch them."""
     from orchestration.definitions import SOURCE_PIPELINE_JOB
 
     job = ReconstructableRepository.for_module(DEFINITIONS_MODULE, "defs").get_reconstructable_job(
@@ -37,17 +38,15 @@ def launch_sources(sources: list[str], instance: dg.DagsterInstance, parallel: i
                     print(f"  {source}: step {event.step_key} failed: {printable(message)}", file=sys.stderr)
             return result.success
 
-    with ThreadPoolExecutor(max(1, parallel)) as pool:
-        return dict(zip(sources, pool.map(run, sources), strict=True))
+    return {source: run(source) for source in sources}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sources", nargs="+")
-    parser.add_argument("--parallel", type=int, default=1, help="runs at once (default 1)")
     args = parser.parse_args(argv)
     with dg.DagsterInstance.get() as instance:
-        outcomes = launch_sources(args.sources, instance, args.parallel)
+        outcomes = launch_sources(args.sources, instance)
     for source, ok in outcomes.items():
         print(f"source {source}: {'ok' if ok else 'FAILED'}")
     return 0 if all(outcomes.values()) else 1

@@ -122,9 +122,37 @@ def _wait_until_ready(count: int, env: dict[str, str], processes, logdir: Path) 
 
 
 def launch(sources: list[str], env: dict[str, str], parallel: int) -> subprocess.CompletedProcess:
-    """The source pipelines through the celery executor, from a launcher process of their own."""
-    command = [sys.executable, "-m", "orchestration.launch", *sources, "--parallel", str(parallel)]
-    return subprocess.run(command, env=env, cwd=REPO, capture_output=True, text=True, timeout=1200)
+    """The source pipelines through the configured executor, up to `parallel` at once, each from a
+    launcher process of its own (one process launching several runs from threads stalled with a
+    Postgres-backed instance)."""
+    # The instance's tables first, once: launchers starting together on a new instance race to
+    # create them.
+    prepare = [sys.executable, "-c", "import dagster as dg; dg.DagsterInstance.get().dispose()"]
+    subprocess.run(prepare, env=env, cwd=REPO, check=True, capture_output=True, timeout=600)
+    outputs, codes = [], []
+    for start in range(0, len(sources), max(1, parallel)):
+        group = [
+            subprocess.Popen(
+                [sys.executable, "-m", "orchestration.launch", source],
+                env=env,
+                cwd=REPO,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for source in sources[start : start + max(1, parallel)]
+        ]
+        for p in group:
+            out, err = p.communicate(timeout=1800)
+            outputs.append((out, err))
+            codes.append(p.returncode)
+    code = max(codes, default=0)
+    return subprocess.CompletedProcess(
+        ["orchestration.launch", *sources],
+        code,
+        "".join(o for o, _ in outputs),
+        "".join(e for _, e in outputs),
+    )
 
 
 def step_pids(dagster_home: Path) -> dict[str, set[int]]:
