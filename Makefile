@@ -38,3 +38,7 @@ db-stop:
 
 clean: db-stop
 	rm -rf .ragline
+
+.PHONY: bench-scale-out
+bench-scale-out: install
+	$(RUN) python benchmarks/scale_out.py

@@ -3,6 +3,7 @@
 import dagster as dg
 
 from assets.checks import blocking_specs, check_results
+from orchestration.executors import MODEL_POOL
 from orchestration.resources import EmbedderResource, RaglineResource
 from ragline import expectations
 from ragline.index.embedding_ledger import embed_pending
@@ -28,6 +29,7 @@ def embeddings_asset(
         metadata={"table": "ragline.embeddings"},
         check_specs=blocking_specs("embeddings", CHECKS, partitions_def=partitions),
         automation_condition=automation,
+        pool=MODEL_POOL,  # model steps share the cores (dagster.yaml limits the pool)
     )
     def embeddings(context: dg.AssetExecutionContext, ragline: RaglineResource, embedder: EmbedderResource):
         model = embedder.embedder()

@@ -6,6 +6,7 @@ import dagster as dg
 
 from assets.checks import blocking_specs, check_results, severity
 from assets.tables import markdown_table
+from orchestration.executors import MODEL_POOL
 from orchestration.resources import EmbedderResource, RaglineResource
 from ragline import expectations
 from ragline.evaluation.eval_sets import check_frames, load_sets, remove_unconfigured_sets
@@ -94,6 +95,7 @@ def variant_corpora_asset(
         description="Chunks and vectors that evaluation variants with their own chunker or model need.",
         metadata={"table": "ragline.variant_chunks"},
         automation_condition=automation,
+        pool=MODEL_POOL,
     )
     def variant_corpora(
         context: dg.AssetExecutionContext, ragline: RaglineResource, embedder: EmbedderResource

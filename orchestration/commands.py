@@ -38,7 +38,8 @@ def run_pipeline(
     variant corpora, then the day's quality assets (default: today, UTC), in this process."""
     from orchestration.definitions import INDEX_JOB, QUALITY_JOB, SOURCE_PIPELINE_JOB, build_definitions
 
-    defs = build_definitions(settings)
+    # execute_in_process runs every step here whatever $RAGLINE_EXECUTOR says: build for that.
+    defs = build_definitions(settings, "in_process")
     job = defs.resolve_job_def(SOURCE_PIPELINE_JOB)
     # INFO keeps progress, quarantine warnings and failures on the console; Dagster's DEBUG
     # event stream stays in the instance's event log.
@@ -113,7 +114,7 @@ def status(settings: Settings) -> dict[str, Any]:
     """Per asset and source: the last materialization, its row counts and the latest checks."""
     from orchestration.definitions import build_definitions
 
-    defs = build_definitions(settings)
+    defs = build_definitions(settings, "in_process")  # the graph only; no executor needed
     graph = defs.resolve_asset_graph()
     report: dict[str, Any] = {"assets": []}
     with dg.DagsterInstance.get() as instance:

@@ -17,6 +17,7 @@ from assets.evaluation import (
 from assets.search_index import search_index_asset
 from assets.serving import serving_chunks_asset
 from orchestration.automation import FOLLOW_PUBLISHED, FOLLOW_UPSTREAM, freshness_policy, with_freshness
+from orchestration.executors import build_executor, executor_name, steps_share_run_process
 from orchestration.partitions import daily_partitions, source_partitions
 from orchestration.resources import EmbedderResource, RaglineResource
 from orchestration.schedules import (
@@ -33,7 +34,9 @@ INDEX_JOB = "index_pipeline"
 QUALITY_JOB = "quality_pipeline"
 
 
-def build_definitions(settings: Settings) -> dg.Definitions:
+def build_definitions(settings: Settings, executor: str | None = None) -> dg.Definitions:
+    """executor: one of orchestration.executors.EXECUTORS; default $RAGLINE_EXECUTOR, else in_process."""
+    executor = executor or executor_name()
     partitions = source_partitions(settings)
     days = daily_partitions(settings)
     raw_documents = raw_documents_asset(partitions)
@@ -87,11 +90,11 @@ def build_definitions(settings: Settings) -> dg.Definitions:
                 minimum_interval_seconds=30,
             ),
         ],
-        # Steps share one process: a subprocess per step re-imports Dagster and great-expectations
-        # and reloads the model (about 10 s a step on 2 cores), while the model already uses both.
-        executor=dg.in_process_executor,
+        executor=build_executor(executor),
         resources={
-            "ragline": RaglineResource(config_path=str(settings.path)),
+            "ragline": RaglineResource(
+                config_path=str(settings.path), start_embedded=steps_share_run_process(executor)
+            ),
             "embedder": EmbedderResource.from_settings(settings.embedding, dict(os.environ)),
         },
     )

@@ -7,7 +7,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import dagster as dg
+from pydantic import PrivateAttr
 
+from orchestration.executors import model_threads
 from ragline.config import EmbeddingSettings, Settings, load_settings
 from ragline.index.embedding import build_embedder
 from ragline.storage.db import RUN_LOCK, Database, database_url, locked
@@ -33,18 +35,26 @@ class RaglineResource(dg.ConfigurableResource):
     """The ragline.yaml of this project and the Postgres it names ($DATABASE_URL or embedded)."""
 
     config_path: str
+    # False where steps run in processes of their own (multiprocess, celery, k8s executors): such a
+    # process attaches to the embedded server that runs on its host and never starts one (it would
+    # be an empty database that only this step sees); without one it fails, naming DATABASE_URL.
+    start_embedded: bool = True
 
     @contextmanager
     def yield_for_execution(self, context: dg.InitResourceContext) -> Iterator[RaglineResource]:
         """A run holds the lock of its partition (or, unpartitioned, of its job) from start to end:
         two runs of one source take turns whoever launched them. dagster.yaml's per-partition limit
-        queues the daemon's runs; this also covers `ragline materialize` and other in-process runs."""
+        queues the daemon's runs; this also covers `ragline materialize` and other in-process runs.
+
+        Resources are set up once per process: where each step runs in a process of its own, each
+        step holds the lock for itself, so two runs of a partition take turns step by step, not run
+        by run. Runs launched through the queue still run one per partition (dagster.yaml)."""
         run = context.run
         if run is None:
             yield self
             return
         subject = run.tags.get(PARTITION_TAG) or run.job_name
-        url = database_url(self.settings().data_dir)
+        url = self.url()
         # Polls rather than blocks: a blocked waiter's snapshot would stall (or, for a run that
         # builds an index CONCURRENTLY, deadlock) the run it waits for.
         with locked(url, RUN_LOCK, subject, poll_seconds=0.5, label=f"run {run.run_id[:8]} of {subject}"):
@@ -53,8 +63,11 @@ class RaglineResource(dg.ConfigurableResource):
     def settings(self) -> Settings:
         return load_settings(self.config_path)
 
+    def url(self) -> str:
+        return database_url(self.settings().data_dir, start=self.start_embedded)
+
     def database(self) -> Database:
-        url = database_url(self.settings().data_dir)
+        url = self.url()
         with _lock:
             if url not in _databases:
                 _databases[url] = Database(url)
@@ -73,6 +86,9 @@ _SHARED_FIELDS = (
     "revision",
     "max_retries",
     "timeout_seconds",
+    "max_in_flight",
+    "max_tokens_per_input",
+    "max_tokens_per_request",
 )
 
 
@@ -89,13 +105,21 @@ class EmbedderResource(dg.ConfigurableResource):
     revision: str | None = None
     max_retries: int = 5
     timeout_seconds: float = 60.0
+    max_in_flight: int = 4
+    max_tokens_per_input: int | None = None
+    max_tokens_per_request: int | None = None
+    _threads: int | None = PrivateAttr(default=None)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        # The model pool's limit (dagster.yaml) shares this machine's cores among the model steps.
+        self._threads = model_threads(context.instance)
 
     def embedder(self) -> Embedder:
         settings = EmbeddingSettings(**{name: getattr(self, name) for name in _SHARED_FIELDS})
-        key = (settings, self.api_key)
+        key = (settings, self.api_key, self._threads)
         with _lock:
             if key not in _embedders:
-                _embedders[key] = build_embedder(settings, self.api_key)
+                _embedders[key] = build_embedder(settings, self.api_key, threads=self._threads)
             return _embedders[key]
 
     @classmethod

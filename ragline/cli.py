@@ -28,6 +28,7 @@ from ragline.safe_text import printable
 from ragline.storage.db import (
     DATABASE_URL_ENV,
     check_connection,
+    database_mode,
     database_url,
     embedded_server,
     redact,
@@ -96,7 +97,7 @@ def _cmd_db(args: argparse.Namespace, settings: Settings) -> int:
         url = database_url(settings.data_dir)
         echo(sqlalchemy_url(url) if args.dagster else url)
     elif args.db_command == "start":
-        if os.environ.get(DATABASE_URL_ENV):
+        if os.environ.get(DATABASE_URL_ENV) and database_mode() != "embedded":
             echo(f"DATABASE_URL is set; using {redact(os.environ[DATABASE_URL_ENV])}, nothing to start")
             return 0
         url = database_url(settings.data_dir)

@@ -153,6 +153,13 @@ class EmbeddingSettings(EndpointSettings):
     revision: str | None = None
     max_retries: int = 5
     timeout_seconds: float = 60.0
+    # OpenAI-compatible provider: requests in flight at once (each of up to batch_size texts).
+    max_in_flight: int = 4
+    # The model's own limits, in its tokens (counted with cl100k_base): a longer input is an error
+    # before any request; a batch is cut so that no request exceeds the per-request budget. None:
+    # 8,191 per input (OpenAI's text-embedding-3 models) and no per-request budget but batch_size.
+    max_tokens_per_input: int | None = None
+    max_tokens_per_request: int | None = None
 
 
 @dataclass(frozen=True)
@@ -334,6 +341,7 @@ def parse_settings(raw: dict[str, Any], file: Path) -> Settings:
         )
     if embedding.batch_size < 1 or embedding.model_batch_size < 1:
         raise ConfigError("embedding.batch_size and embedding.model_batch_size must be at least 1")
+    _check_endpoint_limits(embedding, "embedding")
     if embedding.provider == "openai":
         _check_endpoint(embedding, "embedding")
     index = _build(IndexSettings, raw.get("index") or {}, "index")
@@ -563,11 +571,21 @@ def _variants(
             variant_embedding = _build(EmbeddingSettings, {**embedding.__dict__, **own}, f"{where}.embedding")
             if variant_embedding.provider == "openai":
                 _check_endpoint(variant_embedding, f"{where}.embedding")
+            _check_endpoint_limits(variant_embedding, f"{where}.embedding")
             if variant_embedding == embedding:
                 variant_embedding = None
         out.append(VariantSettings(name, r, chunking, variant_embedding))
     _require_unique("variant", [v.name for v in out])
     return tuple(out)
+
+
+def _check_endpoint_limits(embedding: EmbeddingSettings, where: str) -> None:
+    limits = (embedding.max_in_flight, embedding.max_tokens_per_input, embedding.max_tokens_per_request)
+    if any(v is not None and (not isinstance(v, int) or v < 1) for v in limits):
+        raise ConfigError(
+            f"{where}: max_in_flight, max_tokens_per_input and max_tokens_per_request must be whole "
+            "numbers of at least 1"
+        )
 
 
 def _check_endpoint(endpoint: EndpointSettings, where: str) -> None:

@@ -3,9 +3,12 @@ transient failures are retried with backoff, and every failure is described with
 
 from __future__ import annotations
 
+import datetime as dt
+import email.utils
 import json
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -18,6 +21,11 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 EXCERPT_CHARS = 300  # of an error body, in an exception message or a log line
+MAX_RETRY_AFTER_SECONDS = 300.0  # a longer Retry-After is waited this long, then retried
+
+
+class RequestTooLarge(Exception):
+    """The server refused the request as too large (HTTP 413); a smaller one may pass."""
 
 
 class Endpoint:
@@ -64,12 +72,14 @@ class Endpoint:
         if not is_openai_api(base_url):  # account identifiers are OpenAI's business only
             headers |= {"OpenAI-Organization": Omit(), "OpenAI-Project": Omit()}
         self._headers = headers
-        self.requests = 0
+        self.requests = 0  # sent, retries included
+        self._count = threading.Lock()  # calls may come from several threads at once
 
     def call(self, what: str, request: Callable[..., T], **kwargs: Any) -> T:
         """`request(**kwargs)` (a method of `self.client`), retried on 429, 5xx, connection errors
-        and timeouts with exponential backoff and jitter; raises `self.error` naming the endpoint
-        when the server refuses the request or the last retry fails."""
+        and timeouts, after the server's Retry-After (seconds or an HTTP date) when it sends one,
+        else with exponential backoff and jitter. Raises RequestTooLarge on HTTP 413, and
+        `self.error` naming the endpoint when the server refuses the request or the last retry fails."""
         import openai
 
         retryable = (
@@ -78,16 +88,20 @@ class Endpoint:
             openai.InternalServerError,
         )
         message = f"{what}: no attempt was made (max_retries < 0)"
+        error: type[Exception] = self.error
         for attempt in range(self.max_retries + 1):
             try:
-                self.requests += 1
+                with self._count:
+                    self.requests += 1
                 return request(**kwargs, extra_headers=self._headers)
             except retryable as exc:
                 failure = self.describe(exc)
                 if attempt == self.max_retries:
                     message = f"{what} failed after {attempt + 1} attempts: {failure}"
                     break
-                delay = min(30.0, 0.5 * 2**attempt) * (0.5 + random.random() / 2)
+                delay = retry_after(exc)
+                if delay is None:
+                    delay = min(30.0, 0.5 * 2**attempt) * (0.5 + random.random() / 2)
                 log.warning(
                     "%s failed (%s); retry %d/%d in %.1fs",
                     what,
@@ -99,10 +113,12 @@ class Endpoint:
                 self._sleep(delay)
             except openai.APIError as exc:
                 message = f"{what} refused: {self.describe(exc)}"
+                if getattr(exc, "status_code", None) == 413:
+                    error = RequestTooLarge
                 break
         # Raised outside the except clauses: the openai exception, whose text may hold what the
         # server echoed, must not ride along as __context__ or __cause__ (Dagster stores both).
-        raise self.error(message)
+        raise error(message)
 
     def describe(self, exc: Exception) -> str:
         """The failure in one line: the URL (without credentials), the status and a scrubbed,
@@ -132,6 +148,29 @@ class Endpoint:
     def address(self) -> str:
         """The endpoint's base URL as messages show it."""
         return self.shown_url(self.url)
+
+
+def retry_after(exc: Exception) -> float | None:
+    """The wait a 429 or 503 asks for in its Retry-After header (delay-seconds or an HTTP date),
+    at most MAX_RETRY_AFTER_SECONDS; None when it sends none that can be read."""
+    response = getattr(exc, "response", None)
+    value = response.headers.get("retry-after") if response is not None else None
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:  # an HTTP date is GMT by definition
+            when = when.replace(tzinfo=dt.UTC)
+        seconds = (when - dt.datetime.now(dt.UTC)).total_seconds()
+    if seconds != seconds:  # NaN
+        return None
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_SECONDS)
 
 
 def _error_text(body: str) -> str:

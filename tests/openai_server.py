@@ -1,7 +1,9 @@
 """A real HTTP server on localhost speaking the OpenAI /v1/embeddings protocol.
 
 It computes vectors with the local MiniLM model, records every request, and can answer the
-first requests with 429 or 500 to exercise retries. Used instead of mocking the client.
+first requests with 429 or 500 (with a Retry-After header if given) to exercise retries, answer 413
+to a request whose inputs exceed a number of characters, and hold each request until a number of
+them are in flight at once (recording the most it saw). Used instead of mocking the client.
 With `echo_status`, it answers every POST (embeddings or chat) with that status and a body that
 echoes the request's headers, Authorization included, as careless servers and proxies do.
 """
@@ -21,12 +23,21 @@ class EmbeddingsServer:
         fail_first: list[int] | None = None,
         dim_override: int | None = None,
         echo_status: int | None = None,
+        retry_after: str | None = None,
+        max_request_chars: int | None = None,
+        hold_until_in_flight: int | None = None,
     ) -> None:
         self.embedder = embedder
         self.echo_status = echo_status
         self.fail_first = list(fail_first or [])
         self.requests: list[dict[str, Any]] = []
         self.dim_override = dim_override
+        self.retry_after = retry_after
+        self.max_request_chars = max_request_chars
+        self.hold_until_in_flight = hold_until_in_flight
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        self._flight = threading.Condition()
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -34,6 +45,22 @@ class EmbeddingsServer:
                 pass
 
             def do_POST(self) -> None:
+                with server._flight:
+                    server.in_flight += 1
+                    server.peak_in_flight = max(server.peak_in_flight, server.in_flight)
+                    server._flight.notify_all()
+                    if server.hold_until_in_flight:
+                        # Not a timing: a client that sends one request at a time leaves it at 1.
+                        server._flight.wait_for(
+                            lambda: server.in_flight >= server.hold_until_in_flight, timeout=2
+                        )
+                try:
+                    self._answer()
+                finally:
+                    with server._flight:
+                        server.in_flight -= 1
+
+            def _answer(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 server.requests.append(
                     {
@@ -58,14 +85,17 @@ class EmbeddingsServer:
                     self._send(server.echo_status, {"error": echoed})
                     return
                 if server.fail_first:
-                    self._send(
-                        server.fail_first.pop(0), {"error": {"message": "try again", "type": "rate_limit"}}
-                    )
+                    headers = {"Retry-After": server.retry_after} if server.retry_after else {}
+                    error = {"error": {"message": "try again", "type": "rate_limit"}}
+                    self._send(server.fail_first.pop(0), error, headers)
                     return
                 if self.path != "/v1/embeddings":
                     self._send(404, {"error": {"message": "not found"}})
                     return
                 texts = body["input"] if isinstance(body["input"], list) else [body["input"]]
+                if server.max_request_chars and sum(map(len, texts)) > server.max_request_chars:
+                    self._send(413, {"error": {"message": "request too large", "type": "invalid_request"}})
+                    return
                 vectors = server.embedder.embed(texts)
                 if server.dim_override:
                     vectors = vectors[:, : server.dim_override]
@@ -76,9 +106,11 @@ class EmbeddingsServer:
                 usage = {"prompt_tokens": 0, "total_tokens": 0}
                 self._send(200, {"object": "list", "data": data, "model": body["model"], "usage": usage})
 
-            def _send(self, status: int, payload: dict) -> None:
+            def _send(self, status: int, payload: dict, headers: dict[str, str] | None = None) -> None:
                 raw = json.dumps(payload).encode()
                 self.send_response(status)
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/json")
                 self.send_header("Content-Length", str(len(raw)))
                 self.end_headers()

@@ -57,7 +57,7 @@ def test_openai_client_batches_and_retries_with_backoff():
     sleeps: list[float] = []
     with EmbeddingsServer(local_embedder(), fail_first=[429, 500]) as server:
         settings = EmbeddingSettings(
-            provider="openai", model="minilm", base_url=server.base_url, batch_size=4
+            provider="openai", model="minilm", base_url=server.base_url, batch_size=4, max_in_flight=1
         )
         client = OpenAICompatibleEmbedder(settings, api_key="sk-test", sleep=sleeps.append)
         texts = [f"document number {i} about alert routing" for i in range(10)]

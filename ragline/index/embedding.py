@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ragline.config import EmbeddingSettings, VariantSettings
-from ragline.endpoints import Endpoint
+from ragline.endpoints import Endpoint, RequestTooLarge
 from ragline.index.local_model import (  # noqa: F401 (re-exported: the local model's public names)
     LEGACY_LOCAL_MODEL_ID,
     LOCAL_MAX_TOKENS,
@@ -50,6 +50,8 @@ def remote_model_id(settings: EmbeddingSettings) -> str:
         key += f"@{settings.dimensions}d"  # shortened vectors are not the model's full vectors
     if settings.revision:
         key += f"#{settings.revision}"
+    if settings.max_tokens_per_input:
+        key += f"~{settings.max_tokens_per_input}t"  # where inputs are cut decides long texts' vectors
     return key
 
 
@@ -104,9 +106,11 @@ class TiktokenTokenizer:
 
 
 class OpenAICompatibleEmbedder:
-    """Any /v1/embeddings endpoint (OpenAI, vLLM, TEI, Ollama, llama.cpp), batched with retries."""
+    """Any /v1/embeddings endpoint (OpenAI, vLLM, TEI, Ollama, llama.cpp): batches within the model's
+    token limits, several requests in flight, retries that honour Retry-After, and a batch the
+    server finds too large (HTTP 413) split in two until it fits."""
 
-    max_tokens = 8191
+    DEFAULT_MAX_TOKENS = 8191  # per input, OpenAI's text-embedding-3 models
 
     def __init__(
         self,
@@ -116,6 +120,7 @@ class OpenAICompatibleEmbedder:
     ) -> None:
         self.settings = settings
         self.model_id = remote_model_id(settings)
+        self.max_tokens = settings.max_tokens_per_input or self.DEFAULT_MAX_TOKENS
         self._endpoint = Endpoint(
             settings.base_url,
             api_key,
@@ -142,14 +147,59 @@ class OpenAICompatibleEmbedder:
         return self._dim
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        rows: list[np.ndarray] = []
-        for start in range(0, len(texts), self.settings.batch_size):
-            rows.append(self._request(list(texts[start : start + self.settings.batch_size])))
+        batches = self._batches([self._within_input_limit(t) for t in texts])
+        workers = min(self.settings.max_in_flight, len(batches))
+        if workers > 1:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(workers, thread_name_prefix="ragline-embed") as pool:
+                rows = list(pool.map(self._request_fitting, batches))
+        else:
+            rows = [self._request_fitting(batch) for batch in batches]
         self.calls += len(texts)
         out = np.vstack(rows) if rows else np.empty((0, self._dim or 0), dtype=np.float32)
         if self._dim is None and len(out):
             self._dim = out.shape[1]
         return _normalised(out)
+
+    def _within_input_limit(self, text: str) -> tuple[str, int]:
+        """The text cut at the model's per-input limit, as a local model truncates what it reads
+        (an endpoint would refuse the whole request), with its token count."""
+        tokens = len(self.tokenizer.encode(text))
+        if tokens <= self.max_tokens:
+            return text, tokens
+        return text[: self.tokenizer.prefix_end(text, self.max_tokens)], self.max_tokens
+
+    def _batches(self, texts: list[tuple[str, int]]) -> list[list[tuple[str, int]]]:
+        """Consecutive texts, at most batch_size per request and max_tokens_per_request tokens."""
+        budget = self.settings.max_tokens_per_request
+        batches: list[list[tuple[str, int]]] = []
+        current: list[tuple[str, int]] = []
+        used = 0
+        for text, tokens in texts:
+            full = len(current) >= self.settings.batch_size or (budget is not None and used + tokens > budget)
+            if current and full:
+                batches.append(current)
+                current, used = [], 0
+            current.append((text, tokens))
+            used += tokens
+        if current:
+            batches.append(current)
+        return batches
+
+    def _request_fitting(self, batch: list[tuple[str, int]]) -> np.ndarray:
+        """The batch's vectors; a batch the server refuses as too large (413) is sent as two halves."""
+        try:
+            return self._request([text for text, _tokens in batch])
+        except RequestTooLarge as exc:
+            if len(batch) == 1:
+                raise EmbeddingError(
+                    f"{self._endpoint.address} refuses even a single text of {batch[0][1]} tokens as too "
+                    f"large ({exc}); set embedding.max_tokens_per_input to this model's limit"
+                ) from None
+        half = len(batch) // 2
+        log.info("%s: a batch of %d texts was too large; sending halves", self._endpoint.address, len(batch))
+        return np.vstack([self._request_fitting(batch[:half]), self._request_fitting(batch[half:])])
 
     def _request(self, batch: list[str]) -> np.ndarray:
         extra = {"dimensions": self.settings.dimensions} if self.settings.dimensions else {}
@@ -215,7 +265,10 @@ def vector_problems(vectors: np.ndarray) -> list[VectorProblem]:
     return problems
 
 
-def build_embedder(settings: EmbeddingSettings, api_key: str | None = None) -> Embedder:
+def build_embedder(
+    settings: EmbeddingSettings, api_key: str | None = None, *, threads: int | None = None
+) -> Embedder:
+    """The embedder the settings name. threads: the local model's, None for its own default."""
     if settings.provider == "local":
         if settings.model not in LOCAL_MODEL_NAMES:
             raise EmbeddingError(
@@ -224,7 +277,7 @@ def build_embedder(settings: EmbeddingSettings, api_key: str | None = None) -> E
             )
         # The legacy name selects the int8 graph that ragline ran before the fp32 one was built.
         precision = "int8" if settings.model == LEGACY_LOCAL_MODEL_ID else "fp32"
-        return LocalMiniLM(batch_size=settings.model_batch_size, precision=precision)
+        return LocalMiniLM(batch_size=settings.model_batch_size, threads=threads, precision=precision)
     return OpenAICompatibleEmbedder(settings, api_key)
 
 

