@@ -728,31 +728,45 @@ _LEADING_COMMENTS = re.compile(r"^(\s+|--[^\n]*\n|/\*.*?\*/)*", re.S)
 
 
 def explain_recorded(url: str, recorded: list[tuple[Any, Any]]) -> list[dict[str, Any]]:
-    """EXPLAIN (ANALYZE, BUFFERS) of every query statement recorded, on a fresh connection, each
-    under the SET statements recorded before it (ef_search, iterative scans, ...)."""
+    """EXPLAIN (ANALYZE, BUFFERS) of every query statement recorded, on a fresh connection, each in
+    a transaction that first replays the settings recorded before it: SET statements and
+    set_config() calls (ef_search, iterative scans, ...)."""
     from pgvector.psycopg import register_vector
 
     out: list[dict[str, Any]] = []
-    settings: list[str] = []
+    settings: list[tuple[str, Any]] = []
     with psycopg.connect(url, autocommit=True) as conn:
         register_vector(conn)
         for statement, params in recorded:
             text = statement.as_string(conn) if isinstance(statement, sql.Composable) else str(statement)
-            head = (_LEADING_COMMENTS.sub("", text).split(None, 1) or [""])[0].upper()
-            if head == "SET":
-                settings.append(text)
+            body = _LEADING_COMMENTS.sub("", text)
+            head = (body.split(None, 1) or [""])[0].upper()
+            if head == "SET" or (
+                head == "SELECT" and "set_config(" in body.lower() and " from " not in body.lower()
+            ):
+                settings.append((text, params))
                 continue
             if head not in ("SELECT", "WITH", "EXECUTE", "VALUES", "TABLE"):
                 out.append({"statement": text[:300], "explained": False})
                 continue
+            entry: dict[str, Any] = {
+                "statement": text,
+                "params": _printable_params(params),
+                "settings": [t for t, _p in settings],
+            }
             try:
-                plan = explain(conn, sql.SQL(text), params, settings)
-            except psycopg.Error as exc:
-                out.append({"statement": text[:300], "explained": False, "error": str(exc)[:300]})
-                continue
-            out.append(
-                {"statement": text, "params": _printable_params(params), "settings": list(settings), **plan}
-            )
+                with conn.transaction():
+                    for s_text, s_params in settings:
+                        conn.execute(sql.SQL(s_text), s_params, prepare=False)
+                    lines = [
+                        r[0]
+                        for r in conn.execute(
+                            sql.SQL("EXPLAIN (ANALYZE, BUFFERS) ") + sql.SQL(text), params, prepare=False
+                        )
+                    ]
+                out.append({**entry, **_plan_summary(lines, None)})
+            except Exception as exc:  # noqa: BLE001 - a diagnostic
+                out.append({**entry, "explained": False, "error": f"{type(exc).__name__}: {exc}"[:300]})
     return out
 
 
