@@ -67,6 +67,7 @@ from ingest_throughput import (  # noqa: E402
     load_average,
     log,
     machine_facts,
+    migrated_database,
     paragraph,
     peak_rss_mb,
     ragline_pass,
@@ -226,7 +227,7 @@ def carry_ledger_over_migration_edits(work: Path, url: str) -> dict[str, Any] | 
 
 
 def build_ragline(
-    work: Path, url: str, corpus: Path, model: LocalMiniLM, index: IndexSettings
+    work: Path, url: str, corpus: Path, model: LocalMiniLM, index: IndexSettings, *, skip: bool = False
 ) -> tuple[dict[str, Any], Database]:
     """Both sources through ragline's core path, each pass ending as the serving_chunks and
     search_index assets do (publish_source, build_indexes, publish_model). The major source goes
@@ -252,7 +253,23 @@ def build_ragline(
         pass
     started = time.perf_counter()
     passes = []
-    for src in sources:
+    record_path = work / "build_record.json"
+    if skip and record_path.exists():
+        # --skip-build: the corpus is unchanged and was built before, so the passes would find
+        # nothing to do; only migrations added since are applied (as `ragline migrate` would).
+        log("skipping ragline's build passes (--skip-build): migrate only")
+        t0 = time.perf_counter()
+        db = migrated_database(url)
+        log(f"  migrate: {time.perf_counter() - t0:.1f}s")
+        passes.append(
+            {
+                "label": "migrate only (--skip-build)",
+                "texts_embedded": 0,
+                "model_seconds": 0.0,
+                "migrate_seconds": time.perf_counter() - t0,
+            }
+        )
+    for src in [] if passes else sources:
         result, db = ragline_pass(f"build {src.name}", url, db, src, model, index)
         passes.append(result)
     assert db is not None
@@ -266,8 +283,8 @@ def build_ragline(
         "chunking": asdict(chunking),
         "index": asdict(index),
         "build_path": "publish",  # earlier records: embed_pending -> build_indexes on the ledger
+        "build_passes_skipped": bool(skip and passes and "migrate_seconds" in passes[0]),
     }
-    record_path = work / "build_record.json"
     if this_run["texts_embedded"] > 0:
         # This run did (some of) the model work: it is the build to report. A build that resumed an
         # interrupted one (ledger not empty at the start) is flagged.
@@ -1217,7 +1234,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     log(f"model loaded in {model_load:.2f}s; vectors: {model.model_id}, {model.dim} dims")
 
     index = IndexSettings()
-    build, db = build_ragline(work, ragline_url, work / "corpus", model, index)
+    build, db = build_ragline(work, ragline_url, work / "corpus", model, index, skip=args.skip_build)
     model_id, dim = model.model_id, model.dim
     hnsw_name = hnsw_index_name(model_id, index)
 
@@ -1814,7 +1831,13 @@ def markdown(r: dict[str, Any]) -> str:
         f"ragline build total: {b['wall_seconds']:.0f} s ({b['wall_seconds'] / 60:.1f} min) on {b['date']}"
         + (" (resumed an interrupted build)" if b.get("resumed") else "")
         + (
-            f"; this run reused it (rerun: {r['ragline_build']['this_run']['wall_seconds']:.1f} s, "
+            "; this run reused it ("
+            + (
+                "build passes skipped, migrations only: "
+                if r["ragline_build"]["this_run"].get("build_passes_skipped")
+                else "rerun: "
+            )
+            + f"{r['ragline_build']['this_run']['wall_seconds']:.1f} s, "
             f"{r['ragline_build']['this_run']['texts_embedded']} texts embedded)"
             if r["ragline_build"]["reused"]
             else ""
@@ -2004,6 +2027,11 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         default=None,
         help="default benchmarks/results, or <work-dir>/results for a dry run",
+    )
+    p.add_argument(
+        "--skip-build",
+        action="store_true",
+        help="reuse a cached build as is: apply new migrations, do not rerun ragline's build passes",
     )
     p.add_argument("--skip-llamaindex", action="store_true")
     p.add_argument("--rebuild-llamaindex", action="store_true", help="drop and refill the LlamaIndex table")
