@@ -149,7 +149,9 @@ def _cmd_orchestrated(args: argparse.Namespace, settings: Settings) -> int:
 
 def _retriever(args: argparse.Namespace, settings: Settings):
     from dataclasses import replace
+    from functools import partial
 
+    from ragline.index.background import BackgroundEmbedder
     from ragline.index.embedding import build_embedder
     from ragline.retrieval.search import build_retriever
     from ragline.storage.db import Database
@@ -169,8 +171,18 @@ def _retriever(args: argparse.Namespace, settings: Settings):
             settings = replace(settings, retrieval=replace(settings.retrieval, rerank=rerank))
     for name in args.source or []:
         settings.source(name)  # a clear error for a misspelt source
-    db = Database(_database_url(settings), max_size=1)
-    embedder = build_embedder(settings.embedding, settings.embedding.api_key())
+    retrieval = variant.retrieval if variant else settings.retrieval
+    strategy = args.strategy or retrieval.strategy
+    mmr_lambda = retrieval.mmr_lambda if args.mmr is None else args.mmr
+    embedder = None
+    # A lexical search without MMR or MaxSim needs no model: it is not loaded at all.
+    if strategy != "lexical" or mmr_lambda is not None or retrieval.rerank == "maxsim":
+        build = partial(build_embedder, settings.embedding, settings.embedding.api_key())
+        # The model loads on a thread of its own while this one connects to the database (MaxSim
+        # reuses the loaded model itself, so it is built here).
+        embedder = build() if retrieval.rerank == "maxsim" else BackgroundEmbedder(build)
+    # Two connections: a hybrid search runs its lexical side on the second one.
+    db = Database(_database_url(settings), max_size=2)
     retriever = build_retriever(settings, db, embedder, variant=variant, caller="cli")
     return db, retriever
 

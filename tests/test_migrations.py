@@ -143,7 +143,10 @@ def test_upgrade_keeps_serving_what_was_served_and_renames_the_local_model_key(d
         vectors = conn.execute("SELECT model_id, text_hash FROM ragline.serving_vectors").fetchall()
         keys = conn.execute("SELECT DISTINCT model_id FROM ragline.embeddings").fetchall()
         serving = conn.execute("SELECT model_id FROM ragline.serving_model").fetchone()[0]
-        bm25 = conn.execute("SELECT lexeme FROM ragline.lexical_postings ORDER BY 1").fetchall()
+        bm25 = conn.execute(
+            "SELECT lexeme FROM ragline.lexical_postings p JOIN ragline.lexical_lexemes USING (term_id) "
+            "ORDER BY 1"
+        ).fetchall()
     assert served == [("docs", "a.md", 2, "k")]
     assert texts == [("default", "t2")]
     assert vectors == [(LOCAL_MODEL_ID, "t2")] and keys == [(LOCAL_MODEL_ID,)] and serving == LOCAL_MODEL_ID

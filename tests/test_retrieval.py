@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import subprocess
+import sys
+import threading
 from dataclasses import replace
 
 import psycopg
@@ -15,7 +19,7 @@ from ragline.evaluation.eval_sets import load_golden
 from ragline.evaluation.scoring import evaluate, summarize
 from ragline.retrieval.context import assemble_context, long_context_order, tokenizer_for
 from ragline.retrieval.reranking import MaxSimReranker
-from ragline.retrieval.search import build_retriever, reciprocal_rank_fusion
+from ragline.retrieval.search import Retriever, build_retriever, reciprocal_rank_fusion
 from ragline.storage.db import Database
 from ragline.types import Filters, RetrievalError
 from tests.conftest import EXAMPLES, REPO, local_embedder, run, write_project
@@ -280,3 +284,114 @@ def test_llama_index_retriever_adapter(retriever):
     assert [n.node.node_id for n in nodes] == [h.chunk_id for h in direct]
     assert nodes[0].node.metadata["document"] == "handbook:paid-time-off.md"
     assert nodes[0].node.get_content() == direct[0].text and nodes[0].score == pytest.approx(direct[0].score)
+
+
+class _EmbedsOnceLexicalStarted:
+    """The demo's MiniLM, whose embed() first waits (up to 30 s) for a lexical search to start: a
+    hybrid search that embeds while its lexical side runs passes through, a serial one waits it out."""
+
+    def __init__(self, model, lexical_started: threading.Event) -> None:
+        self.model, self.lexical_started, self.overlapped = model, lexical_started, []
+        self.model_id, self.dim, self.max_tokens = model.model_id, model.dim, model.max_tokens
+
+    def embed(self, texts):
+        self.overlapped.append(self.lexical_started.wait(timeout=30))
+        return self.model.embed(texts)
+
+
+class _MarksLexicalStart(Retriever):
+    """Records the server process each side runs on, and tells the embedder when lexical starts."""
+
+    def lexical(self, conn, text, limit, filters):
+        self.backends["lexical"] = conn.info.backend_pid
+        self.lexical_started.set()
+        return super().lexical(conn, text, limit, filters)
+
+    def dense(self, conn, qvec, limit, filters):
+        self.backends["dense"] = conn.info.backend_pid
+        return super().dense(conn, qvec, limit, filters)
+
+
+def test_concurrent_hybrid_equals_sequential_and_overlaps_the_embedding(demo, db):
+    """A third of the golden questions, as served (k 10), wide (k 50) and filtered: the same hits,
+    scores and order whether the lexical side runs on its own connection during the embedding or
+    after dense."""
+    settings = demo["settings"]
+    golden = load_golden(REPO / "examples/golden/questions.jsonl", "golden").questions[::3]
+    concurrent = build_retriever(settings, db, local_embedder())
+    sequential = build_retriever(settings, db, local_embedder())
+    sequential.concurrent = False
+    support = Filters.of(sources=["support"])
+    for q in golden:
+        for k, filters in ((10, None), (50, None), (10, support)):
+            a = concurrent.search(q.question, k=k, strategy="hybrid", filters=filters, log=False)
+            b = sequential.search(q.question, k=k, strategy="hybrid", filters=filters, log=False)
+            assert [(h.chunk_id, h.score) for h in a.hits] == [(h.chunk_id, h.score) for h in b.hits]
+            assert len(a.hits) == k
+    assert {"embed", "dense", "lexical", "wait", "fuse", "total"} <= a.timings_ms.keys()
+    assert "wait" not in b.timings_ms
+
+    started = threading.Event()
+    embedder = _EmbedsOnceLexicalStarted(local_embedder(), started)
+    marked = _MarksLexicalStart(db, embedder, settings.retrieval, ef_search=settings.index.ef_search)
+    marked.lexical_started, marked.backends = started, {}
+    result = marked.search(VACATION, k=5, log=False)
+    assert embedder.overlapped == [True]  # the lexical side had started before the embedding
+    assert marked.backends["lexical"] != marked.backends["dense"]  # on a connection of its own
+    assert result.hits[0].document == "handbook:paid-time-off.md"
+
+
+# What the serving path must never load; a subprocess starts from a clean sys.modules.
+INGEST_AND_ORCHESTRATION = ("llama_index", "nltk", "great_expectations", "dagster", "pandas", "sqlalchemy")
+SERVING_SCRIPT = """
+import contextlib, io, json, sys
+from ragline.cli import main
+
+def run(*args):
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["--config", sys.argv[1], *args, "--no-log", "--json"])
+    return code, json.loads(out.getvalue())
+
+def loaded(names):
+    return sorted({m.split(".")[0] for m in sys.modules} & set(names))
+
+report = {"lexical": run("search", sys.argv[2], "--strategy", "lexical", "--k", "3")}
+report["model_after_lexical"] = loaded(["onnxruntime", "tokenizers"])
+report["hybrid"] = run("search", sys.argv[2], "--k", "3")
+report["context"] = run("context", sys.argv[2], "--budget", "200")
+from ragline.retrieval.search import build_retriever, Retriever, parse_filters  # the Python API
+from ragline.retrieval.context import assemble_context
+report["forbidden"] = loaded(sys.argv[3].split(","))
+print(json.dumps(report))
+"""
+
+
+def test_the_serving_path_imports_neither_ingest_nor_orchestration(demo):
+    """`ragline search` (lexical and hybrid), `ragline context` and the Python search API in one
+    fresh interpreter on the demo corpus: none of llama-index, nltk, great-expectations, dagster;
+    and a lexical search loads no embedding model at all."""
+    env = {**os.environ, "DATABASE_URL": demo["url"]}
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            SERVING_SCRIPT,
+            str(REPO / "ragline.yaml"),
+            VACATION,
+            ",".join(INGEST_AND_ORCHESTRATION),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        check=True,
+    )
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    assert report["lexical"][0] == 0 and len(report["lexical"][1]["hits"]) == 3
+    assert (
+        report["hybrid"][0] == 0 and report["hybrid"][1]["hits"][0]["document"] == "handbook:paid-time-off.md"
+    )
+    assert report["context"][0] == 0 and report["context"][1]["citations"]
+    assert report["model_after_lexical"] == []
+    assert report["forbidden"] == []

@@ -131,9 +131,18 @@ def serving_chunk_count(conn: psycopg.Connection) -> int:
 
 
 def vacuum_lexical(conn: psycopg.Connection) -> None:
-    """VACUUM (ANALYZE) the BM25 tables, so that scoring reads postings from the covering index
-    alone. Needs an autocommit connection (VACUUM cannot run in a transaction)."""
-    for table in ("lexical_postings", "lexical_texts", "lexical_terms", "serving_vectors"):
+    """Fold the BM25 delta rows (df and totals) into one row each, then VACUUM (ANALYZE) the BM25
+    tables, so that scoring reads postings from the covering indexes alone. Needs an autocommit
+    connection (VACUUM cannot run in a transaction)."""
+    conn.execute(query("compact_lexical_deltas"))
+    lexical = (
+        "lexical_postings",
+        "lexical_texts",
+        "lexical_lexemes",
+        "lexical_term_deltas",
+        "lexical_stat_deltas",
+    )
+    for table in (*lexical, "serving_vectors"):
         conn.execute(sql.SQL("VACUUM (ANALYZE) ragline.{}").format(sql.Identifier(table)))
 
 

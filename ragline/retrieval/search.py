@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 from dataclasses import replace
 from typing import Any
 
@@ -24,6 +27,7 @@ from ragline.config import (
     VariantSettings,
 )
 from ragline.index.embedding import variant_embedder, with_missing_embedded
+from ragline.retrieval.bm25 import Bm25Backend, PostgresBm25
 from ragline.safe_text import printable
 from ragline.storage.db import Database, query
 from ragline.types import Embedder, Filters, Hit, Reranker, RetrievalError, SearchResult
@@ -38,6 +42,20 @@ CHUNK_COLUMNS = (
 # BM25 scan beyond which scoring every matching text costs about the same.
 MAX_DENSE_SCAN = 20_000
 MAX_LEXICAL_SCAN = 20_000
+
+# Threads that run the lexical side of hybrid searches, each on a pooled connection of its own,
+# while the calling thread embeds the query and runs the dense side.
+_LEXICAL_THREADS = 4
+_lexical_pool: ThreadPoolExecutor | None = None
+_lexical_pool_lock = threading.Lock()
+
+
+def _lexical_executor() -> ThreadPoolExecutor:
+    global _lexical_pool
+    with _lexical_pool_lock:
+        if _lexical_pool is None:
+            _lexical_pool = ThreadPoolExecutor(_LEXICAL_THREADS, thread_name_prefix="ragline-lexical")
+        return _lexical_pool
 
 
 def filter_clause(filters: Filters) -> tuple[sql.Composable, dict[str, Any]]:
@@ -69,7 +87,8 @@ class Retriever:
     """Searches one chunk set (the pipeline's chunks, or an evaluation variant's) with one model.
 
     The dense side reads the serving model's vectors unless `model_id`/`dim` name another model
-    in the ledger; the embedder must produce vectors of that model.
+    in the ledger; the embedder must produce vectors of that model. `concurrent=False` runs a hybrid
+    search's two sides one after the other on one connection (same results).
     """
 
     def __init__(
@@ -84,6 +103,7 @@ class Retriever:
         reranker: Reranker | None = None,
         variant: str | None = None,
         caller: str = "python",
+        concurrent: bool = True,
     ) -> None:
         self.db = db
         self.embedder = embedder
@@ -93,7 +113,10 @@ class Retriever:
         self.reranker = reranker
         self.variant = variant
         self.caller = caller
+        # Hybrid runs its lexical side on a second pooled connection while the query is embedded.
+        self.concurrent = concurrent
         self._model: tuple[str, int] | None = None
+        self.bm25: Bm25Backend = PostgresBm25()
         self._own_model = model_id is not None
         if model_id is not None:
             if embedder is None or embedder.model_id != model_id:
@@ -132,27 +155,23 @@ class Retriever:
         timings: dict[str, float] = {}
         t0 = time.perf_counter()
         qvec: np.ndarray | None = None
-        with self.db.connection() as conn:
-            if strategy in ("dense", "hybrid"):
-                t = time.perf_counter()
-                qvec = self._embed_query(conn, text)
-                timings["embed"] = 1000 * (time.perf_counter() - t)
-            if strategy == "dense":
-                hits = self._timed(timings, "dense", self.dense, conn, qvec, pool, filters)
-            elif strategy == "lexical":
-                hits = self._timed(timings, "lexical", self.lexical, conn, text, pool, filters)
-            else:
-                dense = self._timed(timings, "dense", self.dense, conn, qvec, pool, filters)
-                lexical = self._timed(timings, "lexical", self.lexical, conn, text, pool, filters)
-                hits = reciprocal_rank_fusion(
-                    [dense, lexical], [s.dense_weight, s.lexical_weight], rrf_k=s.rrf_k
-                )
-            if use_rerank:
-                assert self.reranker is not None
-                # The reranker sees the first rerank_candidates hits; any further hits (k larger than
-                # that) follow in first-stage order, so its cost stays bounded whatever k is.
-                head, tail = hits[: s.rerank_candidates], hits[s.rerank_candidates :]
-                hits = self._timed(timings, "rerank", self.reranker.rerank, text, head, None) + tail
+        if strategy == "hybrid":
+            hits, qvec = self._hybrid(text, pool, filters, timings)
+        else:
+            with self.db.connection() as conn:
+                if strategy == "dense":
+                    qvec = self._timed(timings, "embed", self._embed_query, conn, text)
+                    hits = self._timed(timings, "dense", self.dense, conn, qvec, pool, filters)
+                else:
+                    hits = self._timed(timings, "lexical", self.lexical, conn, text, pool, filters)
+        if use_rerank:
+            assert self.reranker is not None
+            # The reranker sees the first rerank_candidates hits; any further hits (k larger than
+            # that) follow in first-stage order, so its cost stays bounded whatever k is.
+            head, tail = hits[: s.rerank_candidates], hits[s.rerank_candidates :]
+            hits = self._timed(timings, "rerank", self.reranker.rerank, text, head, None) + tail
+        log_query = s.log_queries if log is None else log
+        with self.db.connection() if (log_query or mmr_lambda is not None) else nullcontext() as conn:
             if mmr_lambda is not None and hits:
                 t = time.perf_counter()
                 vectors = self._vectors(conn, hits)
@@ -160,10 +179,43 @@ class Retriever:
                 timings["mmr"] = 1000 * (time.perf_counter() - t)
             hits = hits[:k]
             latency = 1000 * (time.perf_counter() - t0)
+            timings["total"] = latency
             result = SearchResult(text, strategy, hits, latency, timings_ms=timings)
-            if s.log_queries if log is None else log:
+            if log_query:
                 result.query_id = self._log(conn, result, k, filters, qvec)
         return result
+
+    def _hybrid(
+        self, text: str, pool: int, filters: Filters, timings: dict[str, float]
+    ) -> tuple[list[Hit], np.ndarray]:
+        """Both first-stage lists fused. Concurrently, the lexical side runs on a pooled connection
+        of its own while this thread embeds the query (ONNX Runtime releases the GIL) and runs the
+        dense side; the fused hits are the same as run one after the other."""
+        s = self.settings
+        lexical_run: Future | None = None
+        if self.concurrent:
+            lexical_run = _lexical_executor().submit(self._lexical_on_own_connection, text, pool, filters)
+        with self.db.connection() as conn:
+            qvec = self._timed(timings, "embed", self._embed_query, conn, text)
+            dense = self._timed(timings, "dense", self.dense, conn, qvec, pool, filters)
+            if lexical_run is None:
+                lexical = self._timed(timings, "lexical", self.lexical, conn, text, pool, filters)
+        if lexical_run is not None:
+            # Waited for only after the connection went back to the pool: a search never holds
+            # one connection while it waits for another, so concurrent searches cannot deadlock.
+            t = time.perf_counter()
+            lexical, timings["lexical"] = lexical_run.result()
+            timings["wait"] = 1000 * (time.perf_counter() - t)
+        t = time.perf_counter()
+        hits = reciprocal_rank_fusion([dense, lexical], [s.dense_weight, s.lexical_weight], rrf_k=s.rrf_k)
+        timings["fuse"] = 1000 * (time.perf_counter() - t)
+        return hits, qvec
+
+    def _lexical_on_own_connection(self, text: str, limit: int, filters: Filters) -> tuple[list[Hit], float]:
+        with self.db.connection() as conn:
+            t = time.perf_counter()
+            hits = self.lexical(conn, text, limit, filters)
+            return hits, 1000 * (time.perf_counter() - t)
 
     @staticmethod
     def _timed(timings: dict[str, float], name: str, fn: Any, *args: Any) -> Any:
@@ -177,7 +229,7 @@ class Retriever:
     def model(self, conn: psycopg.Connection) -> tuple[str, int]:
         """The (model_id, dim) whose vectors dense search reads: the published serving model."""
         if self._model is None:
-            row = conn.execute(query("serving_model")).fetchone()
+            row = conn.execute(query("serving_model"), prepare=True).fetchone()
             if row is None:
                 raise RetrievalError("no search index has been built yet; materialize search_index first")
             if self.embedder is not None and self.embedder.model_id != row[0]:
@@ -204,52 +256,75 @@ class Retriever:
         approximate = sql.SQL(query("search_dense")).format(filters=where, **parts)
         exact = sql.SQL(query("search_dense_exact")).format(filters=where, **parts)
         args = {"q": qvec.astype(np.float32), "chunk_set": self.chunk_set, "limit": limit, **params}
+        # Unfiltered, every served text is a published chunk's, so the nearest `limit` texts hold
+        # the top `limit` chunks: no over-fetch. Filtered, the scan starts wider (see _widening).
+        first_scan = None if filters.as_dict() else limit
         with conn.transaction():
             # Iterative scans keep reading the index past ef_search (up to hnsw.max_scan_tuples),
             # so a wide scan returns as many candidates as asked for.
-            conn.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-            conn.execute(
-                sql.SQL("SET LOCAL hnsw.ef_search = {}").format(
-                    sql.Literal(min(max(self.ef_search, limit), 1000))
-                )
-            )
+            ef_search = min(max(self.ef_search, limit), 1000)
+            conn.execute(query("dense_scan_settings"), {"ef_search": str(ef_search)}, prepare=True)
             # Only the published chunks under the serving model have a serving index; a variant's own
             # chunks or model are searched exactly over the ledger.
             served = self.chunk_set == DEFAULT_CHUNK_SET and not self._own_model
-            rows = self._widening(conn, approximate, args, limit, filters, MAX_DENSE_SCAN) if served else None
+            rows = None
+            if served:
+                rows = self._widening(
+                    conn,
+                    approximate,
+                    args,
+                    limit,
+                    filters,
+                    MAX_DENSE_SCAN,
+                    first_scan=first_scan,
+                    prepare=True,
+                )
             if rows is None:
                 # Filters so selective that 20,000 neighbours held fewer than `limit` matches.
                 rows = conn.execute(exact, args).fetchall()
         return [hit_from_row(r) for r in rows]
 
     def lexical(self, conn: psycopg.Connection, text: str, limit: int, filters: Filters) -> list[Hit]:
-        """Okapi BM25 over Postgres' english lexemes (stemmed, stop words removed)."""
+        """Okapi BM25 over Postgres' english lexemes (stemmed, stop words removed): the best texts
+        (exact, ragline.retrieval.bm25), then their chunks in the chunk set that pass the filters."""
         where, params = filter_clause(filters)
-        statement = sql.SQL(query("search_lexical")).format(columns=sql.SQL(CHUNK_COLUMNS), filters=where)
-        args = {
-            "query": text,
-            "k1": self.settings.bm25_k1,
-            "b": self.settings.bm25_b,
-            "chunk_set": self.chunk_set,
-            "limit": limit,
-            **params,
-        }
-        rows = self._widening(conn, statement, args, limit, filters, MAX_LEXICAL_SCAN)
-        if rows is None:
-            rows = conn.execute(statement, {**args, "scan": None}).fetchall()  # LIMIT NULL: all
-        return [hit_from_row(r) for r in rows]
+        statement = sql.SQL(query("lexical_chunks")).format(columns=sql.SQL(CHUNK_COLUMNS), filters=where)
+        args = {"chunk_set": self.chunk_set, "limit": limit, **params}
+        # Texts shared by chunks of other chunk sets and filters thin the texts out; a filtered
+        # search starts wider, and the scan widens until it yields `limit` rows or runs out.
+        scan: int | None = max(limit * (4 if not filters.as_dict() else 20), 40)
+        while True:
+            found = self.bm25.top_texts(
+                conn, self.chunk_set, text, scan, k1=self.settings.bm25_k1, b=self.settings.bm25_b
+            ).texts
+            rows = conn.execute(
+                statement,
+                {**args, "text_hashes": [t.text_hash for t in found], "scores": [t.score for t in found]},
+                prepare=True,
+            ).fetchall()
+            if len(rows) >= limit or scan is None or len(found) < scan:
+                return [hit_from_row(r) for r in rows]
+            scan = min(scan * 4, MAX_LEXICAL_SCAN) if scan < MAX_LEXICAL_SCAN else None  # then every text
 
     @staticmethod
     def _widening(
-        conn: psycopg.Connection, statement: sql.Composed, args: dict, limit: int, filters: Filters, cap: int
+        conn: psycopg.Connection,
+        statement: sql.Composed,
+        args: dict,
+        limit: int,
+        filters: Filters,
+        cap: int,
+        *,
+        first_scan: int | None = None,
+        prepare: bool | None = None,
     ) -> list[tuple] | None:
         """Run a scan-then-join search with a growing candidate scan until it yields `limit` rows or
         runs out of candidates; None when the cap is reached first."""
         # Texts shared by chunks of other chunk sets, stale versions and filters all thin the
         # candidates out; a filtered search starts wider.
-        scan = max(limit * (4 if not filters.as_dict() else 20), 40)
+        scan = first_scan or max(limit * (4 if not filters.as_dict() else 20), 40)
         while True:
-            rows = conn.execute(statement, {**args, "scan": scan}).fetchall()
+            rows = conn.execute(statement, {**args, "scan": scan}, prepare=prepare).fetchall()
             scanned = rows[0][-1] if rows else None
             if len(rows) >= limit or (scanned is not None and scanned < scan):
                 return rows  # enough rows, or every candidate was already scanned

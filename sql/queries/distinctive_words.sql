@@ -11,9 +11,12 @@ WITH words AS (
     SELECT greatest(coalesce((SELECT texts FROM ragline.lexical_stats WHERE chunk_set = 'default'), 0), 1)::float8
            AS n
 ), df AS (
-    SELECT d.lexeme, d.df::float8 AS df
-    FROM ragline.lexical_terms d
-    WHERE d.chunk_set = 'default' AND d.lexeme IN (SELECT lexeme FROM first_spelling)
+    -- Only these lexemes' delta rows (through the lexical_terms view every term's would be summed).
+    SELECT l.lexeme, sum(d.df)::float8 AS df
+    FROM ragline.lexical_lexemes l
+    JOIN ragline.lexical_term_deltas d ON d.chunk_set = l.chunk_set AND d.term_id = l.term_id
+    WHERE l.chunk_set = 'default' AND l.lexeme IN (SELECT lexeme FROM first_spelling)
+    GROUP BY l.lexeme
 )
 SELECT f.w, tf.tf * ln(1 + (s.n - coalesce(df.df, 0) + 0.5) / (coalesce(df.df, 0) + 0.5)) AS weight
 FROM first_spelling f

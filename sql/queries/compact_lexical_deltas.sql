@@ -1,0 +1,1 @@
+SELECT ragline.compact_lexical_deltas()
