@@ -773,7 +773,9 @@ def explain_recorded(url: str, recorded: list[tuple[Any, Any]]) -> list[dict[str
             }
             try:
                 with conn.transaction():
-                    for s_text, s_params in settings:
+                    # SET TRANSACTION must come before any query of the transaction.
+                    ordered = sorted(settings, key=lambda sp: not _is_set_transaction(sp[0]))
+                    for s_text, s_params in ordered:
                         conn.execute(sql.SQL(s_text), s_params, prepare=False)
                     lines = [
                         r[0]
@@ -785,6 +787,10 @@ def explain_recorded(url: str, recorded: list[tuple[Any, Any]]) -> list[dict[str
             except Exception as exc:  # noqa: BLE001 - a diagnostic
                 out.append({**entry, "explained": False, "error": f"{type(exc).__name__}: {exc}"[:300]})
     return out
+
+
+def _is_set_transaction(text: str) -> bool:
+    return _LEADING_COMMENTS.sub("", text).upper().startswith("SET TRANSACTION")
 
 
 def _printable_params(params: Any) -> Any:
