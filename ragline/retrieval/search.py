@@ -27,7 +27,7 @@ from ragline.config import (
     VariantSettings,
 )
 from ragline.index.embedding import variant_embedder, with_missing_embedded
-from ragline.retrieval.bm25 import Bm25Backend, PostgresBm25
+from ragline.retrieval.bm25 import Bm25Backend, ExhaustiveBm25
 from ragline.safe_text import printable
 from ragline.storage.db import Database, query
 from ragline.types import Embedder, Filters, Hit, Reranker, RetrievalError, SearchResult
@@ -116,7 +116,7 @@ class Retriever:
         # Hybrid runs its lexical side on a second pooled connection while the query is embedded.
         self.concurrent = concurrent
         self._model: tuple[str, int] | None = None
-        self.bm25: Bm25Backend = PostgresBm25()
+        self.bm25: Bm25Backend = ExhaustiveBm25()
         self._own_model = model_id is not None
         if model_id is not None:
             if embedder is None or embedder.model_id != model_id:
@@ -195,8 +195,13 @@ class Retriever:
         lexical_run: Future | None = None
         if self.concurrent:
             lexical_run = _lexical_executor().submit(self._lexical_on_own_connection, text, pool, filters)
+        if self._model is None:
+            with self.db.connection() as conn:
+                self.model(conn)
+        # The query is embedded holding no connection: a remote model may wait out a Retry-After,
+        # and the lexical side needs a pooled connection meanwhile.
+        qvec = self._timed(timings, "embed", self._embed_query, None, text)
         with self.db.connection() as conn:
-            qvec = self._timed(timings, "embed", self._embed_query, conn, text)
             dense = self._timed(timings, "dense", self.dense, conn, qvec, pool, filters)
             if lexical_run is None:
                 lexical = self._timed(timings, "lexical", self.lexical, conn, text, pool, filters)
@@ -240,10 +245,13 @@ class Retriever:
             self._model = (row[0], int(row[1]))
         return self._model
 
-    def _embed_query(self, conn: psycopg.Connection, text: str) -> np.ndarray:
+    def _embed_query(self, conn: psycopg.Connection | None, text: str) -> np.ndarray:
+        """The query's vector; with conn, after checking the embedder against the serving model
+        (without, the caller has checked it)."""
         if self.embedder is None:
             raise RetrievalError("dense search and MMR need an embedder")
-        self.model(conn)
+        if conn is not None:
+            self.model(conn)
         return self.embedder.embed([text])[0]
 
     def dense(self, conn: psycopg.Connection, qvec: np.ndarray, limit: int, filters: Filters) -> list[Hit]:
@@ -290,9 +298,10 @@ class Retriever:
         where, params = filter_clause(filters)
         statement = sql.SQL(query("lexical_chunks")).format(columns=sql.SQL(CHUNK_COLUMNS), filters=where)
         args = {"chunk_set": self.chunk_set, "limit": limit, **params}
-        # Texts shared by chunks of other chunk sets and filters thin the texts out; a filtered
-        # search starts wider, and the scan widens until it yields `limit` rows or runs out.
-        scan: int | None = max(limit * (4 if not filters.as_dict() else 20), 40)
+        # Every indexed text of the chunk set is one of its published chunks', so unfiltered the best
+        # `limit` texts hold the best `limit` chunks. Filters thin the texts out: a filtered search
+        # starts wider, and the scan widens until it yields `limit` rows or runs out.
+        scan: int | None = limit if not filters.as_dict() else max(limit * 20, 40)
         while True:
             found = self.bm25.top_texts(
                 conn, self.chunk_set, text, scan, k1=self.settings.bm25_k1, b=self.settings.bm25_b
