@@ -3,11 +3,13 @@ machine, on Celery workers, or in a Kubernetes job per step; chosen with $RAGLIN
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import dagster as dg
 
 from ragline.config import ConfigError
+from ragline.index.local_model import available_cores
 from ragline.safe_text import printable
 
 EXECUTOR_ENV = "RAGLINE_EXECUTOR"
@@ -66,8 +68,8 @@ def steps_share_run_process(name: str) -> bool:
 
 
 def usable_cores() -> int:
-    """The cores this process may run on (its affinity), not the host's count."""
-    return len(os.sched_getaffinity(0)) or 1
+    """The cores this process may run on: its affinity, capped by a cgroup CPU quota."""
+    return available_cores()
 
 
 def model_threads(instance: dg.DagsterInstance | None) -> int | None:
@@ -76,6 +78,10 @@ def model_threads(instance: dg.DagsterInstance | None) -> int | None:
     if instance is None:
         return None
     limit = instance.get_concurrency_config().pool_config.default_pool_limit
+    # A limit set for the pool itself (`dagster instance concurrency set ragline_model N`) wins;
+    # a storage without pools raises NotImplementedError.
+    with contextlib.suppress(NotImplementedError):
+        limit = instance.event_log_storage.get_concurrency_info(MODEL_POOL).limit or limit
     if not limit:
         return None
     return max(1, usable_cores() // limit)

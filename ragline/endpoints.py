@@ -114,7 +114,9 @@ class Endpoint:
             except openai.APIError as exc:
                 message = f"{what} refused: {self.describe(exc)}"
                 if getattr(exc, "status_code", None) == 413:
-                    error = RequestTooLarge
+                    # Still this endpoint's own error (an LLM call's caller catches LLMError); the
+                    # embedder catches RequestTooLarge to split the batch.
+                    error = type("RequestTooLarge", (RequestTooLarge, self.error), {})
                 break
         # Raised outside the except clauses: the openai exception, whose text may hold what the
         # server echoed, must not ride along as __context__ or __cause__ (Dagster stores both).

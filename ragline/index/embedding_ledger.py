@@ -155,11 +155,18 @@ def _claim_for_pipeline(
     meanwhile got a vector are released at once."""
     rows = {r[0]: r for r in batch}
     params = {"namespace": EMBEDDING_CLAIM, "model_id": embedder.model_id, "hashes": list(rows)}
-    with conn.transaction():
-        claimed = {h for (h,) in conn.execute(query("claim_texts_for_pipeline"), params)}
-        held.update(claimed)
-        # A statement of its own, after the claims: its snapshot sees what their last holders stored.
-        todo = set(_without_vector(conn, embedder, sorted(claimed)))
+    try:
+        with conn.transaction():
+            claimed = {h for (h,) in conn.execute(query("claim_texts_for_pipeline"), params)}
+            held.update(claimed)
+            # A statement of its own, after the claims: its snapshot sees what their last holders stored.
+            todo = set(_without_vector(conn, embedder, sorted(claimed)))
+    except BaseException:
+        # Session-level locks outlive the rolled-back transaction: a claim statement cancelled
+        # part way may hold some of the batch. All of it is released with the rest (unlocking a
+        # lock not held only warns).
+        held.update(rows)
+        raise
     _release(conn, embedder, held, claimed - todo)
     return [r for h, r in rows.items() if h in todo], [r for h, r in rows.items() if h not in claimed]
 

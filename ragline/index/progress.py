@@ -71,8 +71,11 @@ class Progress:
             filled = int(width * done / self.total) if self.total else width
             bar = "#" * filled + "-" * (width - filled)
             end = "\n" if done >= self.total else ""
-            self._terminal.write(
-                f"\r{self.label} [{bar}] {done}/{self.total} {self.unit} {rate:.1f}/s "
-                f"{duration(elapsed)} elapsed, {left}   {end}"
-            )
-            self._terminal.flush()
+            try:
+                self._terminal.write(
+                    f"\r{self.label} [{bar}] {done}/{self.total} {self.unit} {rate:.1f}/s "
+                    f"{duration(elapsed)} elapsed, {left}   {end}"
+                )
+                self._terminal.flush()
+            except OSError:  # the terminal went away (a hangup): the run goes on without the bar
+                self._terminal = None

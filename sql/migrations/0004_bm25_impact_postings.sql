@@ -103,9 +103,14 @@ DROP TABLE ragline.lexical_postings_0003, ragline.lexical_texts_0003, ragline.le
 -- sets share no row at all.
 CREATE FUNCTION ragline.index_lexical_texts() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
+    -- Only lexemes the set lacks: ON CONFLICT alone would use up an identity value for every
+    -- known lexeme of every publish, and the integer ids would run out.
     INSERT INTO ragline.lexical_lexemes (chunk_set, lexeme)
     SELECT DISTINCT n.chunk_set, t.lexeme
     FROM new_rows n CROSS JOIN LATERAL unnest(to_tsvector('english', n.text)) t
+    WHERE NOT EXISTS (
+        SELECT 1 FROM ragline.lexical_lexemes l WHERE l.chunk_set = n.chunk_set AND l.lexeme = t.lexeme
+    )
     ORDER BY 1, 2
     ON CONFLICT (chunk_set, lexeme) DO NOTHING;
     WITH terms AS (
