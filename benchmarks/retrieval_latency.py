@@ -61,7 +61,6 @@ import psycopg  # noqa: E402
 import real_corpus  # noqa: E402
 from ingest_throughput import (  # noqa: E402
     _SENTENCE_END,
-    BATCH_SIZE,
     TOPICS,
     generate_corpus,
     load_average,
@@ -1231,12 +1230,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     )
 
     t0 = time.perf_counter()
-    minilm = LocalMiniLM(batch_size=BATCH_SIZE)
+    minilm = LocalMiniLM()  # token-budget batches (ragline's default)
     model_load = time.perf_counter() - t0
     # The vectors: the real model, or the stand-in (which chunks with the model's own tokenizer).
     model: Any = minilm if args.vectors == "model" else HashedEmbedder(minilm.tokenizer, minilm.max_tokens)
     warm_rng = random.Random(args.seed + 17)
-    model.embed([paragraph(warm_rng, TOPICS[0], 3, 4) for _ in range(BATCH_SIZE)])
+    model.embed([paragraph(warm_rng, TOPICS[0], 3, 4) for _ in range(8)])
     log(f"model loaded in {model_load:.2f}s; vectors: {model.model_id}, {model.dim} dims")
 
     index = IndexSettings()
