@@ -189,14 +189,17 @@ class OpenAICompatibleEmbedder:
 
     def _request_fitting(self, batch: list[tuple[str, int]]) -> np.ndarray:
         """The batch's vectors; a batch the server refuses as too large (413) is sent as two halves."""
+        refused = None
         try:
             return self._request([text for text, _tokens in batch])
         except RequestTooLarge as exc:
-            if len(batch) == 1:
-                raise EmbeddingError(
-                    f"{self._endpoint.address} refuses even a single text of {batch[0][1]} tokens as too "
-                    f"large ({exc}); set embedding.max_tokens_per_input to this model's limit"
-                ) from None
+            refused = str(exc)
+        if len(batch) == 1:
+            # Raised outside the except clause: nothing chained (the server's text rides along).
+            raise EmbeddingError(
+                f"{self._endpoint.address} refuses even a single text of {batch[0][1]} tokens as too "
+                f"large ({refused}); set embedding.max_tokens_per_input to this model's limit"
+            )
         half = len(batch) // 2
         log.info("%s: a batch of %d texts was too large; sending halves", self._endpoint.address, len(batch))
         return np.vstack([self._request_fitting(batch[:half]), self._request_fitting(batch[half:])])
