@@ -148,6 +148,9 @@ def test_still_exact_after_texts_leave_and_arrive_and_under_other_k1_b(corpus):
         )
         add_texts(conn, "default", real_texts(150, skip=400))
         after = conn.execute("SELECT texts, total_length FROM ragline.lexical_stats").fetchone()
+        # Known lexemes use up no term id (ON CONFLICT alone took one per known lexeme per insert).
+        ids, lexemes = conn.execute("SELECT max(term_id), count(*) FROM ragline.lexical_lexemes").fetchone()
+        assert ids == lexemes
         served = conn.execute("SELECT count(*) FROM ragline.indexed_texts").fetchone()[0]
         assert after[0] == served > 400 and after[1] / after[0] != before[1] / before[0]
         live = [t for t in texts if t not in gone] + real_texts(150, skip=400)
