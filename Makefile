@@ -5,9 +5,11 @@ RUN := $(UV) run --frozen
 
 .PHONY: install demo test dev lint bench db-stop clean
 
+# Bytecode is compiled at install, so that a short-lived `ragline search` starts in under a second
+# even where PYTHONDONTWRITEBYTECODE is set (README, CLI: cold start).
 install:
 	@command -v uv >/dev/null 2>&1 || [ -x "$(UV)" ] || python3 -m pip install --user --quiet uv
-	$(UV) sync --frozen
+	$(UV) sync --frozen --compile-bytecode
 
 demo: install
 	$(RUN) ragline materialize
