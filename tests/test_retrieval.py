@@ -300,15 +300,19 @@ class _EmbedsOnceLexicalStarted:
 
 
 class _MarksLexicalStart(Retriever):
-    """Records the server process each side runs on, and tells the embedder when lexical starts."""
+    """Records the server process each side runs on, and tells the embedder when lexical starts.
+    The lexical side then holds its connection until dense has started (up to 30 s), so that the
+    two sides are seen at once however fast lexical is."""
 
     def lexical(self, conn, text, limit, filters):
         self.backends["lexical"] = conn.info.backend_pid
         self.lexical_started.set()
+        self.dense_started.wait(timeout=30)
         return super().lexical(conn, text, limit, filters)
 
     def dense(self, conn, qvec, limit, filters):
         self.backends["dense"] = conn.info.backend_pid
+        self.dense_started.set()
         return super().dense(conn, qvec, limit, filters)
 
 
@@ -334,7 +338,7 @@ def test_concurrent_hybrid_equals_sequential_and_overlaps_the_embedding(demo, db
     started = threading.Event()
     embedder = _EmbedsOnceLexicalStarted(local_embedder(), started)
     marked = _MarksLexicalStart(db, embedder, settings.retrieval, ef_search=settings.index.ef_search)
-    marked.lexical_started, marked.backends = started, {}
+    marked.lexical_started, marked.dense_started, marked.backends = started, threading.Event(), {}
     result = marked.search(VACATION, k=5, log=False)
     assert embedder.overlapped == [True]  # the lexical side had started before the embedding
     assert marked.backends["lexical"] != marked.backends["dense"]  # on a connection of its own
