@@ -36,9 +36,13 @@ UNIT_NORM_TOLERANCE = 1e-3
 
 @dataclass
 class CheckOutcome:
+    """A check's verdict. `untested` is the reason a check could not test anything (too few rows,
+    nothing to compare): such an outcome is never reported as a pass."""
+
     name: str
     passed: bool
     metadata: dict[str, Any] = field(default_factory=dict)
+    untested: str | None = None
 
 
 _context_lock = threading.Lock()
