@@ -273,19 +273,28 @@ class ExhaustiveBm25:
     def top_texts(
         self, conn: psycopg.Connection, chunk_set: str, text: str, k: int | None, *, k1: float, b: float
     ) -> Bm25Result:
-        rows = conn.execute(
-            query("bm25_top_texts"),
-            {"query": text, "chunk_set": chunk_set, "k1": k1, "b": b, "scan": k},
-            prepare=True,
-        ).fetchall()
-        return Bm25Result([ScoredText(h, float(s)) for h, s in rows], rounds=1, exhaustive=True)
+        return _one_statement(conn, "bm25_top_texts", chunk_set, text, k, k1=k1, b=b, prepare=True)
 
 
 def exhaustive_top_texts(
     conn: psycopg.Connection, chunk_set: str, text: str, k: int | None, *, k1: float, b: float
 ) -> Bm25Result:
     """The reference: every posting of the query's terms scored (bm25_exhaustive.sql)."""
-    rows = conn.execute(
-        query("bm25_exhaustive"), {"query": text, "chunk_set": chunk_set, "k1": k1, "b": b, "scan": k}
-    ).fetchall()
+    return _one_statement(conn, "bm25_exhaustive", chunk_set, text, k, k1=k1, b=b, prepare=False)
+
+
+def _one_statement(
+    conn: psycopg.Connection,
+    name: str,
+    chunk_set: str,
+    text: str,
+    k: int | None,
+    *,
+    k1: float,
+    b: float,
+    prepare: bool,
+) -> Bm25Result:
+    """Runs a named BM25 statement that returns (text_hash, score) rows, best first."""
+    params = {"query": text, "chunk_set": chunk_set, "k1": k1, "b": b, "scan": k}
+    rows = conn.execute(query(name), params, prepare=prepare).fetchall()
     return Bm25Result([ScoredText(h, float(s)) for h, s in rows], rounds=1, exhaustive=True)
