@@ -6,6 +6,7 @@ Chromium is a system package. Without it the browser test skips, unless RAGLINE_
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import shutil
@@ -22,7 +23,7 @@ from ragline.monitoring.board import dagster_url, render_board
 from tests.conftest import EXAMPLES, REPO, write_project
 
 REQUIRE_BROWSER_ENV = "RAGLINE_REQUIRE_BROWSER"
-SHOTS = os.environ.get("RAGLINE_BOARD_SHOTS")  # a folder to keep the screenshot in, for a person
+SHOTS = os.environ.get("RAGLINE_BOARD_SHOTS")  # a folder to keep the page and its screenshot in
 HANDBOOK = ["benefits.md", "paid-time-off.md", "meeting-norms.md", "expenses-and-travel.md"]
 # Four team pages that share most of their text: the boiler source fails its duplicate-share check.
 BOILERPLATE = "\n\n".join(
@@ -33,8 +34,10 @@ BOILERPLATE = "\n\n".join(
 DAGSTER_ENV = ("RAGLINE_CONFIG", "DAGSTER_HOME", "DAGSTER_PG_URL", "RAGLINE_DAGSTER_STORAGE")
 
 
-def chromium() -> str:
-    """The browser, or a skip (a fail under RAGLINE_REQUIRE_BROWSER=1) naming what is missing."""
+@pytest.fixture
+def browser() -> str:
+    """The browser, or a skip (a fail under RAGLINE_REQUIRE_BROWSER=1) naming what is missing;
+    asked first, before the project is materialized."""
     path = shutil.which("chromium") or shutil.which("chromium-browser")
     if path is None:
         message = "no chromium on PATH (Debian: apt-get install -y chromium; .ci/run installs it)"
@@ -151,18 +154,21 @@ def board_project(tmp_path, db_url, monkeypatch):
         variants=[{"name": "dense", "strategy": "dense"}, {"name": "hybrid", "strategy": "hybrid"}],
         evaluation={"k": 3, "control": "hybrid", "bootstrap_samples": 500},
     )
-    assert main(["--config", str(settings.path), "materialize"]) == 1  # boiler's check fails
-    return settings
+    # Yesterday, then today: today's scores have a baseline day for the regression gate's interval.
+    yesterday = (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)).isoformat()
+    for day in (["--date", yesterday], []):
+        assert main(["--config", str(settings.path), "materialize", *day]) == 1  # boiler's check fails
+    return settings, yesterday
 
 
 def test_the_board_shows_a_failing_check_and_a_stale_source_in_chromium(
-    board_project, db_url, tmp_path, capsys
+    browser, board_project, db_url, tmp_path, capsys
 ):
-    browser = chromium()
     capsys.readouterr()
     age_run(db_url, "raw_documents", "handbook", hours=75)
     page = tmp_path / "board.html"
-    config = ["--config", str(board_project.path)]
+    settings, yesterday = board_project
+    config = ["--config", str(settings.path)]
     assert main([*config, "status", "--html", str(page), "--dagster-url", "http://ui.example:3105/"]) == 1
     out = capsys.readouterr().out
     assert (
@@ -170,7 +176,10 @@ def test_the_board_shows_a_failing_check_and_a_stale_source_in_chromium(
         and str(page) in out
     )
 
-    shot = Path(SHOTS) / "board.png" if SHOTS else tmp_path / "board.png"
+    shot = tmp_path / "board.png"
+    if SHOTS:  # keep the page and its screenshot for a person to look at
+        shutil.copy(page, Path(SHOTS) / "board.html")
+        shot = Path(SHOTS) / "board.png"
     headless(browser, tmp_path / "profile", f"--screenshot={shot}", "--window-size=1400,1500", page.as_uri())
     assert shot.read_bytes().startswith(b"\x89PNG\r\n\x1a\n") and shot.stat().st_size > 20_000
     dom = Elements()
@@ -200,6 +209,8 @@ def test_the_board_shows_a_failing_check_and_a_stale_source_in_chromium(
     assert "raw_documents, chunks, embeddings, serving_chunks [handbook]: stale" in attention[-1]
     # Scores, and the A/B of dense against the hybrid control with its interval; the day's usage.
     assert {e["data-variant"] for e in dom.where(tag="tr", data_eval_set="golden")} == {"dense", "hybrid"}
+    for gate in dom.where(tag="tr", data_eval_set="golden"):
+        assert f"vs {yesterday}" in gate["text"] and "no significant difference" in gate["text"]
     [ab] = dom.where(data_ab="dense")
     assert "hybrid" in ab["text"] and "[" in ab["text"]
     [llm] = dom.where(data_llm="not recorded")
