@@ -484,6 +484,7 @@ tr.good>td:first-child{box-shadow:inset 4px 0 var(--good-edge)}
 white-space:nowrap}
 .chip{display:inline-block;margin:1px 4px 1px 0;padding:0 6px;border-radius:4px;font-size:12px;
 white-space:nowrap}
+section{overflow-x:auto}
 .bad.badge,.bad.chip{background:var(--bad-bg);color:var(--bad)}
 .warn.badge,.warn.chip{background:var(--warn-bg);color:var(--warn)}
 .untested.badge,.untested.chip{background:var(--un-bg);color:var(--un)}
