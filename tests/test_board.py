@@ -201,7 +201,7 @@ def test_the_board_shows_a_failing_check_and_a_stale_source_in_chromium(
     [blocked] = dom.where(data_asset="embeddings", data_partition="boiler")
     assert blocked["data-state"] == "never materialized" and "failure" in blocked["text"]
     [upstream] = dom.where(data_asset="raw_documents", data_partition="boiler")
-    assert upstream["data-state"] == "ok" and "failed at a later step" in upstream["text"]
+    assert upstream["data-state"] == "ok" and "failed after materializing" in upstream["text"]
     [fresh] = dom.where(data_asset="search_index")
     assert (fresh["data-state"], fresh["class"]) == ("ok", "good") and "fresh" in fresh["text"]
     attention = [e["text"] for e in dom.where(tag="li", data_level="bad")]
@@ -269,3 +269,67 @@ def test_outside_text_is_escaped_and_the_ui_url_must_be_http():
     for bad in ("javascript:alert(1)", "file:///etc/passwd", "http://"):
         with pytest.raises(ConfigError, match="must be http"):
             dagster_url(bad)
+
+
+def _report(**row: object) -> dict:
+    """A status report of one asset partition (as orchestration.commands.status shapes it)."""
+    asset = {
+        "asset": "chunks",
+        "partition": "docs",
+        "materialized_at": "2026-11-29T11:00:00+00:00",
+        "run_id": "r1",
+        "rows": 3,
+        "metadata": {},
+        "freshness": "pass",
+        "checks": {"chunk_spans_cover_document": "passed"},
+        "check_notes": {},
+        "last_run": {"run_id": "r1", "status": "SUCCESS", "started_at": "2026-11-29T11:00:00+00:00"},
+        **row,
+    }
+    checks = [f"chunks[docs].{c}" for c, s in asset["checks"].items()]
+
+    def having(state: str) -> list[str]:
+        return [c for c, s in zip(checks, asset["checks"].values(), strict=True) if s == state]
+
+    return {
+        "generated_at": "2026-11-29T12:00:00+00:00",
+        "freshness_window": {"warn_hours": 26, "fail_hours": 50},
+        "assets": [asset],
+        "failing_checks": having("failed"),
+        "untested_checks": having("not tested"),
+        "warning_checks": having("warn"),
+        "checks_not_run": having("not run") if asset["materialized_at"] else [],
+        "stale": ["chunks[docs]"] if asset["freshness"] == "fail" else [],
+        "never_materialized": [] if asset["materialized_at"] else ["chunks[docs]"],
+    }
+
+
+NEVER = {"materialized_at": None, "run_id": None, "freshness": "unknown", "checks": {"c": "not run"}}
+
+
+@pytest.mark.parametrize(
+    ("row", "headline", "state"),
+    [
+        ({}, ("good", "healthy: 1 asset partitions fresh, 1 checks passed"), ("good", "ok")),
+        (
+            {"checks": {"c": "not tested"}},
+            ("warn", "healthy, with caveats: 1 not tested"),
+            ("untested", "not tested"),
+        ),
+        (
+            {"checks": {"c": "not run"}},
+            ("warn", "healthy, with caveats: 1 check not run"),
+            ("neutral", "checks not run"),
+        ),
+        ({"freshness": "warn"}, ("warn", "healthy, with caveats: 1 late"), ("warn", "late")),
+        ({"freshness": "fail"}, ("bad", "NOT healthy: 1 stale"), ("bad", "stale")),
+        (NEVER, ("bad", "NOT healthy: 1 never materialized"), ("bad", "never materialized")),
+    ],
+)
+def test_only_a_pass_on_fresh_data_is_green(row, headline, state):
+    page = render_board(_report(**row))
+    level, text = headline
+    assert f'<h1 id="summary" class="{level}" data-level="{level}">{text}</h1>' in page
+    level, label = state
+    assert f'<tr class="{level}" data-asset="chunks" data-partition="docs" data-state="{label}">' in page
+    assert ('class="chip good"' in page) == ("checks" not in row)  # only a passed check's chip is green

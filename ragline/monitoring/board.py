@@ -234,7 +234,7 @@ def _run_status(a: dict[str, Any]) -> str | None:
 
 def _failed_since(a: dict[str, Any]) -> bool:
     """The latest run for this partition failed without materializing it. (A run that failed after
-    materializing it failed at a later step: that step's row shows it.)"""
+    materializing it failed on a check or a later step: that check's or step's row shows it.)"""
     return _run_status(a) == "FAILURE" and a["last_run"]["run_id"] != a["run_id"]
 
 
@@ -244,8 +244,9 @@ def _run_cell(a: dict[str, Any], links: _Links, now: dt.datetime) -> str:
         return _badge("no run", NEUTRAL)
     status, level = run["status"].lower(), _RUN_LEVEL.get(run["status"], NEUTRAL)
     if status == "failure" and run["run_id"] == a["run_id"]:
-        # It materialized this partition, then failed: the failing step has its own row.
-        status, level = "failed at a later step", WARN
+        # It materialized this partition, then failed (a blocking check, a later step): that check
+        # or step shows red where it belongs.
+        status, level = "failed after materializing", WARN
     return (
         f"{_badge(status, level)} {_run_link(run, links)}"
         f'<br><span class="dim nowrap" title="{_t(run["started_at"])}">started '
