@@ -308,7 +308,7 @@ def _check_status(execution) -> tuple[str, str]:
 def format_status(report: dict[str, Any]) -> str:
     lines = [f"{'asset':<19} {'partition':<14} {'rows':>7}  {'last materialized':<26} checks"]
     for a in report["assets"]:
-        checks = ", ".join(f"{k}={v}" for k, v in a["checks"].items()) or "-"
+        checks = ", ".join(f"{k}={_check_text(v, a['check_notes'].get(k))}" for k, v in a["checks"].items())
         passed = sum(v == "passed" for v in a["checks"].values())
         summary = f"{passed}/{len(a['checks'])} passed" if a["checks"] else "-"
         lines.append(
@@ -330,13 +330,24 @@ def format_status(report: dict[str, Any]) -> str:
         ("NEVER MATERIALIZED", "never_materialized"),
         ("FAILING", "failing_checks"),
         ("CHECKS NOT RUN", "checks_not_run"),
-        ("NOT TESTED (the check could not test anything)", "untested_checks"),
         ("WARNING", "warning_checks"),
     ):
         if report.get(key):
             lines.append(f"{title}: " + ", ".join(report[key]))
-    lines.append("healthy" if report["healthy"] else f"{headline(report)[1]} (see above)")
+    untested = report["untested_checks"]
+    if not report["healthy"]:
+        lines.append(f"{headline(report)[1]} (see above)")
+    elif untested:
+        # Healthy, but not silently: a check that could not test is no evidence either way.
+        n = len(untested)
+        lines.append(f"healthy, {n} check{'s' if n > 1 else ''} could not test: " + ", ".join(untested))
+    else:
+        lines.append("healthy")
     return "\n".join(lines)
+
+
+def _check_text(state: str, note: str | None) -> str:
+    return f"warn (not tested: {note})" if state == "not tested" else state
 
 
 def _format_quality(quality: dict[str, Any]) -> list[str]:
