@@ -269,6 +269,9 @@ def test_outside_text_is_escaped_and_the_ui_url_must_be_http():
     for bad in ("javascript:alert(1)", "file:///etc/passwd", "http://"):
         with pytest.raises(ConfigError, match="must be http"):
             dagster_url(bad)
+    with pytest.raises(ConfigError, match="must not carry credentials") as error:
+        dagster_url("https://oncall:hunter2secret@dagster.example")
+    assert "hunter2secret" not in str(error.value)
 
 
 def _report(**row: object) -> dict:

@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
 from ragline.config import ConfigError
-from ragline.safe_text import printable
+from ragline.safe_text import printable, scrub
 
 DAGSTER_URL_ENV = "RAGLINE_DAGSTER_URL"
 DEFAULT_DAGSTER_URL = "http://127.0.0.1:3000"
@@ -37,8 +37,12 @@ def dagster_url(explicit: str | None = None) -> str:
     Only http(s): the page puts it into every link."""
     url = (explicit or os.environ.get(DAGSTER_URL_ENV) or DEFAULT_DAGSTER_URL).rstrip("/")
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ConfigError(f"the Dagster UI URL must be http(s)://host[:port], got '{printable(url, 80)}'")
+    shown = printable(scrub(url), 80)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"the Dagster UI URL must be http(s)://host[:port], got '{shown}'")
+    if parts.username or parts.password:
+        # It would be written into every link of a page that gets mailed and attached around.
+        raise ConfigError(f"the Dagster UI URL must not carry credentials, got '{shown}'")
     return url
 
 
