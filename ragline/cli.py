@@ -416,8 +416,11 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--source", help="only this source (default: every source)")
     m.add_argument("--date", help="the quality assets' daily partition, YYYY-MM-DD (default: today, UTC)")
     s = sub.add_parser("status", help="per asset and source: last run, row counts, check results")
-    s.add_argument("--json", action="store_true")
-    s.add_argument("--html", metavar="FILE", help="write the on-call health board, one self-contained page")
+    output = s.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true")
+    output.add_argument(
+        "--html", metavar="FILE", help="write the on-call health board, one self-contained page"
+    )
     s.add_argument(
         "--dagster-url",
         help="the Dagster UI the board links to (default: $RAGLINE_DAGSTER_URL or http://127.0.0.1:3000)",
