@@ -9,6 +9,7 @@ from typing import Any
 import dagster as dg
 
 from ragline.config import Settings
+from ragline.monitoring.board import headline
 from ragline.safe_text import printable
 from ragline.storage.db import DAGSTER_STORAGE_LOCK, database_url, locked, migrate
 
@@ -110,13 +111,23 @@ def _report(result: dg.ExecuteInProcessResult, what: str, out) -> bool:
     return result.success and not checks_failed
 
 
-def status(settings: Settings) -> dict[str, Any]:
-    """Per asset and source: the last materialization, its row counts and the latest checks."""
+def status(settings: Settings, now: dt.datetime | None = None) -> dict[str, Any]:
+    """Per asset and source: the last run, the last materialization with its row counts and age
+    against the freshness window, and the latest checks; then the quality figures of the database."""
     from orchestration.definitions import build_definitions
 
+    now = now or dt.datetime.now(dt.UTC)
     defs = build_definitions(settings, "in_process")  # the graph only; no executor needed
     graph = defs.resolve_asset_graph()
-    report: dict[str, Any] = {"assets": []}
+    report: dict[str, Any] = {
+        "generated_at": now.isoformat(timespec="seconds"),
+        "config": str(settings.path),
+        "freshness_window": {
+            "warn_hours": settings.freshness.warn_hours,
+            "fail_hours": settings.freshness.fail_hours,
+        },
+        "assets": [],
+    }
     with dg.DagsterInstance.get() as instance:
         for name in ASSET_ORDER:
             key = dg.AssetKey(name)
@@ -131,20 +142,42 @@ def status(settings: Settings) -> dict[str, Any]:
                 for ck in check_keys
             }
             for partition in partitions:
-                report["assets"].append(_asset_row(instance, key, partition, history, settings))
-    report["quality"] = quality_summary(settings)
-    failing = [
-        f"{a['asset']}[{a['partition']}].{c}" if a["partition"] else f"{a['asset']}.{c}"
-        for a in report["assets"]
-        for c, s in a["checks"].items()
-        if s != "passed"
-    ]
-    report["failing_checks"] = failing
-    report["stale"] = [a["asset"] for a in report["assets"] if a["freshness"] == "fail"]
-    report["healthy"] = (
-        not failing and not report["stale"] and all(a["materialized_at"] for a in report["assets"])
+                row = _asset_row(instance, key, partition, history, settings, now)
+                row["last_run"] = _last_run(instance, key, partition, row["run_id"])
+                report["assets"].append(row)
+    report["quality"] = quality_summary(settings, now)
+
+    def checks_in(*states: str, known: bool = True) -> list[str]:
+        return [
+            f"{_named(a)}.{c}"
+            for a in report["assets"]
+            if a["materialized_at"]  # a partition never materialized is reported as such
+            for c, s in a["checks"].items()
+            if (s in states) == known
+        ]
+
+    report["failing_checks"] = checks_in(*CHECK_STATES, known=False) + checks_in("failed")
+    report["warning_checks"] = checks_in("warn")
+    report["untested_checks"] = checks_in("not tested")
+    report["checks_not_run"] = checks_in("not run")
+    report["stale"] = [_named(a) for a in report["assets"] if a["freshness"] == "fail"]
+    report["never_materialized"] = [_named(a) for a in report["assets"] if not a["materialized_at"]]
+    # A WARN result and a check that could not test are shown, but do not make the report unhealthy.
+    report["healthy"] = not (
+        report["failing_checks"]
+        or report["checks_not_run"]
+        or report["stale"]
+        or report["never_materialized"]
     )
     return report
+
+
+def _named(row: dict[str, Any]) -> str:
+    return f"{row['asset']}[{row['partition']}]" if row["partition"] else row["asset"]
+
+
+# What _check_status reports for a check of an asset partition.
+CHECK_STATES = ("passed", "failed", "warn", "not tested", "not run")
 
 
 def _partitions_to_report(instance, key: dg.AssetKey, partitions_def) -> list[str | None]:
@@ -157,18 +190,32 @@ def _partitions_to_report(instance, key: dg.AssetKey, partitions_def) -> list[st
     return list(partitions_def.get_partition_keys())
 
 
-def quality_summary(settings: Settings) -> dict[str, Any]:
-    """The latest retrieval scores with their change since the previous partition, and drift."""
-    from ragline.evaluation.scoring import latest_scores
+def quality_summary(settings: Settings, now: dt.datetime | None = None) -> dict[str, Any]:
+    """The latest retrieval scores with their change since the previous partition and the regression
+    gate's interval, the latest A/B comparisons, drift, and what the database records of the day's
+    work (`now`'s UTC day)."""
+    from ragline.evaluation.scoring import latest_comparisons, latest_gates, latest_scores
     from ragline.monitoring.drift import latest_drift
+    from ragline.monitoring.usage import usage_since
     from ragline.storage.db import Database
 
+    day_start = (
+        (now or dt.datetime.now(dt.UTC)).astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+    )
     with Database(database_url(settings.data_dir), max_size=1) as db, db.connection() as conn:
-        return {"scores": latest_scores(conn), "drift": latest_drift(conn)}
+        scores = latest_scores(conn)
+        return {
+            "scores": scores,
+            "gates": latest_gates(conn, scores, settings.evaluation),
+            "comparisons": latest_comparisons(conn),
+            "confidence": settings.evaluation.confidence,
+            "drift": latest_drift(conn),
+            "usage": usage_since(conn, day_start),
+        }
 
 
 def _asset_row(
-    instance, key: dg.AssetKey, partition: str | None, history, settings: Settings
+    instance, key: dg.AssetKey, partition: str | None, history, settings: Settings, now: dt.datetime
 ) -> dict[str, Any]:
     records = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None),
@@ -178,10 +225,12 @@ def _asset_row(
         "asset": key.to_user_string(),
         "partition": partition,
         "materialized_at": None,
+        "age_hours": None,
         "run_id": None,
         "rows": None,
         "metadata": {},
         "checks": {},
+        "check_notes": {},
         "freshness": "unknown",
     }
     if records:
@@ -192,7 +241,8 @@ def _asset_row(
         )
         row["run_id"] = record.run_id
         # The same windows as the assets' FreshnessPolicy, which the UI's asset health shows.
-        age_hours = (dt.datetime.now(dt.UTC).timestamp() - record.timestamp) / 3600
+        age_hours = (now.timestamp() - record.timestamp) / 3600
+        row["age_hours"] = round(age_hours, 3)
         row["freshness"] = (
             "fail"
             if age_hours > settings.freshness.fail_hours
@@ -207,26 +257,58 @@ def _asset_row(
         # Checks emitted by a partitioned asset are stored without a partition; the ones that
         # judged this partition's data ran in the same run as its latest materialization.
         latest = next((e for e in executions if e.run_id == row["run_id"]), None)
-        row["checks"][check] = _check_status(latest)
+        row["checks"][check], note = _check_status(latest)
+        if note:
+            row["check_notes"][check] = note
     return row
 
 
-def _check_status(execution) -> str:
-    if execution is None:
-        return "not run"
-    status = execution.status.value.lower()
-    if status == "succeeded":
-        evaluation = execution.event.asset_check_evaluation if execution.event else None
-        if evaluation is not None and not evaluation.passed:
-            return "failed"
-        return "passed"
-    return status
+def _last_run(instance, key: dg.AssetKey, partition: str | None, materialized_by: str | None) -> dict | None:
+    """The latest run planned to materialize this asset (partition), whether or not it did: a run
+    that failed or was stopped by a blocking check is newer than the last materialization."""
+    planned = instance.get_latest_planned_materialization_info(key, partition)
+    run_id = planned.run_id if planned else materialized_by
+    record = instance.get_run_record_by_id(run_id) if run_id else None
+    if record is None:
+        return None
+
+    def when(timestamp: float | None) -> str | None:
+        return (
+            dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat(timespec="seconds") if timestamp else None
+        )
+
+    run = record.dagster_run
+    return {
+        "run_id": run_id,
+        "job": run.job_name,
+        "status": run.status.value,
+        "started_at": when(record.start_time) or record.create_timestamp.isoformat(timespec="seconds"),
+        "ended_at": when(record.end_time),
+    }
+
+
+def _check_status(execution) -> tuple[str, str]:
+    """A check execution as (state, note): passed, failed, warn (a failed WARN check), not tested
+    (with the reason), or not run; the note is what the check's metadata says to do or look at."""
+    evaluation = execution.event.asset_check_evaluation if execution and execution.event else None
+    if evaluation is None:
+        # No execution in the run that materialized the partition, or one planned and never evaluated.
+        return "not run", "planned, but the run ended before it was evaluated" if execution else ""
+    if evaluation.passed:
+        return "passed", ""
+    meta = {k: getattr(v, "value", v) for k, v in (evaluation.metadata or {}).items()}
+    if evaluation.severity == dg.AssetCheckSeverity.ERROR:
+        return "failed", printable(meta.get("what_to_do") or meta.get("where_to_look") or "", 300)
+    # A check that could not test is a failed WARN result whose not_tested says why (assets/checks.py).
+    if str(meta.get("not_tested") or "none") != "none":
+        return "not tested", printable(meta["not_tested"], 300)
+    return "warn", printable(meta.get("what_to_do") or meta.get("where_to_look") or "", 300)
 
 
 def format_status(report: dict[str, Any]) -> str:
     lines = [f"{'asset':<19} {'partition':<14} {'rows':>7}  {'last materialized':<26} checks"]
     for a in report["assets"]:
-        checks = ", ".join(f"{k}={v}" for k, v in a["checks"].items()) or "-"
+        checks = ", ".join(f"{k}={_check_text(v, a['check_notes'].get(k))}" for k, v in a["checks"].items())
         passed = sum(v == "passed" for v in a["checks"].values())
         summary = f"{passed}/{len(a['checks'])} passed" if a["checks"] else "-"
         lines.append(
@@ -243,12 +325,29 @@ def format_status(report: dict[str, Any]) -> str:
             )
     lines.extend(_format_quality(report.get("quality") or {}))
     lines.append("")
-    if report["stale"]:
-        lines.append("STALE (past the freshness window): " + ", ".join(report["stale"]))
-    if report["failing_checks"]:
-        lines.append("FAILING: " + ", ".join(report["failing_checks"]))
-    lines.append("healthy" if report["healthy"] else "NOT healthy: see above")
+    for title, key in (
+        ("STALE (past the freshness window)", "stale"),
+        ("NEVER MATERIALIZED", "never_materialized"),
+        ("FAILING", "failing_checks"),
+        ("CHECKS NOT RUN", "checks_not_run"),
+        ("WARNING", "warning_checks"),
+    ):
+        if report.get(key):
+            lines.append(f"{title}: " + ", ".join(report[key]))
+    untested = report["untested_checks"]
+    if not report["healthy"]:
+        lines.append(f"{headline(report)[1]} (see above)")
+    elif untested:
+        # Healthy, but not silently: a check that could not test is no evidence either way.
+        n = len(untested)
+        lines.append(f"healthy, {n} check{'s' if n > 1 else ''} could not test: " + ", ".join(untested))
+    else:
+        lines.append("healthy")
     return "\n".join(lines)
+
+
+def _check_text(state: str, note: str | None) -> str:
+    return f"warn (not tested: {note})" if state == "not tested" else state
 
 
 def _format_quality(quality: dict[str, Any]) -> list[str]:

@@ -140,8 +140,22 @@ def _cmd_orchestrated(args: argparse.Namespace, settings: Settings) -> int:
     if args.command == "materialize":
         ok = commands.materialize(settings, names, day=day)
         return 0 if ok else 1
+    if args.html:
+        from ragline.monitoring.board import dagster_url, headline, render_board
+
+        base_url = dagster_url(args.dagster_url)  # a bad URL fails before the work
     report = commands.status(settings)
-    if args.json:
+    if args.html:
+        try:
+            Path(args.html).write_text(render_board(report, base_url=base_url), encoding="utf-8")
+        except OSError as exc:
+            print(
+                f"ragline: error: cannot write {printable(args.html)}: {printable(exc.strerror)}",
+                file=sys.stderr,
+            )
+            return 2
+        echo(f"{headline(report)[1]}\nwrote {args.html}")
+    elif args.json:
         print(json.dumps(report, indent=2))
     else:
         echo(commands.format_status(report))
@@ -402,7 +416,15 @@ def parser() -> argparse.ArgumentParser:
     m.add_argument("--source", help="only this source (default: every source)")
     m.add_argument("--date", help="the quality assets' daily partition, YYYY-MM-DD (default: today, UTC)")
     s = sub.add_parser("status", help="per asset and source: last run, row counts, check results")
-    s.add_argument("--json", action="store_true")
+    output = s.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true")
+    output.add_argument(
+        "--html", metavar="FILE", help="write the on-call health board, one self-contained page"
+    )
+    s.add_argument(
+        "--dagster-url",
+        help="the Dagster UI the board links to (default: $RAGLINE_DAGSTER_URL or http://127.0.0.1:3000)",
+    )
     sub.add_parser("env", help="print shell exports for the Dagster instance (used by make dev)")
     pub = sub.add_parser("publish", help="what each source serves: roll back, release, accept a mass change")
     action = pub.add_mutually_exclusive_group(required=True)

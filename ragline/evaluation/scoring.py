@@ -11,6 +11,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import psycopg
+from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from ragline.config import EvaluationSettings, Settings, VariantSettings
@@ -353,6 +354,35 @@ def latest_scores(conn: psycopg.Connection) -> list[dict[str, Any]]:
         r["partition"] = r["partition"].isoformat()
         r["previous"] = r["previous"].isoformat() if r["previous"] else None
         out.append(r)
+    return out
+
+
+def latest_comparisons(conn: psycopg.Connection) -> list[dict[str, Any]]:
+    """The latest partition's A/B rows: each variant against the control, with the interval."""
+    rows = conn.cursor(row_factory=dict_row).execute(query("latest_variant_comparisons")).fetchall()
+    return [{**r, "partition": r["partition"].isoformat()} for r in rows]
+
+
+def latest_gates(
+    conn: psycopg.Connection, scores: Sequence[dict[str, Any]], settings: EvaluationSettings
+) -> list[dict[str, Any]]:
+    """The regression gate of each latest score row (from latest_scores), recomputed from the stored
+    per-question results: the same baseline partition, pairs and seeded bootstrap as at scoring."""
+    out = []
+    for s in scores:
+        day = dt.date.fromisoformat(s["partition"])
+        base = baseline_partition(conn, day, s["variant"], s["eval_set"], settings)
+        if base is None:
+            comparison = Comparison("-", s["variant"], s["eval_set"], None, "first scored partition")
+        else:
+            comparison = compare(
+                per_question_ndcg(conn, base, s["variant"], s["eval_set"]),
+                per_question_ndcg(conn, day, s["variant"], s["eval_set"]),
+                labels=(base.isoformat(), s["variant"]),
+                eval_set=s["eval_set"],
+                settings=settings,
+            )
+        out.append(comparison.row())
     return out
 
 
