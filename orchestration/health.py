@@ -107,7 +107,7 @@ def evaluate_freshness(
     if not records:
         passed, severity = False, dg.AssetCheckSeverity.ERROR
         description = f"{name} was never materialized"
-        command = "ragline materialize" + (f" {partition}" if partition else "")
+        command = "ragline materialize" + (f" --source {partition}" if partition else "")
         todo = f"materialize it: `{command}`, or from the UI"
     else:
         record = records[0]

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import dagster as dg
@@ -174,6 +175,17 @@ def test_failed_sends_are_retried_and_never_name_the_secret(db_url, tmp_path, mo
             )
         assert [p["path"] for p in http.posts] == ["/hooks/ragline", SLACK_PATH]
 
+        # A warning that turns into an error is alerted again; repeats of either are not.
+        late = alerts.Problem(
+            key="check:chunks.is_materialized_and_fresh:handbook", title="late", severity="warn"
+        )
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            outcomes = [
+                alerts.record_problem(conn, config, p, now)
+                for p in (late, late, replace(late, severity="error"), replace(late, severity="error"))
+            ]
+        assert outcomes == ["opened", "repeated", "escalated", "repeated"]
+
 
 def test_freshness_checks_per_partition_fail_when_missing_or_late_and_recover(db_url, tmp_path):
     settings = alert_project(tmp_path, 1, slack=None, webhook=None, smtp=None)
@@ -220,7 +232,7 @@ def test_freshness_checks_per_partition_fail_when_missing_or_late_and_recover(db
     missing = latest("raw_documents", "handbook")
     assert not missing.passed and missing.severity == dg.AssetCheckSeverity.ERROR
     assert "never materialized" in missing.description and missing.metadata["partition"].value == "handbook"
-    assert "ragline materialize handbook" in missing.metadata["what_to_do"].value
+    assert "ragline materialize --source handbook" in missing.metadata["what_to_do"].value
     assert f"check:raw_documents.{FRESHNESS_CHECK}:handbook" in open_keys()
 
     # Nothing changed: nothing recorded again.

@@ -217,8 +217,8 @@ def record_problem(
     conn: psycopg.Connection, settings: AlertSettings, problem: Problem, now: dt.datetime
 ) -> str:
     """Note that `problem` holds now. A new problem (or one that had been resolved) owes an alert
-    to every destination; an open one is only counted: deduplicated. Returns what happened:
-    "opened", "repeated"."""
+    to every destination; an open one is only counted: deduplicated, unless it went from warn to
+    error (alerted again). Returns what happened: "opened", "repeated", "escalated"."""
     if problem.severity not in SEVERITIES:
         raise ValueError(f"severity must be one of {SEVERITIES}, got {problem.severity!r}")
     title = printable(problem.title, limit=TITLE_LIMIT)
@@ -236,6 +236,10 @@ def record_problem(
             if problem.occurrence is None or problem.occurrence != row["last_occurrence"]:
                 row["occurrences"] += 1
             outcome = "repeated"
+            if row["severity"] == "warn" and problem.severity == "error":
+                # Worse than what on-call was told (a late asset now past fail_hours): tell them again.
+                row |= {"owed": "alert", "owed_to": list(settings.destinations)}
+                outcome = "escalated"
         row |= {
             "severity": problem.severity,
             "title": title,
