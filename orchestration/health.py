@@ -5,8 +5,7 @@ sensors that send failed runs, failed checks and stale assets to on-call (raglin
 import datetime as dt
 import socket
 import warnings
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 
 import dagster as dg
 import psycopg
@@ -276,12 +275,6 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
-@contextmanager
-def _alert_connection(ragline: RaglineResource) -> Iterator[psycopg.Connection]:
-    with ragline.database().connection() as conn:
-        yield conn
-
-
 def _link(settings: Settings, path: str) -> str | None:
     return f"{settings.alerts.ui_url.rstrip('/')}/{path}" if settings.alerts.ui_url else None
 
@@ -329,7 +322,7 @@ def run_alert_sensors(settings: Settings) -> list[dg.SensorDefinition]:
             link=_link(settings, f"runs/{run.run_id}"),
             occurrence=run.run_id,
         )
-        with _alert_connection(ragline) as conn:
+        with ragline.database().connection() as conn:
             alerts.record_problem(conn, settings.alerts, problem, _now())
             _deliver(context, conn, settings)
 
@@ -342,7 +335,7 @@ def run_alert_sensors(settings: Settings) -> list[dg.SensorDefinition]:
         default_status=dg.DefaultSensorStatus.RUNNING,
     )
     def run_success_resolves(context: dg.RunStatusSensorContext, ragline: RaglineResource):
-        with _alert_connection(ragline) as conn:
+        with ragline.database().connection() as conn:
             if alerts.record_recovery(conn, settings.alerts, run_problem_key(context.dagster_run), _now()):
                 _deliver(context, conn, settings)
 
@@ -405,7 +398,7 @@ def check_alerts_sensor(settings: Settings) -> dg.SensorDefinition:
         graph = context.repository_def.asset_graph
         problems, passing = check_problems(context.instance, graph.asset_check_keys, settings)
         now = _now()
-        with _alert_connection(ragline) as conn:
+        with ragline.database().connection() as conn:
             for problem in problems:
                 alerts.record_problem(conn, settings.alerts, problem, now)
             for key in passing:
