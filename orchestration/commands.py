@@ -8,6 +8,7 @@ from typing import Any
 
 import dagster as dg
 
+from orchestration.health import FRESHNESS_CHECK
 from ragline.config import Settings
 from ragline.monitoring.board import headline
 from ragline.safe_text import printable
@@ -133,7 +134,11 @@ def status(settings: Settings, now: dt.datetime | None = None) -> dict[str, Any]
             key = dg.AssetKey(name)
             node = graph.get(key)
             partitions = _partitions_to_report(instance, key, node.partitions_def)
-            check_keys = sorted(graph.get_check_keys_for_assets({key}), key=lambda k: k.name)
+            check_keys = sorted(
+                # freshness is its own column (the same windows as the freshness checks)
+                (k for k in graph.get_check_keys_for_assets({key}) if k.name != FRESHNESS_CHECK),
+                key=lambda k: k.name,
+            )
             history = {
                 # Enough history to reach back to each partition's latest run.
                 ck.name: instance.event_log_storage.get_asset_check_execution_history(

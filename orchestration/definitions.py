@@ -18,6 +18,7 @@ from assets.search_index import search_index_asset
 from assets.serving import serving_chunks_asset
 from orchestration.automation import FOLLOW_PUBLISHED, FOLLOW_UPSTREAM, freshness_policy, with_freshness
 from orchestration.executors import build_executor, executor_name, steps_share_run_process
+from orchestration.health import freshness_checks, health_sensors
 from orchestration.partitions import daily_partitions, source_partitions
 from orchestration.resources import EmbedderResource, RaglineResource
 from orchestration.schedules import (
@@ -58,23 +59,26 @@ def build_definitions(settings: Settings, executor: str | None = None) -> dg.Def
     ]
     policy = freshness_policy(settings.freshness)
     assets = [with_freshness(a, policy) for a in [*source_assets, *index_assets, *quality_assets]]
+    # The freshness checks are recorded by the freshness_checks sensor, not by the pipeline's runs.
+    freshness = freshness_checks(assets, settings)
     source_job = dg.define_asset_job(
         SOURCE_PIPELINE_JOB,
-        selection=dg.AssetSelection.assets(*source_assets),
+        selection=dg.AssetSelection.assets(*source_assets) - dg.AssetSelection.checks(*freshness),
         description="raw_documents -> chunks -> embeddings -> serving_chunks (publish) for one source.",
     )
     index_job = dg.define_asset_job(
         INDEX_JOB,
-        selection=dg.AssetSelection.assets(*index_assets),
+        selection=dg.AssetSelection.assets(*index_assets) - dg.AssetSelection.checks(*freshness),
         description="Build or refresh the search indexes, the eval sets and the variants' corpora.",
     )
     quality_job = dg.define_asset_job(
         QUALITY_JOB,
-        selection=dg.AssetSelection.assets(*quality_assets),
+        selection=dg.AssetSelection.assets(*quality_assets) - dg.AssetSelection.checks(*freshness),
         description="One day's retrieval scores, variant comparison and drift metrics.",
     )
     return dg.Definitions(
         assets=assets,
+        asset_checks=freshness,
         jobs=[source_job, index_job, quality_job, garbage_collection],
         schedules=[
             daily_refresh_schedule(source_job, [s.name for s in settings.sources]),
@@ -89,6 +93,7 @@ def build_definitions(settings: Settings, executor: str | None = None) -> dg.Def
                 default_status=dg.DefaultSensorStatus.RUNNING,
                 minimum_interval_seconds=30,
             ),
+            *health_sensors(settings, freshness),
         ],
         executor=build_executor(executor),
         resources={

@@ -10,6 +10,7 @@ import dagster as dg
 from pydantic import PrivateAttr
 
 from orchestration.executors import model_threads
+from orchestration.run_process import process_tags
 from ragline.config import EmbeddingSettings, Settings, load_settings
 from ragline.index.embedding import build_embedder
 from ragline.storage.db import RUN_LOCK, Database, database_url, locked
@@ -53,6 +54,9 @@ class RaglineResource(dg.ConfigurableResource):
         if run is None:
             yield self
             return
+        if self.start_embedded:
+            # Steps run in this process (the run's): if it dies, the dead_runs sensor fails the run.
+            context.instance.add_run_tags(run.run_id, process_tags())
         subject = run.tags.get(PARTITION_TAG) or run.job_name
         url = self.url()
         # Polls rather than blocks: a blocked waiter's snapshot would stall (or, for a run that

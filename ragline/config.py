@@ -265,6 +265,52 @@ class FreshnessSettings:
     fail_hours: float = 50.0
 
 
+ALERT_SECURITY = ("starttls", "ssl", "none")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+@dataclass(frozen=True)
+class WebhookAlertSettings:
+    """A webhook that receives alerts; its URL (whose path is often the token) is read from the
+    environment variable url_env, never from ragline.yaml."""
+
+    url_env: str
+
+    def url(self) -> str | None:
+        return os.environ.get(self.url_env) or None
+
+
+@dataclass(frozen=True)
+class SmtpAlertSettings:
+    host: str
+    sender: str
+    recipients: tuple[str, ...]
+    port: int = 587
+    security: str = "starttls"  # starttls | ssl | none (none only to this machine when a password is sent)
+    username: str | None = None
+    password_env: str | None = None  # the SMTP password's environment variable
+
+    def password(self) -> str | None:
+        return (os.environ.get(self.password_env) or None) if self.password_env else None
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """Where alerts about failed runs, failed checks and stale assets go, and how often an open
+    problem is repeated. No destination configured: nothing is sent (problems are still recorded)."""
+
+    reminder_hours: float = 24.0  # an open problem is sent again at most this often
+    timeout_seconds: float = 10.0  # per send
+    ui_url: str | None = None  # the Dagster UI, for links in messages (e.g. http://localhost:3000)
+    slack: WebhookAlertSettings | None = None  # Slack-compatible: {"text": ..., "blocks": [...]}
+    webhook: WebhookAlertSettings | None = None  # generic JSON: one object per message
+    smtp: SmtpAlertSettings | None = None
+
+    @property
+    def destinations(self) -> tuple[str, ...]:
+        return tuple(name for name in ("slack", "webhook", "smtp") if getattr(self, name) is not None)
+
+
 @dataclass(frozen=True)
 class Settings:
     path: Path
@@ -279,6 +325,7 @@ class Settings:
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
     drift: DriftSettings = field(default_factory=DriftSettings)
     freshness: FreshnessSettings = field(default_factory=FreshnessSettings)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
 
     @property
     def project_dir(self) -> Path:
@@ -329,6 +376,7 @@ def parse_settings(raw: dict[str, Any], file: Path) -> Settings:
             "evaluation",
             "drift",
             "freshness",
+            "alerts",
         },
         str(file),
     )
@@ -471,6 +519,7 @@ def parse_settings(raw: dict[str, Any], file: Path) -> Settings:
     freshness = _build(FreshnessSettings, raw.get("freshness") or {}, "freshness")
     if not 0 < freshness.warn_hours < freshness.fail_hours:
         raise ConfigError("freshness: need 0 < warn_hours < fail_hours")
+    alerts = _alerts(raw.get("alerts") or {})
     return Settings(
         file,
         data_dir,
@@ -484,6 +533,7 @@ def parse_settings(raw: dict[str, Any], file: Path) -> Settings:
         evaluation=evaluation,
         drift=drift,
         freshness=freshness,
+        alerts=alerts,
     )
 
 
@@ -577,6 +627,60 @@ def _variants(
         out.append(VariantSettings(name, r, chunking, variant_embedding))
     _require_unique("variant", [v.name for v in out])
     return tuple(out)
+
+
+def _alerts(raw: dict[str, Any]) -> AlertSettings:
+    if not isinstance(raw, dict):
+        raise ConfigError("alerts must be a mapping")
+    _reject_unknown(raw, set(AlertSettings.__dataclass_fields__), "alerts")
+    hooks = {}
+    for name in ("slack", "webhook"):
+        if raw.get(name) is not None:
+            hook = _build(WebhookAlertSettings, raw[name], f"alerts.{name}")
+            _check_env_name(hook.url_env, f"alerts.{name}.url_env")
+            hooks[name] = hook
+    smtp = None
+    if raw.get("smtp") is not None:
+        item = dict(raw["smtp"])
+        recipients = item.get("recipients")
+        if isinstance(recipients, str):
+            recipients = [recipients]
+        if (
+            not isinstance(recipients, list)
+            or not recipients
+            or not all(isinstance(r, str) for r in recipients)
+        ):
+            raise ConfigError("alerts.smtp.recipients must be a non-empty list of addresses")
+        item["recipients"] = tuple(recipients)
+        for key in ("host", "sender"):
+            if not isinstance(item.get(key), str) or not item[key]:
+                raise ConfigError(f"alerts.smtp.{key} is required")
+        smtp = _build(SmtpAlertSettings, item, "alerts.smtp")
+        if smtp.security not in ALERT_SECURITY:
+            raise ConfigError(f"alerts.smtp.security must be one of {ALERT_SECURITY}, got {smtp.security!r}")
+        if not isinstance(smtp.port, int) or not 0 < smtp.port < 65536:
+            raise ConfigError(f"alerts.smtp.port must be a port number, got {smtp.port!r}")
+        if smtp.password_env is not None:
+            _check_env_name(smtp.password_env, "alerts.smtp.password_env")
+            if smtp.security == "none" and not is_loopback_url(f"smtp://{smtp.host}"):
+                raise ConfigError(
+                    f"alerts.smtp: password_env {smtp.password_env} would send that password in clear "
+                    f"text to {smtp.host}. Use security: starttls or ssl, or a server on localhost."
+                )
+    alerts = _build(AlertSettings, {**raw, **hooks, "smtp": smtp}, "alerts")
+    if not alerts.reminder_hours > 0 or not alerts.timeout_seconds > 0:
+        raise ConfigError("alerts: reminder_hours and timeout_seconds must be greater than 0")
+    if alerts.ui_url is not None and urlsplit(alerts.ui_url).scheme not in ("http", "https"):
+        raise ConfigError(f"alerts.ui_url must be an http(s) URL, got {alerts.ui_url!r}")
+    return alerts
+
+
+def _check_env_name(name: Any, where: str) -> None:
+    if not isinstance(name, str) or not _ENV_NAME.match(name):
+        raise ConfigError(
+            f"{where} must name an environment variable (letters, digits, _), got {name!r}: "
+            "secrets (webhook URLs, passwords) are read from the environment, not from ragline.yaml"
+        )
 
 
 def _check_endpoint_limits(embedding: EmbeddingSettings, where: str) -> None:

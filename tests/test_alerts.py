@@ -1,0 +1,373 @@
+"""On-call health: freshness checks per partition, dead runs marked failed, and alerts delivered
+to a real local HTTP receiver (Slack-compatible and generic JSON) and a real local SMTP server."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import dagster as dg
+import psycopg
+import pytest
+
+from orchestration.definitions import build_definitions
+from orchestration.health import (
+    FRESHNESS_CHECK,
+    FRESHNESS_JOB,
+    evaluate_freshness,
+    fail_dead_runs,
+    run_alert_sensors,
+)
+from orchestration.resources import RaglineResource
+from orchestration.run_process import HOST_TAG, PID_TAG
+from ragline.config import ConfigError, load_settings
+from ragline.monitoring import alerts
+from tests.alert_receivers import SmtpReceiver, WebhookReceiver
+from tests.conftest import REPO, write_project
+
+SLACK_PATH = "/services/T000/B000/XXXXSECRETTOKEN"
+
+
+def alert_project(tmp_path: Path, smtp_port: int, **alerts_overrides):
+    folder = tmp_path / "corpus" / "handbook"
+    folder.mkdir(parents=True)
+    (folder / "leave.md").write_text("# Leave\n\nAsk your manager two weeks ahead.\n", encoding="utf-8")
+    block = {
+        "reminder_hours": 24,
+        "ui_url": "http://localhost:3000",
+        "slack": {"url_env": "RAGLINE_TEST_SLACK_URL"},
+        "webhook": {"url_env": "RAGLINE_TEST_WEBHOOK_URL"},
+        "smtp": {
+            "host": "127.0.0.1",
+            "port": smtp_port,
+            "security": "none",
+            "sender": "ragline@example.org",
+            "recipients": ["oncall@example.org"],
+        },
+        **alerts_overrides,
+    }
+    sources = [{"name": "handbook", "root": "corpus/handbook", "chunking": {"strategy": "markdown"}}]
+    return write_project(tmp_path, sources, alerts=block)
+
+
+@dg.op
+def flaky_step() -> None:
+    if os.environ.get("RAGLINE_TEST_BREAK") == "1":
+        raise RuntimeError("source folder not mounted: /mnt/share/handbook")
+
+
+@dg.job
+def flaky():
+    flaky_step()
+
+
+def run_flaky(instance: dg.DagsterInstance, monkeypatch, broken: bool) -> dg.ExecuteInProcessResult:
+    monkeypatch.setenv("RAGLINE_TEST_BREAK", "1" if broken else "0")
+    return flaky.execute_in_process(instance=instance, raise_on_error=False)
+
+
+def test_failed_run_alerts_once_everywhere_then_reminds_then_resolves(db_url, tmp_path, monkeypatch):
+    with WebhookReceiver() as http, SmtpReceiver() as smtp:
+        monkeypatch.setenv("RAGLINE_TEST_SLACK_URL", http.url(SLACK_PATH))
+        monkeypatch.setenv("RAGLINE_TEST_WEBHOOK_URL", http.url("/hooks/ragline"))
+        settings = alert_project(tmp_path, smtp.port)
+        failure_sensor, success_sensor = run_alert_sensors(settings)
+        resources = {"ragline": RaglineResource(config_path=str(settings.path))}
+        instance = dg.DagsterInstance.ephemeral()
+
+        def on_failure(result):
+            with dg.build_run_status_sensor_context(
+                sensor_name="run_failure_alerts",
+                dagster_event=result.get_run_failure_event(),
+                dagster_instance=instance,
+                dagster_run=result.dagster_run,
+                resources=resources,
+            ) as context:
+                failure_sensor(context.for_run_failure())
+
+        def on_success(result):
+            with dg.build_run_status_sensor_context(
+                sensor_name="run_success_resolves",
+                dagster_event=result.get_run_success_event(),
+                dagster_instance=instance,
+                dagster_run=result.dagster_run,
+                resources=resources,
+            ) as context:
+                success_sensor(context)
+
+        first = run_flaky(instance, monkeypatch, broken=True)
+        assert not first.success
+        on_failure(first)
+        [slack] = http.bodies(SLACK_PATH)
+        [hook] = http.bodies("/hooks/ragline")
+        [mail] = smtp.mails
+        assert slack["text"].startswith("FAILED: run of flaky failed")
+        assert "source folder not mounted" in slack["text"] and slack["blocks"][0]["type"] == "section"
+        assert hook["kind"] == "alert" and hook["key"] == "run:flaky:-" and hook["state"] == "open"
+        assert hook["link"] == f"http://localhost:3000/runs/{first.run_id}"
+        assert mail["Subject"].startswith("[ragline] FAILED: run of flaky failed")
+        assert mail.envelope_to == ["oncall@example.org"]
+        assert "source folder not mounted" in mail.get_content()
+
+        # The same job failing again is the same open problem: counted, not sent again.
+        second = run_flaky(instance, monkeypatch, broken=True)
+        on_failure(second)
+        assert len(http.posts) == 2 and len(smtp.mails) == 1
+        with psycopg.connect(db_url) as conn:
+            [row] = alerts.open_problems(conn, "run:")
+            assert row["occurrences"] == 2
+            # Still open a day later: one reminder per destination, then nothing until the next day.
+            later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=25)
+            assert alerts.deliver(conn, settings.alerts, later).sent == 3
+            assert alerts.deliver(conn, settings.alerts, later + dt.timedelta(hours=1)).sent == 0
+        assert "still open since" in http.bodies("/hooks/ragline")[1]["text"]
+        assert http.bodies("/hooks/ragline")[1]["kind"] == "reminder" and len(smtp.mails) == 2
+
+        # Recovery: the job succeeds, one resolve message per destination; another success is silent.
+        for _ in range(2):
+            on_success(run_flaky(instance, monkeypatch, broken=False))
+        assert [b["kind"] for b in http.bodies("/hooks/ragline")] == ["alert", "reminder", "resolve"]
+        assert http.bodies(SLACK_PATH)[-1]["text"].startswith("RESOLVED: run of flaky failed")
+        assert smtp.mails[-1]["Subject"].startswith("[ragline] RESOLVED:")
+        assert len(http.posts) == 6 and len(smtp.mails) == 3
+        with psycopg.connect(db_url) as conn:
+            assert alerts.open_problems(conn) == []
+
+
+def test_failed_sends_are_retried_and_never_name_the_secret(db_url, tmp_path, monkeypatch):
+    with WebhookReceiver(fail_first=1) as http:
+        closed = SmtpReceiver()
+        port = closed.port
+        closed.server.server_close()  # nothing listens there any more: connection refused
+        monkeypatch.setenv("RAGLINE_TEST_SLACK_URL", http.url(SLACK_PATH))
+        monkeypatch.setenv("RAGLINE_TEST_WEBHOOK_URL", http.url("/hooks/ragline"))
+        monkeypatch.setenv("RAGLINE_TEST_SMTP_PASSWORD", "hunter2-smtp")
+        settings = alert_project(tmp_path, port)
+        smtp = {
+            **settings.alerts.smtp.__dict__,
+            "username": "ragline",
+            "password_env": "RAGLINE_TEST_SMTP_PASSWORD",
+        }
+        block = settings.alerts.__dict__ | {"smtp": type(settings.alerts.smtp)(**smtp)}
+        config = type(settings.alerts)(**block)
+        now = dt.datetime.now(dt.UTC)
+        problem = alerts.Problem(key="run:source_pipeline:handbook", title="run of source_pipeline failed")
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            alerts.record_problem(conn, config, problem, now)
+            first = alerts.deliver(conn, config, now)
+            # The Slack webhook answered 500 and SMTP refused: both still owed; the JSON webhook got it.
+            assert (first.sent, first.failed) == (1, 2)
+            text = " ".join(first.errors)
+            assert "Slack webhook at 127.0.0.1: HTTP 500" in text and f"smtp at 127.0.0.1:{port}" in text
+            assert "SECRETTOKEN" not in text and "hooks/ragline" not in text and "hunter2" not in text
+            second = alerts.deliver(conn, config, now)
+            assert (second.sent, second.failed) == (1, 1)  # Slack now; SMTP still down
+            [row] = alerts.open_problems(conn)
+            assert (
+                row["owed"] == "alert" and row["owed_to"] == ["smtp"] and "hunter2" not in row["last_error"]
+            )
+        assert [p["path"] for p in http.posts] == ["/hooks/ragline", SLACK_PATH]
+
+        # A warning that turns into an error is alerted again; repeats of either are not.
+        late = alerts.Problem(
+            key="check:chunks.is_materialized_and_fresh:handbook", title="late", severity="warn"
+        )
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            outcomes = [
+                alerts.record_problem(conn, config, p, now)
+                for p in (late, late, replace(late, severity="error"), replace(late, severity="error"))
+            ]
+        assert outcomes == ["opened", "repeated", "escalated", "repeated"]
+
+
+def test_freshness_checks_per_partition_fail_when_missing_or_late_and_recover(db_url, tmp_path):
+    settings = alert_project(tmp_path, 1, slack=None, webhook=None, smtp=None)
+    defs = build_definitions(settings)
+    instance = dg.DagsterInstance.ephemeral()
+    sensor = defs.resolve_sensor_def("freshness_checks")
+    check_alerts = defs.resolve_sensor_def("check_alerts")
+    resources = {"ragline": RaglineResource(config_path=str(settings.path))}
+    checks_job = defs.resolve_job_def(FRESHNESS_JOB)
+
+    def tick():
+        """One freshness tick as the daemon runs it (events recorded, runs executed), then check_alerts."""
+        result = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs))
+        for event in result.asset_events:
+            instance.report_runless_asset_event(event)
+        for request in result.run_requests:
+            assert checks_job.execute_in_process(instance=instance, tags=request.tags).success
+        with dg.build_sensor_context(instance=instance, definitions=defs, resources=resources) as context:
+            check_alerts.evaluate_tick(context)
+        return result
+
+    def open_keys():
+        with psycopg.connect(db_url) as conn:
+            return {r["key"] for r in alerts.open_problems(conn, "check:")}
+
+    def latest(asset: str, partition: str | None):
+        key = dg.AssetCheckKey(dg.AssetKey(asset), FRESHNESS_CHECK)
+        history = instance.event_log_storage.get_asset_check_execution_history(key, limit=20)
+        return next(h.event.asset_check_evaluation for h in history if h.partition == partition and h.event)
+
+    first = tick()
+    # Unpartitioned assets (and daily ones, as a whole) are recorded as events; the source
+    # partition by one run of its four checks.
+    assert {e.asset_key.to_user_string() for e in first.asset_events} == {
+        "search_index",
+        "eval_set",
+        "variant_corpora",
+        "retrieval_scores",
+        "variant_comparison",
+        "drift_metrics",
+    }
+    [request] = first.run_requests
+    assert request.tags["dagster/partition"] == "handbook"
+    missing = latest("raw_documents", "handbook")
+    assert not missing.passed and missing.severity == dg.AssetCheckSeverity.ERROR
+    assert "never materialized" in missing.description and missing.metadata["partition"].value == "handbook"
+    assert "ragline materialize --source handbook" in missing.metadata["what_to_do"].value
+    assert f"check:raw_documents.{FRESHNESS_CHECK}:handbook" in open_keys()
+
+    # Nothing changed: nothing recorded again.
+    again = tick()
+    assert again.asset_events == [] and again.run_requests == []
+
+    # A materialization: that partition's check passes again (here already in the run, which
+    # selected the asset and so its checks), and on the next tick its alert resolves.
+    defs.resolve_job_def("source_pipeline").execute_in_process(
+        instance=instance, partition_key="handbook", asset_selection=[dg.AssetKey("raw_documents")]
+    )
+    fresh = tick()
+    assert fresh.asset_events == []
+    recovered = latest("raw_documents", "handbook")
+    assert recovered.passed and recovered.metadata["age_hours"].value < 1
+    assert f"check:raw_documents.{FRESHNESS_CHECK}:handbook" not in open_keys()
+    assert f"check:chunks.{FRESHNESS_CHECK}:handbook" in open_keys()
+
+    # The same materialization judged later: past warn_hours WARN, past fail_hours ERROR.
+    key = dg.AssetKey("raw_documents")
+    partitions_def = defs.resolve_assets_def("raw_documents").partitions_def
+    now = dt.datetime.now(dt.UTC)
+    for hours, severity in (
+        (settings.freshness.warn_hours + 1, "WARN"),
+        (settings.freshness.fail_hours + 1, "ERROR"),
+    ):
+        at = now + dt.timedelta(hours=hours)
+        late = evaluate_freshness(instance, key, partitions_def, "handbook", settings.freshness, at)
+        assert not late.passed and late.severity.value == severity
+        assert late.metadata["age_hours"].value > hours - 0.1
+        assert "re-materialize" in late.metadata["what_to_do"].value
+
+
+DEAD_RUN = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    import dagster as dg
+    from orchestration.resources import RaglineResource
+
+    @dg.op
+    def slow(context, ragline: RaglineResource):
+        Path(sys.argv[1]).write_text(context.run_id)
+        time.sleep(600)
+
+    @dg.job
+    def slow_job():
+        slow()
+
+    with dg.DagsterInstance.get() as instance:
+        slow_job.execute_in_process(
+            instance=instance, resources={"ragline": RaglineResource(config_path=sys.argv[2])}
+        )
+    """
+)
+
+
+def test_a_run_whose_process_was_killed_is_marked_failed(db_url, tmp_path, monkeypatch):
+    settings = alert_project(tmp_path, 1, slack=None, webhook=None, smtp=None)
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    started = tmp_path / "started"
+    worker = subprocess.Popen(
+        [sys.executable, "-c", DEAD_RUN, str(started), str(settings.path)], cwd=REPO, env=dict(os.environ)
+    )
+    try:
+        for _ in range(1200):
+            if started.exists() or worker.poll() is not None:
+                break
+            time.sleep(0.1)
+        assert started.exists(), "the run did not start"
+        run_id = started.read_text()
+        with dg.DagsterInstance.get() as instance:
+            run = instance.get_run_by_id(run_id)
+            assert run.status == dg.DagsterRunStatus.STARTED and run.tags[PID_TAG] == str(worker.pid)
+            assert HOST_TAG in run.tags
+            assert fail_dead_runs(instance) == []  # alive: left alone
+            worker.send_signal(signal.SIGKILL)
+            worker.wait(timeout=30)
+            assert fail_dead_runs(instance) == [run_id]
+            assert instance.get_run_by_id(run_id).status == dg.DagsterRunStatus.FAILURE
+            [failure] = [
+                r.event_log_entry
+                for r in instance.fetch_run_status_changes(dg.DagsterEventType.RUN_FAILURE, limit=5).records
+            ]
+            assert (
+                f"pid {worker.pid}" in failure.dagster_event.message
+                and "dead_runs" in failure.dagster_event.message
+            )
+            assert fail_dead_runs(instance) == []
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+
+
+@pytest.mark.parametrize(
+    ("block", "message"),
+    [
+        (
+            {"slack": {"url_env": "https://hooks.slack.com/services/T/B/X"}},
+            "must name an environment variable",
+        ),
+        (
+            {
+                "smtp": {
+                    "host": "mail.example.org",
+                    "security": "none",
+                    "sender": "a@example.org",
+                    "recipients": ["b@example.org"],
+                    "username": "a",
+                    "password_env": "SMTP_PASSWORD",
+                }
+            },
+            "in clear text to mail.example.org",
+        ),
+        (
+            {"smtp": {"host": "mail.example.org", "sender": "a@example.org"}},
+            "recipients must be a non-empty list",
+        ),
+        ({"reminder_hours": 0}, "reminder_hours and timeout_seconds must be greater than 0"),
+        ({"pager": {}}, "alerts: unknown keys ['pager']"),
+    ],
+)
+def test_alert_settings_are_validated(tmp_path, block, message):
+    config = (REPO / "ragline.yaml").read_text(encoding="utf-8").replace("data_dir: .ragline", "data_dir: .r")
+    path = tmp_path / "ragline.yaml"
+    import yaml
+
+    raw = yaml.safe_load(config)
+    raw["alerts"] = block
+    for source in raw["sources"]:
+        source["root"] = str(REPO / source["root"])
+    raw["eval_sets"] = []
+    path.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        load_settings(path)
