@@ -12,6 +12,8 @@ from ragline.config import Settings
 from ragline.safe_text import printable
 from ragline.storage.db import DAGSTER_STORAGE_LOCK, database_url, locked, migrate
 
+NOT_TESTED = "warn (not tested: "  # how status shows a check that could not test anything
+
 ASSET_ORDER = (
     "raw_documents",
     "chunks",
@@ -94,11 +96,10 @@ def materialize(settings: Settings, sources: list[str], *, day: str | None = Non
 
 def _report(result: dg.ExecuteInProcessResult, what: str, out) -> bool:
     failed = [e for e in result.all_events if e.is_step_failure]
-    checks_failed = [
-        e.event_specific_data
-        for e in result.all_events
-        if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.event_specific_data.passed
+    evaluations = [
+        e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
     ]
+    checks_failed = [c for c in evaluations if not c.passed and untested_reason(c) is None]
     status = "ok" if result.success and not checks_failed else "FAILED"
     print(f"{what}: {status} (run {result.run_id[:8]})", file=out)
     for e in failed:
@@ -107,7 +108,21 @@ def _report(result: dg.ExecuteInProcessResult, what: str, out) -> bool:
         )
     for c in checks_failed:
         print(f"  check {c.asset_key.to_user_string()}.{c.check_name} failed", file=out)
+    for c in evaluations:
+        if (reason := untested_reason(c)) is not None:
+            print(
+                f"  check {c.asset_key.to_user_string()}.{c.check_name} warn (not tested: {reason})", file=out
+            )
     return result.success and not checks_failed
+
+
+def untested_reason(evaluation: dg.AssetCheckEvaluation | None) -> str | None:
+    """Why a check could not test anything (assets/checks.py reports it as a failed WARN result
+    with `not_tested`), or None for a check that tested."""
+    if evaluation is None or evaluation.passed or evaluation.severity != dg.AssetCheckSeverity.WARN:
+        return None
+    reason = evaluation.metadata.get("not_tested")
+    return None if reason is None else printable(str(getattr(reason, "value", reason)), 200)
 
 
 def status(settings: Settings) -> dict[str, Any]:
@@ -137,9 +152,15 @@ def status(settings: Settings) -> dict[str, Any]:
         f"{a['asset']}[{a['partition']}].{c}" if a["partition"] else f"{a['asset']}.{c}"
         for a in report["assets"]
         for c, s in a["checks"].items()
-        if s != "passed"
+        if s != "passed" and not s.startswith(NOT_TESTED)
     ]
     report["failing_checks"] = failing
+    report["untested_checks"] = [
+        f"{a['asset']}.{c}"
+        for a in report["assets"]
+        for c, s in a["checks"].items()
+        if s.startswith(NOT_TESTED)
+    ]
     report["stale"] = [a["asset"] for a in report["assets"] if a["freshness"] == "fail"]
     report["healthy"] = (
         not failing and not report["stale"] and all(a["materialized_at"] for a in report["assets"])
@@ -215,8 +236,10 @@ def _check_status(execution) -> str:
     if execution is None:
         return "not run"
     status = execution.status.value.lower()
+    evaluation = execution.event.asset_check_evaluation if execution.event else None
+    if (reason := untested_reason(evaluation)) is not None:
+        return f"{NOT_TESTED}{reason})"
     if status == "succeeded":
-        evaluation = execution.event.asset_check_evaluation if execution.event else None
         if evaluation is not None and not evaluation.passed:
             return "failed"
         return "passed"
@@ -247,7 +270,13 @@ def format_status(report: dict[str, Any]) -> str:
         lines.append("STALE (past the freshness window): " + ", ".join(report["stale"]))
     if report["failing_checks"]:
         lines.append("FAILING: " + ", ".join(report["failing_checks"]))
-    lines.append("healthy" if report["healthy"] else "NOT healthy: see above")
+    untested = report.get("untested_checks") or []
+    if report["healthy"] and untested:
+        # Healthy, but not silently: a check that could not test is no evidence either way.
+        n = len(untested)
+        lines.append(f"healthy, {n} check{'s' if n > 1 else ''} could not test: " + ", ".join(untested))
+    else:
+        lines.append("healthy" if report["healthy"] else "NOT healthy: see above")
     return "\n".join(lines)
 
 

@@ -425,11 +425,15 @@ def gate_outcome(
 ) -> CheckOutcome:
     """The regression gate over every variant and eval set: fails when any of them regressed."""
     dropped = [c for c in comparisons if c.regressed]
+    compared = sum(c.result is not None for c in comparisons)
+    skipped = "; ".join(f"{c.candidate}/{c.eval_set}: {c.reason}" for c in comparisons if c.result is None)
     return CheckOutcome(
         NDCG_HAS_NOT_REGRESSED,
         not dropped,
-        {
-            "compared": sum(c.result is not None for c in comparisons),
+        untested=None if compared else f"compared 0: {skipped or 'no variant and eval set were scored'}",
+        metadata={
+            "compared": compared,
+            "not_compared": skipped or "none",
             "regressions": ", ".join(f"{c.candidate}/{c.eval_set}" for c in dropped) or "none",
             "confidence": settings.confidence,
             "min_effect": settings.min_effect,
