@@ -3,6 +3,8 @@ stops downstream steps in the run nor holds downstream automation."""
 
 from __future__ import annotations
 
+import json
+
 import dagster as dg
 import pytest
 
@@ -11,7 +13,10 @@ from orchestration.check_gate import ALL_DEPS_BLOCKING_CHECKS_NOT_FAILED
 from ragline.expectations import NDCG_HAS_NOT_REGRESSED, CheckOutcome
 
 FIRST_RUN = CheckOutcome(
-    NDCG_HAS_NOT_REGRESSED, True, {"compared": 0}, untested="compared 0: first partition"
+    NDCG_HAS_NOT_REGRESSED,
+    True,
+    {"compared": 0, "confidence": 0.95, "min_effect": 0.02},
+    untested="compared 0: first partition",
 )
 
 
@@ -36,6 +41,10 @@ def test_an_untested_check_is_a_warning_that_does_not_stop_the_run():
     assert evaluation.metadata["not_tested"].value == "compared 0: first partition"
     assert evaluation.metadata["partition"].value == "none (unpartitioned)"
     assert "what_to_do" in evaluation.metadata
+    # Settings are one text value (Dagster would plot numbers as a trend); real counts stay numeric.
+    assert isinstance(evaluation.metadata["config"], dg.TextMetadataValue)
+    assert json.loads(evaluation.metadata["config"].value) == {"confidence": 0.95, "min_effect": 0.02}
+    assert "min_effect" not in evaluation.metadata and evaluation.metadata["compared"].value == 0
     # Blocking, yet downstream ran in the same run: only an ERROR failure stops it.
     assert result.success and result.asset_materializations_for_node("comparison")
 
