@@ -178,10 +178,10 @@ def check_results(
 
 def _result(o: CheckOutcome, level: dg.AssetCheckSeverity, partition: str | None) -> dg.AssetCheckResult:
     metadata: dict[str, Any] = {"partition": o.metadata.get("partition", partition or "none (unpartitioned)")}
-    if o.untested:
-        metadata["not_tested"] = o.untested
     config = {k: v for k, v in o.metadata.items() if k in CONSTANT_KEYS}
     metadata.update({k: v for k, v in o.metadata.items() if k not in CONSTANT_KEYS and k != "partition"})
+    if o.untested:
+        metadata["not_tested"] = o.untested
     if config:
         metadata["config"] = dg.MetadataValue.text(json.dumps(config, sort_keys=True))
     if "where_to_look" not in metadata:

@@ -72,7 +72,7 @@ def eval_set_asset(automation: dg.AutomationCondition) -> dg.AssetsDefinition:
                         for s in sets
                     ],
                 ),
-                "rejected": inline_table(["eval set", "where", "reason"], rejected),
+                "rejected": inline_table(["eval set", "where", "reason"], rejected) if rejected else "none",
                 "rejected_lines": len(rejected),
                 "sets_removed": removed,
                 "detail": "ragline.eval_questions; every rejected line is in this run's log",
@@ -161,11 +161,15 @@ def retrieval_scores_asset(
             metadata={
                 "dagster/row_count": sum(s.questions for _v, _n, s in scores.summaries),
                 "scores": _score_table(scores.summaries),
-                "trend_ndcg_at_10": _trend_table(scores.history),
-                "failed_questions": inline_table(
-                    ["variant / set", "question id", "question", "relevant", "retrieved instead"],
-                    [[f"{f[0]} / {f[1]}", *f[2:]] for f in scores.failures],
+                "trend_ndcg_at_10": _trend_table(
+                    scores.history, settings.evaluation.control or settings.variants[0].name
                 ),
+                "failed_questions": inline_table(
+                    ["variant/set/question", "relevant", "retrieved instead"],
+                    [["/".join(f[:3]), f[4], f[5]] for f in scores.failures],
+                )
+                if scores.failures
+                else "none: every question retrieved a relevant id in the top k",
                 "detail": (
                     f"ragline.retrieval_scores and ragline.retrieval_results WHERE partition = '{day}' "
                     "(every question; hit = 0 for the failed ones)"
@@ -196,32 +200,30 @@ def _comparison_table(comparisons: list[Comparison]) -> dg.TableMetadataValue:
         [
             f"{r['candidate']} / {r['eval_set']}",
             f"{r['baseline']} (n={r['questions']})",
-            _fmt(r["diff"]),
-            f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]",
+            f"{_fmt(r['diff'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]" if r["questions"] else "-",
             r["verdict"] if r["questions"] else r["reason"],
         ]
         for r in (c.row() for c in comparisons)
     ]
-    return inline_table(["variant / set", "against", "nDCG diff", "CI", "verdict"], rows)
+    return inline_table(["variant / set", "against", "nDCG diff [CI]", "verdict"], rows)
 
 
 def _score_table(summaries) -> dg.TableMetadataValue:
+    # Three columns fit the asset page's metadata column; n, MRR and latency are in ragline.retrieval_scores.
     return inline_table(
-        ["variant / set", "n", "nDCG@10", "recall@k", "p95 ms"],
-        [
-            [f"{v} / {n}", s.questions, _fmt(s.ndcg), _fmt(s.recall), f"{s.latency_p95_ms:.1f}"]
-            for v, n, s in summaries
-        ],
+        ["variant / set", "nDCG@10", "recall@k"],
+        [[f"{v} / {n}", _fmt(s.ndcg), _fmt(s.recall)] for v, n, s in summaries],
     )
 
 
-def _trend_table(history: list[dict]) -> dg.TableMetadataValue:
-    """The last days' nDCG@10, one row per day (newest first), at most four variant/set columns."""
-    columns = sorted({f"{h['variant']}/{h['eval_set']}" for h in history})[:4]
-    days = sorted({h["partition"] for h in history}, reverse=True)
-    cell = {(h["partition"], f"{h['variant']}/{h['eval_set']}"): h["ndcg"] for h in history}
+def _trend_table(history: list[dict], control: str) -> dg.TableMetadataValue:
+    """The control variant's nDCG@10 over the last days scored (newest first); every variant's own
+    series is plotted from the ndcg_at_10/VARIANT/SET values."""
+    rows = sorted(
+        ((h["partition"], h["eval_set"], h["ndcg"]) for h in history if h["variant"] == control), reverse=True
+    )
     return inline_table(
-        ["partition", *columns], [[d.isoformat(), *[cell.get((d, c)) for c in columns]] for d in days]
+        ["partition", f"{control} on", "nDCG@10"], [[d.isoformat(), e, n] for d, e, n in rows]
     )
 
 

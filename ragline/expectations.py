@@ -117,7 +117,7 @@ def check_documents(conn: psycopg.Connection, source: str) -> list[CheckOutcome]
     import great_expectations.expectations as gxe
 
     df = frame(conn, "quality_documents", {"source": source})
-    return run_suite(
+    [outcome] = run_suite(
         df,
         {
             DOCUMENTS_HAVE_TEXT: [
@@ -128,6 +128,11 @@ def check_documents(conn: psycopg.Connection, source: str) -> list[CheckOutcome]
         },
         rows="live documents",
     )
+    empty = df["char_count"].isna() | (df["char_count"] < 1)
+    outcome.metadata["failing_doc_ids"] = _first(df.loc[empty, "doc_id"]) or (
+        "" if len(df) else "no live documents"
+    )
+    return [outcome]
 
 
 def check_chunks(conn: psycopg.Connection, source: str, chunking: ChunkingSettings) -> list[CheckOutcome]:

@@ -167,7 +167,9 @@ def checks(result: dg.ExecuteInProcessResult) -> dict[str, bool | str]:
     reported as a failed WARN result with `not_tested`; truthy, so `all(...)` means none failed)."""
     return {
         f"{e.asset_key.to_user_string()}.{e.check_name}": (
-            UNTESTED if not e.passed and "not_tested" in e.metadata else e.passed
+            UNTESTED
+            if not e.passed and e.severity == dg.AssetCheckSeverity.WARN and "not_tested" in e.metadata
+            else e.passed
         )
         for e in result.get_asset_check_evaluations()
     }

@@ -265,7 +265,7 @@ def drift_outcomes(rows: list[DriftRow], settings: DriftSettings, day: dt.date) 
                 untested=None if tested else "; ".join(skipped) or f"nothing to test in {scope}",
                 metadata={
                     "alarms": ", ".join(alarms) or "none",
-                    "not_tested": "; ".join(skipped) or "none",
+                    "skipped": "; ".join(skipped) or "none",
                     "alpha": settings.alpha,
                     "min_effect": settings.min_effect,
                     "where_to_look": where,
