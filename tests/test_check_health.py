@@ -72,3 +72,17 @@ def test_automation_waits_only_for_checks_that_failed_with_error(gate, outcome, 
     dg.materialize(assets, instance=instance, selection=["scores"], raise_on_error=False)
     result = dg.evaluate_automation_conditions(defs=assets, instance=instance, cursor=initial.cursor)
     assert result.get_num_requested(dg.AssetKey("comparison")) == requested
+
+
+def test_the_code_location_serializes_for_the_daemon_and_webserver():
+    """dagster dev ships the repository snapshot out of the code server: a custom condition that
+    Dagster took for serializable made the location fail to load, which in-process runs never see."""
+    from dagster._core.remote_representation.external_data import RepositorySnap
+    from dagster._serdes import serialize_value
+
+    from orchestration.definitions import build_definitions
+    from ragline.config import load_settings
+    from tests.conftest import REPO
+
+    defs = build_definitions(load_settings(REPO / "ragline.yaml"), "in_process")
+    assert serialize_value(RepositorySnap.from_def(defs.get_repository_def()))
