@@ -1,7 +1,9 @@
 """Blocking check specs and results from ragline's quality outcomes."""
 
+import json
 import warnings
 from collections.abc import Iterable
+from typing import Any
 
 import dagster as dg
 
@@ -88,10 +90,105 @@ def blocking_specs(
         ]
 
 
+# Settings a check compares against: the same on every run, so they go into one `config` text value
+# (Dagster plots every numeric metadata value across materializations as if it were a trend).
+CONSTANT_KEYS = frozenset(
+    {
+        "alpha",
+        "confidence",
+        "ef_search",
+        "embedder_dim",
+        "expected_dim",
+        "max_duplicate_share",
+        "max_fraction",
+        "max_tokens",
+        "min_effect",
+        "min_recall",
+    }
+)
+
+# What on-call does when a check fails (a check's own `where_to_look` is more specific and wins).
+WHAT_TO_DO = {
+    "documents_have_text": (
+        "look at the source's files and ragline.quarantine (ragline status lists quarantined files); "
+        "an empty root usually means the folder is not mounted"
+    ),
+    "source_change_within_limit": (
+        "compare the source folder with what is published; if the change is intended, "
+        "`ragline publish --accept-change SOURCE` and re-run the partition"
+    ),
+    "published_documents_are_searchable": (
+        "re-run the source's embeddings and serving_chunks; the listed doc_ids are in "
+        "ragline.serving_chunks without a BM25 row or a serving vector"
+    ),
+    "chunk_spans_cover_document": (
+        "the chunker cut text it did not keep: the listed doc_ids and chunk_ids are in ragline.chunks; "
+        "check the source's chunking settings"
+    ),
+    "duplicate_chunk_share_within_limit": (
+        "most_repeated names the text: remove the boilerplate from the files or raise "
+        "chunking.max_duplicate_share for the source"
+    ),
+    "chunk_token_counts_within_bounds": (
+        "the listed chunk_ids in ragline.chunks are empty or too long; lower chunking.chunk_size "
+        "or quarantine the file"
+    ),
+    "every_live_document_has_chunks": (
+        "the listed doc_ids have no chunk in ragline.chunks: re-run chunks for the partition"
+    ),
+    "embedding_dimensions_match_embedder": (
+        "the listed chunk_ids in ragline.embeddings have another dimension than the embedder: "
+        "re-embed (the endpoint's model or `dimensions` changed)"
+    ),
+    "embeddings_are_finite_unit_vectors": (
+        "the listed chunk_ids have a zero or unnormalised vector in ragline.embeddings: check the "
+        "embedding endpoint, then re-embed"
+    ),
+    "every_current_chunk_is_embedded": (
+        "the listed chunk_ids have no vector in ragline.embeddings: re-run embeddings for the partition"
+    ),
+    "hnsw_recall_at_10_meets_threshold": "see verdict; until this passes, the previous model keeps serving",
+    "eval_questions_are_unique": (
+        "remove or rename the listed duplicates in the eval set file (ragline.eval_questions)"
+    ),
+    "eval_references_exist_in_corpus": (
+        "the listed relevant ids name no live document or current chunk: fix the eval set file or "
+        "restore the documents"
+    ),
+    "eval_set_lines_are_valid": "fix the named line of the eval set file (first_rejected says why)",
+    "ndcg_at_10_has_not_regressed": (
+        "see the comparisons table and failed_questions; ragline.retrieval_results holds every question"
+    ),
+    "corpus_has_not_drifted": "see the drift table; `ragline drift pin` re-pins the baseline",
+    "queries_have_not_drifted": "see the drift table; add eval questions for the new topics",
+}
+
+
 def check_results(
-    outcomes: Iterable[CheckOutcome], level: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR
+    outcomes: Iterable[CheckOutcome],
+    level: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
+    partition: str | None = None,
 ) -> list[dg.AssetCheckResult]:
-    return [
-        dg.AssetCheckResult(check_name=o.name, passed=o.passed, metadata=o.metadata, severity=level)
-        for o in outcomes
-    ]
+    """Dagster results of ragline's outcomes. An outcome that could not test anything (`untested`)
+    is a failed WARN result whatever its verdict, so the UI shows a yellow warning and never a green
+    pass; in a run a WARN failure does not stop downstream steps, and the automation gate
+    (orchestration/check_gate.py) does not wait on it either."""
+    return [_result(o, level, partition) for o in outcomes]
+
+
+def _result(o: CheckOutcome, level: dg.AssetCheckSeverity, partition: str | None) -> dg.AssetCheckResult:
+    metadata: dict[str, Any] = {"partition": o.metadata.get("partition", partition or "none (unpartitioned)")}
+    config = {k: v for k, v in o.metadata.items() if k in CONSTANT_KEYS}
+    metadata.update({k: v for k, v in o.metadata.items() if k not in CONSTANT_KEYS and k != "partition"})
+    if o.untested:
+        metadata["not_tested"] = o.untested
+    if config:
+        metadata["config"] = dg.MetadataValue.text(json.dumps(config, sort_keys=True))
+    if "where_to_look" not in metadata:
+        metadata["what_to_do"] = WHAT_TO_DO[o.name]
+    return dg.AssetCheckResult(
+        check_name=o.name,
+        passed=o.passed and not o.untested,
+        metadata=metadata,
+        severity=dg.AssetCheckSeverity.WARN if o.untested else level,
+    )

@@ -23,7 +23,7 @@ def chunks_asset(
         name="chunks",
         partitions_def=partitions,
         deps=["raw_documents"],
-        group_name="chunking",
+        group_name="ingest",
         kinds={"python", "postgres"},
         description="Current chunks of live documents; ids are deterministic, re-runs idempotent.",
         metadata={"table": "ragline.chunks"},
@@ -55,7 +55,7 @@ def chunks_asset(
                 "tokens_max": stats.tokens_max,
                 "chunker": chunker.id,
             },
-            check_results=check_results(outcomes),
+            check_results=check_results(outcomes, partition=context.partition_key),
         )
 
     return chunks

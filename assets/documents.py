@@ -52,7 +52,7 @@ def raw_documents_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinit
                 "quarantine_reasons": stats.quarantine_reasons,
                 "root": str(source.root),
             },
-            check_results=check_results(outcomes),
+            check_results=check_results(outcomes, partition=context.partition_key),
         )
 
     return raw_documents

@@ -18,7 +18,7 @@ def drift_metrics_asset(
         name="drift_metrics",
         partitions_def=partitions,
         deps=["search_index"],
-        group_name="monitoring",
+        group_name="quality",
         kinds={"python", "postgres"},
         description="MMD permutation tests: corpus vs pinned baseline per source; queries vs earlier days.",
         metadata={"tables": "ragline.drift_metrics, ragline.drift_baseline"},
@@ -55,6 +55,9 @@ def drift_metrics_asset(
             ],
         )
         outcomes = drift_outcomes(results, settings.drift, day)
+        for o in outcomes:
+            if drift.pinned_now and o.name == expectations.CORPUS_HAS_NOT_DRIFTED and not o.untested:
+                o.untested = "the baseline was pinned in this run: the corpus was compared with itself"
         numbers = {
             f"effect/{r.scope}/{r.subject}": round(r.result.effect, 4) for r in results if not r.result.reason
         }
@@ -67,7 +70,7 @@ def drift_metrics_asset(
                 "baseline_pinned_this_run": drift.pinned_now,
                 **numbers,
             },
-            check_results=check_results(outcomes, severity(settings.drift.severity)),
+            check_results=check_results(outcomes, severity(settings.drift.severity), context.partition_key),
         )
 
     return drift_metrics

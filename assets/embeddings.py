@@ -23,7 +23,7 @@ def embeddings_asset(
         name="embeddings",
         partitions_def=partitions,
         deps=["chunks"],
-        group_name="embedding",
+        group_name="ingest",
         kinds={"python", "postgres", "pgvector"},
         description="Vectors of the source's chunk texts, in a ledger keyed by (text hash, model).",
         metadata={"table": "ragline.embeddings"},
@@ -53,7 +53,7 @@ def embeddings_asset(
                 "model_seconds": round(stats.model_seconds, 3),
                 "chunks_per_second": round(stats.chunks_per_second, 1),
             },
-            check_results=check_results(outcomes),
+            check_results=check_results(outcomes, partition=context.partition_key),
         )
 
     return embeddings

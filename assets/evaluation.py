@@ -5,7 +5,7 @@ import datetime as dt
 import dagster as dg
 
 from assets.checks import blocking_specs, check_results, severity
-from assets.tables import markdown_table
+from assets.tables import inline_table
 from orchestration.executors import MODEL_POOL
 from orchestration.resources import EmbedderResource, RaglineResource
 from ragline import expectations
@@ -35,7 +35,7 @@ def eval_set_asset(automation: dg.AutomationCondition) -> dg.AssetsDefinition:
     @dg.asset(
         name="eval_set",
         deps=["search_index"],
-        group_name="evaluation",
+        group_name="quality",
         kinds={"python", "postgres"},
         description="Questions of every configured eval set (golden, BEIR, synthetic) with relevant ids.",
         metadata={"table": "ragline.eval_questions"},
@@ -53,30 +53,29 @@ def eval_set_asset(automation: dg.AutomationCondition) -> dg.AssetsDefinition:
             context.log.warning(
                 f"eval set {name}: {printable(where, 300)} rejected: {printable(reason, 300)}"
             )
-        outcomes = expectations.check_eval_questions(questions, references, len(rejected))
+        outcomes = expectations.check_eval_questions(
+            questions, references, rejected, lines=len(questions) + len(rejected)
+        )
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": sum(len(s.questions) for s in sets),
-                "sets": dg.MetadataValue.md(
-                    markdown_table(
-                        ["eval set", "kind", "questions", "synthetic", "rejected lines", "regenerated"],
+                "sets": inline_table(
+                    ["eval set", "kind", "questions (synthetic)", "rejected lines", "regenerated"],
+                    [
                         [
-                            [
-                                s.name,
-                                s.kind,
-                                len(s.questions),
-                                sum(q.synthetic for q in s.questions),
-                                len(s.rejected),
-                                s.regenerated,
-                            ]
-                            for s in sets
-                        ],
-                    )
+                            s.name,
+                            s.kind,
+                            f"{len(s.questions)} ({sum(q.synthetic for q in s.questions)})",
+                            len(s.rejected),
+                            s.regenerated,
+                        ]
+                        for s in sets
+                    ],
                 ),
-                "rejected": dg.MetadataValue.md(
-                    markdown_table(["eval set", "where", "reason"], rejected[:20]) if rejected else "none"
-                ),
+                "rejected": inline_table(["eval set", "where", "reason"], rejected) if rejected else "none",
+                "rejected_lines": len(rejected),
                 "sets_removed": removed,
+                "detail": "ragline.eval_questions; every rejected line is in this run's log",
             },
             check_results=check_results(outcomes),
         )
@@ -90,7 +89,7 @@ def variant_corpora_asset(
     @dg.asset(
         name="variant_corpora",
         deps=["search_index"],
-        group_name="evaluation",
+        group_name="quality",
         kinds={"python", "postgres", "pgvector"},
         description="Chunks and vectors that evaluation variants with their own chunker or model need.",
         metadata={"table": "ragline.variant_chunks"},
@@ -124,12 +123,11 @@ def variant_corpora_asset(
                 "chunks_added": sum(r[4] for r in rows),
                 "chunks_removed": sum(r[5] for r in rows),
                 "texts_embedded": sum(r[6] for r in rows),
-                "variants": dg.MetadataValue.md(
-                    markdown_table(
-                        ["variant", "chunk set", "model", "chunks", "added", "removed", "texts embedded"],
-                        rows,
-                    )
+                "variants": inline_table(
+                    ["variant", "model", "chunks", "added / removed", "texts embedded"],
+                    [[r[0], r[2], r[3], f"{r[4]} / {r[5]}", r[6]] for r in rows],
                 ),
+                "detail": "ragline.variant_chunks (chunk_set per variant)",
             }
         )
 
@@ -143,7 +141,7 @@ def retrieval_scores_asset(
         name="retrieval_scores",
         partitions_def=partitions,
         deps=["eval_set", "variant_corpora"],
-        group_name="evaluation",
+        group_name="quality",
         kinds={"python", "postgres"},
         description="Per day, each variant's recall@k, precision@k, MRR, nDCG@10, hit rate and latency.",
         metadata={"tables": "ragline.retrieval_scores, ragline.retrieval_results (per question)"},
@@ -157,22 +155,30 @@ def retrieval_scores_asset(
         day = dt.date.fromisoformat(context.partition_key)
         scores = score_partition(ragline.database(), settings, embedder.embedder(), day, context.log.info)
         outcome = gate_outcome(scores.comparisons, settings.evaluation, day)
-        outcome.metadata["comparisons"] = dg.MetadataValue.md(_comparison_table(scores.comparisons))
+        outcome.metadata["comparisons"] = _comparison_table(scores.comparisons)
+        outcome.metadata["failing_ids"] = _first_failures(scores.failures)
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": sum(s.questions for _v, _n, s in scores.summaries),
-                "scores": dg.MetadataValue.md(_score_table(scores.summaries)),
-                "trend_ndcg_at_10": dg.MetadataValue.md(_trend_table(scores.history)),
-                "failed_questions": dg.MetadataValue.md(
-                    markdown_table(
-                        ["variant", "set", "id", "question", "relevant", "top 3 instead"], scores.failures
-                    )
-                    if scores.failures
-                    else "none: every question retrieved a relevant id in the top k"
+                "scores": _score_table(scores.summaries),
+                "trend_ndcg_at_10": _trend_table(
+                    scores.history, settings.evaluation.control or settings.variants[0].name
+                ),
+                "failed_questions": inline_table(
+                    ["variant/set/question", "relevant", "retrieved instead"],
+                    [["/".join(f[:3]), f[4], f[5]] for f in scores.failures],
+                )
+                if scores.failures
+                else "none: every question retrieved a relevant id in the top k",
+                "detail": (
+                    f"ragline.retrieval_scores and ragline.retrieval_results WHERE partition = '{day}' "
+                    "(every question; hit = 0 for the failed ones)"
                 ),
                 **{f"ndcg_at_10/{v}/{n}": round(s.ndcg, 4) for v, n, s in scores.summaries},
             },
-            check_results=check_results([outcome], severity(settings.evaluation.severity)),
+            check_results=check_results(
+                [outcome], severity(settings.evaluation.severity), context.partition_key
+            ),
         )
 
     return retrieval_scores
@@ -184,53 +190,40 @@ def _fmt(x) -> str:
     return f"{x:.4f}" if isinstance(x, float) else str(x)
 
 
-def _comparison_table(comparisons: list[Comparison]) -> str:
+def _first_failures(failures: list[list[str]], n: int = 5) -> str:
+    """The first questions that retrieved nothing relevant, as variant/set/question id."""
+    return ", ".join("/".join(f[:3]) for f in failures[:n]) or "none"
+
+
+def _comparison_table(comparisons: list[Comparison]) -> dg.TableMetadataValue:
     rows = [
         [
-            r["candidate"],
-            r["eval_set"],
-            r["baseline"],
-            r["questions"],
-            _fmt(r["ndcg_baseline"]),
-            _fmt(r["ndcg_candidate"]),
-            _fmt(r["diff"]),
-            f"[{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]",
+            f"{r['candidate']} / {r['eval_set']}",
+            f"{r['baseline']} (n={r['questions']})",
+            f"{_fmt(r['diff'])} [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}]" if r["questions"] else "-",
             r["verdict"] if r["questions"] else r["reason"],
         ]
         for r in (c.row() for c in comparisons)
     ]
-    return markdown_table(
-        ["variant", "set", "against", "n", "nDCG before", "nDCG now", "diff", "CI", "verdict"], rows
+    return inline_table(["variant / set", "against", "nDCG diff [CI]", "verdict"], rows)
+
+
+def _score_table(summaries) -> dg.TableMetadataValue:
+    # Three columns fit the asset page's metadata column; n, MRR and latency are in ragline.retrieval_scores.
+    return inline_table(
+        ["variant / set", "nDCG@10", "recall@k"],
+        [[f"{v} / {n}", _fmt(s.ndcg), _fmt(s.recall)] for v, n, s in summaries],
     )
 
 
-def _score_table(summaries) -> str:
-    return markdown_table(
-        ["variant", "set", "n", "recall@k", "precision@k", "MRR", "nDCG@10", "hit rate", "p50 ms", "p95 ms"],
-        [
-            [
-                v,
-                n,
-                s.questions,
-                _fmt(s.recall),
-                _fmt(s.precision),
-                _fmt(s.mrr),
-                _fmt(s.ndcg),
-                _fmt(s.hit_rate),
-                f"{s.latency_p50_ms:.1f}",
-                f"{s.latency_p95_ms:.1f}",
-            ]
-            for v, n, s in summaries
-        ],
+def _trend_table(history: list[dict], control: str) -> dg.TableMetadataValue:
+    """The control variant's nDCG@10 over the last days scored (newest first); every variant's own
+    series is plotted from the ndcg_at_10/VARIANT/SET values."""
+    rows = sorted(
+        ((h["partition"], h["eval_set"], h["ndcg"]) for h in history if h["variant"] == control), reverse=True
     )
-
-
-def _trend_table(history: list[dict]) -> str:
-    columns = sorted({f"{h['variant']}/{h['eval_set']}" for h in history})
-    days = sorted({h["partition"] for h in history})
-    cell = {(h["partition"], f"{h['variant']}/{h['eval_set']}"): h["ndcg"] for h in history}
-    return markdown_table(
-        ["partition", *columns], [[d.isoformat(), *[_fmt(cell.get((d, c))) for c in columns]] for d in days]
+    return inline_table(
+        ["partition", f"{control} on", "nDCG@10"], [[d.isoformat(), e, n] for d, e, n in rows]
     )
 
 
@@ -242,7 +235,7 @@ def variant_comparison_asset(
         name="variant_comparison",
         partitions_def=partitions,
         deps=["retrieval_scores"],
-        group_name="evaluation",
+        group_name="quality",
         kinds={"python", "postgres"},
         description="A/B: each variant against the control on the same questions, paired bootstrap CI.",
         metadata={"table": "ragline.variant_comparisons"},
@@ -275,7 +268,8 @@ def variant_comparison_asset(
             metadata={
                 "dagster/row_count": len(comparisons),
                 "control": control,
-                "comparison": dg.MetadataValue.md(_comparison_table(comparisons)),
+                "comparison": _comparison_table(comparisons),
+                "detail": f"ragline.variant_comparisons WHERE partition = '{day}'",
                 "better_than_control": ", ".join(better) or "none",
                 "worse_than_control": ", ".join(worse) or "none",
             }

@@ -21,7 +21,7 @@ def search_index_asset(automation: dg.AutomationCondition) -> dg.AssetsDefinitio
     @dg.asset(
         name="search_index",
         deps=["serving_chunks"],
-        group_name="serving",
+        group_name="index",
         kinds={"postgres", "pgvector"},
         description="HNSW over the published texts' vectors; a model is served once its recall check passes.",
         metadata={"table": "ragline.serving_vectors", "view": "ragline.serving_chunks"},
@@ -59,7 +59,7 @@ def search_index_asset(automation: dg.AutomationCondition) -> dg.AssetsDefinitio
                 "vectors_added": stats.vectors_added,
                 "model_id": stats.model_id,
                 "model_served": outcome.passed,
-                "dim": stats.dim,
+                "dim": str(stats.dim),  # text: a constant is not a trend to plot
                 "hnsw_index": stats.hnsw_index,
                 "hnsw_built": stats.hnsw_built,
                 "hnsw_build_seconds": round(stats.hnsw_seconds, 3),

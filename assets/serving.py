@@ -16,7 +16,7 @@ def serving_chunks_asset(
         name="serving_chunks",
         partitions_def=partitions,
         deps=["embeddings"],
-        group_name="serving",
+        group_name="index",
         kinds={"postgres"},
         description="What search serves for the source: the generation published after its checks passed.",
         metadata={"table": "ragline.published_generations", "view": "ragline.serving_chunks"},
@@ -59,7 +59,7 @@ def serving_chunks_asset(
             # The generation is the data: a no-op publish keeps the data version, and downstream
             # automation can tell.
             data_version=dg.DataVersion(f"{source.name}:{result.generation}"),
-            check_results=check_results([outcome]),
+            check_results=check_results([outcome], partition=context.partition_key),
         )
 
     return serving_chunks

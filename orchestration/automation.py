@@ -5,12 +5,14 @@ import datetime as dt
 
 import dagster as dg
 
+from orchestration.check_gate import ALL_DEPS_BLOCKING_CHECKS_NOT_FAILED
 from ragline.config import FreshnessSettings
 
 # eager(): run when any upstream partition updates (or a partition is newly missing), never
 # while upstream is missing or in progress. The blocking-check clause keeps bad data from flowing on.
 # On a daily-partitioned asset, eager() targets only the latest (today's) partition.
-FOLLOW_UPSTREAM = dg.AutomationCondition.eager() & dg.AutomationCondition.all_deps_blocking_checks_passed()
+# A check that could not test (a failed WARN result) does not hold it: see orchestration/check_gate.py.
+FOLLOW_UPSTREAM = dg.AutomationCondition.eager() & ALL_DEPS_BLOCKING_CHECKS_NOT_FAILED
 
 # The shared index follows any source's publish. Unlike eager(), a source that is missing (its folder
 # not mounted yet, its first run failed) does not hold it back for the others; and no blocking-check

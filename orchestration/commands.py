@@ -96,11 +96,10 @@ def materialize(settings: Settings, sources: list[str], *, day: str | None = Non
 
 def _report(result: dg.ExecuteInProcessResult, what: str, out) -> bool:
     failed = [e for e in result.all_events if e.is_step_failure]
-    checks_failed = [
-        e.event_specific_data
-        for e in result.all_events
-        if e.event_type_value == "ASSET_CHECK_EVALUATION" and not e.event_specific_data.passed
+    evaluations = [
+        e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
     ]
+    checks_failed = [c for c in evaluations if not c.passed and untested_reason(c) is None]
     status = "ok" if result.success and not checks_failed else "FAILED"
     print(f"{what}: {status} (run {result.run_id[:8]})", file=out)
     for e in failed:
@@ -109,7 +108,21 @@ def _report(result: dg.ExecuteInProcessResult, what: str, out) -> bool:
         )
     for c in checks_failed:
         print(f"  check {c.asset_key.to_user_string()}.{c.check_name} failed", file=out)
+    for c in evaluations:
+        if (reason := untested_reason(c)) is not None:
+            print(
+                f"  check {c.asset_key.to_user_string()}.{c.check_name} warn (not tested: {reason})", file=out
+            )
     return result.success and not checks_failed
+
+
+def untested_reason(evaluation: dg.AssetCheckEvaluation | None) -> str | None:
+    """Why a check could not test anything (assets/checks.py reports it as a failed WARN result
+    with `not_tested`), or None for a check that tested."""
+    if evaluation is None or evaluation.passed or evaluation.severity != dg.AssetCheckSeverity.WARN:
+        return None
+    reason = evaluation.metadata.get("not_tested")
+    return None if reason is None else printable(str(getattr(reason, "value", reason)), 200)
 
 
 def status(settings: Settings, now: dt.datetime | None = None) -> dict[str, Any]:

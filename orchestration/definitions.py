@@ -17,6 +17,7 @@ from assets.evaluation import (
 from assets.search_index import search_index_asset
 from assets.serving import serving_chunks_asset
 from orchestration.automation import FOLLOW_PUBLISHED, FOLLOW_UPSTREAM, freshness_policy, with_freshness
+from orchestration.check_gate import automation_sensor
 from orchestration.executors import build_executor, executor_name, steps_share_run_process
 from orchestration.health import freshness_checks, health_sensors
 from orchestration.partitions import daily_partitions, source_partitions
@@ -87,7 +88,7 @@ def build_definitions(settings: Settings, executor: str | None = None) -> dg.Def
         ],
         sensors=[
             source_files_sensor(settings, raw_documents),
-            dg.AutomationConditionSensorDefinition(
+            automation_sensor(
                 "ragline_automation",
                 target=dg.AssetSelection.all(),
                 default_status=dg.DefaultSensorStatus.RUNNING,

@@ -67,9 +67,10 @@ def _batch(df: pd.DataFrame):
     return definition.get_batch(batch_parameters={"dataframe": df})
 
 
-def run_suite(df: pd.DataFrame, checks: dict[str, list[Any]]) -> list[CheckOutcome]:
+def run_suite(df: pd.DataFrame, checks: dict[str, list[Any]], rows: str = "rows") -> list[CheckOutcome]:
     """Validate df against each check's expectations in one suite; a check passes when all of
-    its expectations do. Metadata carries the counts and a few failing values."""
+    its expectations do. Metadata carries the counts and a few failing values. A check that passes
+    over an empty frame tested nothing: it is marked untested ("no {rows} to test")."""
     import great_expectations as gx
 
     expectations = []
@@ -95,6 +96,9 @@ def run_suite(df: pd.DataFrame, checks: dict[str, list[Any]]) -> list[CheckOutco
         if "observed_value" in details:
             outcome.metadata[f"{kind}.observed"] = _plain(details["observed_value"])
         outcome.metadata[f"{kind}.passed"] = bool(r.success)
+    for outcome in outcomes.values():
+        if outcome.passed and df.empty:
+            outcome.untested = f"no {rows} to test"
     return list(outcomes.values())
 
 
@@ -113,7 +117,7 @@ def check_documents(conn: psycopg.Connection, source: str) -> list[CheckOutcome]
     import great_expectations.expectations as gxe
 
     df = frame(conn, "quality_documents", {"source": source})
-    return run_suite(
+    [outcome] = run_suite(
         df,
         {
             DOCUMENTS_HAVE_TEXT: [
@@ -122,7 +126,13 @@ def check_documents(conn: psycopg.Connection, source: str) -> list[CheckOutcome]
                 gxe.ExpectColumnValuesToBeBetween(column="char_count", min_value=1),
             ],
         },
+        rows="live documents",
     )
+    empty = df["char_count"].isna() | (df["char_count"] < 1)
+    outcome.metadata["failing_doc_ids"] = _first(df.loc[empty, "doc_id"]) or (
+        "" if len(df) else "no live documents"
+    )
+    return [outcome]
 
 
 def check_chunks(conn: psycopg.Connection, source: str, chunking: ChunkingSettings) -> list[CheckOutcome]:
@@ -146,6 +156,7 @@ def check_chunks(conn: psycopg.Connection, source: str, chunking: ChunkingSettin
                 ),
             ],
         },
+        rows="current chunks",
     )
     out_of_bounds = ~chunks["token_count"].between(1, chunking.chunk_size)
     repeated = chunks[chunks["copies"] > 1]
@@ -169,6 +180,7 @@ def check_chunks(conn: psycopg.Connection, source: str, chunking: ChunkingSettin
                 gxe.ExpectColumnValuesToBeBetween(column="chunk_count", min_value=1),
             ],
         },
+        rows="live documents",
     )
     has_chunks.metadata["failing_doc_ids"] = _first(documents.loc[documents["chunk_count"] < 1, "doc_id"])
     return [*outcomes, has_chunks]
@@ -226,6 +238,7 @@ def _check_spans(conn: psycopg.Connection, source: str) -> list[CheckOutcome]:
                 gxe.ExpectColumnSumToBeBetween(column="uncovered_chars", max_value=0),
             ],
         },
+        rows="live documents",
     )
     failing = df[(df["misplaced_chunks"] > 0) | (df["uncovered_chars"] > 0)]
     outcome.metadata.update(
@@ -271,6 +284,7 @@ def check_embeddings(conn: psycopg.Connection, source: str, embedder: Embedder) 
             ],
             EVERY_CURRENT_CHUNK_IS_EMBEDDED: [gxe.ExpectColumnValuesToNotBeNull(column="dim")],
         },
+        rows="current chunks",
     )
     failing = {
         EMBEDDING_DIMENSIONS_MATCH_EMBEDDER: stored & (df["dim"] != dim),
@@ -282,14 +296,17 @@ def check_embeddings(conn: psycopg.Connection, source: str, embedder: Embedder) 
         o.metadata["failing_chunk_ids"] = _first(df.loc[failing[o.name], "chunk_id"])
         if o.name == EMBEDDING_DIMENSIONS_MATCH_EMBEDDER:
             o.metadata["embedder_dim"] = dim
+        if o.name != EVERY_CURRENT_CHUNK_IS_EMBEDDED and o.passed and not stored.any():
+            o.untested = o.untested or "no stored vectors to test"
     return outcomes
 
 
 def check_eval_questions(
-    questions: pd.DataFrame, references: pd.DataFrame, rejected: int
+    questions: pd.DataFrame, references: pd.DataFrame, rejected: list[tuple[str, str, str]], lines: int
 ) -> list[CheckOutcome]:
     """questions: eval_set, question_id, normalised; references: eval_set, question_id, relevant_id,
-    missing_id (null when the id names a live document or current chunk)."""
+    missing_id (null when the id names a live document or current chunk); rejected: (eval set,
+    where, reason) per unusable line; lines: how many lines or items were read in all."""
     import great_expectations.expectations as gxe
 
     questions = questions.assign(set_and_id=questions["eval_set"] + "/" + questions["question_id"])
@@ -302,9 +319,38 @@ def check_eval_questions(
                 gxe.ExpectColumnValuesToBeUnique(column="set_and_text"),
             ],
         },
+        rows="eval questions",
     )
     outcomes += run_suite(
-        references, {EVAL_REFERENCES_EXIST: [gxe.ExpectColumnValuesToBeNull(column="missing_id")]}
+        references,
+        {EVAL_REFERENCES_EXIST: [gxe.ExpectColumnValuesToBeNull(column="missing_id")]},
+        rows="relevant ids",
     )
-    outcomes.append(CheckOutcome(EVAL_LINES_ARE_VALID, rejected == 0, {"rejected_lines": rejected}))
+    repeated = questions["set_and_id"].duplicated(keep=False) | questions["set_and_text"].duplicated(
+        keep=False
+    )
+    missing = references[references["missing_id"].notna()]
+    failing = {
+        EVAL_QUESTIONS_ARE_UNIQUE: questions.loc[repeated, "set_and_id"],
+        EVAL_REFERENCES_EXIST: missing["eval_set"]
+        + "/"
+        + missing["question_id"]
+        + " -> "
+        + missing["missing_id"],
+    }
+    for o in outcomes:
+        o.metadata["failing_ids"] = _first(failing[o.name])
+    lines_valid = CheckOutcome(
+        EVAL_LINES_ARE_VALID,
+        not rejected,
+        {
+            "rejected_lines": len(rejected),
+            "lines_read": lines,
+            # The file, line and reason of the first bad lines: "golden: golden.jsonl:3: invalid JSON".
+            "first_rejected": "; ".join(f"{s}: {where}: {why}" for s, where, why in rejected[:3]) or "none",
+        },
+    )
+    if not rejected and not lines:
+        lines_valid.untested = "no eval set lines to read (no eval set configured, or every file is empty)"
+    outcomes.append(lines_valid)
     return outcomes

@@ -162,11 +162,25 @@ def metadata(result: dg.ExecuteInProcessResult, asset: str) -> dict[str, Any]:
     return {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
 
 
-def checks(result: dg.ExecuteInProcessResult) -> dict[str, bool]:
+def checks(result: dg.ExecuteInProcessResult) -> dict[str, bool | str]:
+    """Each check's verdict: True, False, or "untested" (a check that could not test anything,
+    reported as a failed WARN result with `not_tested`; truthy, so `all(...)` means none failed)."""
     return {
-        f"{e.asset_key.to_user_string()}.{e.check_name}": e.passed
+        f"{e.asset_key.to_user_string()}.{e.check_name}": (
+            UNTESTED
+            if not e.passed and e.severity == dg.AssetCheckSeverity.WARN and "not_tested" in e.metadata
+            else e.passed
+        )
         for e in result.get_asset_check_evaluations()
     }
+
+
+UNTESTED = "untested"
+
+
+def table_rows(value: Any) -> list[dict[str, str]]:
+    """The rows of a table metadata value (assets/tables.py inline_table), as dicts."""
+    return [dict(r.data) for r in value.records]
 
 
 def counts(url: str) -> dict[str, int]:

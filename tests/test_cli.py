@@ -86,12 +86,15 @@ def test_materialize_then_status_with_runs_stored_in_postgres(tmp_path, db_url, 
     assert main(["--config", config, "materialize", "--source", "docs"]) == 0
     out = capsys.readouterr().out
     assert "source docs: ok" in out and "search index: ok" in out and "quality " in out
+    # No eval set and no earlier day: the gate could not test; said so, and not a failure (exit 0).
+    assert "check retrieval_scores.ndcg_at_10_has_not_regressed warn (not tested: compared 0" in out
 
     assert main(["--config", config, "status", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert report["healthy"] is True and report["failing_checks"] == []
-    rows = {(a["asset"], a["partition"]): a for a in report["assets"]}
     today = dt.datetime.now(dt.UTC).date().isoformat()
+    assert f"retrieval_scores[{today}].ndcg_at_10_has_not_regressed" in report["untested_checks"]
+    rows = {(a["asset"], a["partition"]): a for a in report["assets"]}
     assert set(rows) == {
         ("raw_documents", "docs"),
         ("chunks", "docs"),
@@ -125,7 +128,11 @@ def test_materialize_then_status_with_runs_stored_in_postgres(tmp_path, db_url, 
 
     assert main(["--config", config, "status"]) == 0
     text = capsys.readouterr().out
-    assert "raw_documents       docs" in text and text.rstrip().endswith("healthy")
+    assert "raw_documents       docs" in text
+    untested = len(report["untested_checks"])
+    # Healthy, but the checks that tested nothing are counted and shown as warnings, not passes.
+    assert text.splitlines()[-1].startswith(f"healthy, {untested} checks could not test: ")
+    assert "ndcg_at_10_has_not_regressed=warn (not tested: compared 0: no variant and eval set" in text
     assert "drift (" in text and "corpus_vs_baseline" in text
 
 

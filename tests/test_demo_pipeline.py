@@ -5,6 +5,7 @@ from __future__ import annotations
 import psycopg
 
 from tests.conftest import (
+    UNTESTED,
     checks,
     metadata,
 )
@@ -26,10 +27,12 @@ def test_every_run_and_check_passes(demo):
         "eval_set.eval_set_lines_are_valid": True,
     }
     quality = next(v for k, v in demo["first"].items() if k.startswith("quality "))
+    # A first run has no earlier day to compare with, pins the drift baseline from the corpus
+    # itself and has no logged queries: these checks could not test, and say so (WARN).
     assert checks(quality) == {
-        "retrieval_scores.ndcg_at_10_has_not_regressed": True,
-        "drift_metrics.corpus_has_not_drifted": True,
-        "drift_metrics.queries_have_not_drifted": True,
+        "retrieval_scores.ndcg_at_10_has_not_regressed": UNTESTED,
+        "drift_metrics.corpus_has_not_drifted": UNTESTED,
+        "drift_metrics.queries_have_not_drifted": UNTESTED,
     }
 
 

@@ -178,8 +178,12 @@ def test_automation_waits_for_failed_blocking_checks(project, bad):
         asset_selection=[dg.AssetKey("raw_documents")],
         raise_on_error=False,
     )
-    evaluations = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-    assert evaluations[bad] is False
+    evaluations = {e.check_name: e for e in result.get_asset_check_evaluations()}
+    assert evaluations[bad].passed is False
+    # The failing check names its partition, the failing rows and what to do.
+    meta = {k: v.value for k, v in evaluations[bad].metadata.items()}
+    assert meta["partition"] == "handbook" and meta["failing_doc_ids"] == "no live documents"
+    assert "folder is not mounted" in meta["what_to_do"]
     second = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
     assert second.get_num_requested(dg.AssetKey("chunks")) == 0
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -455,11 +456,19 @@ def gate_outcome(
 ) -> CheckOutcome:
     """The regression gate over every variant and eval set: fails when any of them regressed."""
     dropped = [c for c in comparisons if c.regressed]
+    compared = sum(c.result is not None for c in comparisons)
+    not_compared = [c for c in comparisons if c.result is None]
+    skipped = "; ".join(f"{c.candidate}/{c.eval_set}: {c.reason}" for c in not_compared)
+    if len(not_compared) > 1:  # one line for on-call, not one clause per variant and set
+        reasons = Counter(c.reason for c in not_compared)
+        skipped = "; ".join(f"{reason} ({n} variant/set pairs)" for reason, n in reasons.items())
     return CheckOutcome(
         NDCG_HAS_NOT_REGRESSED,
         not dropped,
-        {
-            "compared": sum(c.result is not None for c in comparisons),
+        untested=None if compared else f"compared 0: {skipped or 'no variant and eval set were scored'}",
+        metadata={
+            "compared": compared,
+            "not_compared": skipped or "none",
             "regressions": ", ".join(f"{c.candidate}/{c.eval_set}" for c in dropped) or "none",
             "confidence": settings.confidence,
             "min_effect": settings.min_effect,

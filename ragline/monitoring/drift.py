@@ -257,13 +257,15 @@ def drift_outcomes(rows: list[DriftRow], settings: DriftSettings, day: dt.date) 
         scoped = [r for r in rows if r.scope == scope]
         alarms = [r.subject for r in scoped if r.alarm]
         skipped = [f"{r.subject}: {r.result.reason}" for r in scoped if r.result.reason]
+        tested = len(scoped) - len(skipped)
         outcomes.append(
             CheckOutcome(
                 name,
                 not alarms,
-                {
+                untested=None if tested else "; ".join(skipped) or f"nothing to test in {scope}",
+                metadata={
                     "alarms": ", ".join(alarms) or "none",
-                    "not_tested": "; ".join(skipped) or "none",
+                    "skipped": "; ".join(skipped) or "none",
                     "alpha": settings.alpha,
                     "min_effect": settings.min_effect,
                     "where_to_look": where,
