@@ -257,6 +257,69 @@ def test_daily_partitions_start_at_the_first_day_materialized(tmp_path, db_url, 
     assert daily_partitions(settings).start.date() == today
 
 
+def test_quality_condition_follows_changed_versions_or_a_cron():
+    """The condition of the quality assets on a two-asset graph: a rerun with the same data
+    version triggers nothing; a new version triggers today's partition, at once (on_change) or
+    on the first change after each cron tick (cron)."""
+    import datetime as dt
+
+    from orchestration.automation import quality_condition
+    from ragline.config import AutomationSettings
+
+    version = {"value": "a"}
+
+    @dg.asset
+    def upstream():
+        return dg.MaterializeResult(data_version=dg.DataVersion(version["value"]))
+
+    def tick(defs, instance, cursor, at):
+        result = dg.evaluate_automation_conditions(
+            defs=defs, instance=instance, cursor=cursor, evaluation_time=at
+        )
+        return result, result.get_num_requested(dg.AssetKey("scores"))
+
+    start = dt.datetime(2026, 11, 20, 1, tzinfo=dt.UTC)
+    for quality in ("on_change", "0 4 * * *"):
+
+        @dg.asset(
+            deps=[upstream],
+            partitions_def=dg.DailyPartitionsDefinition("2026-11-01", end_offset=1),
+            automation_condition=quality_condition(AutomationSettings(quality)),
+        )
+        def scores(): ...
+
+        defs = dg.Definitions(assets=[upstream, scores])
+        instance = dg.DagsterInstance.ephemeral()
+        version["value"] = "a"
+        dg.materialize([upstream], instance=instance)
+        result, n = tick(defs, instance, None, start)
+        dg.materialize([upstream], instance=instance)  # the same version: a no-op
+        result, n = tick(defs, instance, result.cursor, start + dt.timedelta(minutes=1))
+        assert n == 0, quality
+        version["value"] = "b"
+        dg.materialize([upstream], instance=instance)
+        result, n = tick(defs, instance, result.cursor, start + dt.timedelta(minutes=2))
+        if quality == "on_change":
+            assert n == 1
+            continue
+        assert n == 0  # this cron period (from yesterday 04:00) was handled before the change
+        after = start + dt.timedelta(hours=3, minutes=1)  # past today's 04:00 tick
+        result, n = tick(defs, instance, result.cursor, after)
+        assert n == 0  # a tick alone is no reason to run
+        for minutes, value, runs in ((1, "c", 1), (2, "d", 0)):
+            version["value"] = value
+            dg.materialize([upstream], instance=instance)
+            result, n = tick(defs, instance, result.cursor, after + dt.timedelta(minutes=minutes))
+            assert n == runs, value  # the first change after the tick, and only that one
+
+
+def test_automation_quality_setting_is_validated(tmp_path):
+    from ragline.config import ConfigError
+
+    with pytest.raises(ConfigError, match="automation.quality must be on_change or a cron"):
+        write_project(tmp_path, [{"name": "docs", "root": "docs"}], automation={"quality": "daily"})
+
+
 @pytest.mark.parametrize("bad", ["documents_have_text"])
 def test_automation_waits_for_failed_blocking_checks(project, bad):
     settings = project({"handbook": ["handbook/benefits.md"]})
