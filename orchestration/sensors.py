@@ -25,7 +25,10 @@ def ingested_fingerprint(instance: dg.DagsterInstance, source: str) -> str | Non
 def source_files_sensor(settings: Settings, job) -> dg.SensorDefinition:
     @dg.sensor(
         name="source_files_changed",
-        description="Runs the source pipeline for each source whose files changed since they were ingested.",
+        description=(
+            "Scans each source whose files changed since they were ingested (raw_documents of "
+            "source_pipeline); the rest of the pipeline follows if its documents changed."
+        ),
         job=job,
         minimum_interval_seconds=30,
         default_status=dg.DefaultSensorStatus.RUNNING,
@@ -49,7 +52,12 @@ def source_files_sensor(settings: Settings, job) -> dg.SensorDefinition:
             requested[source.name] = fingerprint
             counts[source.name] = counts.get(source.name, 0) + 1
             run_key = f"{source.name}:{counts[source.name]}:{fingerprint[:16]}"
-            requests.append(dg.RunRequest(partition_key=source.name, run_key=run_key))
+            # raw_documents only: a folder whose files were touched but not changed (a restore, a
+            # checkout) records one scan, not a chunk, embed and publish that did nothing; when the
+            # documents changed, automation runs the rest of the source's pipeline.
+            requests.append(
+                dg.RunRequest(partition_key=source.name, run_key=run_key, asset_selection=[RAW_DOCUMENTS])
+            )
         context.update_cursor(json.dumps({"fingerprints": requested, "changes": counts}))
         if not requests:
             return dg.SkipReason("no source folder changed since it was ingested")

@@ -188,12 +188,27 @@ def test_nothing_reruns_for_nothing_and_an_edit_reruns_only_what_depends_on_it(p
     changed = sensor.evaluate_tick(
         dg.build_sensor_context(instance=instance, cursor=first.cursor, definitions=defs)
     )
-    assert [(r.partition_key, r.job_name) for r in changed.run_requests] == [("policies", None)]
+    [request] = changed.run_requests
+    assert (request.partition_key, request.asset_selection) == ("policies", [dg.AssetKey("raw_documents")])
     assert sensor.job_name == SOURCE_PIPELINE_JOB
     pipeline = defs.resolve_job_def(SOURCE_PIPELINE_JOB)
-    assert pipeline.execute_in_process(instance=instance, partition_key="policies").success
-    # Then automation, a layer per tick as the daemon runs them: what depends on the published
-    # source (never the other source's assets), then the day's quality assets.
+    assert pipeline.execute_in_process(
+        instance=instance, partition_key="policies", asset_selection=request.asset_selection
+    ).success
+    # Then automation, a layer per tick as the daemon runs them: the rest of that source's pipeline
+    # (never the other source's assets), what depends on the published source, then the day's
+    # quality assets.
+    tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor)
+    assert requested(tick) == {
+        "chunks": {"policies"},
+        "embeddings": {"policies"},
+        "serving_chunks": {"policies"},
+    }
+    pipeline.execute_in_process(
+        instance=instance,
+        partition_key="policies",
+        asset_selection=[dg.AssetKey(a) for a in ("chunks", "embeddings", "serving_chunks")],
+    )
     tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor)
     assert requested(tick) == {"search_index": {None}, "eval_set": {None}, "variant_corpora": {None}}
     assert defs.resolve_job_def(INDEX_JOB).execute_in_process(instance=instance).success
