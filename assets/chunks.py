@@ -7,6 +7,7 @@ from orchestration.resources import EmbedderResource, RaglineResource
 from ragline import expectations
 from ragline.ingest.chunk_store import rechunk_source
 from ragline.ingest.chunking import Chunker
+from ragline.storage import provenance
 
 CHECKS = (
     expectations.CHUNK_SPANS_COVER_DOCUMENT,
@@ -42,6 +43,7 @@ def chunks_asset(
         with ragline.database().connection() as conn:
             stats = rechunk_source(conn, source.name, chunker)
             outcomes = expectations.check_chunks(conn, source.name, source.chunking)
+            version = provenance.stored_version(conn, provenance.CHUNKS, source=source.name)
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": stats.current_chunks,
@@ -55,6 +57,7 @@ def chunks_asset(
                 "tokens_max": stats.tokens_max,
                 "chunker": chunker.id,
             },
+            data_version=dg.DataVersion(version),
             check_results=check_results(outcomes, partition=context.partition_key),
         )
 

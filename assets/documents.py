@@ -7,10 +7,14 @@ from orchestration.resources import RaglineResource
 from ragline import expectations
 from ragline.index.publishing import SOURCE_CHANGE_WITHIN_LIMIT, check_change
 from ragline.ingest.documents import store_scan
-from ragline.ingest.sources import scan_source
+from ragline.ingest.sources import scan_source, source_fingerprint
 from ragline.safe_text import printable
+from ragline.storage import provenance
 
 CHECKS = (expectations.DOCUMENTS_HAVE_TEXT, SOURCE_CHANGE_WITHIN_LIMIT)
+# The source folder's fingerprint at the scan: the file sensor's first tick compares it with the
+# folder's, so a sensor without a cursor requests only sources that changed since they were ingested.
+FINGERPRINT_KEY = "source_fingerprint"
 
 
 def raw_documents_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinition:
@@ -29,12 +33,16 @@ def raw_documents_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinit
     )
     def raw_documents(context: dg.AssetExecutionContext, ragline: RaglineResource):
         source = ragline.settings().source(context.partition_key)
+        # Taken before the scan: a file that changes during it leaves a fingerprint the sensor
+        # does not match, so the source is scanned again rather than missed.
+        fingerprint = source_fingerprint(source)
         scan = scan_source(source)
         with ragline.database().connection() as conn:
             stats = store_scan(conn, source.name, scan)
             outcomes = expectations.check_documents(conn, source.name)
             # Against what the source serves: an empty root or a mass deletion stops here.
             outcomes.append(check_change(conn, source.name, source.mass_change))
+            version = provenance.stored_version(conn, provenance.DOCUMENTS, source=source.name)
         for r in scan.rejections:
             context.log.warning(
                 f"quarantined {source.name}:{printable(r.path, 300)}: {r.reason} ({printable(r.detail, 300)})"
@@ -51,7 +59,11 @@ def raw_documents_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinit
                 "quarantined": stats.quarantined,
                 "quarantine_reasons": stats.quarantine_reasons,
                 "root": str(source.root),
+                FINGERPRINT_KEY: fingerprint,
             },
+            # The live documents' versions: a scan that found nothing new keeps it, and nothing
+            # downstream runs for it.
+            data_version=dg.DataVersion(version),
             check_results=check_results(outcomes, partition=context.partition_key),
         )
 

@@ -8,6 +8,7 @@ from orchestration.resources import EmbedderResource, RaglineResource
 from ragline import expectations
 from ragline.index.embedding_ledger import embed_pending
 from ragline.index.progress import controlling_terminal
+from ragline.storage import provenance
 
 CHECKS = (
     expectations.EMBEDDING_DIMENSIONS_MATCH_EMBEDDER,
@@ -42,6 +43,9 @@ def embeddings_asset(
                 terminal=controlling_terminal(),  # a bar when run from a terminal (ragline materialize)
             )
             outcomes = expectations.check_embeddings(conn, context.partition_key, model)
+            version = provenance.stored_version(
+                conn, provenance.EMBEDDINGS, source=context.partition_key, model_id=model.model_id
+            )
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": stats.chunks,
@@ -53,6 +57,7 @@ def embeddings_asset(
                 "model_seconds": round(stats.model_seconds, 3),
                 "chunks_per_second": round(stats.chunks_per_second, 1),
             },
+            data_version=dg.DataVersion(version),
             check_results=check_results(outcomes, partition=context.partition_key),
         )
 

@@ -23,6 +23,7 @@ from ragline.evaluation.variants import build_variant_corpus, drop_unconfigured_
 from ragline.index.embedding import variant_embedder
 from ragline.llm import chat_client
 from ragline.safe_text import printable
+from ragline.storage import provenance
 
 EVAL_SET_CHECKS = (
     expectations.EVAL_QUESTIONS_ARE_UNIQUE,
@@ -48,6 +49,7 @@ def eval_set_asset(automation: dg.AutomationCondition) -> dg.AssetsDefinition:
             sets = load_sets(conn, settings, chat_client(settings.llm), progress=context.log.info)
             removed = remove_unconfigured_sets(conn, [s.name for s in sets])
             questions, references = check_frames(conn, sets)
+            version = provenance.stored_version(conn, provenance.EVAL_SETS)
         rejected = [(s.name, r.where, r.reason) for s in sets for r in s.rejected]
         for name, where, reason in rejected:
             context.log.warning(
@@ -77,6 +79,7 @@ def eval_set_asset(automation: dg.AutomationCondition) -> dg.AssetsDefinition:
                 "sets_removed": removed,
                 "detail": "ragline.eval_questions; every rejected line is in this run's log",
             },
+            data_version=dg.DataVersion(version),
             check_results=check_results(outcomes),
         )
 
@@ -117,6 +120,7 @@ def variant_corpora_asset(
                     ]
                 )
             drop_unconfigured_variants(conn, [v.name for v in settings.variants])
+            chunks = provenance.stored_version(conn, provenance.VARIANT_CHUNKS)
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": sum(r[3] for r in rows),
@@ -128,7 +132,11 @@ def variant_corpora_asset(
                     [[r[0], r[2], r[3], f"{r[4]} / {r[5]}", r[6]] for r in rows],
                 ),
                 "detail": "ragline.variant_chunks (chunk_set per variant)",
-            }
+            },
+            # Each variant's chunks and the model of its vectors (not the counts of this run's work).
+            data_version=dg.DataVersion(
+                provenance.combined_version(chunks, *[(r[0], r[1], r[2], r[3]) for r in rows])
+            ),
         )
 
     return variant_corpora
@@ -140,7 +148,8 @@ def retrieval_scores_asset(
     @dg.asset(
         name="retrieval_scores",
         partitions_def=partitions,
-        deps=["eval_set", "variant_corpora"],
+        # search_index too: the served corpus can change while the questions and variants stay.
+        deps=["eval_set", "variant_corpora", "search_index"],
         group_name="quality",
         kinds={"python", "postgres"},
         description="Per day, each variant's recall@k, precision@k, MRR, nDCG@10, hit rate and latency.",
@@ -176,6 +185,16 @@ def retrieval_scores_asset(
                 ),
                 **{f"ndcg_at_10/{v}/{n}": round(s.ndcg, 4) for v, n, s in scores.summaries},
             },
+            # The scores, not their latencies: a re-score that found the same ranks changes nothing
+            # for the comparison downstream.
+            data_version=dg.DataVersion(
+                provenance.combined_version(
+                    *[
+                        (v, n, s.questions, round(s.ndcg, 6), round(s.recall, 6))
+                        for v, n, s in scores.summaries
+                    ]
+                )
+            ),
             check_results=check_results(
                 [outcome], severity(settings.evaluation.severity), context.partition_key
             ),

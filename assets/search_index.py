@@ -15,6 +15,7 @@ from ragline.index.search_index import (
     serving_chunk_count,
     vacuum_lexical,
 )
+from ragline.storage import provenance
 
 
 def search_index_asset(automation: dg.AutomationCondition) -> dg.AssetsDefinition:
@@ -52,6 +53,7 @@ def search_index_asset(automation: dg.AutomationCondition) -> dg.AssetsDefinitio
             else:
                 context.log.error(f"{model.model_id} is not served: {outcome.metadata['verdict']}")
             serving = serving_chunk_count(conn)
+            published = provenance.stored_version(conn, provenance.PUBLICATIONS)
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": serving,
@@ -67,6 +69,10 @@ def search_index_asset(automation: dg.AutomationCondition) -> dg.AssetsDefinitio
                 "recall_at_10": round(recall.recall, 4),
                 "recall_queries": recall.query_kind,
             },
+            # What search serves: the sources' generations, the model and whether it is served.
+            data_version=dg.DataVersion(
+                provenance.combined_version(published, stats.model_id, stats.dim, outcome.passed)
+            ),
             check_results=check_results([outcome]),
         )
 

@@ -1,27 +1,66 @@
-"""Automation and freshness: downstream assets follow upstream data, but only past passing blocking
-checks; every asset says how stale it may get before asset health turns yellow, then red."""
+"""Automation and freshness: downstream assets follow upstream data only when its data version (a
+content hash) changed, and only past passing blocking checks; a re-run that changed nothing triggers
+nothing. Every asset says how stale it may get before asset health turns yellow, then red."""
 
 import datetime as dt
 
 import dagster as dg
 
 from orchestration.check_gate import ALL_DEPS_BLOCKING_CHECKS_NOT_FAILED
-from ragline.config import FreshnessSettings
+from ragline.config import AutomationSettings, FreshnessSettings
 
-# eager(): run when any upstream partition updates (or a partition is newly missing), never
-# while upstream is missing or in progress. The blocking-check clause keeps bad data from flowing on.
-# On a daily-partitioned asset, eager() targets only the latest (today's) partition.
-# A check that could not test (a failed WARN result) does not hold it: see orchestration/check_gate.py.
-FOLLOW_UPSTREAM = dg.AutomationCondition.eager() & ALL_DEPS_BLOCKING_CHECKS_NOT_FAILED
+AC = dg.AutomationCondition
 
-# The shared index follows any source's publish. Unlike eager(), a source that is missing (its folder
-# not mounted yet, its first run failed) does not hold it back for the others; and no blocking-check
-# clause: serving_chunks only materializes past its source's checks, so it is the gate.
+# The blocking-check clause below keeps bad data from flowing on; a check that could not test (a
+# failed WARN result) does not hold it: see orchestration/check_gate.py.
+
+# A dependency has a new data version since the last tick (a materialization that changed nothing
+# keeps its version and does not count), in a run that did not also build this asset; or it is
+# requested on this tick, so that a chain runs as one run.
+DEPS_CHANGED = AC.any_deps_match(
+    (AC.newly_updated() & AC.data_version_changed() & ~AC.executed_with_root_target()).with_label(
+        "new_data_version"
+    )
+    | AC.will_be_requested()
+).with_label("any_deps_changed")
+
+# Unlike eager(): no newly_missing() (a new day's partition or a source added to ragline.yaml is
+# built by the schedules and the file sensor, not by automation on its own), and an upstream run
+# that changed nothing is no reason to run. On a daily-partitioned asset only today's partition.
+FOLLOW_UPSTREAM = (
+    AC.in_latest_time_window()
+    & DEPS_CHANGED.since_last_handled().with_label("deps_changed_since_last_handled")
+    & (~AC.any_deps_missing()).with_label("no_dep_missing")
+    & (~AC.any_deps_in_progress()).with_label("no_dep_in_progress")
+    & (~AC.in_progress()).with_label("not_in_progress")
+    & ALL_DEPS_BLOCKING_CHECKS_NOT_FAILED
+).with_label("follow_changed_data")
+
+# The shared index follows any source's publish. A source that is missing (its folder not mounted
+# yet, its first run failed) does not hold it back for the others; and no blocking-check clause:
+# serving_chunks only materializes past its source's checks, so it is the gate.
 FOLLOW_PUBLISHED = (
-    dg.AutomationCondition.any_deps_updated().since_last_handled()
-    & ~dg.AutomationCondition.any_deps_in_progress()
-    & ~dg.AutomationCondition.in_progress()
+    DEPS_CHANGED.since_last_handled().with_label("deps_changed_since_last_handled")
+    & (~AC.any_deps_in_progress()).with_label("no_dep_in_progress")
+    & (~AC.in_progress()).with_label("not_in_progress")
 ).with_label("follow_published")
+
+
+def quality_condition(settings: AutomationSettings) -> dg.AutomationCondition:
+    """For the heavy quality assets: on every upstream data change (on_change), or at most once per
+    tick of the configured cron, after the first upstream data change since that tick."""
+    cron = settings.quality_cron
+    if cron is None:
+        return FOLLOW_UPSTREAM
+    return (
+        AC.in_latest_time_window()
+        & AC.cron_tick_passed(cron).since_last_handled().with_label("cron_tick_since_last_handled")
+        & DEPS_CHANGED.since(AC.cron_tick_passed(cron)).with_label("deps_changed_since_cron_tick")
+        & (~AC.any_deps_missing()).with_label("no_dep_missing")
+        & (~AC.any_deps_in_progress()).with_label("no_dep_in_progress")
+        & (~AC.in_progress()).with_label("not_in_progress")
+        & ALL_DEPS_BLOCKING_CHECKS_NOT_FAILED
+    ).with_label(f"changed_data_on_cron({cron})")
 
 
 def freshness_policy(settings: FreshnessSettings) -> dg.FreshnessPolicy:

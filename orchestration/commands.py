@@ -7,12 +7,22 @@ import sys
 from typing import Any
 
 import dagster as dg
+from dagster._core.definitions.job_base import InMemoryJob
+from dagster._core.definitions.repository_definition.valid_definitions import SINGLETON_REPOSITORY_NAME
+from dagster._core.execution.api import create_execution_plan, execute_run
+from dagster._core.execution.execute_in_process import merge_run_tags
+from dagster._core.remote_origin import ManagedGrpcPythonEnvCodeLocationOrigin, RemoteRepositoryOrigin
+from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
 from orchestration.health import FRESHNESS_CHECK
+from orchestration.launch import DEFINITIONS_MODULE
 from ragline.config import Settings
 from ragline.monitoring.board import headline
 from ragline.safe_text import printable
 from ragline.storage.db import DAGSTER_STORAGE_LOCK, database_url, locked, migrate
+
+# The code location's name in the UI: [tool.dg.project] code_location_name in pyproject.toml.
+CODE_LOCATION = "ragline"
 
 ASSET_ORDER = (
     "raw_documents",
@@ -35,37 +45,65 @@ def run_pipeline(
     log_level: str = "INFO",
     day: str | None = None,
     quality: bool = True,
-) -> list[tuple[str, dg.ExecuteInProcessResult]]:
+) -> list[tuple[str, dg.ExecutionResult]]:
     """Run raw_documents -> chunks -> embeddings per source, then search_index, the eval sets and
-    variant corpora, then the day's quality assets (default: today, UTC), in this process."""
+    variant corpora, then the day's quality assets (default: today, UTC), in this process, as runs
+    of the code location's named jobs (they show on the job pages and the timeline of the UI)."""
     from orchestration.definitions import INDEX_JOB, QUALITY_JOB, SOURCE_PIPELINE_JOB, build_definitions
 
-    # execute_in_process runs every step here whatever $RAGLINE_EXECUTOR says: build for that.
+    # Every step runs here whatever $RAGLINE_EXECUTOR says: build for that.
     defs = build_definitions(settings, "in_process")
-    job = defs.resolve_job_def(SOURCE_PIPELINE_JOB)
     # INFO keeps progress, quarantine warnings and failures on the console; Dagster's DEBUG
     # event stream stays in the instance's event log.
     run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
-    results = [
-        (
-            f"source {source}",
-            job.execute_in_process(
-                partition_key=source, instance=instance, raise_on_error=False, run_config=run_config
-            ),
-        )
-        for source in sources
-    ]
-    index = defs.resolve_job_def(INDEX_JOB).execute_in_process(
-        instance=instance, raise_on_error=False, run_config=run_config
-    )
+
+    def run(job_name: str, partition: str | None = None) -> dg.ExecutionResult:
+        return run_named_job(defs.resolve_job_def(job_name), instance, run_config, partition, settings)
+
+    results = [(f"source {source}", run(SOURCE_PIPELINE_JOB, source)) for source in sources]
+    index = run(INDEX_JOB)
     if not quality:
         return [*results, ("search index", index)]
-    quality_job = defs.resolve_job_def(QUALITY_JOB)
-    day = day or quality_job.partitions_def.get_last_partition_key()
-    scores = quality_job.execute_in_process(
-        partition_key=day, instance=instance, raise_on_error=False, run_config=run_config
-    )
+    day = day or defs.resolve_job_def(QUALITY_JOB).partitions_def.get_last_partition_key()
+    scores = run(QUALITY_JOB, day)
     return [*results, ("search index", index), (f"quality {day}", scores)]
+
+
+def code_location_origin(settings: Settings) -> RemoteRepositoryOrigin:
+    """The repository of the code location that `make dev` (dg dev) serves: runs created with it
+    are listed on the job pages and in the timeline of the UI, like the daemon's runs."""
+    target = LoadableTargetOrigin(
+        executable_path=sys.executable,
+        module_name=DEFINITIONS_MODULE,
+        attribute="defs",
+        working_directory=str(settings.project_dir),
+    )
+    return RemoteRepositoryOrigin(
+        code_location_origin=ManagedGrpcPythonEnvCodeLocationOrigin(target, CODE_LOCATION),
+        repository_name=SINGLETON_REPOSITORY_NAME,
+    )
+
+
+def run_named_job(
+    job: dg.JobDefinition,
+    instance: dg.DagsterInstance,
+    run_config: dict[str, Any],
+    partition: str | None,
+    settings: Settings,
+) -> dg.ExecutionResult:
+    """What execute_in_process does, but the run carries the code location's job origin (an
+    in-process run has none, so the UI did not link it to its job)."""
+    tags = merge_run_tags(job, partition, None, None, instance, run_config)
+    instance_ref = instance.get_ref() if instance.is_persistent else None
+    plan = create_execution_plan(job, run_config=run_config, tags=tags, instance_ref=instance_ref)
+    run = instance.create_run_for_job(
+        job_def=job,
+        execution_plan=plan,
+        run_config=run_config,
+        tags=tags,
+        remote_job_origin=code_location_origin(settings).get_job_origin(job.name),
+    )
+    return execute_run(InMemoryJob(job), run, instance)
 
 
 def prepare(settings: Settings) -> list[str]:
@@ -94,7 +132,7 @@ def materialize(settings: Settings, sources: list[str], *, day: str | None = Non
     return all(outcomes)
 
 
-def _report(result: dg.ExecuteInProcessResult, what: str, out) -> bool:
+def _report(result: dg.ExecutionResult, what: str, out) -> bool:
     failed = [e for e in result.all_events if e.is_step_failure]
     evaluations = [
         e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"

@@ -16,7 +16,13 @@ from assets.evaluation import (
 )
 from assets.search_index import search_index_asset
 from assets.serving import serving_chunks_asset
-from orchestration.automation import FOLLOW_PUBLISHED, FOLLOW_UPSTREAM, freshness_policy, with_freshness
+from orchestration.automation import (
+    FOLLOW_PUBLISHED,
+    FOLLOW_UPSTREAM,
+    freshness_policy,
+    quality_condition,
+    with_freshness,
+)
 from orchestration.check_gate import automation_sensor
 from orchestration.executors import build_executor, executor_name, steps_share_run_process
 from orchestration.health import freshness_checks, health_sensors
@@ -32,8 +38,13 @@ from orchestration.sensors import source_files_sensor
 from ragline.config import Settings, load_settings
 
 SOURCE_PIPELINE_JOB = "source_pipeline"
+SOURCE_SCAN_JOB = "source_scan"
 INDEX_JOB = "index_pipeline"
 QUALITY_JOB = "quality_pipeline"
+
+
+# Automation runs are asset runs (__ASSET_JOB); their tags say what started them.
+AUTOMATION_RUN_TAGS = {"ragline/launched_by": "ragline_automation"}
 
 
 def build_definitions(settings: Settings, executor: str | None = None) -> dg.Definitions:
@@ -53,10 +64,11 @@ def build_definitions(settings: Settings, executor: str | None = None) -> dg.Def
         eval_set_asset(FOLLOW_UPSTREAM),
         variant_corpora_asset(FOLLOW_UPSTREAM),
     ]
+    quality = quality_condition(settings.automation)
     quality_assets = [
-        retrieval_scores_asset(days, FOLLOW_UPSTREAM, blocking=settings.evaluation.severity == "error"),
-        variant_comparison_asset(days, FOLLOW_UPSTREAM),
-        drift_metrics_asset(days, FOLLOW_UPSTREAM, blocking=settings.drift.severity == "error"),
+        retrieval_scores_asset(days, quality, blocking=settings.evaluation.severity == "error"),
+        variant_comparison_asset(days, quality),
+        drift_metrics_asset(days, quality, blocking=settings.drift.severity == "error"),
     ]
     policy = freshness_policy(settings.freshness)
     assets = [with_freshness(a, policy) for a in [*source_assets, *index_assets, *quality_assets]]
@@ -66,6 +78,11 @@ def build_definitions(settings: Settings, executor: str | None = None) -> dg.Def
         SOURCE_PIPELINE_JOB,
         selection=dg.AssetSelection.assets(*source_assets) - dg.AssetSelection.checks(*freshness),
         description="raw_documents -> chunks -> embeddings -> serving_chunks (publish) for one source.",
+    )
+    scan_job = dg.define_asset_job(
+        SOURCE_SCAN_JOB,
+        selection=dg.AssetSelection.assets(raw_documents) - dg.AssetSelection.checks(*freshness),
+        description="raw_documents of one source; what depends on it follows only if its data changed.",
     )
     index_job = dg.define_asset_job(
         INDEX_JOB,
@@ -80,17 +97,19 @@ def build_definitions(settings: Settings, executor: str | None = None) -> dg.Def
     return dg.Definitions(
         assets=assets,
         asset_checks=freshness,
-        jobs=[source_job, index_job, quality_job, garbage_collection],
+        jobs=[source_job, scan_job, index_job, quality_job, garbage_collection],
         schedules=[
-            daily_refresh_schedule(source_job, [s.name for s in settings.sources]),
+            daily_refresh_schedule(scan_job, [s.name for s in settings.sources]),
             daily_quality_schedule(quality_job),
             daily_gc_schedule(),
         ],
         sensors=[
-            source_files_sensor(settings, raw_documents),
+            source_files_sensor(settings, source_job),
             automation_sensor(
                 "ragline_automation",
                 target=dg.AssetSelection.all(),
+                description="Runs what depends on data whose version changed (automation conditions).",
+                run_tags=AUTOMATION_RUN_TAGS,
                 default_status=dg.DefaultSensorStatus.RUNNING,
                 minimum_interval_seconds=30,
             ),

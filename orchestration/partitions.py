@@ -3,6 +3,7 @@
 import dagster as dg
 
 from ragline.config import Settings
+from ragline.storage.provenance import first_partition_day
 
 
 def source_partitions(settings: Settings) -> dg.StaticPartitionsDefinition:
@@ -10,6 +11,8 @@ def source_partitions(settings: Settings) -> dg.StaticPartitionsDefinition:
 
 
 def daily_partitions(settings: Settings) -> dg.DailyPartitionsDefinition:
-    # end_offset=1: today's partition exists, so today's scores can be computed (and recomputed)
-    # during the day instead of waiting for midnight.
-    return dg.DailyPartitionsDefinition(start_date=settings.evaluation.start_date, end_offset=1)
+    # From the first day the project was materialized (or evaluation.start_date): no permanently
+    # missing days before the project existed. end_offset=1: today's partition exists, so today's
+    # scores can be computed (and recomputed) during the day instead of waiting for midnight.
+    first, _why = first_partition_day(settings)
+    return dg.DailyPartitionsDefinition(start_date=first.isoformat(), end_offset=1)

@@ -17,7 +17,10 @@ def daily_refresh_schedule(job, sources: list[str]) -> dg.ScheduleDefinition:
         cron_schedule=DAILY_CRON,
         job=job,
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description="Runs the source pipeline for every source once a day; unchanged data is a no-op.",
+        description=(
+            "Scans every source once a day (raw_documents); what depends on a source follows only if "
+            "its documents changed."
+        ),
     )
     def daily_refresh(context: dg.ScheduleEvaluationContext):
         stamp = context.scheduled_execution_time.strftime("%Y-%m-%d")

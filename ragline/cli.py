@@ -35,6 +35,7 @@ from ragline.storage.db import (
     sqlalchemy_url,
     stop_embedded,
 )
+from ragline.storage.provenance import first_partition_day
 from ragline.types import DatabaseError, EmbeddingError, PublishError, RetrievalError, SourceError
 
 # The most chunks a search or context may ask for.
@@ -115,7 +116,7 @@ def _cmd_db(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _day(settings: Settings, raw: str | None) -> str | None:
-    """--date as a daily partition that exists: from evaluation.start_date to today (UTC)."""
+    """--date as a daily partition that exists: from the first partition day to today (UTC)."""
     if raw is None:
         return None
     try:
@@ -124,9 +125,9 @@ def _day(settings: Settings, raw: str | None) -> str | None:
         day = None
     if day is None:
         raise ConfigError(f"--date takes a day as YYYY-MM-DD, got '{printable(raw, 40)}'")
-    first, today = dt.date.fromisoformat(settings.evaluation.start_date), dt.datetime.now(dt.UTC).date()
+    (first, why), today = first_partition_day(settings), dt.datetime.now(dt.UTC).date()
     if not first <= day <= today:
-        raise ConfigError(f"--date must be from {first} (evaluation.start_date) to today, {today}")
+        raise ConfigError(f"--date must be from {first} ({why}) to today, {today}")
     return raw
 
 

@@ -232,7 +232,9 @@ class VariantSettings:
 
 @dataclass(frozen=True)
 class EvaluationSettings:
-    start_date: str = "2026-11-01"  # the first daily partition of the quality assets
+    # The first daily partition of the quality assets; None: the first day this project stored a
+    # document (in the database), or today if there is none yet.
+    start_date: str | None = None
     k: int = 10
     control: str | None = None  # the A/B control variant; default: the first variant
     baseline: str | None = None  # a pinned partition date (YYYY-MM-DD); default: the previous one
@@ -255,6 +257,22 @@ class DriftSettings:
     query_window_days: int = 7  # queries of the partition's day against the days before it
     min_queries: int = 20
     severity: str = "error"
+
+
+QUALITY_ON_CHANGE = "on_change"
+
+
+@dataclass(frozen=True)
+class AutomationSettings:
+    """When automation runs the heavy quality assets (retrieval_scores, variant_comparison,
+    drift_metrics): on_change (whenever an upstream data version changes) or a cron expression
+    such as "0 4 * * *" (at most once per tick, and only if upstream data changed since)."""
+
+    quality: str = QUALITY_ON_CHANGE
+
+    @property
+    def quality_cron(self) -> str | None:
+        return None if self.quality == QUALITY_ON_CHANGE else self.quality
 
 
 @dataclass(frozen=True)
@@ -326,6 +344,7 @@ class Settings:
     drift: DriftSettings = field(default_factory=DriftSettings)
     freshness: FreshnessSettings = field(default_factory=FreshnessSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
+    automation: AutomationSettings = field(default_factory=AutomationSettings)
 
     @property
     def project_dir(self) -> Path:
@@ -377,6 +396,7 @@ def parse_settings(raw: dict[str, Any], file: Path) -> Settings:
             "drift",
             "freshness",
             "alerts",
+            "automation",
         },
         str(file),
     )
@@ -520,6 +540,12 @@ def parse_settings(raw: dict[str, Any], file: Path) -> Settings:
     if not 0 < freshness.warn_hours < freshness.fail_hours:
         raise ConfigError("freshness: need 0 < warn_hours < fail_hours")
     alerts = _alerts(raw.get("alerts") or {})
+    automation = _build(AutomationSettings, raw.get("automation") or {}, "automation")
+    if automation.quality_cron is not None and len(str(automation.quality).split()) != 5:
+        raise ConfigError(
+            f"automation.quality must be {QUALITY_ON_CHANGE} or a cron expression of 5 fields "
+            f"such as '0 4 * * *', got {str(automation.quality)[:60]!r}"
+        )
     return Settings(
         file,
         data_dir,
@@ -534,6 +560,7 @@ def parse_settings(raw: dict[str, Any], file: Path) -> Settings:
         drift=drift,
         freshness=freshness,
         alerts=alerts,
+        automation=automation,
     )
 
 

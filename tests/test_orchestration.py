@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import dagster as dg
@@ -13,7 +14,7 @@ import pytest
 
 from orchestration.definitions import build_definitions
 from ragline.config import load_settings
-from tests.conftest import REPO, run
+from tests.conftest import REPO, run, write_project
 
 SNAPSHOT = Path(__file__).parent / "snapshots" / "asset_graph.json"
 
@@ -48,8 +49,8 @@ def _partitions(partitions_def):
     if partitions_def is None:
         return None
     if isinstance(partitions_def, dg.TimeWindowPartitionsDefinition):
-        # The key list grows every day; the definition is what the snapshot pins.
-        return f"{partitions_def.cron_schedule} from {partitions_def.start.date()}"
+        # The key list grows every day, and the first day is the project's (test_partitions.py).
+        return f"{partitions_def.cron_schedule}, end offset {partitions_def.end_offset}"
     return partitions_def.get_partition_keys()
 
 
@@ -117,7 +118,7 @@ def test_sensor_requests_only_changed_sources(project):
     idle = sensor.evaluate_tick(
         dg.build_sensor_context(instance=instance, cursor=first.cursor, definitions=defs)
     )
-    assert idle.run_requests == [] and idle.skip_message == "no source folder changed"
+    assert idle.run_requests == [] and idle.skip_message == "no source folder changed since it was ingested"
 
     (settings.source("policies").root / "new-policy.md").write_text("# Travel\n\nBook economy.\n")
     changed = sensor.evaluate_tick(
@@ -135,29 +136,208 @@ def test_sensor_requests_only_changed_sources(project):
     assert len(keys) == len(set(keys)) == 4
 
 
-def test_automation_follows_upstream_past_passing_checks(project):
+def requested(result) -> dict[str, set]:
+    """What an automation tick requested: asset name -> partitions (None for unpartitioned)."""
+    out: dict[str, set] = {}
+    for r in result.results:
+        if r.true_subset.size:
+            subset = r.true_subset
+            out[r.key.to_user_string()] = (
+                set(subset.expensively_compute_partition_keys()) if subset.is_partitioned else {None}
+            )
+    return out
+
+
+def test_nothing_reruns_for_nothing_and_an_edit_reruns_only_what_depends_on_it(project):
+    """`make demo` then `make dev`: the sensor's first tick (no cursor) and automation request
+    nothing; a daily scan that finds nothing triggers nothing; an edit to one source's file
+    requests that source's pipeline, and automation then rebuilds only what depends on it."""
+    from orchestration.commands import CODE_LOCATION, run_pipeline
+    from orchestration.definitions import INDEX_JOB, QUALITY_JOB, SOURCE_PIPELINE_JOB, SOURCE_SCAN_JOB
+
     settings = project(
         {"handbook": ["handbook/benefits.md"], "policies": ["policies/vendor-management-policy.txt"]}
     )
     defs = build_definitions(settings)
+    sensor = defs.resolve_sensor_def("source_files_changed")
     instance = dg.DagsterInstance.ephemeral()
-    # Everything built once: nothing more to do.
-    from orchestration.commands import run_pipeline
+    results = run_pipeline(settings, ["handbook", "policies"], instance)  # `make demo`
+    assert all(r.success for _what, r in results)
+    # Its runs are the code location's named jobs: the UI lists them on the job pages (by this tag)
+    # and in the timeline (by the origin).
+    for job, count in ((SOURCE_PIPELINE_JOB, 2), (INDEX_JOB, 1), (QUALITY_JOB, 1)):
+        runs = instance.get_runs(
+            dg.RunsFilter(job_name=job, tags={".dagster/repository": "__repository__@ragline"})
+        )
+        assert len(runs) == count, job
+        assert runs[0].remote_job_origin.location_name == CODE_LOCATION
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    assert pyproject["tool"]["dg"]["project"]["code_location_name"] == CODE_LOCATION
 
-    run_pipeline(settings, ["handbook", "policies"], instance)
-    first = dg.evaluate_automation_conditions(defs=defs, instance=instance)
-    assert first.total_requested == 0
+    # `make dev`: the sensor starts from what was ingested, not from an empty cursor.
+    first = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs))
+    assert first.run_requests == [], first.skip_message
+    tick = dg.evaluate_automation_conditions(defs=defs, instance=instance)
+    assert tick.total_requested == 0
 
-    # raw_documents for one source updates: only that source's chunks are requested.
-    job = defs.resolve_implicit_global_asset_job_def()
-    job.execute_in_process(
-        instance=instance, partition_key="policies", asset_selection=[dg.AssetKey("raw_documents")]
+    # The daily scan of both sources finds nothing new: it records its run, and nothing follows.
+    scan = defs.resolve_job_def(SOURCE_SCAN_JOB)
+    for source in ("handbook", "policies"):
+        assert scan.execute_in_process(instance=instance, partition_key=source).success
+    tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor)
+    assert tick.total_requested == 0, requested(tick)
+
+    # One file of one source edited: the sensor requests that source's pipeline only.
+    doc = settings.source("policies").root / "vendor-management-policy.txt"
+    doc.write_text(doc.read_text() + "\nVendors are reviewed every year by procurement.\n")
+    changed = sensor.evaluate_tick(
+        dg.build_sensor_context(instance=instance, cursor=first.cursor, definitions=defs)
     )
-    second = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=first.cursor)
-    # The chain below it is requested in the same tick, for that partition only.
-    assert second.get_requested_partitions(dg.AssetKey("chunks")) == {"policies"}
-    assert second.get_requested_partitions(dg.AssetKey("embeddings")) == {"policies"}
-    assert second.get_num_requested(dg.AssetKey("raw_documents")) == 0
+    [request] = changed.run_requests
+    assert (request.partition_key, request.asset_selection) == ("policies", [dg.AssetKey("raw_documents")])
+    assert sensor.job_name == SOURCE_PIPELINE_JOB
+    pipeline = defs.resolve_job_def(SOURCE_PIPELINE_JOB)
+    assert pipeline.execute_in_process(
+        instance=instance, partition_key="policies", asset_selection=request.asset_selection
+    ).success
+    # Then automation, a layer per tick as the daemon runs them: the rest of that source's pipeline
+    # (never the other source's assets), what depends on the published source, then the day's
+    # quality assets.
+    tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor)
+    assert requested(tick) == {
+        "chunks": {"policies"},
+        "embeddings": {"policies"},
+        "serving_chunks": {"policies"},
+    }
+    pipeline.execute_in_process(
+        instance=instance,
+        partition_key="policies",
+        asset_selection=[dg.AssetKey(a) for a in ("chunks", "embeddings", "serving_chunks")],
+    )
+    tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor)
+    assert requested(tick) == {"search_index": {None}, "eval_set": {None}, "variant_corpora": {None}}
+    assert defs.resolve_job_def(INDEX_JOB).execute_in_process(instance=instance).success
+    tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor)
+    quality = defs.resolve_job_def(QUALITY_JOB)
+    today = quality.partitions_def.get_last_partition_key()
+    assert requested(tick) == {
+        "retrieval_scores": {today},
+        "variant_comparison": {today},
+        "drift_metrics": {today},
+    }
+    assert quality.execute_in_process(instance=instance, partition_key=today).success
+    tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor)
+    assert tick.total_requested == 0, requested(tick)
+    idle = sensor.evaluate_tick(
+        dg.build_sensor_context(instance=instance, cursor=changed.cursor, definitions=defs)
+    )
+    assert idle.run_requests == []
+
+    # The daily scan finds an edit the sensor did not see: the chain below it, for that source only.
+    doc = settings.source("handbook").root / "benefits.md"
+    doc.write_text(doc.read_text() + "\n## Parking\n\nParking is free for staff.\n")
+    assert scan.execute_in_process(instance=instance, partition_key="handbook").success
+    tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor)
+    assert requested(tick) == {
+        "chunks": {"handbook"},
+        "embeddings": {"handbook"},
+        "serving_chunks": {"handbook"},
+    }
+
+
+def test_daily_partitions_start_at_the_first_day_materialized(tmp_path, db_url, monkeypatch):
+    import datetime as dt
+
+    import psycopg
+
+    from orchestration.partitions import daily_partitions
+
+    settings = write_project(tmp_path, [{"name": "docs", "root": "docs"}])
+    today = dt.datetime.now(dt.UTC).date()
+    assert daily_partitions(settings).start.date() == today  # migrated today, nothing stored yet
+    first = today - dt.timedelta(days=9)
+    with psycopg.connect(db_url) as conn:
+        conn.execute(
+            "INSERT INTO ragline.documents (source, doc_id, path, version, content_hash, status)"
+            " VALUES ('docs', 'a', 'a.md', 1, 'h', 'live')"
+        )
+        conn.execute(
+            "INSERT INTO ragline.document_versions (source, doc_id, version, content_hash, text,"
+            " char_count, created_at) VALUES ('docs', 'a', 1, 'h', 'x', 1, %s)",
+            (dt.datetime.combine(first, dt.time(12), dt.UTC),),
+        )
+    assert daily_partitions(settings).start.date() == first
+    assert daily_partitions(settings).get_partition_keys()[0] == first.isoformat()
+    # A configured date wins; no reachable database: today.
+    pinned = write_project(
+        tmp_path, [{"name": "docs", "root": "docs"}], evaluation={"start_date": "2026-10-01"}
+    )
+    assert daily_partitions(pinned).start.date() == dt.date(2026, 10, 1)
+    monkeypatch.setenv("DATABASE_URL", f"postgresql://postgres@/nowhere?host={tmp_path}")
+    assert daily_partitions(settings).start.date() == today
+
+
+def test_quality_condition_follows_changed_versions_or_a_cron():
+    """The condition of the quality assets on a two-asset graph: a rerun with the same data
+    version triggers nothing; a new version triggers today's partition, at once (on_change) or
+    on the first change after each cron tick (cron)."""
+    import datetime as dt
+
+    from orchestration.automation import quality_condition
+    from ragline.config import AutomationSettings
+
+    version = {"value": "a"}
+
+    @dg.asset
+    def upstream():
+        return dg.MaterializeResult(data_version=dg.DataVersion(version["value"]))
+
+    def tick(defs, instance, cursor, at):
+        result = dg.evaluate_automation_conditions(
+            defs=defs, instance=instance, cursor=cursor, evaluation_time=at
+        )
+        return result, result.get_num_requested(dg.AssetKey("scores"))
+
+    start = dt.datetime(2026, 11, 20, 1, tzinfo=dt.UTC)
+    for quality in ("on_change", "0 4 * * *"):
+
+        @dg.asset(
+            deps=[upstream],
+            partitions_def=dg.DailyPartitionsDefinition("2026-11-01", end_offset=1),
+            automation_condition=quality_condition(AutomationSettings(quality)),
+        )
+        def scores(): ...
+
+        defs = dg.Definitions(assets=[upstream, scores])
+        instance = dg.DagsterInstance.ephemeral()
+        version["value"] = "a"
+        dg.materialize([upstream], instance=instance)
+        result, n = tick(defs, instance, None, start)
+        dg.materialize([upstream], instance=instance)  # the same version: a no-op
+        result, n = tick(defs, instance, result.cursor, start + dt.timedelta(minutes=1))
+        assert n == 0, quality
+        version["value"] = "b"
+        dg.materialize([upstream], instance=instance)
+        result, n = tick(defs, instance, result.cursor, start + dt.timedelta(minutes=2))
+        if quality == "on_change":
+            assert n == 1
+            continue
+        assert n == 0  # this cron period (from yesterday 04:00) was handled before the change
+        after = start + dt.timedelta(hours=3, minutes=1)  # past today's 04:00 tick
+        result, n = tick(defs, instance, result.cursor, after)
+        assert n == 0  # a tick alone is no reason to run
+        for minutes, value, runs in ((1, "c", 1), (2, "d", 0)):
+            version["value"] = value
+            dg.materialize([upstream], instance=instance)
+            result, n = tick(defs, instance, result.cursor, after + dt.timedelta(minutes=minutes))
+            assert n == runs, value  # the first change after the tick, and only that one
+
+
+def test_automation_quality_setting_is_validated(tmp_path):
+    from ragline.config import ConfigError
+
+    with pytest.raises(ConfigError, match="automation.quality must be on_change or a cron"):
+        write_project(tmp_path, [{"name": "docs", "root": "docs"}], automation={"quality": "daily"})
 
 
 @pytest.mark.parametrize("bad", ["documents_have_text"])
