@@ -24,12 +24,13 @@ from ragline.monitoring.mmd import (
     MMDResult,
     drift_test,
     mmd_permutation_test,
+    new_content_test,
     sample_rows,
 )
 from tests.conftest import local_embedder
 
 SHIPPED = DriftSettings()
-PACKAGE_ROWS = 200
+PACKAGE_ROWS = 170  # 150 are drawn for the 30% mix
 
 # --- fixtures: the local model, run once per module ---
 
@@ -51,7 +52,7 @@ def demo(model) -> np.ndarray:
 @pytest.fixture(scope="module")
 def foreign(model) -> np.ndarray:
     texts, _packages = package_chunks(model, PACKAGE_ROWS, per_package=1)
-    assert len(set(texts)) == len(texts) >= 160
+    assert len(set(texts)) == len(texts) == PACKAGE_ROWS
     return model.embed(texts).astype(np.float64)
 
 
@@ -95,7 +96,7 @@ def test_shipped_defaults_false_alarms_at_most_five_percent_at_50_500_and_5000_r
 def test_ten_percent_new_content_alarms_at_500_rows_and_reads_as_about_ten_percent(
     demo: np.ndarray, foreign: np.ndarray
 ) -> None:
-    for share, splits in ((0.1, 40), (0.3, 10)):
+    for share, splits in ((0.1, 30), (0.3, 8)):
         draw = mixed(demo, foreign, 500, share, replace=True)
         results = [shipped_test(*draw(np.random.default_rng(seed)), seed) for seed in range(splits)]
         power = sum(r.alarm for r in results) / splits
@@ -116,6 +117,19 @@ def test_the_rows_unlike_the_baseline_are_the_new_ones(demo: np.ndarray, foreign
     top = result.unlike_rows[:30]
     assert sum(i >= 150 for i in top) >= 27, top  # the farthest rows are the package rows
     assert len(result.unlike_rows) == len(set(result.unlike_rows))
+
+
+def test_new_content_test_p_value_bounds_and_input_checks(demo: np.ndarray, foreign: np.ndarray) -> None:
+    for x, y in ((demo[:60], demo[60:120]), (demo[:60], foreign[:40])):
+        result = new_content_test(x, y, permutations=19)
+        assert 1 / 20 <= result.p_value <= 1 and 0.0 <= result.share <= 1.0
+    assert new_content_test(demo[:60], foreign[:40], permutations=99).p_value == pytest.approx(1 / 100)
+    unbalanced = new_content_test(demo[:12], demo[12:300], permutations=20)  # few baseline rows
+    assert unbalanced.n_x == 12 and math.isfinite(unbalanced.threshold)
+    with pytest.raises(ValueError, match="permutations"):
+        new_content_test(demo, demo, permutations=0)
+    with pytest.raises(ValueError, match="different dimensions"):
+        new_content_test(demo, demo[:, :10])
 
 
 def test_foreign_corpus_alarms(demo: np.ndarray, foreign: np.ndarray) -> None:
