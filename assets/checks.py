@@ -49,12 +49,12 @@ CHECK_DESCRIPTIONS = {
         "bootstrap interval lies wholly below zero."
     ),
     "corpus_has_not_drifted": (
-        "Corpus vectors against the pinned baseline (MMD permutation test, per source): fails only when "
-        "significant and the centroid distance exceeds drift.min_effect."
+        "Corpus vectors against the pinned baseline, per source: fails when the share of rows unlike the "
+        "baseline is significant and at least drift.min_new_share."
     ),
     "queries_have_not_drifted": (
-        "The day's logged queries against the days before: fails only when significant and larger than "
-        "drift.min_effect."
+        "The day's logged queries against the days before: fails when the share of queries unlike them is "
+        "significant and at least drift.min_new_share."
     ),
 }
 
@@ -103,6 +103,7 @@ CONSTANT_KEYS = frozenset(
         "max_fraction",
         "max_tokens",
         "min_effect",
+        "min_new_share",
         "min_recall",
     }
 )

@@ -20,7 +20,7 @@ def drift_metrics_asset(
         deps=["search_index"],
         group_name="quality",
         kinds={"python", "postgres"},
-        description="MMD permutation tests: corpus vs pinned baseline per source; queries vs earlier days.",
+        description="Share of new content: corpus vs baseline per source; queries vs earlier days.",
         metadata={"tables": "ragline.drift_metrics, ragline.drift_baseline"},
         check_specs=blocking_specs(
             "drift_metrics",
@@ -39,17 +39,16 @@ def drift_metrics_asset(
             drift = measure_drift(conn, day, model, settings.drift, context.log.info)
         results = drift.rows
         table = markdown_table(
-            ["scope", "subject", "p value", "effect", "n baseline", "n current", "alarm", "note"],
+            ["scope", "subject", "result", "n baseline", "n current", "alarm", "new content in"],
             [
                 [
                     r.scope,
                     r.subject,
-                    "-" if r.result.reason else f"{r.result.p_value:.4f}",
-                    "-" if r.result.reason else f"{r.result.effect:.4f}",
+                    r.summary(),
                     r.result.n_baseline,
                     r.result.n_current,
                     "ALARM" if r.alarm else "",
-                    r.result.reason,
+                    r.new_content,
                 ]
                 for r in results
             ],
@@ -59,7 +58,9 @@ def drift_metrics_asset(
             if drift.pinned_now and o.name == expectations.CORPUS_HAS_NOT_DRIFTED and not o.untested:
                 o.untested = "the baseline was pinned in this run: the corpus was compared with itself"
         numbers = {
-            f"effect/{r.scope}/{r.subject}": round(r.result.effect, 4) for r in results if not r.result.reason
+            f"new_share/{r.scope}/{r.subject}": round(r.result.new_share, 4)
+            for r in results
+            if not r.result.reason
         }
         return dg.MaterializeResult(
             metadata={

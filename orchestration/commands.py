@@ -427,6 +427,8 @@ def _format_quality(quality: dict[str, Any]) -> list[str]:
         lines += ["", f"drift ({drift[0]['partition']})"]
         for r in drift:
             verdict = "ALARM" if r["alarm"] else ("skipped: " + r["reason"] if r["reason"] else "ok")
-            p = f"p={r['p_value']:.3f} effect={r['effect']:.3f}" if r["p_value"] is not None else ""
-            lines.append(f"  {r['scope']:<20} {r['subject']:<14} {p:<26} {verdict}")
+            p = f"new {r['effect']:>4.0%} p={r['p_value']:.3f}" if r["p_value"] is not None else ""
+            lines.append(f"  {r['scope']:<20} {r['subject']:<14} {p:<22} {verdict}")
+            if r["alarm"] and r["new_content"]:
+                lines.append(f"      new content in {printable(r['new_content'], limit=160)}")
     return lines

@@ -248,10 +248,10 @@ class EvaluationSettings:
 
 @dataclass(frozen=True)
 class DriftSettings:
-    alpha: float = 0.01  # significance of the MMD permutation test
-    # Centroid cosine distance that must also be exceeded. Between random halves (~200 rows each) of
-    # the demo corpus it measured 0.019-0.042; 30% foreign rows gave about 0.2.
-    min_effect: float = 0.05
+    alpha: float = 0.01  # significance of the permutation test
+    # Estimated share of current rows unlike the baseline that must also be reached (0-1). Calibrated in
+    # benchmarks/drift_calibration.py: 10% foreign rows at 500 per side estimate 0.07-0.13.
+    min_new_share: float = 0.05
     permutations: int = 200
     sample_size: int = 500
     query_window_days: int = 7  # queries of the partition's day against the days before it
@@ -524,11 +524,19 @@ def parse_settings(raw: dict[str, Any], file: Path) -> Settings:
             raise ConfigError(f"evaluation: {day!r} is not a YYYY-MM-DD date") from exc
     if not 0.5 <= evaluation.confidence < 1:
         raise ConfigError("evaluation.confidence must be in [0.5, 1)")
-    drift = _build(DriftSettings, raw.get("drift") or {}, "drift")
+    raw_drift = raw.get("drift") or {}
+    if isinstance(raw_drift, dict) and "min_effect" in raw_drift:
+        raise ConfigError(
+            "drift.min_effect (a centroid distance) is replaced by drift.min_new_share: the share of "
+            "current rows unlike the baseline that alarms, e.g. 0.05 for 5% new content"
+        )
+    drift = _build(DriftSettings, raw_drift, "drift")
     if drift.severity not in SEVERITIES:
         raise ConfigError(f"drift.severity must be one of {SEVERITIES}")
     if not 0 < drift.alpha < 1:
         raise ConfigError("drift.alpha must be in (0, 1)")
+    if not 0 <= drift.min_new_share <= 1:
+        raise ConfigError("drift.min_new_share must be a share in [0, 1]")
     if 1 / (drift.permutations + 1) >= drift.alpha:
         raise ConfigError(
             f"drift.permutations must exceed 1/alpha - 1 = {1 / drift.alpha - 1:.0f}: the smallest "

@@ -153,6 +153,8 @@ def test_materialize_then_status_with_runs_stored_in_postgres(tmp_path, db_url, 
         ("eval_sets: [{name: b, kind: beir, source: nope}]\nsources: [{name: a, root: .}]", "unknown source"),
         ("evaluation: {baseline: yesterday}\nsources: [{name: a, root: .}]", "not a YYYY-MM-DD date"),
         ("drift: {alpha: 2}\nsources: [{name: a, root: .}]", "drift.alpha"),
+        ("drift: {min_effect: 0.05}\nsources: [{name: a, root: .}]", "drift.min_new_share"),
+        ("drift: {min_new_share: 1.5}\nsources: [{name: a, root: .}]", "drift.min_new_share"),
     ],
 )
 def test_bad_config_is_a_clear_error(tmp_path, capsys, yaml_text, message):

@@ -1,179 +1,59 @@
-"""Drift statistics on real all-MiniLM-L6-v2 embeddings of the demo corpus (no database, no dagster)."""
+"""Drift statistics on real all-MiniLM-L6-v2 embeddings of the demo corpus's chunks and of the
+installed packages' descriptions (no database, no dagster).
+
+A fair null: baseline and current drawn from one pool of chunks, so they are exchangeable (as for a
+corpus that did not change). At 50 rows per side they are disjoint random splits of the demo chunks;
+at 500 and 5,000 the demo has too few chunks, so both sides are drawn with replacement from them (still
+exchangeable). benchmarks/drift_calibration.py adds disjoint splits of 3,000 package chunks.
+"""
 
 from __future__ import annotations
 
-import html
-import itertools
+import datetime as dt
 import json
 import math
-import re
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from benchmarks.drift_calibration import demo_chunks, mixed, package_chunks, resampled, shipped_drift_test
+from ragline.config import DriftSettings
+from ragline.monitoring.drift import SCOPE_CORPUS, SCOPE_QUERIES_HISTORY, DriftRow, drift_outcomes
 from ragline.monitoring.mmd import (
     DriftResult,
     MMDResult,
-    centroid_cosine_distance,
     drift_test,
     mmd_permutation_test,
+    new_content_test,
     sample_rows,
 )
+from tests.conftest import local_embedder
 
-CORPUS = Path(__file__).resolve().parent.parent / "examples" / "corpus"
-CALIBRATION_SPLITS = 100
-
-# --- the demo corpus as passages of roughly 40-150 words (PDFs skipped) ---
-
-
-def _strip_html(raw: str) -> str:
-    raw = re.sub(r"(?is)<(script|style|head|nav|header|footer)\b.*?</\1>", " ", raw)
-    raw = re.sub(r'(?is)<div class="cookie-banner".*?</div>', " ", raw)
-    raw = re.sub(r"(?i)</(p|h[1-6]|li|pre|tr|table|div|section|ul|ol)>|<br\s*/?>", "\n\n", raw)
-    return html.unescape(re.sub(r"<[^>]+>", " ", raw))
-
-
-def _strip_markdown(raw: str) -> str:
-    raw = re.sub(r"(?m)^\s{0,3}#{1,6}\s*", "", raw)
-    raw = re.sub(r"\[([^\]]*)\]\([^)]*\)", r"\1", raw)
-    return re.sub(r"[*_`|>]+", " ", raw)
-
-
-def _document_texts() -> list[str]:
-    texts: list[str] = []
-    for path in sorted(CORPUS.rglob("*")):
-        if path.suffix == ".md":
-            texts.append(_strip_markdown(path.read_text(encoding="utf-8")))
-        elif path.suffix == ".txt":
-            texts.append(path.read_text(encoding="utf-8"))
-        elif path.suffix == ".html":
-            texts.append(_strip_html(path.read_text(encoding="utf-8")))
-        elif path.suffix == ".jsonl":
-            for line in path.read_text(encoding="utf-8").splitlines():
-                if line.strip():
-                    ticket = json.loads(line)
-                    texts.append(f"{ticket.get('subject', '')}\n\n{ticket.get('body', '')}")
-    return texts
-
-
-def _passages(text: str, low: int = 40, high: int = 150) -> list[str]:
-    """Paragraphs merged until they reach `low` words; longer ones cut into 100-word pieces."""
-    out: list[str] = []
-    current: list[str] = []
-    for paragraph in re.split(r"\n\s*\n", text):
-        words = paragraph.split()
-        while len(words) > high:
-            out.append(" ".join(words[:100]))
-            words = words[100:]
-        if current and len(current) + len(words) > high:
-            out.append(" ".join(current))
-            current = []
-        current += words
-        if len(current) >= low:
-            out.append(" ".join(current))
-            current = []
-    if len(current) >= low // 2:
-        out.append(" ".join(current))
-    return out
-
-
-def demo_passages() -> list[str]:
-    return [p for text in _document_texts() for p in _passages(text)]
-
-
-# --- a foreign corpus: cooking, nothing to do with a data-observability product ---
-
-DISHES = [
-    "lentil soup",
-    "banana bread",
-    "mushroom risotto",
-    "chicken curry",
-    "apple pie",
-    "vegetable stir-fry",
-    "tomato sauce",
-    "pancakes",
-    "beef stew",
-    "lemon tart",
-    "potato gratin",
-    "chocolate cake",
-]
-INGREDIENTS = [
-    "onions",
-    "garlic",
-    "carrots",
-    "butter",
-    "olive oil",
-    "fresh basil",
-    "brown sugar",
-    "cinnamon",
-    "ginger",
-    "cream",
-    "parmesan",
-    "thyme",
-]
-METHODS = [
-    "simmer gently",
-    "bake in a hot oven",
-    "fry until golden",
-    "stir constantly",
-    "roast on a tray",
-    "whisk until smooth",
-]
-TEMPLATES = [
-    "To make {dish}, {method} the {ing1} for about {mins} minutes, then add the {ing2} and season to "
-    "taste. Serve warm with crusty bread.",
-    "Grandmother's {dish} starts with chopped {ing1}. {Method} until fragrant, fold in the {ing2}, and let "
-    "it rest for {mins} minutes before serving.",
-    "For a richer {dish}, use more {ing1} and a spoonful of {ing2}. {Method} and taste again after {mins} "
-    "minutes; a pinch of salt brightens the flavour.",
-    "Leftover {dish} keeps for three days in the fridge. Reheat it slowly, {method}, and finish with "
-    "{ing1} and a little {ing2} so it tastes freshly cooked.",
-]
-
-
-def foreign_passages() -> list[str]:
-    """96 short recipe passages: 12 dishes x 4 templates x 2 method/ingredient variants."""
-    out = []
-    for d, t, v in itertools.product(range(len(DISHES)), range(len(TEMPLATES)), range(2)):
-        method = METHODS[(d + t + 3 * v) % len(METHODS)]
-        out.append(
-            TEMPLATES[t].format(
-                dish=DISHES[d],
-                method=method,
-                Method=method.capitalize(),
-                ing1=INGREDIENTS[(d + 2 * t + 5 * v) % len(INGREDIENTS)],
-                ing2=INGREDIENTS[(3 * d + t + 7 * v + 5) % len(INGREDIENTS)],
-                mins=10 + 5 * ((d + t + v) % 6),
-            )
-        )
-    return out
-
+SHIPPED = DriftSettings()
+PACKAGE_ROWS = 170  # 150 are drawn for the 30% mix
 
 # --- fixtures: the local model, run once per module ---
 
 
 @pytest.fixture(scope="module")
 def model():
-    from ragline.index.embedding import LocalMiniLM
-
-    return LocalMiniLM(batch_size=8)
+    return local_embedder()
 
 
 @pytest.fixture(scope="module")
 def demo(model) -> np.ndarray:
-    passages = demo_passages()
-    assert 250 <= len(passages) <= 450, len(passages)
-    vectors = model.embed(passages)
-    assert vectors.shape == (len(passages), 384)
-    return vectors
+    texts, _documents = demo_chunks(model)
+    assert 300 <= len(texts) <= 600, len(texts)
+    vectors = model.embed(texts)
+    assert vectors.shape == (len(texts), 384)
+    return vectors.astype(np.float64)
 
 
 @pytest.fixture(scope="module")
 def foreign(model) -> np.ndarray:
-    passages = foreign_passages()
-    assert len(set(passages)) == len(passages) >= 60
-    return model.embed(passages)
+    texts, _packages = package_chunks(model, PACKAGE_ROWS, per_package=1)
+    assert len(set(texts)) == len(texts) == PACKAGE_ROWS
+    return model.embed(texts).astype(np.float64)
 
 
 def halves(vectors: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -182,55 +62,95 @@ def halves(vectors: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return vectors[order[:half]], vectors[order[half:]]
 
 
-# --- calibration and power on real embeddings ---
+def shipped_test(baseline: np.ndarray, current: np.ndarray, seed: int) -> DriftResult:
+    return shipped_drift_test(baseline, current, SHIPPED, seed)
 
 
-def test_random_splits_of_one_corpus_rarely_alarm(demo: np.ndarray) -> None:
-    results = [drift_test(*halves(demo, seed), seed=seed) for seed in range(CALIBRATION_SPLITS)]
-    p_values = np.array([r.p_value for r in results])
-    effects = np.array([r.effect for r in results])
-    alarms = sum(r.alarm for r in results)
-    significant = sum(r.significant for r in results)
-    q = [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0]
+def disjoint_pairs(vectors: np.ndarray, n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    order = np.random.default_rng(seed).permutation(len(vectors))
+    return vectors[order[:n]], vectors[order[n : 2 * n]]
 
-    def quantiles(values: np.ndarray, digits: int) -> dict[float, float]:
-        return dict(zip(q, np.round(np.quantile(values, q), digits).tolist(), strict=True))
 
-    print(
-        f"\ncalibration: {len(demo)} passages, {CALIBRATION_SPLITS} half/half splits: "
-        f"{alarms} alarms, {significant} significant at alpha 0.01"
-        f"\n  p-value quantiles {quantiles(p_values, 3)}"
-        f"\n  p <= 0.05: {np.mean(p_values <= 0.05):.2f}, p <= 0.1: {np.mean(p_values <= 0.1):.2f}"
-        f"\n  null effect quantiles {quantiles(effects, 4)}"
-    )
-    assert alarms <= 0.10 * CALIBRATION_SPLITS
-    assert np.median(p_values) > 0.1  # not passing only because min_effect vetoes significant results
-    assert np.mean(p_values <= 0.1) <= 0.25  # roughly uniform under the null, not piled up near 0
+# --- calibration and power of the shipped defaults on real embeddings ---
+
+
+def test_shipped_defaults_false_alarms_at_most_five_percent_at_50_500_and_5000_rows(demo: np.ndarray) -> None:
+    rates = {}
+    for n, splits in ((50, 100), (500, 30), (5000, 30)):
+        draw = resampled(demo, n)
+        pairs = [
+            disjoint_pairs(demo, n, s) if n == 50 else draw(np.random.default_rng(s)) for s in range(splits)
+        ]
+        results = [shipped_test(b, c, seed) for seed, (b, c) in enumerate(pairs)]
+        rates[n] = sum(r.alarm for r in results) / splits
+        shares = np.array([r.new_share for r in results])
+        print(
+            f"\nnull n={n}: {splits} splits, alarms {rates[n]:.1%}, significant "
+            f"{np.mean([r.significant for r in results]):.1%}, new share median {np.median(shares):.3f} "
+            f"p90 {np.quantile(shares, 0.9):.3f}"
+        )
+        assert np.median(shares) <= 0.02  # "no new content" reads as about 0%, at every size
+    assert all(rate <= 0.05 for rate in rates.values()), rates
+
+
+def test_ten_percent_new_content_alarms_at_500_rows_and_reads_as_about_ten_percent(
+    demo: np.ndarray, foreign: np.ndarray
+) -> None:
+    for share, splits in ((0.1, 30), (0.3, 8)):
+        draw = mixed(demo, foreign, 500, share, replace=True)
+        results = [shipped_test(*draw(np.random.default_rng(seed)), seed) for seed in range(splits)]
+        power = sum(r.alarm for r in results) / splits
+        estimates = np.array([r.new_share for r in results])
+        print(
+            f"\n{share:.0%} package rows among demo rows, n=500: alarms {power:.0%}, new share "
+            f"median {np.median(estimates):.3f} [{estimates.min():.3f}, {estimates.max():.3f}]"
+        )
+        assert power >= 0.95
+        assert share * 0.5 <= np.median(estimates) <= share * 1.3
+
+
+def test_the_rows_unlike_the_baseline_are_the_new_ones(demo: np.ndarray, foreign: np.ndarray) -> None:
+    baseline, rest = halves(demo, 0)
+    current = np.vstack([rest[:150], foreign[:50]])  # 25% new
+    result = shipped_test(baseline, current, seed=0)
+    assert result.alarm and 0.15 <= result.new_share <= 0.35
+    top = result.unlike_rows[:30]
+    assert sum(i >= 150 for i in top) >= 27, top  # the farthest rows are the package rows
+    assert len(result.unlike_rows) == len(set(result.unlike_rows))
+
+
+def test_new_content_test_p_value_bounds_and_input_checks(demo: np.ndarray, foreign: np.ndarray) -> None:
+    for x, y in ((demo[:60], demo[60:120]), (demo[:60], foreign[:40])):
+        result = new_content_test(x, y, permutations=19)
+        assert 1 / 20 <= result.p_value <= 1 and 0.0 <= result.share <= 1.0
+    assert new_content_test(demo[:60], foreign[:40], permutations=99).p_value == pytest.approx(1 / 100)
+    unbalanced = new_content_test(demo[:12], demo[12:300], permutations=20)  # few baseline rows
+    assert unbalanced.n_x == 12 and math.isfinite(unbalanced.threshold)
+    with pytest.raises(ValueError, match="permutations"):
+        new_content_test(demo, demo, permutations=0)
+    with pytest.raises(ValueError, match="different dimensions"):
+        new_content_test(demo, demo[:, :10])
 
 
 def test_foreign_corpus_alarms(demo: np.ndarray, foreign: np.ndarray) -> None:
-    baseline, _ = halves(demo, 0)
-    result = drift_test(baseline, foreign)
-    print(f"\nforeign corpus: p={result.p_value:.4f} effect={result.effect:.3f} mmd2={result.mmd2:.4f}")
-    assert result.alarm
-    assert result.p_value <= 0.01
-    assert result.effect > result.min_effect
-    assert result.reason == ""
+    result = shipped_test(halves(demo, 0)[0], foreign, seed=0)
+    assert result.alarm and result.new_share > 0.8 and result.reason == ""
 
 
-def test_thirty_percent_foreign_rows_alarm(demo: np.ndarray, foreign: np.ndarray) -> None:
-    baseline, rest = halves(demo, 0)
-    n_foreign = round(len(rest) * 3 / 7)  # current = 70% demo + 30% foreign
-    assert n_foreign <= len(foreign)
-    current = np.vstack([rest, foreign[:n_foreign]])
-    result = drift_test(baseline, current)
-    print(
-        f"\nmixed 70/30 ({len(rest)} demo + {n_foreign} foreign): "
-        f"p={result.p_value:.4f} effect={result.effect:.3f} mmd2={result.mmd2:.4f}"
+def test_drift_outcomes_say_untested_when_every_row_was_skipped(demo: np.ndarray) -> None:
+    skipped = drift_test(demo, demo[:3])
+    tested = drift_test(*halves(demo, 2), permutations=50)
+    day = dt.date(2026, 11, 20)
+    outcomes = drift_outcomes(
+        [DriftRow(SCOPE_CORPUS, "a", tested), DriftRow(SCOPE_CORPUS, "b", skipped)]
+        + [DriftRow(SCOPE_QUERIES_HISTORY, "all", skipped)],
+        SHIPPED,
+        day,
     )
-    assert result.alarm
-    assert result.p_value <= 0.01
-    assert result.effect > result.min_effect
+    corpus, queries = outcomes
+    assert corpus.passed and corpus.untested is None and "b: too few rows" in corpus.metadata["not_tested"]
+    assert queries.untested == "all: too few rows: 3 current < 10"
+    assert drift_outcomes([], SHIPPED, day)[0].untested
 
 
 # --- the MMD test ---
@@ -283,7 +203,7 @@ def test_identical_inputs_are_not_significant(demo: np.ndarray) -> None:
     assert result.p_value > 0.5
     drift = drift_test(x, x.copy())
     assert not drift.significant and not drift.alarm
-    assert drift.effect == pytest.approx(0.0, abs=1e-9)
+    assert drift.new_share == 0.0
 
 
 def test_mmd_validates_input() -> None:
@@ -316,15 +236,7 @@ def test_all_identical_rows_do_not_break_the_bandwidth() -> None:
     assert isinstance(result, MMDResult)
 
 
-# --- centroid distance and sampling ---
-
-
-def test_centroid_distance(demo: np.ndarray) -> None:
-    assert centroid_cosine_distance(demo, demo) == pytest.approx(0.0, abs=1e-9)
-    eye = np.eye(6)
-    assert centroid_cosine_distance(eye[:3], eye[3:]) == pytest.approx(1.0)
-    assert centroid_cosine_distance(eye[:2], -eye[:2]) == pytest.approx(2.0)
-    assert math.isnan(centroid_cosine_distance(np.vstack([eye[:1], -eye[:1]]), eye[:2]))
+# --- sampling ---
 
 
 def test_sample_rows() -> None:
@@ -348,7 +260,7 @@ def test_drift_test_subsamples_each_side(demo: np.ndarray) -> None:
     result = drift_test(demo, demo[:30], sample_size=50)
     assert (result.n_baseline, result.n_current) == (50, 30)
     assert result.significant == (result.p_value < result.alpha)
-    assert result.alarm == (result.significant and result.effect > result.min_effect)
+    assert result.alarm == (result.significant and result.new_share >= result.min_share)
 
 
 def test_too_few_rows_is_a_result_not_an_error(demo: np.ndarray) -> None:
@@ -372,15 +284,15 @@ def test_as_dict_is_json_ready(demo: np.ndarray) -> None:
     payload = result.as_dict()
     assert set(payload) == {
         "p_value",
-        "mmd2",
-        "effect",
+        "new_share",
         "n_baseline",
         "n_current",
         "significant",
         "alarm",
         "alpha",
-        "min_effect",
+        "min_share",
         "reason",
+        "unlike_rows",
     }
     assert payload["reason"] == ""
     assert type(payload["alarm"]) is bool and type(payload["n_current"]) is int

@@ -1,12 +1,13 @@
 """Drift monitoring against Postgres: pin a baseline snapshot of the corpus vectors, test the current
-corpus (per source) and the logged queries for drift, and store the results per daily partition."""
+corpus (per source) and the logged queries for new content, name the documents that hold it, and store
+the results per daily partition."""
 
 from __future__ import annotations
 
 import datetime as dt
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import psycopg
@@ -15,6 +16,7 @@ from ragline.config import DriftSettings
 from ragline.expectations import CORPUS_HAS_NOT_DRIFTED, QUERIES_HAVE_NOT_DRIFTED, CheckOutcome
 from ragline.index.embedding import as_array, with_missing_embedded
 from ragline.monitoring.mmd import DriftResult, drift_test
+from ragline.safe_text import printable
 from ragline.storage.db import DRIFT_BASELINE_LOCK, query, xact_lock
 from ragline.types import Embedder
 
@@ -28,6 +30,8 @@ ALARMING_SCOPES = (SCOPE_CORPUS, SCOPE_QUERIES_HISTORY)
 # Vectors kept per source, in the baseline and in each day's current sample alike, so that the
 # "all sources" test compares mixtures with the same weights.
 ROWS_PER_SOURCE = 2000
+# Documents named per alarm: the ones holding most of the rows unlike the baseline.
+TOP_DOCUMENTS = 3
 
 
 @dataclass(frozen=True)
@@ -35,10 +39,27 @@ class DriftRow:
     scope: str
     subject: str
     result: DriftResult
+    # Where the rows unlike the baseline come from (sources, documents), for a significant corpus row.
+    new_content: str = ""
 
     @property
     def alarm(self) -> bool:
         return self.scope in ALARMING_SCOPES and self.result.alarm
+
+    def summary(self) -> str:
+        """One line for on-call: "about 12% new content (p=0.005)", or why it was not tested."""
+        r = self.result
+        if r.reason:
+            return f"not tested: {r.reason}"
+        return f"about {r.new_share:.0%} new content (p={r.p_value:.3f})"
+
+
+@dataclass(frozen=True)
+class CorpusRows:
+    """Sampled vectors of one source, and the document ("source/path") each row belongs to."""
+
+    vectors: np.ndarray
+    documents: tuple[str, ...] = field(default=())
 
 
 def _vectors(rows: list[tuple]) -> dict[str, np.ndarray]:
@@ -46,6 +67,31 @@ def _vectors(rows: list[tuple]) -> dict[str, np.ndarray]:
     for source, vector in rows:
         grouped[source].append(as_array(vector))
     return {k: np.vstack(v) for k, v in grouped.items()}
+
+
+def _corpus_rows(rows: list[tuple]) -> dict[str, CorpusRows]:
+    vectors = _vectors([(source, vector) for source, _path, vector in rows])
+    documents: dict[str, list[str]] = defaultdict(list)
+    for source, path, _vector in rows:
+        documents[source].append(f"{source}/{path}")
+    return {k: CorpusRows(v, tuple(documents[k])) for k, v in vectors.items()}
+
+
+def new_content_sources(result: DriftResult, documents: tuple[str, ...], by_source: bool) -> str:
+    """The sources and the top documents of the current rows unlike the baseline, most rows first;
+    "" when the test was not significant (then those rows are what chance puts beyond the threshold)."""
+    if not result.significant or not result.unlike_rows:
+        return ""
+    unlike = [documents[i] for i in result.unlike_rows]
+    parts = []
+    if by_source:
+        sources = Counter(d.split("/", 1)[0] for d in unlike)
+        parts.append("sources: " + ", ".join(f"{s} {n}" for s, n in sources.most_common()))
+    docs = Counter(unlike).most_common(TOP_DOCUMENTS)
+    parts.append(
+        f"documents ({len(unlike)} rows unlike the baseline): " + ", ".join(f"{d} {n}" for d, n in docs)
+    )
+    return printable("; ".join(parts), limit=400)
 
 
 def baseline_info(conn: psycopg.Connection, model_id: str) -> tuple[dt.datetime | None, int]:
@@ -69,10 +115,10 @@ def pin_baseline(
     return dict(rows)
 
 
-def current_corpus(conn: psycopg.Connection, model_id: str) -> dict[str, np.ndarray]:
-    """A seeded sample of each source's current vectors, as many per source as the baseline keeps;
-    read once per run and shared by the corpus and query tests."""
-    return _vectors(
+def current_corpus(conn: psycopg.Connection, model_id: str) -> dict[str, CorpusRows]:
+    """A seeded sample of each source's current vectors with their documents, as many per source as the
+    baseline keeps; read once per run and shared by the corpus and query tests."""
+    return _corpus_rows(
         conn.execute(
             query("sample_corpus_vectors"), {"model_id": model_id, "per_source": ROWS_PER_SOURCE}
         ).fetchall()
@@ -82,25 +128,31 @@ def current_corpus(conn: psycopg.Connection, model_id: str) -> dict[str, np.ndar
 def corpus_drift(
     conn: psycopg.Connection,
     model_id: str,
-    current: dict[str, np.ndarray],
+    current: dict[str, CorpusRows],
     settings: DriftSettings,
     seed: int = 0,
 ) -> list[DriftRow]:
-    """Each source's current vectors against the pinned baseline, and all sources together."""
+    """Each source's current vectors against the pinned baseline, and all sources together; a
+    significant row names the sources and documents of the rows unlike the baseline."""
     baseline = _vectors(conn.execute(query("drift_baseline_vectors"), (model_id,)).fetchall())
     rows = []
     for source in sorted(set(baseline) | set(current)):
-        rows.append(
-            DriftRow(SCOPE_CORPUS, source, _test(baseline.get(source), current.get(source), settings, seed))
-        )
-    if baseline and current:
+        now = current.get(source)
+        result = _test(baseline.get(source), now.vectors if now else None, settings, seed)
         rows.append(
             DriftRow(
-                SCOPE_CORPUS,
-                ALL_SOURCES,
-                _test(np.vstack(list(baseline.values())), np.vstack(list(current.values())), settings, seed),
+                SCOPE_CORPUS, source, result, new_content_sources(result, now.documents, False) if now else ""
             )
         )
+    if baseline and current:
+        documents = tuple(d for c in current.values() for d in c.documents)
+        result = _test(
+            np.vstack(list(baseline.values())),
+            np.vstack([c.vectors for c in current.values()]),
+            settings,
+            seed,
+        )
+        rows.append(DriftRow(SCOPE_CORPUS, ALL_SOURCES, result, new_content_sources(result, documents, True)))
     return rows
 
 
@@ -109,17 +161,18 @@ def query_drift(
     day: dt.date,
     embedder: Embedder,
     model_id: str,
-    corpus: dict[str, np.ndarray],
+    corpus: dict[str, CorpusRows],
     settings: DriftSettings,
     seed: int = 0,
 ) -> list[DriftRow]:
-    """The day's logged queries against the queries of the days before it, and against the corpus."""
+    """The day's logged queries against the queries of the days before it, and against the corpus
+    (no query text is copied into the results: the query log has its own retention)."""
     start = dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
     window = dt.timedelta(days=settings.query_window_days)
     limit = settings.sample_size
     today = _query_vectors(conn, start, start + dt.timedelta(days=1), embedder, model_id, limit)
     history = _query_vectors(conn, start - window, start, embedder, model_id, limit)
-    corpus_all = np.vstack(list(corpus.values())) if corpus else None
+    corpus_all = np.vstack([c.vectors for c in corpus.values()]) if corpus else None
     return [
         DriftRow(
             SCOPE_QUERIES_HISTORY, ALL_SOURCES, _test(history, today, settings, seed, settings.min_queries)
@@ -159,7 +212,7 @@ def _test(
         baseline if baseline is not None else empty,
         current if current is not None else empty,
         alpha=settings.alpha,
-        min_effect=settings.min_effect,
+        min_share=settings.min_new_share,
         permutations=settings.permutations,
         sample_size=settings.sample_size,
         seed=seed,
@@ -180,13 +233,15 @@ def store_drift(conn: psycopg.Connection, day: dt.date, rows: list[DriftRow]) ->
                         "scope": r.scope,
                         "subject": r.subject,
                         "p_value": None if np.isnan(r.result.p_value) else r.result.p_value,
-                        "mmd2": None if np.isnan(r.result.mmd2) else r.result.mmd2,
-                        "effect": None if np.isnan(r.result.effect) else r.result.effect,
+                        # The MMD² column predates the new-content test; its `effect` column holds
+                        # the estimated new-content share, and `reason` what moved.
+                        "mmd2": None,
+                        "effect": None if np.isnan(r.result.new_share) else r.result.new_share,
                         "n_baseline": r.result.n_baseline,
                         "n_current": r.result.n_current,
                         "significant": r.result.significant,
                         "alarm": r.alarm,
-                        "reason": r.result.reason,
+                        "reason": r.result.reason or r.new_content,
                     }
                     for r in rows
                 ],
@@ -194,7 +249,8 @@ def store_drift(conn: psycopg.Connection, day: dt.date, rows: list[DriftRow]) ->
 
 
 def latest_drift(conn: psycopg.Connection) -> list[dict]:
-    """The latest partition's drift rows, for `ragline status`."""
+    """The latest partition's drift rows, for `ragline status`: `effect` is the estimated share of
+    new content, `reason` why a row was not tested, `new_content` where a significant row's new rows are."""
     cur = conn.execute(query("latest_drift"))
     names = [c.name for c in cur.description]
     rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
@@ -245,8 +301,8 @@ def drift_outcomes(rows: list[DriftRow], settings: DriftSettings, day: dt.date) 
         (
             CORPUS_HAS_NOT_DRIFTED,
             SCOPE_CORPUS,
-            "the drift table on this materialization (which source, its effect); the source's recent "
-            "raw_documents runs; if the change is intended, `ragline drift pin` re-pins the baseline",
+            "new_content (which source, which documents hold the rows unlike the baseline); that source's "
+            "recent raw_documents runs; if the change is intended, `ragline drift pin` re-pins the baseline",
         ),
         (
             QUERIES_HAVE_NOT_DRIFTED,
@@ -255,21 +311,25 @@ def drift_outcomes(rows: list[DriftRow], settings: DriftSettings, day: dt.date) 
         ),
     ):
         scoped = [r for r in rows if r.scope == scope]
-        alarms = [r.subject for r in scoped if r.alarm]
+        alarms = [f"{r.subject}: {r.summary()}" for r in scoped if r.alarm]
         skipped = [f"{r.subject}: {r.result.reason}" for r in scoped if r.result.reason]
-        tested = len(scoped) - len(skipped)
+        untested = None
+        if len(skipped) == len(scoped):
+            untested = "; ".join(skipped) or f"nothing to test in {scope}"
         outcomes.append(
             CheckOutcome(
                 name,
                 not alarms,
-                untested=None if tested else "; ".join(skipped) or f"nothing to test in {scope}",
-                metadata={
-                    "alarms": ", ".join(alarms) or "none",
+                {
+                    "alarms": "; ".join(alarms) or "none",
+                    "new_content": " | ".join(f"{r.subject}: {r.new_content}" for r in scoped if r.alarm)
+                    or "none",
                     "skipped": "; ".join(skipped) or "none",
                     "alpha": settings.alpha,
-                    "min_effect": settings.min_effect,
+                    "min_new_share": settings.min_new_share,
                     "where_to_look": where,
                 },
+                untested=untested,
             )
         )
     return outcomes
