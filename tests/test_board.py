@@ -147,15 +147,16 @@ def board_project(tmp_path, db_url, monkeypatch):
     ]
     (tmp_path / "golden.jsonl").write_text("\n".join(golden) + "\n")
     markdown = {"strategy": "markdown"}
+    # Yesterday, then today: today's scores have a baseline day for the regression gate's interval.
+    # The daily partitions start at the configured date (else at the first day materialized: today).
+    yesterday = (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)).isoformat()
     settings = write_project(
         tmp_path,
         [{"name": n, "root": n, "chunking": markdown} for n in ("handbook", "boiler")],
         eval_sets=[{"name": "golden", "kind": "golden", "path": "golden.jsonl"}],
         variants=[{"name": "dense", "strategy": "dense"}, {"name": "hybrid", "strategy": "hybrid"}],
-        evaluation={"k": 3, "control": "hybrid", "bootstrap_samples": 500},
+        evaluation={"k": 3, "control": "hybrid", "bootstrap_samples": 500, "start_date": yesterday},
     )
-    # Yesterday, then today: today's scores have a baseline day for the regression gate's interval.
-    yesterday = (dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)).isoformat()
     for day in (["--date", yesterday], []):
         assert main(["--config", str(settings.path), "materialize", *day]) == 1  # boiler's check fails
     return settings, yesterday
