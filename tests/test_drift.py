@@ -148,7 +148,7 @@ def test_drift_outcomes_say_untested_when_every_row_was_skipped(demo: np.ndarray
         day,
     )
     corpus, queries = outcomes
-    assert corpus.passed and corpus.untested is None and "b: too few rows" in corpus.metadata["not_tested"]
+    assert corpus.passed and corpus.untested is None and "b: too few rows" in corpus.metadata["skipped"]
     assert queries.untested == "all: too few rows: 3 current < 10"
     assert drift_outcomes([], SHIPPED, day)[0].untested
 

@@ -10,6 +10,7 @@ from pathlib import Path
 import dagster as dg
 import psycopg
 
+from ragline.config import Settings
 from ragline.evaluation.eval_sets import load_golden
 from ragline.index.publishing import accept_change
 from ragline.storage.db import Database
@@ -23,11 +24,21 @@ from tests.conftest import (
     quality_run,
     run,
     table_rows,
-    write_project,
 )
+from tests.conftest import write_project as write_any_project
 from tests.openai_server import EmbeddingsServer
 
 FIXTURES = Path(__file__).parent / "fixtures"
+# These tests score fixed days of November 2026: the daily partitions must start before them (by
+# default they start at the first day the project was materialized, which is today).
+FIRST_DAY = "2026-11-01"
+
+
+def write_project(root: Path, sources: list[dict], **overrides) -> Settings:
+    evaluation = {"start_date": FIRST_DAY, **overrides.pop("evaluation", {})}
+    return write_any_project(root, sources, evaluation=evaluation, **overrides)
+
+
 HANDBOOK = [
     "paid-time-off.md",
     "expenses-and-travel.md",
