@@ -17,7 +17,7 @@ from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 from orchestration.health import FRESHNESS_CHECK
 from orchestration.launch import DEFINITIONS_MODULE
 from ragline.config import Settings
-from ragline.monitoring.board import headline
+from ragline.monitoring.board import BAD, headline
 from ragline.safe_text import printable
 from ragline.storage.db import DAGSTER_STORAGE_LOCK, database_url, locked, migrate
 
@@ -219,12 +219,9 @@ def status(settings: Settings, now: dt.datetime | None = None) -> dict[str, Any]
     report["stale"] = [_named(a) for a in report["assets"] if a["freshness"] == "fail"]
     report["never_materialized"] = [_named(a) for a in report["assets"] if not a["materialized_at"]]
     # A WARN result and a check that could not test are shown, but do not make the report unhealthy.
-    report["healthy"] = not (
-        report["failing_checks"]
-        or report["checks_not_run"]
-        or report["stale"]
-        or report["never_materialized"]
-    )
+    # One verdict for the exit code, the text and the board: the board's headline (a failing check,
+    # a check that did not run, a stale or never materialized partition, or a failed last run).
+    report["healthy"] = headline(report)[0] != BAD
     return report
 
 

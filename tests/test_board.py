@@ -322,7 +322,7 @@ NEVER = {"materialized_at": None, "run_id": None, "freshness": "unknown", "check
         ),
         (
             {"checks": {"c": "not run"}},
-            ("warn", "healthy, with caveats: 1 check not run"),
+            ("bad", "NOT healthy: 1 check not run"),  # as `ragline status` judges it (exit 1)
             ("neutral", "checks not run"),
         ),
         ({"freshness": "warn"}, ("warn", "healthy, with caveats: 1 late"), ("warn", "late")),

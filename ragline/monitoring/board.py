@@ -69,12 +69,14 @@ def _problem_counts(report: dict[str, Any]) -> list[tuple[int, str, str]]:
         (len(report["stale"]), "stale", "stale", BAD),
         (len(report.get("never_materialized", ())), "never materialized", "never materialized", BAD),
         (len(failed_runs), "failed run", "failed runs", BAD),
-        (sum(bool(d["alarm"]) for d in quality.get("drift") or []), "drift alarm", "drift alarms", BAD),
-        (sum(g["verdict"] == "worse" for g in quality.get("gates") or []), "regression", "regressions", BAD),
+        # Drift alarms and regressions are also their checks' results: failing (ERROR, counted above)
+        # or warnings (severity warn in ragline.yaml), so they do not decide health a second time.
+        (sum(bool(d["alarm"]) for d in quality.get("drift") or []), "drift alarm", "drift alarms", WARN),
+        (sum(g["verdict"] == "worse" for g in quality.get("gates") or []), "regression", "regressions", WARN),
         (sum(a["freshness"] == "warn" for a in assets), "late", "late", WARN),
         (len(report.get("untested_checks", ())), "not tested", "not tested", WARN),
         (len(report.get("warning_checks", ())), "warning", "warnings", WARN),
-        (len(report.get("checks_not_run", ())), "check not run", "checks not run", WARN),
+        (len(report.get("checks_not_run", ())), "check not run", "checks not run", BAD),
     ]
     return [(n, one if n == 1 else many, level) for n, one, many, level in counts]
 
