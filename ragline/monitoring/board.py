@@ -350,7 +350,7 @@ def _drift(drift: Sequence[dict[str, Any]], pinned_this_run: bool = False) -> st
         elif pinned_this_run and d["scope"] == "corpus_vs_baseline":
             verdict, level = "not tested: baseline pinned by this run", UNTESTED
         elif d["significant"]:
-            verdict, level = "significant, below the alarm's effect", WARN
+            verdict, level = "significant, new share below drift.min_new_share", WARN
         else:
             verdict, level = "no drift found", GOOD
         rows.append(
@@ -362,14 +362,14 @@ def _drift(drift: Sequence[dict[str, Any]], pinned_this_run: bool = False) -> st
         )
     return (
         f'<section id="drift"><h2>Drift, {_t(drift[0]["partition"])}</h2><table><tr><th>scope</th>'
-        "<th>subject</th><th class=num>effect</th><th class=num>p-value</th><th class=num>rows baseline / "
+        "<th>subject</th><th class=num>new content share</th><th class=num>p-value</th><th class=num>rows baseline / "
         f"current</th><th>verdict</th><th>reason, attribution</th></tr>{''.join(rows)}</table></section>"
     )
 
 
 def _attribution(d: dict[str, Any]) -> str:
     """Why a row was not tested, and what moved (whichever of these the drift rows carry)."""
-    parts = (d.get(key) for key in ("reason", "new_content", "attribution"))
+    parts = (d.get(key) for key in ("reason", "new_content"))
     return "; ".join(printable(p, 400) for p in parts if p)
 
 
