@@ -424,12 +424,13 @@ def check_problems(
     settings: Settings,
     repository: dg.RepositoryDefinition | None = None,
 ):
-    """The latest completed evaluation of each check and partition: (problems, keys that pass).
+    """The latest completed evaluation of each check and partition: (problems, keys that pass, keys
+    left as they are).
     A check without a partition of its own takes the partition of the run that evaluated it. A
     time-partitioned asset's check is one problem, judged by its newest day. Not tested (a WARN
     with not_tested) is no problem; nor is never-materialized while a run that builds it is queued
     or running."""
-    problems, passing = [], []
+    problems, passing, waiting = [], [], []
     storage = instance.event_log_storage
     time_defs = _time_partitions(repository.asset_graph) if repository is not None else []
     building = _in_progress_targets(instance, repository)
@@ -455,7 +456,10 @@ def check_problems(
         for key, (partition, (execution_id, evaluation)) in verdicts.items():
             never = evaluation.metadata.get("last_run_id") is None and check_key.name == FRESHNESS_CHECK
             target = (check_key.asset_key, "*" if days or partition == "-" else partition)
-            if evaluation.passed or untested_reason(evaluation) is not None or (never and target in building):
+            if never and target in building:
+                waiting.append(key)  # neither alerted nor resolved: its first build is on its way
+                continue
+            if evaluation.passed or untested_reason(evaluation) is not None:
                 passing.append(key)
                 continue
             where = check_key.asset_key.to_user_string() + (f"[{partition}]" if partition != "-" else "")
@@ -475,7 +479,7 @@ def check_problems(
                     occurrence=str(execution_id),
                 )
             )
-    return problems, passing
+    return problems, passing, waiting
 
 
 def _forgotten(open_keys: Iterable[str], reported: set[str], repository, time_defs) -> list[str]:
@@ -514,11 +518,13 @@ def check_alerts_sensor(settings: Settings) -> dg.SensorDefinition:
         now = _now()
         with ragline.database().connection() as conn:
             already = {r["key"]: r["last_occurrence"] for r in alerts.open_problems(conn)}
-            checks, passing = check_problems(context.instance, graph.asset_check_keys, settings, repository)
+            checks, passing, waiting = check_problems(
+                context.instance, graph.asset_check_keys, settings, repository
+            )
             runs, runs_passing, still = run_problems(context.instance, graph, settings, now, already)
             for problem in checks + runs:
                 alerts.record_problem(conn, settings.alerts, problem, now)
-            reported = {p.key for p in checks + runs} | {*passing, *runs_passing, *still}
+            reported = {p.key for p in checks + runs} | {*passing, *runs_passing, *still, *waiting}
             gone = _forgotten(already, reported, repository, _time_partitions(graph))
             for key in [*passing, *runs_passing, *gone]:
                 alerts.record_recovery(conn, settings.alerts, key, now)
