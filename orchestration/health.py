@@ -350,12 +350,24 @@ def _deliver(context, conn: psycopg.Connection, settings: Settings) -> alerts.De
     return result
 
 
+def _stops_its_run(evaluation) -> bool:
+    return (
+        evaluation is not None
+        and not evaluation.passed
+        and evaluation.blocking
+        and evaluation.severity == dg.AssetCheckSeverity.ERROR
+    )
+
+
 def _run_failure(instance: dg.DagsterInstance, run: dg.DagsterRun, key: str, settings: Settings):
     partition = run.tags.get(PARTITION_TAG)
-    errors, message = [], ""
-    for record in instance.get_records_for_run(
-        run.run_id, of_type={dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.RUN_FAILURE}
-    ).records:
+    errors, checks, message = [], [], ""
+    kinds = {
+        dg.DagsterEventType.STEP_FAILURE,
+        dg.DagsterEventType.RUN_FAILURE,
+        dg.DagsterEventType.ASSET_CHECK_EVALUATION,
+    }
+    for record in instance.get_records_for_run(run.run_id, of_type=kinds).records:
         event = record.event_log_entry.dagster_event
         if event is None:
             continue
@@ -363,12 +375,16 @@ def _run_failure(instance: dg.DagsterInstance, run: dg.DagsterRun, key: str, set
             errors.append(f"step {event.step_key}: {_root_cause(event.step_failure_data.error)}")
         elif event.event_type == dg.DagsterEventType.RUN_FAILURE:
             message = event.message or ""
-    detail = "\n".join([*errors[:3], message]).strip()
+        elif _stops_its_run(evaluation := event.asset_check_evaluation_data):
+            checks.append(f"check {evaluation.check_name} of {evaluation.asset_key.to_user_string()}")
+    # A blocking check that failed is the cause: named here, and not alerted on its own (check_problems).
+    cause = f": {checks[0]} failed" if checks else ""
+    detail = "\n".join([*(f"{c} failed" for c in checks[:3]), *errors[:3], message]).strip()
     return alerts.Problem(
         key=key,
         title=f"run of {run.job_name}"
         + (f" [{partition}]" if partition else "")
-        + f" failed ({run.run_id[:8]})",
+        + f" failed ({run.run_id[:8]}){cause}",
         detail=f"{detail}\nWhat to do: read the run's logs, fix the cause, re-run the job or partition.",
         link=_link(settings, f"runs/{run.run_id}"),
         occurrence=run.run_id,
@@ -423,6 +439,7 @@ def check_problems(
     check_keys: Iterable[dg.AssetCheckKey],
     settings: Settings,
     repository: dg.RepositoryDefinition | None = None,
+    failed_runs: frozenset[str] = frozenset(),
 ):
     """The latest completed evaluation of each check and partition: (problems, keys that pass, keys
     left as they are).
@@ -447,17 +464,19 @@ def check_problems(
             partition = (
                 evaluation.partition or record.partition or (run.tags.get(PARTITION_TAG) if run else None)
             )
-            latest.setdefault(partition or "-", (record.id, evaluation))
+            latest.setdefault(partition or "-", (record.id, evaluation, record.run_id))
         name = f"check:{check_key.asset_key.to_user_string()}.{check_key.name}"
         days = sorted(p for p in latest if _is_time_partition(p, time_defs))
         verdicts = {f"{name}:{p}": (p, v) for p, v in latest.items() if p not in days}
         if days:  # the newest day decides; "-" (judged as a whole) only if no day was judged
             verdicts = {name: (days[-1], latest[days[-1]])}
-        for key, (partition, (execution_id, evaluation)) in verdicts.items():
+        for key, (partition, (execution_id, evaluation, run_id)) in verdicts.items():
             never = evaluation.metadata.get("last_run_id") is None and check_key.name == FRESHNESS_CHECK
             target = (check_key.asset_key, "*" if days or partition == "-" else partition)
-            if never and target in building:
-                waiting.append(key)  # neither alerted nor resolved: its first build is on its way
+            if (never and target in building) or (run_id in failed_runs and _stops_its_run(evaluation)):
+                # Neither alerted nor resolved: its first build is on its way, or it is the cause of
+                # a failed run that is alerted (and names it).
+                waiting.append(key)
                 continue
             if evaluation.passed or untested_reason(evaluation) is not None:
                 passing.append(key)
@@ -518,10 +537,11 @@ def check_alerts_sensor(settings: Settings) -> dg.SensorDefinition:
         now = _now()
         with ragline.database().connection() as conn:
             already = {r["key"]: r["last_occurrence"] for r in alerts.open_problems(conn)}
-            checks, passing, waiting = check_problems(
-                context.instance, graph.asset_check_keys, settings, repository
-            )
             runs, runs_passing, still = run_problems(context.instance, graph, settings, now, already)
+            failed_runs = frozenset({p.occurrence for p in runs} | {already[k] for k in still})
+            checks, passing, waiting = check_problems(
+                context.instance, graph.asset_check_keys, settings, repository, failed_runs
+            )
             for problem in checks + runs:
                 alerts.record_problem(conn, settings.alerts, problem, now)
             reported = {p.key for p in checks + runs} | {*passing, *runs_passing, *still, *waiting}

@@ -21,6 +21,7 @@ from orchestration.definitions import build_definitions
 from orchestration.health import (
     FRESHNESS_CHECK,
     FRESHNESS_JOB,
+    check_alerts_sensor,
     evaluate_freshness,
     fail_dead_runs,
     run_problem_key,
@@ -356,6 +357,32 @@ def test_daily_problems_are_judged_by_the_newest_day_and_stale_keys_resolve(db_u
     assert key("source_pipeline", "handbook") == "run:source_pipeline:handbook"
     assert key("__ASSET_JOB", "2026-11-28", "b", "a") == "run:__ASSET_JOB[a,b]"
     assert key("__ASSET_JOB", "2026-11-28", "c") != key("__ASSET_JOB", "2026-11-28", "a")
+
+
+@dg.asset(check_specs=[dg.AssetCheckSpec("handbook_is_complete", asset="handbook_copy", blocking=True)])
+def handbook_copy() -> dg.MaterializeResult:
+    complete = os.environ.get("RAGLINE_TEST_BREAK") != "1"
+    return dg.MaterializeResult(
+        check_results=[dg.AssetCheckResult(passed=complete, metadata={"missing": 0 if complete else 3})]
+    )
+
+
+def test_a_blocking_check_that_fails_its_run_is_one_alert(db_url, tmp_path, monkeypatch):
+    settings = alert_project(tmp_path, 1, slack=None, webhook=None, smtp=None)
+    defs = dg.Definitions(assets=[handbook_copy], sensors=[check_alerts_sensor(settings)])
+    instance = dg.DagsterInstance.ephemeral()
+    monkeypatch.setenv("RAGLINE_TEST_BREAK", "1")
+    assert not dg.materialize([handbook_copy], instance=instance, raise_on_error=False).success
+    alert_tick(defs, instance, settings)
+    with psycopg.connect(db_url) as conn:
+        [row] = alerts.open_problems(conn)  # the run's, naming the check; none for the check alone
+    assert row["key"] == "run:__ephemeral_asset_job__:-"
+    assert row["title"].endswith("check handbook_is_complete of handbook_copy failed")
+    monkeypatch.setenv("RAGLINE_TEST_BREAK", "0")
+    assert dg.materialize([handbook_copy], instance=instance).success
+    alert_tick(defs, instance, settings)
+    with psycopg.connect(db_url) as conn:
+        assert alerts.open_problems(conn) == []
 
 
 DEAD_RUN = textwrap.dedent(
