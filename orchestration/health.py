@@ -501,16 +501,31 @@ def check_problems(
     return problems, passing, waiting
 
 
+def _check_keys_known(graph) -> set[str]:
+    """Every check problem key the definitions can produce: per partition of a source asset, one
+    for a daily or unpartitioned asset."""
+    known = set()
+    for check_key in graph.asset_check_keys:
+        name = f"check:{check_key.asset_key.to_user_string()}.{check_key.name}"
+        partitions_def = graph.get(check_key.asset_key).partitions_def
+        known |= {name, f"{name}:-"}
+        if partitions_def is not None and not isinstance(partitions_def, dg.TimeWindowPartitionsDefinition):
+            known |= {f"{name}:{p}" for p in partitions_def.get_partition_keys()}
+    return known
+
+
 def _forgotten(open_keys: Iterable[str], reported: set[str], repository, time_defs) -> list[str]:
-    """Open keys that no tick will report again: a check key not reported now (its source or check
-    was removed, its partition left the history, or it is an older dated key), a run key of a job
-    that no longer exists or with a day in it (keys before days were dropped from them)."""
+    """Open keys that no tick will report again: a check key of a check or source partition that no
+    longer exists, or with a day in it; a run key of a job that no longer exists, or with a day in
+    it (keys of earlier versions). A known key not reported stays open: its last verdict failed
+    (one that left the history has no newer verdict, or that verdict would be in it)."""
+    checks = _check_keys_known(repository.asset_graph)
     out = []
     for key in open_keys:
         if key in reported:
             continue
         kind, _, rest = key.partition(":")
-        if kind == "check":
+        if kind == "check" and key not in checks:
             out.append(key)
         elif kind == "run":
             job, _, partition = rest.partition(":")

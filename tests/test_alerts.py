@@ -328,18 +328,25 @@ def test_daily_problems_are_judged_by_the_newest_day_and_stale_keys_resolve(db_u
 
     ndcg_key = f"check:{ndcg.asset_key.to_user_string()}.{ndcg.name}"
     with psycopg.connect(db_url, autocommit=True) as conn:
-        # Left open by earlier versions or configurations: a dated key, a removed source's.
-        for key in (f"{ndcg_key}:2026-11-20", f"check:raw_documents.{FRESHNESS_CHECK}:gone_source"):
+        # Left open by earlier versions or configurations: a dated key, a removed source's, a dated
+        # run key; and one that is still known (its source exists) without a verdict in the history.
+        kept = f"check:raw_documents.{FRESHNESS_CHECK}:handbook"
+        for key in (
+            f"{ndcg_key}:2026-11-20",
+            f"check:raw_documents.{FRESHNESS_CHECK}:gone_source",
+            "run:quality_pipeline:2026-11-20",
+            kept,
+        ):
             old = alerts.Problem(key=key, title="old")
             alerts.record_problem(conn, settings.alerts, old, dt.datetime.now(dt.UTC))
     judge(ndcg, "2026-11-28", passed=False)
     judge(untested, "2026-11-28", passed=False, not_tested="too few rows (3 < 20)")
     alert_tick(defs, instance, settings)
     # One problem for the check, not one per day; a check that could not test alerts nobody.
-    assert open_keys() == {ndcg_key}
+    assert open_keys() == {ndcg_key, kept}
     judge(ndcg, "2026-11-29", passed=True)  # the next day passes: the problem is over
     alert_tick(defs, instance, settings)
-    assert open_keys() == set()
+    assert open_keys() == {kept}
 
     # Runs: a day is not part of the key; an automation run's key names its assets.
     days = [graph.get(ndcg.asset_key).partitions_def]
