@@ -215,6 +215,21 @@ def test_delivery_is_capped_skips_a_failing_destination_and_locks_nothing_while_
             assert (second.sent, second.failed, len(probe.keys)) == (5, 1, 25)
             assert {r["owed_to"][0] for r in alerts.open_problems(conn)} == {"slack"}
 
+        # Resolved while its alert is being sent: the destination that just got the alert is owed
+        # the resolve (the send holds no lock, so the recovery does not wait for it).
+        class Resolver(LockProbe):
+            def send(self, message: alerts.Message) -> None:
+                with psycopg.connect(self.url, autocommit=True) as other:
+                    other.execute("SET lock_timeout = '5s'")
+                    alerts.record_recovery(other, settings.alerts, message.key, now)
+
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute("DELETE FROM ragline.alerts")
+            alerts.record_problem(conn, settings.alerts, alerts.Problem(key="run:race:-", title="x"), now)
+            alerts.deliver(conn, settings.alerts, now, senders=[Resolver(db_url)])
+            row = conn.execute("SELECT state, owed, owed_to FROM ragline.alerts").fetchone()
+            assert row == ("resolved", "resolve", ["webhook"])
+
 
 def test_freshness_checks_per_partition_fail_when_missing_or_late_and_recover(db_url, tmp_path):
     settings = alert_project(tmp_path, 1, slack=None, webhook=None, smtp=None)

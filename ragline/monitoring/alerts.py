@@ -323,11 +323,11 @@ def deliver(
                 continue
             tried += 1
             message = _message(row)
-            sent, errors = [], []
+            sent, dropped, errors = [], [], []
             for name in row["owed_to"]:
                 sender = senders.get(name)
                 if sender is None:
-                    sent.append(name)  # no longer configured: nothing to owe it
+                    dropped.append(name)  # no longer configured: nothing to owe it
                     continue
                 if name in down:
                     continue
@@ -343,7 +343,7 @@ def deliver(
                     down.add(name)
             result.failed += len(errors)
             result.errors.extend(errors)
-            _record_sent(conn, row, sent, errors, now)
+            _record_sent(conn, row, sent, dropped, errors, now)
     finally:
         with conn.transaction():
             conn.execute(query("advisory_unlock"), {"namespace": ALERT_DELIVERY_LOCK, "name": ""})
@@ -366,7 +366,12 @@ def _message(row: dict[str, Any]) -> Message:
 
 
 def _record_sent(
-    conn: psycopg.Connection, claimed: dict[str, Any], sent: list[str], errors: list[str], now: dt.datetime
+    conn: psycopg.Connection,
+    claimed: dict[str, Any],
+    sent: list[str],
+    dropped: list[str],
+    errors: list[str],
+    now: dt.datetime,
 ) -> None:
     """What a send reached, recorded on the row as it is now: if the problem moved on meanwhile
     (escalated, resolved), only what still applies is struck off."""
@@ -382,14 +387,15 @@ def _record_sent(
             row["last_error"] = "; ".join(errors)
         same = row["owed"] == claimed["owed"] and row["severity"] == claimed["severity"]
         if same:
-            row["owed_to"] = [d for d in row["owed_to"] if d not in sent]
+            row["owed_to"] = [d for d in row["owed_to"] if d not in sent and d not in dropped]
             if not row["owed_to"]:
                 if row["owed"] != "resolve":
                     row["last_sent"] = now
                 row["owed"] = None
-        elif row["owed"] == "resolve" and claimed["owed"] != "resolve":
+        elif row["state"] == "resolved" and row["owed"] in ("resolve", None) and claimed["owed"] != "resolve":
             # Resolved while its alert was being sent: those that just heard of it get the resolve too.
             row["owed_to"] = [*row["owed_to"], *(d for d in sent if d not in row["owed_to"])]
+            row["owed"] = "resolve" if row["owed_to"] else None
         conn.execute(query("save_alert"), row)
 
 
