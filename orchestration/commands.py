@@ -14,7 +14,7 @@ from dagster._core.execution.execute_in_process import merge_run_tags
 from dagster._core.remote_origin import ManagedGrpcPythonEnvCodeLocationOrigin, RemoteRepositoryOrigin
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
-from orchestration.health import FRESHNESS_CHECK
+from orchestration.health import FRESHNESS_CHECK, untested_reason
 from orchestration.launch import DEFINITIONS_MODULE
 from ragline.config import Settings
 from ragline.monitoring.board import BAD, headline
@@ -152,15 +152,6 @@ def _report(result: dg.ExecutionResult, what: str, out) -> bool:
                 f"  check {c.asset_key.to_user_string()}.{c.check_name} warn (not tested: {reason})", file=out
             )
     return result.success and not checks_failed
-
-
-def untested_reason(evaluation: dg.AssetCheckEvaluation | None) -> str | None:
-    """Why a check could not test anything (assets/checks.py reports it as a failed WARN result
-    with `not_tested`), or None for a check that tested."""
-    if evaluation is None or evaluation.passed or evaluation.severity != dg.AssetCheckSeverity.WARN:
-        return None
-    reason = evaluation.metadata.get("not_tested")
-    return None if reason is None else printable(str(getattr(reason, "value", reason)), 200)
 
 
 def status(settings: Settings, now: dt.datetime | None = None) -> dict[str, Any]:

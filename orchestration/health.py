@@ -288,8 +288,59 @@ def _root_cause(error) -> str:
     return error.message.strip()
 
 
-def run_problem_key(run: dg.DagsterRun) -> str:
-    return f"run:{run.job_name}:{run.tags.get(PARTITION_TAG, '-')}"
+RUN_WINDOW_HOURS = 48  # runs the alert sweep reads each tick (the latest per job and partition counts)
+_IN_PROGRESS = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+]
+
+
+def untested_reason(evaluation: dg.AssetCheckEvaluation | None) -> str | None:
+    """Why a check could not test anything (assets/checks.py reports it as a failed WARN result
+    with `not_tested`), or None for a check that tested."""
+    if evaluation is None or evaluation.passed or evaluation.severity != dg.AssetCheckSeverity.WARN:
+        return None
+    reason = evaluation.metadata.get("not_tested")
+    value = None if reason is None else str(getattr(reason, "value", reason))
+    return None if value in (None, "none") else printable(value, 200)
+
+
+def _time_partitions(graph) -> list[dg.TimeWindowPartitionsDefinition]:
+    found = {}
+    for key in graph.get_all_asset_keys():
+        p = graph.get(key).partitions_def
+        if isinstance(p, dg.TimeWindowPartitionsDefinition):
+            found[id(p)] = p
+    return list(found.values())
+
+
+def _is_time_partition(partition: str | None, time_defs: list[dg.TimeWindowPartitionsDefinition]) -> bool:
+    """A day (or other time window), not a source: its problem is the job's or check's, judged by
+    the newest day, so that a pass on day D+1 resolves a failure on day D."""
+    if not partition:
+        return False
+    for p in time_defs:
+        try:
+            p.time_window_for_partition_key(partition)
+            return True
+        except Exception:  # not this definition's format
+            continue
+    return False
+
+
+def run_problem_key(run: dg.DagsterRun, time_defs: list[dg.TimeWindowPartitionsDefinition]) -> str:
+    """run:<job>:<partition>; a day is not part of the key (the newest day's run decides), and an
+    automation run (__ASSET_JOB) names its sorted asset selection, so that one asset's success does
+    not resolve another's failure."""
+    job = run.job_name
+    if job.startswith("__") and run.asset_selection:
+        job += "[" + ",".join(sorted(k.to_user_string() for k in run.asset_selection)) + "]"
+    partition = run.tags.get(PARTITION_TAG)
+    if _is_time_partition(partition, time_defs):
+        return f"run:{job}"
+    return f"run:{job}:{partition or '-'}"
 
 
 def _deliver(context, conn: psycopg.Connection, settings: Settings) -> alerts.Delivery:
@@ -299,54 +350,107 @@ def _deliver(context, conn: psycopg.Connection, settings: Settings) -> alerts.De
     return result
 
 
-def run_alert_sensors(settings: Settings) -> list[dg.SensorDefinition]:
-    @dg.run_failure_sensor(
-        name="run_failure_alerts",
-        description="Alerts on-call when a run fails (once per job and partition until it succeeds).",
-        monitor_all_code_locations=True,  # runs of `ragline materialize` carry no code location
-        minimum_interval_seconds=30,
-        default_status=dg.DefaultSensorStatus.RUNNING,
+def _stops_its_run(evaluation) -> bool:
+    return (
+        evaluation is not None
+        and not evaluation.passed
+        and evaluation.blocking
+        and evaluation.severity == dg.AssetCheckSeverity.ERROR
     )
-    def run_failure_alerts(context: dg.RunFailureSensorContext, ragline: RaglineResource):
-        run = context.dagster_run
-        partition = run.tags.get(PARTITION_TAG)
-        steps = [e for e in context.get_step_failure_events() if e.step_failure_data]
-        errors = [f"step {e.step_key}: {_root_cause(e.step_failure_data.error)}" for e in steps]
-        detail = "\n".join([*errors[:3], context.failure_event.message or ""]).strip()
-        problem = alerts.Problem(
-            key=run_problem_key(run),
-            title=f"run of {run.job_name}"
-            + (f" [{partition}]" if partition else "")
-            + f" failed ({run.run_id[:8]})",
-            detail=f"{detail}\nWhat to do: read the run's logs, fix the cause, re-run the job or partition.",
-            link=_link(settings, f"runs/{run.run_id}"),
-            occurrence=run.run_id,
-        )
-        with ragline.database().connection() as conn:
-            alerts.record_problem(conn, settings.alerts, problem, _now())
-            _deliver(context, conn, settings)
 
-    @dg.run_status_sensor(
-        name="run_success_resolves",
-        run_status=dg.DagsterRunStatus.SUCCESS,
-        description="Resolves a failed-run alert when the same job and partition succeeds.",
-        monitor_all_code_locations=True,
-        minimum_interval_seconds=30,
-        default_status=dg.DefaultSensorStatus.RUNNING,
+
+def _run_failure(instance: dg.DagsterInstance, run: dg.DagsterRun, key: str, settings: Settings):
+    partition = run.tags.get(PARTITION_TAG)
+    errors, checks, message = [], [], ""
+    kinds = {
+        dg.DagsterEventType.STEP_FAILURE,
+        dg.DagsterEventType.RUN_FAILURE,
+        dg.DagsterEventType.ASSET_CHECK_EVALUATION,
+    }
+    for record in instance.get_records_for_run(run.run_id, of_type=kinds).records:
+        event = record.event_log_entry.dagster_event
+        if event is None:
+            continue
+        if event.event_type == dg.DagsterEventType.STEP_FAILURE and event.step_failure_data:
+            errors.append(f"step {event.step_key}: {_root_cause(event.step_failure_data.error)}")
+        elif event.event_type == dg.DagsterEventType.RUN_FAILURE:
+            message = event.message or ""
+        elif _stops_its_run(evaluation := event.asset_check_evaluation_data):
+            checks.append(f"check {evaluation.check_name} of {evaluation.asset_key.to_user_string()}")
+    # A blocking check that failed is the cause: named here, and not alerted on its own (check_problems).
+    cause = f": {checks[0]} failed" if checks else ""
+    detail = "\n".join([*(f"{c} failed" for c in checks[:3]), *errors[:3], message]).strip()
+    return alerts.Problem(
+        key=key,
+        title=f"run of {run.job_name}"
+        + (f" [{partition}]" if partition else "")
+        + f" failed ({run.run_id[:8]}){cause}",
+        detail=f"{detail}\nWhat to do: read the run's logs, fix the cause, re-run the job or partition.",
+        link=_link(settings, f"runs/{run.run_id}"),
+        occurrence=run.run_id,
     )
-    def run_success_resolves(context: dg.RunStatusSensorContext, ragline: RaglineResource):
-        with ragline.database().connection() as conn:
-            if alerts.record_recovery(conn, settings.alerts, run_problem_key(context.dagster_run), _now()):
-                _deliver(context, conn, settings)
-
-    return [run_failure_alerts, run_success_resolves]
 
 
-def check_problems(instance: dg.DagsterInstance, check_keys: Iterable[dg.AssetCheckKey], settings: Settings):
-    """The latest completed evaluation of each check and partition: (problems, keys that pass).
-    A check without a partition of its own takes the partition of the run that evaluated it."""
-    problems, passing = [], []
+def run_problems(
+    instance: dg.DagsterInstance, graph, settings: Settings, now: dt.datetime, already: dict[str, str | None]
+):
+    """From the runs of the last RUN_WINDOW_HOURS, stateless: the latest finished run per problem
+    key decides (FAILURE: a problem, SUCCESS: the key passes). `already` maps open keys to the run
+    already recorded, whose failure events are not read again. Returns (problems, passing keys,
+    keys still failing as already recorded)."""
+    time_defs = _time_partitions(graph)
+    records = instance.get_run_records(
+        dg.RunsFilter(
+            statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE],
+            updated_after=now - dt.timedelta(hours=RUN_WINDOW_HOURS),
+        ),
+        order_by="create_timestamp",
+        ascending=False,
+    )
+    latest: dict[str, dg.DagsterRun] = {}
+    for record in records:  # newest first
+        latest.setdefault(run_problem_key(record.dagster_run, time_defs), record.dagster_run)
+    problems, passing, still = [], [], []
+    for key, run in latest.items():
+        if run.status == dg.DagsterRunStatus.SUCCESS:
+            passing.append(key)
+        elif already.get(key) == run.run_id:
+            still.append(key)  # recorded on an earlier tick: its failure events are not read again
+        else:
+            problems.append(_run_failure(instance, run, key, settings))
+    return problems, passing, still
+
+
+def _in_progress_targets(instance: dg.DagsterInstance, repository) -> set[tuple[dg.AssetKey, str]]:
+    """(asset, partition) of every queued or running run, and (asset, "*"): a never-materialized
+    asset that such a run will build is not alerted yet."""
+    targets = set()
+    for run in instance.get_runs(dg.RunsFilter(statuses=_IN_PROGRESS)):
+        keys = run.asset_selection
+        if keys is None and repository is not None and repository.has_job(run.job_name):
+            keys = repository.get_job(run.job_name).asset_layer.selected_asset_keys
+        for key in keys or ():
+            targets |= {(key, run.tags.get(PARTITION_TAG) or "-"), (key, "*")}
+    return targets
+
+
+def check_problems(
+    instance: dg.DagsterInstance,
+    check_keys: Iterable[dg.AssetCheckKey],
+    settings: Settings,
+    repository: dg.RepositoryDefinition | None = None,
+    failed_runs: frozenset[str] = frozenset(),
+):
+    """The latest completed evaluation of each check and partition: (problems, keys that pass, keys
+    left as they are).
+    A check without a partition of its own takes the partition of the run that evaluated it. A
+    time-partitioned asset's check is one problem, judged by its newest day. Not tested (a WARN
+    with not_tested) is no problem; nor is never-materialized while a run that builds it is queued
+    or running."""
+    problems, passing, waiting = [], [], []
     storage = instance.event_log_storage
+    time_defs = _time_partitions(repository.asset_graph) if repository is not None else []
+    building = _in_progress_targets(instance, repository)
     for check_key in sorted(check_keys, key=lambda k: k.to_user_string()):
         latest: dict[str, object] = {}
         history = storage.get_asset_check_execution_history(check_key, limit=100)
@@ -360,10 +464,21 @@ def check_problems(instance: dg.DagsterInstance, check_keys: Iterable[dg.AssetCh
             partition = (
                 evaluation.partition or record.partition or (run.tags.get(PARTITION_TAG) if run else None)
             )
-            latest.setdefault(partition or "-", (record.id, evaluation))
-        for partition, (execution_id, evaluation) in latest.items():
-            key = f"check:{check_key.asset_key.to_user_string()}.{check_key.name}:{partition}"
-            if evaluation.passed:
+            latest.setdefault(partition or "-", (record.id, evaluation, record.run_id))
+        name = f"check:{check_key.asset_key.to_user_string()}.{check_key.name}"
+        days = sorted(p for p in latest if _is_time_partition(p, time_defs))
+        verdicts = {f"{name}:{p}": (p, v) for p, v in latest.items() if p not in days}
+        if days:  # the newest day decides; "-" (judged as a whole) only if no day was judged
+            verdicts = {name: (days[-1], latest[days[-1]])}
+        for key, (partition, (execution_id, evaluation, run_id)) in verdicts.items():
+            never = evaluation.metadata.get("last_run_id") is None and check_key.name == FRESHNESS_CHECK
+            target = (check_key.asset_key, "*" if days or partition == "-" else partition)
+            if (never and target in building) or (run_id in failed_runs and _stops_its_run(evaluation)):
+                # Neither alerted nor resolved: its first build is on its way, or it is the cause of
+                # a failed run that is alerted (and names it).
+                waiting.append(key)
+                continue
+            if evaluation.passed or untested_reason(evaluation) is not None:
                 passing.append(key)
                 continue
             where = check_key.asset_key.to_user_string() + (f"[{partition}]" if partition != "-" else "")
@@ -383,30 +498,75 @@ def check_problems(instance: dg.DagsterInstance, check_keys: Iterable[dg.AssetCh
                     occurrence=str(execution_id),
                 )
             )
-    return problems, passing
+    return problems, passing, waiting
+
+
+def _check_keys_known(graph) -> set[str]:
+    """Every check problem key the definitions can produce: per partition of a source asset, one
+    for a daily or unpartitioned asset."""
+    known = set()
+    for check_key in graph.asset_check_keys:
+        name = f"check:{check_key.asset_key.to_user_string()}.{check_key.name}"
+        partitions_def = graph.get(check_key.asset_key).partitions_def
+        known |= {name, f"{name}:-"}
+        if partitions_def is not None and not isinstance(partitions_def, dg.TimeWindowPartitionsDefinition):
+            known |= {f"{name}:{p}" for p in partitions_def.get_partition_keys()}
+    return known
+
+
+def _forgotten(open_keys: Iterable[str], reported: set[str], repository, time_defs) -> list[str]:
+    """Open keys that no tick will report again: a check key of a check or source partition that no
+    longer exists, or with a day in it; a run key of a job that no longer exists, or with a day in
+    it (keys of earlier versions). A known key not reported stays open: its last verdict failed
+    (one that left the history has no newer verdict, or that verdict would be in it)."""
+    checks = _check_keys_known(repository.asset_graph)
+    out = []
+    for key in open_keys:
+        if key in reported:
+            continue
+        kind, _, rest = key.partition(":")
+        if kind == "check" and key not in checks:
+            out.append(key)
+        elif kind == "run":
+            job, _, partition = rest.partition(":")
+            known = job.startswith("__") or repository.has_job(job)
+            if not known or _is_time_partition(partition, time_defs):
+                out.append(key)
+    return out
 
 
 def check_alerts_sensor(settings: Settings) -> dg.SensorDefinition:
     @dg.sensor(
         name="check_alerts",
-        description="Alerts on-call about failed checks (freshness included) per partition, resolves "
-        "them when they pass again, and retries sends that failed.",
+        description="Alerts on-call about failed runs and failed checks (freshness included) per "
+        "partition, resolves them when they pass again, and retries sends that failed.",
         minimum_interval_seconds=HEALTH_INTERVAL_SECONDS,
         default_status=dg.DefaultSensorStatus.RUNNING,
     )
     def check_alerts(context: dg.SensorEvaluationContext, ragline: RaglineResource):
-        graph = context.repository_def.asset_graph
-        problems, passing = check_problems(context.instance, graph.asset_check_keys, settings)
+        # Stateless: every tick re-derives the problems from the runs and check evaluations Dagster
+        # stored, so a tick whose database write failed loses nothing (the next one does it again);
+        # ragline.alerts deduplicates by key.
+        repository = context.repository_def
+        graph = repository.asset_graph
         now = _now()
         with ragline.database().connection() as conn:
-            for problem in problems:
+            already = {r["key"]: r["last_occurrence"] for r in alerts.open_problems(conn)}
+            runs, runs_passing, still = run_problems(context.instance, graph, settings, now, already)
+            failed_runs = frozenset({p.occurrence for p in runs} | {already[k] for k in still})
+            checks, passing, waiting = check_problems(
+                context.instance, graph.asset_check_keys, settings, repository, failed_runs
+            )
+            for problem in checks + runs:
                 alerts.record_problem(conn, settings.alerts, problem, now)
-            for key in passing:
+            reported = {p.key for p in checks + runs} | {*passing, *runs_passing, *still, *waiting}
+            gone = _forgotten(already, reported, repository, _time_partitions(graph))
+            for key in [*passing, *runs_passing, *gone]:
                 alerts.record_recovery(conn, settings.alerts, key, now)
             result = _deliver(context, conn, settings)
         return dg.SkipReason(
-            f"{len(problems)} failing check partitions; {result.sent} messages sent, "
-            f"{result.failed} sends failed"
+            f"{len(checks)} failing check partitions, {len(runs)} failed runs; {result.sent} messages "
+            f"sent, {result.failed} sends failed"
         )
 
     return check_alerts
@@ -417,5 +577,4 @@ def health_sensors(settings: Settings, checks: list[dg.AssetChecksDefinition]) -
         freshness_sensor(settings, checks),
         dead_runs_sensor(),
         check_alerts_sensor(settings),
-        *run_alert_sensors(settings),
     ]

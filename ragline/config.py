@@ -676,6 +676,8 @@ def _alerts(raw: dict[str, Any]) -> AlertSettings:
             hooks[name] = hook
     smtp = None
     if raw.get("smtp") is not None:
+        if not isinstance(raw["smtp"], dict):
+            raise ConfigError("alerts.smtp must be a mapping")
         item = dict(raw["smtp"])
         recipients = item.get("recipients")
         if isinstance(recipients, str):
@@ -693,8 +695,8 @@ def _alerts(raw: dict[str, Any]) -> AlertSettings:
         smtp = _build(SmtpAlertSettings, item, "alerts.smtp")
         if smtp.security not in ALERT_SECURITY:
             raise ConfigError(f"alerts.smtp.security must be one of {ALERT_SECURITY}, got {smtp.security!r}")
-        if not isinstance(smtp.port, int) or not 0 < smtp.port < 65536:
-            raise ConfigError(f"alerts.smtp.port must be a port number, got {smtp.port!r}")
+        if isinstance(smtp.port, bool) or not isinstance(smtp.port, int) or not 0 < smtp.port < 65536:
+            raise ConfigError("alerts.smtp.port must be a whole number from 1 to 65535")
         if smtp.password_env is not None:
             _check_env_name(smtp.password_env, "alerts.smtp.password_env")
             if smtp.security == "none" and not is_loopback_url(f"smtp://{smtp.host}"):
@@ -705,15 +707,22 @@ def _alerts(raw: dict[str, Any]) -> AlertSettings:
     alerts = _build(AlertSettings, {**raw, **hooks, "smtp": smtp}, "alerts")
     if not alerts.reminder_hours > 0 or not alerts.timeout_seconds > 0:
         raise ConfigError("alerts: reminder_hours and timeout_seconds must be greater than 0")
-    if alerts.ui_url is not None and urlsplit(alerts.ui_url).scheme not in ("http", "https"):
-        raise ConfigError(f"alerts.ui_url must be an http(s) URL, got {alerts.ui_url!r}")
+    if alerts.ui_url is not None:
+        parts = urlsplit(alerts.ui_url) if isinstance(alerts.ui_url, str) else None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError("alerts.ui_url must be an http(s) URL with a host")
+        if parts.username is not None or parts.password is not None:
+            # It goes into the link of every message sent to chat rooms and mailboxes.
+            raise ConfigError("alerts.ui_url must not carry credentials (user:password@)")
     return alerts
 
 
 def _check_env_name(name: Any, where: str) -> None:
     if not isinstance(name, str) or not _ENV_NAME.match(name):
+        # Never echo the value: it may be the webhook URL or the password pasted in by mistake.
+        shape = f"a {len(name)}-character string" if isinstance(name, str) else type(name).__name__
         raise ConfigError(
-            f"{where} must name an environment variable (letters, digits, _), got {name!r}: "
+            f"{where} must name an environment variable (letters, digits, _), got {shape}: "
             "secrets (webhook URLs, passwords) are read from the environment, not from ragline.yaml"
         )
 

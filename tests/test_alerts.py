@@ -21,11 +21,12 @@ from orchestration.definitions import build_definitions
 from orchestration.health import (
     FRESHNESS_CHECK,
     FRESHNESS_JOB,
+    check_alerts_sensor,
     evaluate_freshness,
     fail_dead_runs,
-    run_alert_sensors,
+    run_problem_key,
 )
-from orchestration.resources import RaglineResource
+from orchestration.resources import PARTITION_TAG, RaglineResource
 from orchestration.run_process import HOST_TAG, PID_TAG
 from ragline.config import ConfigError, load_settings
 from ragline.monitoring import alerts
@@ -73,38 +74,28 @@ def run_flaky(instance: dg.DagsterInstance, monkeypatch, broken: bool) -> dg.Exe
     return flaky.execute_in_process(instance=instance, raise_on_error=False)
 
 
+def alert_tick(defs: dg.Definitions, instance: dg.DagsterInstance, settings) -> None:
+    """One tick of check_alerts, as the daemon runs it."""
+    resources = {"ragline": RaglineResource(config_path=str(settings.path))}
+    sensor = defs.resolve_sensor_def("check_alerts")
+    with dg.build_sensor_context(instance=instance, definitions=defs, resources=resources) as context:
+        sensor.evaluate_tick(context)
+
+
 def test_failed_run_alerts_once_everywhere_then_reminds_then_resolves(db_url, tmp_path, monkeypatch):
     with WebhookReceiver() as http, SmtpReceiver() as smtp:
         monkeypatch.setenv("RAGLINE_TEST_SLACK_URL", http.url(SLACK_PATH))
         monkeypatch.setenv("RAGLINE_TEST_WEBHOOK_URL", http.url("/hooks/ragline"))
         settings = alert_project(tmp_path, smtp.port)
-        failure_sensor, success_sensor = run_alert_sensors(settings)
-        resources = {"ragline": RaglineResource(config_path=str(settings.path))}
+        defs = build_definitions(settings)
         instance = dg.DagsterInstance.ephemeral()
 
-        def on_failure(result):
-            with dg.build_run_status_sensor_context(
-                sensor_name="run_failure_alerts",
-                dagster_event=result.get_run_failure_event(),
-                dagster_instance=instance,
-                dagster_run=result.dagster_run,
-                resources=resources,
-            ) as context:
-                failure_sensor(context.for_run_failure())
-
-        def on_success(result):
-            with dg.build_run_status_sensor_context(
-                sensor_name="run_success_resolves",
-                dagster_event=result.get_run_success_event(),
-                dagster_instance=instance,
-                dagster_run=result.dagster_run,
-                resources=resources,
-            ) as context:
-                success_sensor(context)
-
+        # Stateless: each tick reads the runs Dagster stored, so a failure is alerted by the next
+        # tick whatever happened to earlier ones (no cursor that moves on when a write fails).
         first = run_flaky(instance, monkeypatch, broken=True)
         assert not first.success
-        on_failure(first)
+        alert_tick(defs, instance, settings)
+        alert_tick(defs, instance, settings)  # the same failed run again: nothing new
         [slack] = http.bodies(SLACK_PATH)
         [hook] = http.bodies("/hooks/ragline")
         [mail] = smtp.mails
@@ -117,8 +108,8 @@ def test_failed_run_alerts_once_everywhere_then_reminds_then_resolves(db_url, tm
         assert "source folder not mounted" in mail.get_content()
 
         # The same job failing again is the same open problem: counted, not sent again.
-        second = run_flaky(instance, monkeypatch, broken=True)
-        on_failure(second)
+        run_flaky(instance, monkeypatch, broken=True)
+        alert_tick(defs, instance, settings)
         assert len(http.posts) == 2 and len(smtp.mails) == 1
         with psycopg.connect(db_url) as conn:
             [row] = alerts.open_problems(conn, "run:")
@@ -132,7 +123,8 @@ def test_failed_run_alerts_once_everywhere_then_reminds_then_resolves(db_url, tm
 
         # Recovery: the job succeeds, one resolve message per destination; another success is silent.
         for _ in range(2):
-            on_success(run_flaky(instance, monkeypatch, broken=False))
+            run_flaky(instance, monkeypatch, broken=False)
+            alert_tick(defs, instance, settings)
         assert [b["kind"] for b in http.bodies("/hooks/ragline")] == ["alert", "reminder", "resolve"]
         assert http.bodies(SLACK_PATH)[-1]["text"].startswith("RESOLVED: run of flaky failed")
         assert smtp.mails[-1]["Subject"].startswith("[ragline] RESOLVED:")
@@ -187,13 +179,63 @@ def test_failed_sends_are_retried_and_never_name_the_secret(db_url, tmp_path, mo
         assert outcomes == ["opened", "repeated", "escalated", "repeated"]
 
 
+class LockProbe:
+    """A destination that, while it sends, asks another connection for the row's lock (NOWAIT): it
+    fails if delivery holds a transaction open across the send."""
+
+    name = "webhook"
+
+    def __init__(self, url: str) -> None:
+        self.url, self.keys = url, []
+
+    def send(self, message: alerts.Message) -> None:
+        with psycopg.connect(self.url) as other:
+            other.execute("SELECT 1 FROM ragline.alerts WHERE key = %s FOR UPDATE NOWAIT", (message.key,))
+        self.keys.append(message.key)
+
+
+def test_delivery_is_capped_skips_a_failing_destination_and_locks_nothing_while_sending(
+    db_url, tmp_path, monkeypatch
+):
+    with WebhookReceiver(fail_first=100) as http:
+        monkeypatch.setenv("RAGLINE_TEST_SLACK_URL", http.url(SLACK_PATH))
+        monkeypatch.setenv("RAGLINE_TEST_WEBHOOK_URL", http.url("/hooks/ragline"))
+        settings = alert_project(tmp_path, 1, smtp=None)
+        now = dt.datetime.now(dt.UTC)
+        probe = LockProbe(db_url)
+        slack = alerts.destinations(settings.alerts)[0]
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            for i in range(25):
+                problem = alerts.Problem(key=f"run:job_{i:02d}:-", title=f"run {i} failed")
+                alerts.record_problem(conn, settings.alerts, problem, now)
+            first = alerts.deliver(conn, settings.alerts, now, senders=[slack, probe])
+            # 20 problems this call; Slack answered 500 once and was not tried 19 more times.
+            assert (first.sent, first.failed, len(probe.keys)) == (20, 1, 20)
+            second = alerts.deliver(conn, settings.alerts, now, senders=[slack, probe])
+            assert (second.sent, second.failed, len(probe.keys)) == (5, 1, 25)
+            assert {r["owed_to"][0] for r in alerts.open_problems(conn)} == {"slack"}
+
+        # Resolved while its alert is being sent: the destination that just got the alert is owed
+        # the resolve (the send holds no lock, so the recovery does not wait for it).
+        class Resolver(LockProbe):
+            def send(self, message: alerts.Message) -> None:
+                with psycopg.connect(self.url, autocommit=True) as other:
+                    other.execute("SET lock_timeout = '5s'")
+                    alerts.record_recovery(other, settings.alerts, message.key, now)
+
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            conn.execute("DELETE FROM ragline.alerts")
+            alerts.record_problem(conn, settings.alerts, alerts.Problem(key="run:race:-", title="x"), now)
+            alerts.deliver(conn, settings.alerts, now, senders=[Resolver(db_url)])
+            row = conn.execute("SELECT state, owed, owed_to FROM ragline.alerts").fetchone()
+            assert row == ("resolved", "resolve", ["webhook"])
+
+
 def test_freshness_checks_per_partition_fail_when_missing_or_late_and_recover(db_url, tmp_path):
     settings = alert_project(tmp_path, 1, slack=None, webhook=None, smtp=None)
     defs = build_definitions(settings)
     instance = dg.DagsterInstance.ephemeral()
     sensor = defs.resolve_sensor_def("freshness_checks")
-    check_alerts = defs.resolve_sensor_def("check_alerts")
-    resources = {"ragline": RaglineResource(config_path=str(settings.path))}
     checks_job = defs.resolve_job_def(FRESHNESS_JOB)
 
     def tick():
@@ -203,8 +245,7 @@ def test_freshness_checks_per_partition_fail_when_missing_or_late_and_recover(db
             instance.report_runless_asset_event(event)
         for request in result.run_requests:
             assert checks_job.execute_in_process(instance=instance, tags=request.tags).success
-        with dg.build_sensor_context(instance=instance, definitions=defs, resources=resources) as context:
-            check_alerts.evaluate_tick(context)
+        alert_tick(defs, instance, settings)
         return result
 
     def open_keys():
@@ -216,7 +257,17 @@ def test_freshness_checks_per_partition_fail_when_missing_or_late_and_recover(db
         history = instance.event_log_storage.get_asset_check_execution_history(key, limit=20)
         return next(h.event.asset_check_evaluation for h in history if h.partition == partition and h.event)
 
+    # A new source whose first run is queued: never materialized, but not alerted while it waits.
+    queued = instance.create_run_for_job(
+        defs.resolve_job_def("source_pipeline"),
+        asset_selection=frozenset({dg.AssetKey("raw_documents")}),
+        tags={PARTITION_TAG: "handbook"},
+    )
+    assert queued.status == dg.DagsterRunStatus.NOT_STARTED
     first = tick()
+    assert f"check:raw_documents.{FRESHNESS_CHECK}:handbook" not in open_keys()
+    assert f"check:chunks.{FRESHNESS_CHECK}:handbook" in open_keys()  # no run builds it
+    instance.report_run_canceled(queued)
     # Unpartitioned assets (and daily ones, as a whole) are recorded as events; the source
     # partition by one run of its four checks.
     assert {e.asset_key.to_user_string() for e in first.asset_events} == {
@@ -233,11 +284,11 @@ def test_freshness_checks_per_partition_fail_when_missing_or_late_and_recover(db
     assert not missing.passed and missing.severity == dg.AssetCheckSeverity.ERROR
     assert "never materialized" in missing.description and missing.metadata["partition"].value == "handbook"
     assert "ragline materialize --source handbook" in missing.metadata["what_to_do"].value
-    assert f"check:raw_documents.{FRESHNESS_CHECK}:handbook" in open_keys()
 
-    # Nothing changed: nothing recorded again.
+    # Nothing changed: nothing recorded again; the run was canceled, so the alert opens now.
     again = tick()
     assert again.asset_events == [] and again.run_requests == []
+    assert f"check:raw_documents.{FRESHNESS_CHECK}:handbook" in open_keys()
 
     # A materialization: that partition's check passes again (here already in the run, which
     # selected the asset and so its checks), and on the next tick its alert resolves.
@@ -264,6 +315,96 @@ def test_freshness_checks_per_partition_fail_when_missing_or_late_and_recover(db
         assert not late.passed and late.severity.value == severity
         assert late.metadata["age_hours"].value > hours - 0.1
         assert "re-materialize" in late.metadata["what_to_do"].value
+
+
+def test_daily_problems_are_judged_by_the_newest_day_and_stale_keys_resolve(db_url, tmp_path):
+    settings = alert_project(tmp_path, 1, slack=None, webhook=None, smtp=None)
+    defs = build_definitions(settings)
+    instance = dg.DagsterInstance.ephemeral()
+    graph = defs.resolve_asset_graph()
+    by_name = {k.name: k for k in graph.asset_check_keys}
+    ndcg, untested = by_name["ndcg_at_10_has_not_regressed"], by_name["queries_have_not_drifted"]
+
+    def judge(check: dg.AssetCheckKey, day: str, passed: bool, **metadata):
+        instance.report_runless_asset_event(
+            dg.AssetCheckEvaluation(
+                asset_key=check.asset_key,
+                check_name=check.name,
+                passed=passed,
+                severity=dg.AssetCheckSeverity.WARN if metadata else dg.AssetCheckSeverity.ERROR,
+                metadata=metadata,
+                partition=day,
+            )
+        )
+
+    def open_keys():
+        with psycopg.connect(db_url) as conn:
+            return {r["key"] for r in alerts.open_problems(conn)}
+
+    ndcg_key = f"check:{ndcg.asset_key.to_user_string()}.{ndcg.name}"
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        # Left open by earlier versions or configurations: a dated key, a removed source's, a dated
+        # run key; and one that is still known (its source exists) without a verdict in the history.
+        kept = f"check:raw_documents.{FRESHNESS_CHECK}:handbook"
+        for key in (
+            f"{ndcg_key}:2026-11-20",
+            f"check:raw_documents.{FRESHNESS_CHECK}:gone_source",
+            "run:quality_pipeline:2026-11-20",
+            kept,
+        ):
+            old = alerts.Problem(key=key, title="old")
+            alerts.record_problem(conn, settings.alerts, old, dt.datetime.now(dt.UTC))
+    judge(ndcg, "2026-11-28", passed=False)
+    judge(untested, "2026-11-28", passed=False, not_tested="too few rows (3 < 20)")
+    alert_tick(defs, instance, settings)
+    # One problem for the check, not one per day; a check that could not test alerts nobody.
+    assert open_keys() == {ndcg_key, kept}
+    judge(ndcg, "2026-11-29", passed=True)  # the next day passes: the problem is over
+    alert_tick(defs, instance, settings)
+    assert open_keys() == {kept}
+
+    # Runs: a day is not part of the key; an automation run's key names its assets.
+    days = [graph.get(ndcg.asset_key).partitions_def]
+
+    def key(job: str, partition: str, *assets: str) -> str:
+        run = dg.DagsterRun(
+            job_name=job,
+            tags={PARTITION_TAG: partition},
+            asset_selection=frozenset(dg.AssetKey(a) for a in assets) or None,
+        )
+        return run_problem_key(run, days)
+
+    assert key("quality_pipeline", "2026-11-28") == key("quality_pipeline", "2026-11-29")
+    assert key("quality_pipeline", "2026-11-28") == "run:quality_pipeline"
+    assert key("source_pipeline", "handbook") == "run:source_pipeline:handbook"
+    assert key("__ASSET_JOB", "2026-11-28", "b", "a") == "run:__ASSET_JOB[a,b]"
+    assert key("__ASSET_JOB", "2026-11-28", "c") != key("__ASSET_JOB", "2026-11-28", "a")
+
+
+@dg.asset(check_specs=[dg.AssetCheckSpec("handbook_is_complete", asset="handbook_copy", blocking=True)])
+def handbook_copy() -> dg.MaterializeResult:
+    complete = os.environ.get("RAGLINE_TEST_BREAK") != "1"
+    return dg.MaterializeResult(
+        check_results=[dg.AssetCheckResult(passed=complete, metadata={"missing": 0 if complete else 3})]
+    )
+
+
+def test_a_blocking_check_that_fails_its_run_is_one_alert(db_url, tmp_path, monkeypatch):
+    settings = alert_project(tmp_path, 1, slack=None, webhook=None, smtp=None)
+    defs = dg.Definitions(assets=[handbook_copy], sensors=[check_alerts_sensor(settings)])
+    instance = dg.DagsterInstance.ephemeral()
+    monkeypatch.setenv("RAGLINE_TEST_BREAK", "1")
+    assert not dg.materialize([handbook_copy], instance=instance, raise_on_error=False).success
+    alert_tick(defs, instance, settings)
+    with psycopg.connect(db_url) as conn:
+        [row] = alerts.open_problems(conn)  # the run's, naming the check; none for the check alone
+    assert row["key"] == "run:__ephemeral_asset_job__:-"
+    assert row["title"].endswith("check handbook_is_complete of handbook_copy failed")
+    monkeypatch.setenv("RAGLINE_TEST_BREAK", "0")
+    assert dg.materialize([handbook_copy], instance=instance).success
+    alert_tick(defs, instance, settings)
+    with psycopg.connect(db_url) as conn:
+        assert alerts.open_problems(conn) == []
 
 
 DEAD_RUN = textwrap.dedent(
@@ -355,6 +496,17 @@ def test_a_run_whose_process_was_killed_is_marked_failed(db_url, tmp_path, monke
             "recipients must be a non-empty list",
         ),
         ({"reminder_hours": 0}, "reminder_hours and timeout_seconds must be greater than 0"),
+        (
+            {"smtp": {"host": "h", "sender": "a@h", "recipients": ["b@h"], "password_env": "pw s3cret"}},
+            "alerts.smtp.password_env must name an environment variable",
+        ),
+        ({"webhook": {"url_env": "s3cret-password"}}, "got a 15-character string"),
+        ({"ui_url": "http://admin:s3cret@localhost:3000"}, "alerts.ui_url must not carry credentials"),
+        ({"smtp": "mail.example.org"}, "alerts.smtp must be a mapping"),
+        (
+            {"smtp": {"host": "h", "sender": "a@h", "recipients": ["b@h"], "port": True}},
+            "alerts.smtp.port must be a whole number",
+        ),
         ({"pager": {}}, "alerts: unknown keys ['pager']"),
     ],
 )
@@ -369,5 +521,7 @@ def test_alert_settings_are_validated(tmp_path, block, message):
         source["root"] = str(REPO / source["root"])
     raw["eval_sets"] = []
     path.write_text(yaml.safe_dump(raw), encoding="utf-8")
-    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")) as refused:
         load_settings(path)
+    # A secret pasted where an environment variable's name belongs is never echoed.
+    assert "s3cret" not in str(refused.value) and "hooks.slack.com" not in str(refused.value)

@@ -70,8 +70,6 @@ def test_definitions_load_and_match_the_graph_snapshot():
         "freshness_checks",
         "dead_runs",
         "check_alerts",
-        "run_failure_alerts",
-        "run_success_resolves",
     }
     for item in [*defs.sensors, *defs.schedules]:
         assert item.default_status.value == "RUNNING", item.name

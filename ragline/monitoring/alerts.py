@@ -26,9 +26,10 @@ from psycopg.rows import dict_row
 
 from ragline.config import AlertSettings, SmtpAlertSettings, WebhookAlertSettings, is_loopback_url
 from ragline.safe_text import printable, scrub
-from ragline.storage.db import query
+from ragline.storage.db import ALERT_DELIVERY_LOCK, query
 
 SEVERITIES = ("error", "warn")
+DELIVERY_LIMIT = 20  # problems sent per deliver(): a tick stays short when destinations are slow
 DETAIL_LIMIT = 2000  # characters of detail kept and sent: an error's first lines, not a traceback
 TITLE_LIMIT = 200
 
@@ -282,10 +283,14 @@ def deliver(
     settings: AlertSettings,
     now: dt.datetime,
     senders: Iterable[Destination] | None = None,
-    limit: int = 100,
+    limit: int = DELIVERY_LIMIT,
 ) -> Delivery:
     """Send what is owed: new alerts, due reminders and resolves, to each destination that has not
-    received them yet. A failed send stays owed (retried on the next call); never raises for one."""
+    received them yet, at most `limit` problems per call. A failed send stays owed (retried on the
+    next call), and that destination is not tried again in this call; never raises for one.
+
+    Claim, send, record: the sends happen outside any transaction (on an autocommit connection no
+    row is locked while a destination takes its timeout); one delivery runs at a time."""
     senders = {d.name: d for d in (destinations(settings) if senders is None else senders)}
     result = Delivery(errors=[])
     with conn.transaction():
@@ -298,44 +303,100 @@ def deliver(
             },
         )
     with conn.transaction():
-        rows = conn.cursor(row_factory=dict_row).execute(query("owed_alerts"), {"limit": limit}).fetchall()
+        claimed = conn.execute(
+            query("advisory_try_lock"), {"namespace": ALERT_DELIVERY_LOCK, "name": ""}
+        ).fetchone()[0]
+    if not claimed:
+        return result  # another delivery is sending: it sends this too
+    try:
+        with conn.transaction():
+            rows = conn.cursor(row_factory=dict_row).execute(query("owed_alerts")).fetchall()
+        down: set[str] = set()  # destinations that failed in this call
+        tried = 0
         for row in rows:
-            message = Message(
-                kind=row["owed"],
-                key=row["key"],
-                severity=row["severity"],
-                title=row["title"],
-                detail=row["detail"],
-                link=row["link"],
-                first_seen=row["first_seen"],
-                last_seen=row["last_seen"],
-                occurrences=row["occurrences"],
-                resolved_at=row["resolved_at"],
-            )
-            pending, errors = [], []
+            if tried >= limit:
+                break
+            # A row owed only to destinations that are down waits for a later call without using up
+            # the limit, so the messages behind it still go to the destinations that work.
+            live = [name for name in row["owed_to"] if name in senders and name not in down]
+            if not live and any(name in senders for name in row["owed_to"]):
+                continue
+            tried += 1
+            message = _message(row)
+            sent, dropped, errors = [], [], []
             for name in row["owed_to"]:
                 sender = senders.get(name)
                 if sender is None:
-                    continue  # no longer configured: nothing to owe it
+                    dropped.append(name)  # no longer configured: nothing to owe it
+                    continue
+                if name in down:
+                    continue
                 try:
                     sender.send(message)
+                    sent.append(name)
                     result.sent += 1
                 except DeliveryError as exc:
-                    pending.append(name)
                     errors.append(str(exc))
+                    down.add(name)
                 except Exception as exc:  # a sender's bug must not lose the others' messages
-                    pending.append(name)
                     errors.append(f"{name}: {type(exc).__name__}: {_safe(exc, [])}")
+                    down.add(name)
             result.failed += len(errors)
             result.errors.extend(errors)
-            row["owed_to"] = pending
-            row["last_error"] = "; ".join(errors) if errors else row["last_error"]
-            if not pending:
+            _record_sent(conn, row, sent, dropped, errors, now)
+    finally:
+        with conn.transaction():
+            conn.execute(query("advisory_unlock"), {"namespace": ALERT_DELIVERY_LOCK, "name": ""})
+    return result
+
+
+def _message(row: dict[str, Any]) -> Message:
+    return Message(
+        kind=row["owed"],
+        key=row["key"],
+        severity=row["severity"],
+        title=row["title"],
+        detail=row["detail"],
+        link=row["link"],
+        first_seen=row["first_seen"],
+        last_seen=row["last_seen"],
+        occurrences=row["occurrences"],
+        resolved_at=row["resolved_at"],
+    )
+
+
+def _record_sent(
+    conn: psycopg.Connection,
+    claimed: dict[str, Any],
+    sent: list[str],
+    dropped: list[str],
+    errors: list[str],
+    now: dt.datetime,
+) -> None:
+    """What a send reached, recorded on the row as it is now: if the problem moved on meanwhile
+    (escalated, resolved), only what still applies is struck off."""
+    with conn.transaction():
+        row = (
+            conn.cursor(row_factory=dict_row)
+            .execute(query("alert_for_update"), {"key": claimed["key"]})
+            .fetchone()
+        )
+        if row is None:
+            return
+        if errors:
+            row["last_error"] = "; ".join(errors)
+        same = row["owed"] == claimed["owed"] and row["severity"] == claimed["severity"]
+        if same:
+            row["owed_to"] = [d for d in row["owed_to"] if d not in sent and d not in dropped]
+            if not row["owed_to"]:
                 if row["owed"] != "resolve":
                     row["last_sent"] = now
                 row["owed"] = None
-            conn.execute(query("save_alert"), row)
-    return result
+        elif row["state"] == "resolved" and row["owed"] in ("resolve", None) and claimed["owed"] != "resolve":
+            # Resolved while its alert was being sent: those that just heard of it get the resolve too.
+            row["owed_to"] = [*row["owed_to"], *(d for d in sent if d not in row["owed_to"])]
+            row["owed"] = "resolve" if row["owed_to"] else None
+        conn.execute(query("save_alert"), row)
 
 
 def _new_row(key: str, now: dt.datetime) -> dict[str, Any]:

@@ -36,6 +36,7 @@ EMBEDDING_CLAIM = 7_246_317  # name: model id and text hash; a text being embedd
 SEARCH_INDEX_LOCK = 7_246_318  # building or dropping serving indexes, any model's
 DRIFT_BASELINE_LOCK = 7_246_319  # name: the model id; pinning its drift baseline
 RUN_LOCK = 7_246_320  # name: the partition (or job) of a Dagster run; held for the whole run
+ALERT_DELIVERY_LOCK = 7_246_321  # one alert delivery at a time (its sends happen outside transactions)
 
 
 def sql_dir() -> Path:
