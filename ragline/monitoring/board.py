@@ -362,8 +362,9 @@ def _drift(drift: Sequence[dict[str, Any]], pinned_this_run: bool = False) -> st
         )
     return (
         f'<section id="drift"><h2>Drift, {_t(drift[0]["partition"])}</h2><table><tr><th>scope</th>'
-        "<th>subject</th><th class=num>new content share</th><th class=num>p-value</th><th class=num>rows baseline / "
-        f"current</th><th>verdict</th><th>reason, attribution</th></tr>{''.join(rows)}</table></section>"
+        "<th>subject</th><th class=num>new content share</th><th class=num>p-value</th>"
+        "<th class=num>rows baseline / current</th><th>verdict</th><th>reason, attribution</th></tr>"
+        f"{''.join(rows)}</table></section>"
     )
 
 
