@@ -100,7 +100,7 @@ def build_definitions(settings: Settings, executor: str | None = None) -> dg.Def
         jobs=[source_job, scan_job, index_job, quality_job, garbage_collection],
         schedules=[
             daily_refresh_schedule(scan_job, [s.name for s in settings.sources]),
-            daily_quality_schedule(quality_job),
+            daily_quality_schedule(quality_job, days),
             daily_gc_schedule(),
         ],
         sensors=[
