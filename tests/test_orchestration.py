@@ -311,6 +311,49 @@ def test_daily_quality_skips_a_day_before_the_first_partition(tmp_path):
     assert request.partition_key == today.date().isoformat()
 
 
+def test_a_failed_automation_run_is_retried_hourly():
+    """embeddings failed (its endpoint was down): FOLLOW_UPSTREAM requests it again after the next
+    hourly tick, although its upstream did not change again; once it succeeds, nothing more."""
+    import datetime as dt
+
+    from orchestration.automation import FOLLOW_UPSTREAM
+
+    endpoint = {"up": False}
+
+    @dg.asset
+    def chunks():
+        return dg.MaterializeResult(data_version=dg.DataVersion("a"))
+
+    @dg.asset(deps=[chunks], automation_condition=FOLLOW_UPSTREAM)
+    def embeddings():
+        if not endpoint["up"]:
+            raise RuntimeError("endpoint down")
+
+    defs = dg.Definitions(assets=[chunks, embeddings])
+    instance = dg.DagsterInstance.ephemeral()
+    start = dt.datetime(2026, 11, 20, 1, 10, tzinfo=dt.UTC)
+    cursor = None
+
+    def tick(minutes: int) -> int:
+        nonlocal cursor
+        at = start + dt.timedelta(minutes=minutes)
+        result = dg.evaluate_automation_conditions(
+            defs=defs, instance=instance, cursor=cursor, evaluation_time=at
+        )
+        cursor = result.cursor
+        return result.get_num_requested(dg.AssetKey("embeddings"))
+
+    tick(0)
+    dg.materialize([chunks], instance=instance)
+    assert tick(1) == 1  # the change
+    dg.materialize([chunks, embeddings], instance=instance, selection=["embeddings"], raise_on_error=False)
+    assert tick(2) == 0  # failed: not again within the hour
+    assert tick(55) == 1  # past 02:00: retried
+    endpoint["up"] = True
+    dg.materialize([chunks, embeddings], instance=instance, selection=["embeddings"])
+    assert tick(56) == 0 and tick(120) == 0  # built: nothing to retry
+
+
 def test_quality_condition_follows_changed_versions_or_a_cron():
     """The condition of the quality assets on a two-asset graph: a rerun with the same data
     version triggers nothing; a new version triggers today's partition, at once (on_change) or
