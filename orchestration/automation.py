@@ -85,6 +85,10 @@ def quality_condition(settings: AutomationSettings) -> dg.AutomationCondition:
     ).with_label(f"changed_data_on_cron({cron})")
 
 
+# A FreshnessPolicy is a time window on the last materialization: true only for the assets that are
+# expected to run whatever changed (raw_documents, scanned daily; the daily quality assets). The
+# others may rightly keep a weeks-old materialization of an unchanged corpus; their freshness is
+# the is_materialized_and_fresh check (orchestration/health.py), which judges them by their inputs.
 def freshness_policy(settings: FreshnessSettings) -> dg.FreshnessPolicy:
     return dg.FreshnessPolicy.time_window(
         fail_window=dt.timedelta(hours=settings.fail_hours),
