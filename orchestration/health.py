@@ -322,13 +322,14 @@ class FreshnessJudge:
     ) -> float | None:
         """When the upstream's current data first appeared, if the materialization `record` did not
         consume it (None: it did). Exact where Dagster recorded the input data version on the
-        materialization; otherwise by time (materialized after the current data appeared)."""
+        materialization (it matches the upstream's current one); otherwise by time (materialized
+        after the current data appeared)."""
         latest = {p: _latest(self.instance, parent, p) for p in parts}
         versions = {p: _data_version(r) for p, r in latest.items() if r is not None}
         consumed = (record.asset_materialization.tags or {}).get(
             f"{INPUT_DATA_VERSION_TAG_PREFIX}/{parent.to_user_string()}"
         )
-        appeared = {p: self._current_version_since(parent, p, versions[p]) for p in versions}
+        cutoff = record.timestamp  # by time: data that appeared before the materialization was consumed
         if consumed is not None and None not in versions.values():
             if parts == [None]:
                 expected = versions[None]
@@ -337,9 +338,13 @@ class FreshnessJudge:
                 expected = hashlib.sha256(joined.encode()).hexdigest()
             if consumed == expected:
                 return None
-            newer = [t for t in appeared.values() if t > record.timestamp]
-            return min(newer) if newer else max(appeared.values(), default=record.timestamp)
-        newer = [t for t in appeared.values() if t > record.timestamp]
+            # It consumed other data: a change that appeared after its run started was missed (a
+            # change during the run). If all current data is older than the run, the versions can
+            # only differ in how they were combined: the time rule decides.
+            run = self.instance.get_run_record_by_id(record.run_id) if record.run_id else None
+            cutoff = run.start_time if run is not None and run.start_time else cutoff
+        appeared = [self._current_version_since(parent, p, v) for p, v in versions.items()]
+        newer = [t for t in appeared if t > cutoff]
         return min(newer) if newer else None
 
     def _current_version_since(self, key: dg.AssetKey, partition: str | None, version: str | None) -> float:
