@@ -24,12 +24,29 @@ DEPS_CHANGED = AC.any_deps_match(
     | AC.will_be_requested()
 ).with_label("any_deps_changed")
 
+# A spent DEPS_CHANGED is not requested again: if the run failed (an endpoint down), nothing would
+# rebuild the asset until its upstream data changed again. A failed asset (partition) is retried
+# once per cron tick: hourly, or on the quality cron for the heavy quality assets. A blocking check
+# that fails does not count: its asset was materialized, and re-running would not change the data.
+RETRY_CRON = "0 * * * *"
+
+
+def retry_failed(cron: str, label: str) -> dg.AutomationCondition:
+    return (AC.execution_failed() & AC.cron_tick_passed(cron).since_last_handled()).with_label(label)
+
+
+RETRY_FAILED = retry_failed(RETRY_CRON, "failed_retry_hourly")
+
+NEW_DATA_OR_RETRY = (
+    DEPS_CHANGED.since_last_handled().with_label("deps_changed_since_last_handled") | RETRY_FAILED
+).with_label("deps_changed_since_last_handled_or_failed_retry_hourly")
+
 # Unlike eager(): no newly_missing() (a new day's partition or a source added to ragline.yaml is
 # built by the schedules and the file sensor, not by automation on its own), and an upstream run
 # that changed nothing is no reason to run. On a daily-partitioned asset only today's partition.
 FOLLOW_UPSTREAM = (
     AC.in_latest_time_window()
-    & DEPS_CHANGED.since_last_handled().with_label("deps_changed_since_last_handled")
+    & NEW_DATA_OR_RETRY
     & (~AC.any_deps_missing()).with_label("no_dep_missing")
     & (~AC.any_deps_in_progress()).with_label("no_dep_in_progress")
     & (~AC.in_progress()).with_label("not_in_progress")
@@ -40,7 +57,7 @@ FOLLOW_UPSTREAM = (
 # yet, its first run failed) does not hold it back for the others; and no blocking-check clause:
 # serving_chunks only materializes past its source's checks, so it is the gate.
 FOLLOW_PUBLISHED = (
-    DEPS_CHANGED.since_last_handled().with_label("deps_changed_since_last_handled")
+    NEW_DATA_OR_RETRY
     & (~AC.any_deps_in_progress()).with_label("no_dep_in_progress")
     & (~AC.in_progress()).with_label("not_in_progress")
 ).with_label("follow_published")
@@ -54,8 +71,13 @@ def quality_condition(settings: AutomationSettings) -> dg.AutomationCondition:
         return FOLLOW_UPSTREAM
     return (
         AC.in_latest_time_window()
-        & AC.cron_tick_passed(cron).since_last_handled().with_label("cron_tick_since_last_handled")
-        & DEPS_CHANGED.since(AC.cron_tick_passed(cron)).with_label("deps_changed_since_cron_tick")
+        & (
+            (
+                AC.cron_tick_passed(cron).since_last_handled().with_label("cron_tick_since_last_handled")
+                & DEPS_CHANGED.since(AC.cron_tick_passed(cron)).with_label("deps_changed_since_cron_tick")
+            )
+            | retry_failed(cron, "failed_retry_on_cron")
+        ).with_label("changed_since_cron_tick_or_failed_retry_on_cron")
         & (~AC.any_deps_missing()).with_label("no_dep_missing")
         & (~AC.any_deps_in_progress()).with_label("no_dep_in_progress")
         & (~AC.in_progress()).with_label("not_in_progress")
@@ -63,6 +85,10 @@ def quality_condition(settings: AutomationSettings) -> dg.AutomationCondition:
     ).with_label(f"changed_data_on_cron({cron})")
 
 
+# A FreshnessPolicy is a time window on the last materialization: true only for the assets that are
+# expected to run whatever changed (raw_documents, scanned daily; the daily quality assets). The
+# others may rightly keep a weeks-old materialization of an unchanged corpus; their freshness is
+# the is_materialized_and_fresh check (orchestration/health.py), which judges them by their inputs.
 def freshness_policy(settings: FreshnessSettings) -> dg.FreshnessPolicy:
     return dg.FreshnessPolicy.time_window(
         fail_window=dt.timedelta(hours=settings.fail_hours),

@@ -14,7 +14,7 @@ from dagster._core.execution.execute_in_process import merge_run_tags
 from dagster._core.remote_origin import ManagedGrpcPythonEnvCodeLocationOrigin, RemoteRepositoryOrigin
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
-from orchestration.health import FRESHNESS_CHECK, untested_reason
+from orchestration.health import FRESHNESS_CHECK, FreshnessJudge, untested_reason
 from orchestration.launch import DEFINITIONS_MODULE
 from ragline.config import Settings
 from ragline.monitoring.board import BAD, headline
@@ -172,6 +172,7 @@ def status(settings: Settings, now: dt.datetime | None = None) -> dict[str, Any]
         "assets": [],
     }
     with dg.DagsterInstance.get() as instance:
+        judge = FreshnessJudge(instance, graph, settings.freshness, now)  # the freshness checks' rule
         for name in ASSET_ORDER:
             key = dg.AssetKey(name)
             node = graph.get(key)
@@ -189,7 +190,7 @@ def status(settings: Settings, now: dt.datetime | None = None) -> dict[str, Any]
                 for ck in check_keys
             }
             for partition in partitions:
-                row = _asset_row(instance, key, partition, history, settings, now)
+                row = _asset_row(instance, key, partition, history, judge, now)
                 row["last_run"] = _last_run(instance, key, partition, row["run_id"])
                 report["assets"].append(row)
     report["quality"] = quality_summary(settings, now)
@@ -259,7 +260,7 @@ def quality_summary(settings: Settings, now: dt.datetime | None = None) -> dict[
 
 
 def _asset_row(
-    instance, key: dg.AssetKey, partition: str | None, history, settings: Settings, now: dt.datetime
+    instance, key: dg.AssetKey, partition: str | None, history, judge: FreshnessJudge, now: dt.datetime
 ) -> dict[str, Any]:
     records = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None),
@@ -276,6 +277,8 @@ def _asset_row(
         "checks": {},
         "check_notes": {},
         "freshness": "unknown",
+        "freshness_note": None,
+        "freshness_cause": None,
     }
     if records:
         record = records[0]
@@ -284,16 +287,20 @@ def _asset_row(
             timespec="seconds"
         )
         row["run_id"] = record.run_id
-        # The same windows as the assets' FreshnessPolicy, which the UI's asset health shows.
         age_hours = (now.timestamp() - record.timestamp) / 3600
         row["age_hours"] = round(age_hours, 3)
+        # The freshness checks' verdict: an asset that is up to date with unchanged upstream data is
+        # fresh however old its last materialization (orchestration/health.py, evaluate_freshness).
+        verdict = judge.verdict(key, partition)
         row["freshness"] = (
-            "fail"
-            if age_hours > settings.freshness.fail_hours
+            "pass"
+            if verdict.passed
+            else "fail"
+            if verdict.severity == dg.AssetCheckSeverity.ERROR
             else "warn"
-            if age_hours > settings.freshness.warn_hours
-            else "pass"
         )
+        row["freshness_note"] = printable(verdict.description, 300)
+        row["freshness_cause"] = printable(verdict.cause, 300)  # the late upstream's problem, if any
         meta = {k: getattr(v, "value", v) for k, v in (mat.metadata or {}).items()}
         row["rows"] = meta.pop("dagster/row_count", None)
         row["metadata"] = {k: v for k, v in meta.items() if isinstance(v, (int, float, str, bool))}
@@ -362,7 +369,7 @@ def format_status(report: dict[str, Any]) -> str:
         if any(v != "passed" for v in a["checks"].values()):
             lines.append(f"{'':<21}{checks}")
         if a["freshness"] in ("warn", "fail"):
-            lines.append(f"{'':<21}freshness: {a['freshness']} (last materialized {a['materialized_at']})")
+            lines.append(f"{'':<21}freshness: {a['freshness']} ({a['freshness_note']})")
         if a["metadata"].get("quarantined"):
             lines.append(
                 f"{'':<21}quarantined files: {a['metadata']['quarantined']} (see ragline.quarantine)"

@@ -54,7 +54,7 @@ def build_definitions(settings: Settings, executor: str | None = None) -> dg.Def
     days = daily_partitions(settings)
     raw_documents = raw_documents_asset(partitions)
     source_assets = [
-        raw_documents,
+        raw_documents,  # first: it keeps a FreshnessPolicy below
         chunks_asset(partitions, FOLLOW_UPSTREAM),
         embeddings_asset(partitions, FOLLOW_UPSTREAM),
         serving_chunks_asset(partitions, FOLLOW_UPSTREAM),
@@ -71,7 +71,12 @@ def build_definitions(settings: Settings, executor: str | None = None) -> dg.Def
         drift_metrics_asset(days, quality, blocking=settings.drift.severity == "error"),
     ]
     policy = freshness_policy(settings.freshness)
-    assets = [with_freshness(a, policy) for a in [*source_assets, *index_assets, *quality_assets]]
+    assets = [
+        with_freshness(raw_documents, policy),
+        *source_assets[1:],
+        *index_assets,
+        *(with_freshness(a, policy) for a in quality_assets),
+    ]
     # The freshness checks are recorded by the freshness_checks sensor, not by the pipeline's runs.
     freshness = freshness_checks(assets, settings)
     source_job = dg.define_asset_job(
@@ -100,7 +105,7 @@ def build_definitions(settings: Settings, executor: str | None = None) -> dg.Def
         jobs=[source_job, scan_job, index_job, quality_job, garbage_collection],
         schedules=[
             daily_refresh_schedule(scan_job, [s.name for s in settings.sources]),
-            daily_quality_schedule(quality_job),
+            daily_quality_schedule(quality_job, days),
             daily_gc_schedule(),
         ],
         sensors=[

@@ -3,9 +3,11 @@ show a failed check, not a failed FreshnessPolicy), runs whose process died mark
 sensors that send failed runs, failed checks and stale assets to on-call (ragline.monitoring.alerts)."""
 
 import datetime as dt
+import hashlib
 import socket
 import warnings
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 import dagster as dg
 import psycopg
@@ -15,6 +17,12 @@ import psycopg
 from dagster._core.definitions.asset_checks.asset_check_evaluation import (
     AssetCheckEvaluationTargetMaterializationData,
 )
+from dagster._core.definitions.assets.graph.asset_graph import AssetGraph
+from dagster._core.definitions.assets.graph.base_asset_graph import BaseAssetGraph
+
+# Dagster's tags on a materialization: its data version, and the data version of each input it
+# consumed (1.13 records both; not exported from dagster).
+from dagster._core.definitions.data_version import DATA_VERSION_TAG, INPUT_DATA_VERSION_TAG_PREFIX
 
 from orchestration.resources import PARTITION_TAG, RaglineResource
 from orchestration.run_process import HOST_TAG, PID_TAG, PROCESS_START_TAG, process_alive
@@ -33,14 +41,16 @@ HEALTH_INTERVAL_SECONDS = 60
 def freshness_checks(
     assets: Iterable[dg.AssetsDefinition], settings: Settings
 ) -> list[dg.AssetChecksDefinition]:
-    """One non-blocking check per asset: late or never materialized fails (WARN past
-    freshness.warn_hours, ERROR past fail_hours or never). Per source partition on the source
-    assets; once for the others (a daily asset is as fresh as its newest day)."""
+    """One non-blocking check per asset (per source partition on the source assets; once for the
+    daily ones): late or never materialized fails, WARN past freshness.warn_hours, ERROR past
+    fail_hours or never. See `evaluate_freshness` for what late means."""
+    assets = list(assets)
+    graph = AssetGraph.from_assets(assets)
     checks = []
     for asset in assets:
         for key in asset.keys:
             partitions_def = asset.specs_by_key[key].partitions_def
-            checks.append(_freshness_check(key, partitions_def, settings.freshness))
+            checks.append(_freshness_check(key, partitions_def, graph, settings.freshness))
     return checks
 
 
@@ -53,7 +63,10 @@ def _check_partitions(asset_partitions: dg.PartitionsDefinition | None) -> dg.Pa
 
 
 def _freshness_check(
-    key: dg.AssetKey, asset_partitions: dg.PartitionsDefinition | None, freshness: FreshnessSettings
+    key: dg.AssetKey,
+    asset_partitions: dg.PartitionsDefinition | None,
+    graph: BaseAssetGraph,
+    freshness: FreshnessSettings,
 ) -> dg.AssetChecksDefinition:
     partitions_def = _check_partitions(asset_partitions)
     with warnings.catch_warnings():
@@ -66,14 +79,11 @@ def _freshness_check(
             name=FRESHNESS_CHECK,
             partitions_def=partitions_def,
             blocking=False,
-            description=(
-                f"Materialized within {freshness.warn_hours:g} h (WARN after), {freshness.fail_hours:g} h "
-                "(ERROR after, or never). Recorded by the freshness_checks sensor when it changes."
-            ),
+            description=_freshness_rule(graph, key, freshness),
         )
         def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
             partition = context.partition_key if partitions_def is not None else None
-            e = evaluate_freshness(context.instance, key, asset_partitions, partition, freshness, _now())
+            e = evaluate_freshness(context.instance, graph, key, partition, freshness, _now())
             return dg.AssetCheckResult(
                 passed=e.passed, severity=e.severity, metadata=e.metadata, description=e.description
             )
@@ -81,71 +91,308 @@ def _freshness_check(
     return _check
 
 
+def _freshness_rule(graph: BaseAssetGraph, key: dg.AssetKey, freshness: FreshnessSettings) -> str:
+    windows = f"{freshness.warn_hours:g} h (WARN after), {freshness.fail_hours:g} h (ERROR after, or never)"
+    if _judged_by_time(graph, key):
+        rule = f"Materialized within {windows}."
+    else:
+        rule = (
+            f"Up to date with its upstream data, and its upstreams fresh: an upstream change not caught up "
+            f"within {windows} makes it late."
+        )
+    return rule + " Recorded by the freshness_checks sensor when the verdict changes."
+
+
+def _judged_by_time(graph: BaseAssetGraph, key: dg.AssetKey) -> bool:
+    # The roots (raw_documents: the daily scan) and the daily quality assets, which are expected to
+    # run every day whether or not anything changed; every other asset is as fresh as its inputs.
+    node = graph.get(key)
+    return not node.parent_keys or isinstance(node.partitions_def, dg.TimeWindowPartitionsDefinition)
+
+
 def evaluate_freshness(
     instance: dg.DagsterInstance,
+    graph: BaseAssetGraph,
     key: dg.AssetKey,
-    asset_partitions: dg.PartitionsDefinition | None,
     partition: str | None,
     freshness: FreshnessSettings,
     now: dt.datetime,
+    judge: "FreshnessJudge | None" = None,
 ) -> dg.AssetCheckEvaluation:
-    """The freshness verdict of the asset's partition (None: of the asset, its newest materialization
-    of any partition) at `now`."""
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None), limit=1
-    ).records
-    name = key.to_user_string() + (f"[{partition}]" if partition else "")
-    metadata: dict[str, object] = {
-        "partition": partition or "(all: the newest one counts)" if asset_partitions else "(not partitioned)",
-        "warn_after_hours": freshness.warn_hours,
-        "fail_after_hours": freshness.fail_hours,
-    }
-    if isinstance(asset_partitions, dg.TimeWindowPartitionsDefinition):
-        metadata["expected_partition"] = asset_partitions.get_last_partition_key() or "-"
-    target = None
-    if not records:
-        passed, severity = False, dg.AssetCheckSeverity.ERROR
-        description = f"{name} was never materialized"
-        command = "ragline materialize" + (f" --source {partition}" if partition else "")
-        todo = f"materialize it: `{command}`, or from the UI"
-    else:
-        record = records[0]
-        age = (now.timestamp() - record.timestamp) / 3600
-        target = AssetCheckEvaluationTargetMaterializationData(
-            storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp
+    """The freshness verdict of the asset's partition at `now` (None: of the asset; for a daily
+    asset its newest materialization of any day). A root asset (raw_documents) or a daily asset is
+    late when its last materialization is older than the windows. Any other asset is fresh when it
+    is up to date with its upstream data (its materialization consumed the upstreams' current data
+    versions) and its upstreams are fresh; it is late when an upstream change was not caught up
+    within the windows, or when an upstream is late. An unchanged corpus stays fresh."""
+    judge = judge or FreshnessJudge(instance, graph, freshness, now)
+    return judge.evaluate(key, partition)
+
+
+@dataclass(frozen=True)
+class _Verdict:
+    passed: bool
+    severity: dg.AssetCheckSeverity
+    description: str
+    metadata: dict[str, object]
+    target: AssetCheckEvaluationTargetMaterializationData | None
+    root_scan_hours: float | None  # age of the oldest root materialization this verdict rests on
+    # The problem at its origin (for an asset resting on late data: its late upstream's own problem),
+    # the asset partition that has it, and what to do about it.
+    cause: str = ""
+    culprit: str = ""
+    todo: str = ""
+
+
+def _own(passed, severity, description, metadata, target, root_scan, name) -> _Verdict:
+    """A verdict about the asset partition itself (not inherited from an upstream)."""
+    todo = str(metadata["what_to_do"])
+    return _Verdict(passed, severity, description, metadata, target, root_scan, description, name, todo)
+
+
+class FreshnessJudge:
+    """Freshness verdicts at one instant, each asset partition judged once (the sensor judges the
+    whole graph per tick and downstream verdicts rest on upstream ones)."""
+
+    def __init__(
+        self,
+        instance: dg.DagsterInstance,
+        graph: BaseAssetGraph,
+        freshness: FreshnessSettings,
+        now: dt.datetime,
+    ):
+        self.instance, self.graph, self.freshness, self.now = instance, graph, freshness, now
+        self._verdicts: dict[tuple[dg.AssetKey, str | None], _Verdict] = {}
+
+    def evaluate(self, key: dg.AssetKey, partition: str | None) -> dg.AssetCheckEvaluation:
+        v = self.verdict(key, partition)
+        return dg.AssetCheckEvaluation(
+            asset_key=key,
+            check_name=FRESHNESS_CHECK,
+            passed=v.passed,
+            severity=v.severity,
+            metadata=v.metadata,
+            description=v.description,
+            target_materialization_data=v.target,
+            blocking=False,
+            partition=partition,
         )
+
+    def verdict(self, key: dg.AssetKey, partition: str | None) -> _Verdict:
+        if (key, partition) not in self._verdicts:
+            self._verdicts[key, partition] = self._judge(key, partition)
+        return self._verdicts[key, partition]
+
+    def _hours(self, timestamp: float) -> float:
+        return (self.now.timestamp() - timestamp) / 3600
+
+    def _late(self, hours: float) -> tuple[bool, dg.AssetCheckSeverity, float]:
+        """(passed, severity, the window it is past or within) for something `hours` late."""
+        fail, warn = self.freshness.fail_hours, self.freshness.warn_hours
+        severity = dg.AssetCheckSeverity.ERROR if hours > fail else dg.AssetCheckSeverity.WARN
+        return hours <= warn, severity, fail if hours > fail else warn
+
+    def _judge(self, key: dg.AssetKey, partition: str | None) -> _Verdict:
+        node = self.graph.get(key)
+        asset_partitions = node.partitions_def
+        name = _named(key, partition)
+        metadata: dict[str, object] = {
+            "partition": partition or "(all: the newest one counts)"
+            if asset_partitions
+            else "(not partitioned)",
+            "warn_after_hours": self.freshness.warn_hours,
+            "fail_after_hours": self.freshness.fail_hours,
+        }
+        if isinstance(asset_partitions, dg.TimeWindowPartitionsDefinition):
+            metadata["expected_partition"] = asset_partitions.get_last_partition_key() or "-"
+        record = _latest(self.instance, key, partition)
+        if record is None:
+            command = "ragline materialize" + (f" --source {partition}" if partition else "")
+            metadata |= {
+                "freshness_case": "never materialized",
+                "what_to_do": f"materialize it: `{command}`, or from the UI",
+            }
+            return _own(
+                False,
+                dg.AssetCheckSeverity.ERROR,
+                f"{name} was never materialized",
+                metadata,
+                None,
+                None,
+                name,
+            )
+        age = self._hours(record.timestamp)
         metadata |= {
             "age_hours": round(age, 2),
-            "last_materialized": dt.datetime.fromtimestamp(record.timestamp, dt.UTC).isoformat(
-                timespec="seconds"
-            ),
+            "last_materialized": _iso(record.timestamp),
             "last_materialized_partition": record.partition_key or "(not partitioned)",
             "last_run_id": record.run_id,
         }
-        passed = age <= freshness.warn_hours
-        severity = dg.AssetCheckSeverity.ERROR if age > freshness.fail_hours else dg.AssetCheckSeverity.WARN
-        window = freshness.fail_hours if age > freshness.fail_hours else freshness.warn_hours
-        description = f"{name} last materialized {age:.1f} h ago" + (
-            "" if passed else f", past the {window:g} h window"
+        target = AssetCheckEvaluationTargetMaterializationData(
+            storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp
         )
-        todo = (
-            "nothing"
-            if passed
-            else "look for a failed or stuck run of it (Runs), a paused sensor or schedule, or a missing "
-            "source folder; then re-materialize it"
+        if _judged_by_time(self.graph, key):
+            passed, severity, window = self._late(age)
+            verb = "scanned" if not node.parent_keys else "last materialized"
+            description = f"{name} {verb} {age:.1f} h ago" + (
+                "" if passed else f", past the {window:g} h window"
+            )
+            metadata["freshness_case"] = (
+                "materialized within the window" if passed else "not materialized within the window"
+            )
+            metadata["what_to_do"] = "nothing" if passed else _RERUN
+            scan = age if not node.parent_keys else None
+            return _own(passed, severity, description, metadata, target, scan, name)
+        return self._judge_by_upstream(key, partition, record, name, metadata, target)
+
+    def _judge_by_upstream(self, key, partition, record, name, metadata, target) -> _Verdict:
+        upstream_late: list[tuple[str, _Verdict]] = []
+        behind: list[tuple[str, float]] = []  # (upstream, when its change not caught up first appeared)
+        scans: list[float] = []
+        for parent in sorted(self.graph.get(key).parent_keys, key=lambda k: k.to_user_string()):
+            parts = self._upstream_partitions(parent, partition)
+            for part in parts:
+                up = self.verdict(parent, part)
+                if not up.passed:
+                    upstream_late.append((_named(parent, part), up))
+                if up.root_scan_hours is not None:
+                    scans.append(up.root_scan_hours)
+            changed = self._unconsumed_change(record, parent, parts)
+            if changed is not None:
+                behind.append((parent.to_user_string(), changed))
+        root_scan = max(scans) if scans else None
+        if root_scan is not None:
+            metadata["oldest_source_scan_hours"] = round(root_scan, 2)
+        worst = [
+            (n, v) for n, v in upstream_late if v.severity == dg.AssetCheckSeverity.ERROR
+        ] or upstream_late
+        if behind:
+            upstream, since = min(behind, key=lambda b: b[1])
+            lag = self._hours(since)
+            metadata |= {"upstream_change_hours": round(lag, 2), "upstream_changed": upstream}
+            passed, severity, window = self._late(lag)
+            if not passed:
+                metadata |= {
+                    "freshness_case": "has not caught up with an upstream change",
+                    "what_to_do": _RERUN,
+                }
+                description = (
+                    f"{name} has not caught up with a change of {upstream} {lag:.0f} h ago, "
+                    f"past the {window:g} h window"
+                )
+                if worst and worst[0][1].severity == dg.AssetCheckSeverity.ERROR:
+                    severity = dg.AssetCheckSeverity.ERROR
+                return _own(False, severity, description, metadata, target, root_scan, name)
+        if worst:
+            # Named by the problem at its origin, not by the chain (embeddings rests on chunks, which
+            # rests on raw_documents): on-call fixes that one.
+            up = worst[0][1]
+            metadata |= {
+                "freshness_case": "an upstream is late",
+                "late_upstream": up.culprit,
+                "what_to_do": f"fix {up.culprit} first: {up.todo}",
+            }
+            description = f"{name} rests on late data: {up.cause}"
+            return _Verdict(
+                False, up.severity, description, metadata, target, root_scan, up.cause, up.culprit, up.todo
+            )
+        scanned = f"; sources scanned {root_scan:.0f} h ago at the oldest" if root_scan is not None else ""
+        if behind:
+            metadata["freshness_case"] = "catching up with an upstream change (within the window)"
+            description = (
+                f"{name} is catching up with a change of {metadata['upstream_changed']} "
+                f"{metadata['upstream_change_hours']:.0f} h ago{scanned}"
+            )
+        else:
+            metadata["freshness_case"] = "up to date with its upstream data"
+            description = f"{name} is up to date with its upstream data{scanned}"
+        metadata["what_to_do"] = "nothing"
+        return _own(True, dg.AssetCheckSeverity.WARN, description, metadata, target, root_scan, name)
+
+    def _upstream_partitions(self, parent: dg.AssetKey, partition: str | None) -> list[str | None]:
+        parent_partitions = self.graph.get(parent).partitions_def
+        if parent_partitions is None:
+            return [None]
+        if partition is not None:
+            return [partition]  # ragline's partitioned deps are per source, partition to partition
+        return [p for p in parent_partitions.get_partition_keys() if _latest(self.instance, parent, p)]
+
+    def _unconsumed_change(
+        self, record: dg.EventLogRecord, parent: dg.AssetKey, parts: list[str | None]
+    ) -> float | None:
+        """When the upstream's current data first appeared, if the materialization `record` did not
+        consume it (None: it did). Exact where Dagster recorded the input data version on the
+        materialization (it matches the upstream's current one); otherwise by time (materialized
+        after the current data appeared)."""
+        latest = {p: _latest(self.instance, parent, p) for p in parts}
+        versions = {p: _data_version(r) for p, r in latest.items() if r is not None}
+        consumed = (record.asset_materialization.tags or {}).get(
+            f"{INPUT_DATA_VERSION_TAG_PREFIX}/{parent.to_user_string()}"
         )
-    metadata["what_to_do"] = todo
-    return dg.AssetCheckEvaluation(
-        asset_key=key,
-        check_name=FRESHNESS_CHECK,
-        passed=passed,
-        severity=severity,
-        metadata=metadata,
-        description=description,
-        target_materialization_data=target,
-        blocking=False,
-        partition=partition,
-    )
+        cutoff = record.timestamp  # by time: data that appeared before the materialization was consumed
+        if consumed is not None and None not in versions.values():
+            if parts == [None]:
+                expected = versions[None]
+            else:  # how Dagster combines the versions of several upstream partitions
+                joined = "".join(v for _, v in sorted(versions.items()))
+                expected = hashlib.sha256(joined.encode()).hexdigest()
+            if consumed == expected:
+                return None
+            # It consumed other data: a change that appeared after its run started was missed (a
+            # change during the run). If all current data is older than the run, the versions can
+            # only differ in how they were combined: the time rule decides.
+            run = self.instance.get_run_record_by_id(record.run_id) if record.run_id else None
+            cutoff = run.start_time if run is not None and run.start_time else cutoff
+        appeared = [self._current_version_since(parent, p, v) for p, v in versions.items()]
+        newer = [t for t in appeared if t > cutoff]
+        return min(newer) if newer else None
+
+    def _current_version_since(self, key: dg.AssetKey, partition: str | None, version: str | None) -> float:
+        """The time the partition's current data version first appeared: its materializations walked
+        newest to oldest while the version is unchanged (a scan that changed nothing keeps it)."""
+        since, cursor = None, None
+        for _ in range(_WALK_PAGES):
+            result = self.instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None),
+                limit=_WALK_PAGE,
+                cursor=cursor,
+            )
+            for r in result.records:
+                if _data_version(r) != version:
+                    return since if since is not None else r.timestamp
+                since = r.timestamp
+            if not result.has_more:
+                break
+            cursor = result.cursor
+        return since if since is not None else 0.0
+
+
+_WALK_PAGE, _WALK_PAGES = 100, 10
+_RERUN = (
+    "look for a failed or stuck run of it (Runs), a paused sensor or schedule, or a missing "
+    "source folder; then re-materialize it"
+)
+
+
+def _named(key: dg.AssetKey, partition: str | None) -> str:
+    return key.to_user_string() + (f"[{partition}]" if partition else "")
+
+
+def _iso(timestamp: float) -> str:
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat(timespec="seconds")
+
+
+def _latest(
+    instance: dg.DagsterInstance, key: dg.AssetKey, partition: str | None
+) -> dg.EventLogRecord | None:
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None), limit=1
+    ).records
+    return records[0] if records else None
+
+
+def _data_version(record: dg.EventLogRecord) -> str | None:
+    return (record.asset_materialization.tags or {}).get(DATA_VERSION_TAG)
 
 
 def _verdict(evaluation) -> str:
@@ -188,20 +435,13 @@ def freshness_sensor(settings: Settings, checks: list[dg.AssetChecksDefinition])
         # checks instead (only on a change: fresh to late, late to fresh, never to built).
         graph = context.repository_def.asset_graph
         now, events, due = _now(), [], {}
+        judge = FreshnessJudge(context.instance, graph, settings.freshness, now)
         for check in checks:
             [check_key] = check.check_keys
-            asset_partitions = graph.get(check_key.asset_key).partitions_def
             stored = stored_verdicts(context.instance, check_key)
             partitions = check.partitions_def.get_partition_keys() if check.partitions_def else [None]
             for partition in partitions:
-                e = evaluate_freshness(
-                    context.instance,
-                    check_key.asset_key,
-                    asset_partitions,
-                    partition,
-                    settings.freshness,
-                    now,
-                )
+                e = judge.evaluate(check_key.asset_key, partition)
                 if stored.get(partition) == _verdict(e):
                     continue
                 if partition is None:

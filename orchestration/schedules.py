@@ -29,7 +29,7 @@ def daily_refresh_schedule(job, sources: list[str]) -> dg.ScheduleDefinition:
     return daily_refresh
 
 
-def daily_quality_schedule(job) -> dg.ScheduleDefinition:
+def daily_quality_schedule(job, days: dg.DailyPartitionsDefinition) -> dg.ScheduleDefinition:
     @dg.schedule(
         name="daily_quality",
         cron_schedule=QUALITY_CRON,
@@ -41,6 +41,10 @@ def daily_quality_schedule(job) -> dg.ScheduleDefinition:
         # Yesterday's partition: its day has ended, so its query-drift window is complete. Today's
         # partition is scored during the day whenever the index changes (automation).
         day = (context.scheduled_execution_time - dt.timedelta(days=1)).strftime("%Y-%m-%d")
+        first = days.get_first_partition_key()
+        if first is None or day < first:
+            # A first install before 04:00 UTC: its partitions start today, yesterday does not exist.
+            return dg.SkipReason(f"no partition for {day}: the daily partitions start at {first}")
         return dg.RunRequest(partition_key=day, run_key=f"quality:{day}")
 
     return daily_quality

@@ -4,6 +4,7 @@ to a real local HTTP receiver (Slack-compatible and generic JSON) and a real loc
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import os
 import signal
 import subprocess
@@ -16,11 +17,14 @@ from pathlib import Path
 import dagster as dg
 import psycopg
 import pytest
+from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
+from orchestration.commands import _asset_row
 from orchestration.definitions import build_definitions
 from orchestration.health import (
     FRESHNESS_CHECK,
     FRESHNESS_JOB,
+    FreshnessJudge,
     check_alerts_sensor,
     evaluate_freshness,
     fail_dead_runs,
@@ -304,14 +308,14 @@ def test_freshness_checks_per_partition_fail_when_missing_or_late_and_recover(db
 
     # The same materialization judged later: past warn_hours WARN, past fail_hours ERROR.
     key = dg.AssetKey("raw_documents")
-    partitions_def = defs.resolve_assets_def("raw_documents").partitions_def
+    graph = defs.resolve_asset_graph()
     now = dt.datetime.now(dt.UTC)
     for hours, severity in (
         (settings.freshness.warn_hours + 1, "WARN"),
         (settings.freshness.fail_hours + 1, "ERROR"),
     ):
         at = now + dt.timedelta(hours=hours)
-        late = evaluate_freshness(instance, key, partitions_def, "handbook", settings.freshness, at)
+        late = evaluate_freshness(instance, graph, key, "handbook", settings.freshness, at)
         assert not late.passed and late.severity.value == severity
         assert late.metadata["age_hours"].value > hours - 0.1
         assert "re-materialize" in late.metadata["what_to_do"].value
@@ -405,6 +409,86 @@ def test_a_blocking_check_that_fails_its_run_is_one_alert(db_url, tmp_path, monk
     alert_tick(defs, instance, settings)
     with psycopg.connect(db_url) as conn:
         assert alerts.open_problems(conn) == []
+
+
+def test_an_unchanged_corpus_stays_fresh_and_an_uncaught_change_is_late(db_url, tmp_path):
+    """Freshness by upstream data: the daily scan finds nothing new, so chunks and what follows keep a
+    days-old materialization and stay fresh; a change of raw_documents not caught up within the
+    windows makes chunks late, and what rests on it. Materializations are real, then aged."""
+    settings = alert_project(tmp_path, 1, slack=None, webhook=None, smtp=None)
+    defs = build_definitions(settings)
+    graph = defs.resolve_asset_graph()
+    instance = dg.DagsterInstance.ephemeral()
+    for job in ("source_pipeline", "source_scan"):  # the build, then a daily scan that changed nothing
+        run = defs.resolve_job_def(job).execute_in_process(instance=instance, partition_key="handbook")
+        assert run.success
+    index = defs.resolve_job_def("index_pipeline")
+    assert index.execute_in_process(instance=instance, asset_selection=[dg.AssetKey("search_index")]).success
+    raw = dg.AssetKey("raw_documents")
+    [scan, build] = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=raw, asset_partitions=["handbook"]), limit=2
+    ).records
+    version = scan.asset_materialization.tags[DATA_VERSION_TAG]
+    assert build.asset_materialization.tags[DATA_VERSION_TAG] == version
+    # "Up to date" is exact: Dagster records the input data version it consumed (for a partition
+    # dep, a hash of the upstream partitions' versions), which the freshness rule compares.
+    [built] = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("chunks"), asset_partitions=["handbook"]), limit=1
+    ).records
+    consumed = built.asset_materialization.tags["dagster/input_data_version/raw_documents"]
+    assert consumed == hashlib.sha256(version.encode()).hexdigest()
+    t0 = dt.datetime.now(dt.UTC)
+
+    def scanned(hours: float, data_version: str) -> None:
+        """raw_documents[handbook] materialized `hours` after the build, with this data version."""
+        entry, event = scan.event_log_entry, scan.event_log_entry.dagster_event
+        mat = event.event_specific_data.materialization
+        mat = mat._replace(tags={**mat.tags, DATA_VERSION_TAG: data_version})
+        event = event._replace(event_specific_data=event.event_specific_data._replace(materialization=mat))
+        at = t0 + dt.timedelta(hours=hours)
+        instance.store_event(entry._replace(timestamp=at.timestamp(), dagster_event=event))
+
+    def judge(hours: float, asset: str, partition: str | None = "handbook"):
+        at = t0 + dt.timedelta(hours=hours)
+        return evaluate_freshness(instance, graph, dg.AssetKey(asset), partition, settings.freshness, at)
+
+    # Scanned daily, nothing changed: 40 h after the build everything downstream is up to date.
+    scanned(39, version)
+    for asset in ("chunks", "embeddings", "serving_chunks", "search_index"):
+        e = judge(40, asset, None if asset == "search_index" else "handbook")
+        assert e.passed, e.description
+        assert e.metadata["age_hours"].value > settings.freshness.warn_hours  # the old rule: late
+        assert e.metadata["freshness_case"].value == "up to date with its upstream data"
+        assert e.description.endswith(
+            "is up to date with its upstream data; sources scanned 1 h ago at the oldest"
+        )
+    # The board and `ragline status` say the same.
+    row = _asset_row(
+        instance,
+        dg.AssetKey("chunks"),
+        "handbook",
+        {},
+        FreshnessJudge(instance, graph, settings.freshness, t0 + dt.timedelta(hours=40)),
+        t0,
+    )
+    assert row["freshness"] == "pass" and "up to date" in row["freshness_note"]
+
+    # The documents changed at +45 h (and were scanned again at +74 h); chunks never caught up.
+    scanned(45, "changed")
+    scanned(74, "changed")
+    assert judge(75, "raw_documents").passed
+    chunks = judge(75, "chunks")
+    assert not chunks.passed and chunks.severity == dg.AssetCheckSeverity.WARN
+    assert (
+        chunks.description
+        == "chunks[handbook] has not caught up with a change of raw_documents 30 h ago, past the 26 h window"
+    )
+    assert chunks.metadata["upstream_change_hours"].value == 30
+    embeddings = judge(75, "embeddings")
+    assert not embeddings.passed and embeddings.metadata["late_upstream"].value == "chunks[handbook]"
+    assert not judge(75, "search_index", None).passed  # it rests on serving_chunks[handbook]
+    assert judge(96, "chunks").severity == dg.AssetCheckSeverity.ERROR  # 51 h behind: past fail_hours
+    assert judge(46, "chunks").passed  # 1 h behind: catching up, within the window
 
 
 DEAD_RUN = textwrap.dedent(

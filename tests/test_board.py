@@ -173,7 +173,7 @@ def test_the_board_shows_a_failing_check_and_a_stale_source_in_chromium(
     assert main([*config, "status", "--html", str(page), "--dagster-url", "http://ui.example:3105/"]) == 1
     out = capsys.readouterr().out
     assert (
-        out.startswith("NOT healthy: 1 failing, 4 stale, 2 never materialized, 1 failed run")
+        out.startswith("NOT healthy: 1 failing, 7 stale, 2 never materialized, 1 failed run")
         and str(page) in out
     )
 
@@ -203,11 +203,21 @@ def test_the_board_shows_a_failing_check_and_a_stale_source_in_chromium(
     assert blocked["data-state"] == "never materialized" and "failure" in blocked["text"]
     [upstream] = dom.where(data_asset="raw_documents", data_partition="boiler")
     assert upstream["data-state"] == "ok" and "failed after materializing" in upstream["text"]
-    [fresh] = dom.where(data_asset="search_index")
+    # The index is new, but it rests on the late source: stale too; the daily scores are fresh.
+    [index] = dom.where(data_asset="search_index")
+    assert (index["data-state"], index["class"]) == ("stale", "bad")
+    [fresh] = dom.where(data_asset="retrieval_scores")
     assert (fresh["data-state"], fresh["class"]) == ("ok", "good") and "fresh" in fresh["text"]
     attention = [e["text"] for e in dom.where(tag="li", data_level="bad")]
     assert attention[0].startswith("chunks [boiler]: check duplicate_chunk_share_within_limit failed")
-    assert "raw_documents, chunks, embeddings, serving_chunks [handbook]: stale" in attention[-1]
+    for assets in (
+        "raw_documents, chunks, embeddings, serving_chunks [handbook]",
+        "search_index, eval_set, variant_corpora",
+    ):
+        [line] = [
+            t for t in attention if t.startswith(f"{assets}: stale: raw_documents[handbook] scanned 75")
+        ]
+        assert line.endswith("h ago, past the 50 h window")
     # Scores, and the A/B of dense against the hybrid control with its interval; the day's usage.
     assert {e["data-variant"] for e in dom.where(tag="tr", data_eval_set="golden")} == {"dense", "hybrid"}
     for gate in dom.where(tag="tr", data_eval_set="golden"):

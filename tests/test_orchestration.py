@@ -266,6 +266,17 @@ def test_daily_partitions_start_at_the_first_day_materialized(tmp_path, db_url, 
         )
     assert daily_partitions(settings).start.date() == first
     assert daily_partitions(settings).get_partition_keys()[0] == first.isoformat()
+    # Installed (migrated) 20 days ago, its oldest version since collected by gc: the start is
+    # the install day, and does not move when gc deletes versions.
+    installed = today - dt.timedelta(days=20)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE ragline.schema_migrations SET applied_at = %s",
+            (dt.datetime.combine(installed, dt.time(12), dt.UTC),),
+        )
+        assert daily_partitions(settings).start.date() == installed
+        conn.execute("DELETE FROM ragline.document_versions")
+    assert daily_partitions(settings).start.date() == installed
     # A configured date wins; no reachable database: today.
     pinned = write_project(
         tmp_path, [{"name": "docs", "root": "docs"}], evaluation={"start_date": "2026-10-01"}
@@ -273,6 +284,72 @@ def test_daily_partitions_start_at_the_first_day_materialized(tmp_path, db_url, 
     assert daily_partitions(pinned).start.date() == dt.date(2026, 10, 1)
     monkeypatch.setenv("DATABASE_URL", f"postgresql://postgres@/nowhere?host={tmp_path}")
     assert daily_partitions(settings).start.date() == today
+
+
+def test_daily_quality_skips_a_day_before_the_first_partition(tmp_path):
+    """A first install before 04:00 UTC: the partitions start today, so yesterday's run is skipped."""
+    import datetime as dt
+
+    today = dt.datetime.now(dt.UTC).replace(hour=4, minute=0, second=0, microsecond=0)
+    settings = write_project(
+        tmp_path, [{"name": "docs", "root": "docs"}], evaluation={"start_date": today.date().isoformat()}
+    )
+    defs = build_definitions(settings)
+    schedule = defs.resolve_schedule_def("daily_quality")
+
+    def tick(at: dt.datetime):
+        context = dg.build_schedule_context(
+            scheduled_execution_time=at, repository_def=defs.get_repository_def()
+        )
+        return schedule.evaluate_tick(context)
+
+    first = tick(today)
+    assert not first.run_requests and f"start at {today.date()}" in first.skip_message
+    [request] = tick(today + dt.timedelta(days=1)).run_requests
+    assert request.partition_key == today.date().isoformat()
+
+
+def test_a_failed_automation_run_is_retried_hourly():
+    """embeddings failed (its endpoint was down): FOLLOW_UPSTREAM requests it again after the next
+    hourly tick, although its upstream did not change again; once it succeeds, nothing more."""
+    import datetime as dt
+
+    from orchestration.automation import FOLLOW_UPSTREAM
+
+    endpoint = {"up": False}
+
+    @dg.asset
+    def chunks():
+        return dg.MaterializeResult(data_version=dg.DataVersion("a"))
+
+    @dg.asset(deps=[chunks], automation_condition=FOLLOW_UPSTREAM)
+    def embeddings():
+        if not endpoint["up"]:
+            raise RuntimeError("endpoint down")
+
+    defs = dg.Definitions(assets=[chunks, embeddings])
+    instance = dg.DagsterInstance.ephemeral()
+    start = dt.datetime(2026, 11, 20, 1, 10, tzinfo=dt.UTC)
+    cursor = None
+
+    def tick(minutes: int) -> int:
+        nonlocal cursor
+        at = start + dt.timedelta(minutes=minutes)
+        result = dg.evaluate_automation_conditions(
+            defs=defs, instance=instance, cursor=cursor, evaluation_time=at
+        )
+        cursor = result.cursor
+        return result.get_num_requested(dg.AssetKey("embeddings"))
+
+    tick(0)
+    dg.materialize([chunks], instance=instance)
+    assert tick(1) == 1  # the change
+    dg.materialize([chunks, embeddings], instance=instance, selection=["embeddings"], raise_on_error=False)
+    assert tick(2) == 0  # failed: not again within the hour
+    assert tick(55) == 1  # past 02:00: retried
+    endpoint["up"] = True
+    dg.materialize([chunks, embeddings], instance=instance, selection=["embeddings"])
+    assert tick(56) == 0 and tick(120) == 0  # built: nothing to retry
 
 
 def test_quality_condition_follows_changed_versions_or_a_cron():

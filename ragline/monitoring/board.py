@@ -164,7 +164,10 @@ def _attention(report: dict[str, Any], links: _Links, now: dt.datetime) -> str:
             label, level = _FRESHNESS[a["freshness"]]
             limit = report["freshness_window"]["fail_hours" if level == BAD else "warn_hours"]
             detail = (
-                f"<b>{label}</b>, last materialized {_t(_ago(a['materialized_at'], now))} "
+                # The problem at its origin: the assets resting on one late source share a line.
+                f"<b>{label}</b>: {_t(a['freshness_cause'])}"
+                if a.get("freshness_cause")
+                else f"<b>{label}</b>, last materialized {_t(_ago(a['materialized_at'], now))} "
                 f"({label} after {_hours(limit)})"
             )
             grouped.setdefault((level, 2, a["partition"], detail), []).append(a["asset"])

@@ -33,7 +33,8 @@ def combined_version(*parts: object) -> str:
 
 def first_partition_day(settings: Settings) -> tuple[dt.date, str]:
     """The first daily partition of the quality assets, and where it comes from: evaluation.start_date
-    if set; else the first day this project stored a document (or ran a migration); else today.
+    if set; else the day the project was installed (its first migration, which gc never deletes,
+    or an older stored document version); else today.
     Called when definitions load: it never starts a database and gives up after 2 seconds."""
     if settings.evaluation.start_date:
         return dt.date.fromisoformat(settings.evaluation.start_date), "evaluation.start_date"
@@ -46,4 +47,4 @@ def first_partition_day(settings: Settings) -> tuple[dt.date, str]:
         first = None  # no database yet, or not reachable: nothing was materialized that we can see
     if first is None:
         return today, "today: nothing materialized yet"
-    return min(first, today), "the first day this project was materialized"
+    return min(first, today), "the day this project was installed (its first migration)"

@@ -1,5 +1,7 @@
--- The first day this project stored anything: its first document version (else its first migration).
-SELECT coalesce(
-    (SELECT min(created_at) FROM ragline.document_versions),
-    (SELECT min(applied_at) FROM ragline.schema_migrations)
+-- The first day this project stored anything: its first migration (the ledger is never collected),
+-- or an older document version (a database restored from before the ledger). Not the first
+-- document version alone: garbage collection deletes old versions, and the start would move.
+SELECT least(
+    (SELECT min(applied_at) FROM ragline.schema_migrations),
+    (SELECT min(created_at) FROM ragline.document_versions)
 )::date
