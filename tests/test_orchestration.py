@@ -277,6 +277,15 @@ def test_daily_partitions_start_at_the_first_day_materialized(tmp_path, db_url, 
         assert daily_partitions(settings).start.date() == installed
         conn.execute("DELETE FROM ragline.document_versions")
     assert daily_partitions(settings).start.date() == installed
+    # Days are UTC days whatever the server's time zone: 23:30 UTC is the next day at UTC+14.
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(
+            "UPDATE ragline.schema_migrations SET applied_at = %s",
+            (dt.datetime.combine(installed, dt.time(23, 30), dt.UTC),),
+        )
+        database = conn.execute("SELECT current_database()").fetchone()[0]
+        conn.execute(f"ALTER DATABASE \"{database}\" SET timezone = 'Pacific/Kiritimati'")
+    assert daily_partitions(settings).start.date() == installed
     # A configured date wins; no reachable database: today.
     pinned = write_project(
         tmp_path, [{"name": "docs", "root": "docs"}], evaluation={"start_date": "2026-10-01"}
