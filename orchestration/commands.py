@@ -182,15 +182,9 @@ def status(settings: Settings, now: dt.datetime | None = None) -> dict[str, Any]
                 (k for k in graph.get_check_keys_for_assets({key}) if k.name != FRESHNESS_CHECK),
                 key=lambda k: k.name,
             )
-            history = {
-                # Enough history to reach back to each partition's latest run.
-                ck.name: instance.event_log_storage.get_asset_check_execution_history(
-                    ck, limit=max(100, 20 * len(partitions))
-                )
-                for ck in check_keys
-            }
+            names = [ck.name for ck in check_keys]
             for partition in partitions:
-                row = _asset_row(instance, key, partition, history, judge, now)
+                row = _asset_row(instance, key, partition, names, judge, now)
                 row["last_run"] = _last_run(instance, key, partition, row["run_id"])
                 report["assets"].append(row)
     report["quality"] = quality_summary(settings, now)
@@ -260,7 +254,12 @@ def quality_summary(settings: Settings, now: dt.datetime | None = None) -> dict[
 
 
 def _asset_row(
-    instance, key: dg.AssetKey, partition: str | None, history, judge: FreshnessJudge, now: dt.datetime
+    instance,
+    key: dg.AssetKey,
+    partition: str | None,
+    checks: list[str],
+    judge: FreshnessJudge,
+    now: dt.datetime,
 ) -> dict[str, Any]:
     records = instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None),
@@ -304,11 +303,11 @@ def _asset_row(
         meta = {k: getattr(v, "value", v) for k, v in (mat.metadata or {}).items()}
         row["rows"] = meta.pop("dagster/row_count", None)
         row["metadata"] = {k: v for k, v in meta.items() if isinstance(v, (int, float, str, bool))}
-    for check, executions in history.items():
-        # Checks emitted by a partitioned asset are stored without a partition; the ones that
-        # judged this partition's data ran in the same run as its latest materialization.
-        latest = next((e for e in executions if e.run_id == row["run_id"]), None)
-        row["checks"][check], note = _check_status(latest)
+    # The checks that judged this partition's data ran in the run of its latest materialization:
+    # read that run's events (a bounded check history loses a quiet source's runs behind busy ones).
+    planned, evaluations = _checks_of_run(instance, row["run_id"], key) if row["run_id"] else (set(), {})
+    for check in checks:
+        row["checks"][check], note = _check_status(check in planned, evaluations.get(check))
         if note:
             row["check_notes"][check] = note
     return row
@@ -338,13 +337,37 @@ def _last_run(instance, key: dg.AssetKey, partition: str | None, materialized_by
     }
 
 
-def _check_status(execution) -> tuple[str, str]:
-    """A check execution as (state, note): passed, failed, warn (a failed WARN check), not tested
-    (with the reason), or not run; the note is what the check's metadata says to do or look at."""
-    evaluation = execution.event.asset_check_evaluation if execution and execution.event else None
+def _checks_of_run(
+    instance, run_id: str, key: dg.AssetKey
+) -> tuple[set[str], dict[str, dg.AssetCheckEvaluation]]:
+    """The checks of `key` that run `run_id` planned, and their evaluations (the last one wins)."""
+    records = instance.get_records_for_run(
+        run_id,
+        of_type={
+            dg.DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED,
+            dg.DagsterEventType.ASSET_CHECK_EVALUATION,
+        },
+    ).records
+    planned: set[str] = set()
+    evaluations: dict[str, dg.AssetCheckEvaluation] = {}
+    for record in records:
+        event = record.event_log_entry.dagster_event
+        data = event.event_specific_data if event else None
+        if data is None or data.asset_key != key:
+            continue
+        planned.add(data.check_name)
+        if event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+            evaluations[data.check_name] = data
+    return planned, evaluations
+
+
+def _check_status(planned: bool, evaluation: dg.AssetCheckEvaluation | None) -> tuple[str, str]:
+    """A check of the run that materialized the partition as (state, note): passed, failed, warn (a
+    failed WARN check), not tested (with the reason), or not run; the note is what the check's
+    metadata says to do or look at."""
     if evaluation is None:
-        # No execution in the run that materialized the partition, or one planned and never evaluated.
-        return "not run", "planned, but the run ended before it was evaluated" if execution else ""
+        # Not in the run that materialized the partition, or planned there and never evaluated.
+        return "not run", "planned, but the run ended before it was evaluated" if planned else ""
     if evaluation.passed:
         return "passed", ""
     meta = {k: getattr(v, "value", v) for k, v in (evaluation.metadata or {}).items()}
