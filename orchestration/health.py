@@ -631,14 +631,46 @@ def _run_failure(instance: dg.DagsterInstance, run: dg.DagsterRun, key: str, set
     )
 
 
+def _repaired(instance: dg.DagsterInstance, run_id: str | None) -> bool:
+    """True when a failed run left assets (partitions) unbuilt and every one of them has
+    materialized since it failed: repaired by another run (an automation retry selects only what
+    failed, so it has another key), its problem is over."""
+    record = instance.get_run_record_by_id(run_id) if run_id else None
+    if record is None or record.dagster_run.status != dg.DagsterRunStatus.FAILURE:
+        return False
+    kinds = {dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED, dg.DagsterEventType.ASSET_MATERIALIZATION}
+    planned, built = set(), set()
+    for event_record in instance.get_records_for_run(run_id, of_type=kinds).records:
+        event = event_record.event_log_entry.dagster_event
+        if event is None or event.asset_key is None:
+            continue
+        is_plan = event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED
+        (planned if is_plan else built).add((event.asset_key, event.partition))
+    unbuilt = planned - built
+    failed_at = record.end_time or record.update_timestamp.timestamp()
+    return bool(unbuilt) and all(
+        instance.fetch_materializations(
+            dg.AssetRecordsFilter(
+                asset_key=asset,
+                asset_partitions=[partition] if partition else None,
+                after_timestamp=failed_at,
+            ),
+            limit=1,
+        ).records
+        for asset, partition in unbuilt
+    )
+
+
 def run_problems(
     instance: dg.DagsterInstance, graph, settings: Settings, now: dt.datetime, already: dict[str, str | None]
 ):
     """From the runs of the last RUN_WINDOW_HOURS, stateless: the latest finished run per problem
-    key decides (FAILURE: a problem, SUCCESS: the key passes). `already` maps open keys to the run
-    already recorded, whose failure events are not read again. Returns (problems, passing keys,
-    keys still failing as already recorded)."""
+    key decides (FAILURE: a problem, SUCCESS: the key passes). A failure whose unbuilt assets have
+    materialized since (by a run of another key) passes too, also once it has left the window.
+    `already` maps open keys to the run already recorded, whose failure events are not read again.
+    Returns (problems, passing keys, keys still failing as already recorded)."""
     time_defs = _time_partitions(graph)
+    problems, passing, still = [], [], []
     records = instance.get_run_records(
         dg.RunsFilter(
             statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE],
@@ -650,9 +682,11 @@ def run_problems(
     latest: dict[str, dg.DagsterRun] = {}
     for record in records:  # newest first
         latest.setdefault(run_problem_key(record.dagster_run, time_defs), record.dagster_run)
-    problems, passing, still = [], [], []
+    for key, run_id in already.items():  # open, its run left the window: was it repaired since?
+        if key.startswith("run:") and key not in latest and _repaired(instance, run_id):
+            passing.append(key)
     for key, run in latest.items():
-        if run.status == dg.DagsterRunStatus.SUCCESS:
+        if run.status == dg.DagsterRunStatus.SUCCESS or _repaired(instance, run.run_id):
             passing.append(key)
         elif already.get(key) == run.run_id:
             still.append(key)  # recorded on an earlier tick: its failure events are not read again

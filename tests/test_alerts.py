@@ -19,11 +19,13 @@ import psycopg
 import pytest
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
+from orchestration import health
 from orchestration.commands import _asset_row
 from orchestration.definitions import build_definitions
 from orchestration.health import (
     FRESHNESS_CHECK,
     FRESHNESS_JOB,
+    RUN_WINDOW_HOURS,
     FreshnessJudge,
     check_alerts_sensor,
     evaluate_freshness,
@@ -609,3 +611,52 @@ def test_alert_settings_are_validated(tmp_path, block, message):
         load_settings(path)
     # A secret pasted where an environment variable's name belongs is never echoed.
     assert "s3cret" not in str(refused.value) and "hooks.slack.com" not in str(refused.value)
+
+
+@dg.asset
+def shelf() -> None:
+    pass
+
+
+@dg.asset(deps=[shelf])
+def shelf_index() -> None:
+    if os.environ.get("RAGLINE_TEST_BREAK") == "1":
+        raise RuntimeError("index server unreachable")
+
+
+def test_a_failure_repaired_by_a_run_of_other_assets_resolves(db_url, tmp_path, monkeypatch):
+    """An automation retry selects only what failed, so its key is another one: the failed run's
+    problem is over once what it left unbuilt has materialized, inside or outside the run window."""
+    settings = alert_project(tmp_path, 1, slack=None, webhook=None, smtp=None)
+    both = dg.define_asset_job("shelf_both", selection=[shelf, shelf_index])
+    retry = dg.define_asset_job("shelf_retry", selection=[shelf_index])
+    defs = dg.Definitions(
+        assets=[shelf, shelf_index], jobs=[both, retry], sensors=[check_alerts_sensor(settings)]
+    )
+    instance = dg.DagsterInstance.ephemeral()
+
+    def run(job: str, broken: bool) -> None:
+        monkeypatch.setenv("RAGLINE_TEST_BREAK", "1" if broken else "0")
+        result = defs.resolve_job_def(job).execute_in_process(instance=instance, raise_on_error=False)
+        assert result.success is not broken
+
+    def open_keys():
+        with psycopg.connect(db_url) as conn:
+            return {r["key"] for r in alerts.open_problems(conn)}
+
+    run("shelf_both", broken=True)
+    alert_tick(defs, instance, settings)
+    assert open_keys() == {"run:shelf_both:-"}
+    run("shelf_retry", broken=False)
+    alert_tick(defs, instance, settings)
+    assert open_keys() == set()
+
+    # The same once the failed run has left the window (its key no longer in the latest runs).
+    run("shelf_both", broken=True)
+    alert_tick(defs, instance, settings)
+    assert open_keys() == {"run:shelf_both:-"}
+    run("shelf_retry", broken=False)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=RUN_WINDOW_HOURS + 1)
+    monkeypatch.setattr(health, "_now", lambda: later)
+    alert_tick(defs, instance, settings)
+    assert open_keys() == set()
