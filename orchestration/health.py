@@ -827,7 +827,9 @@ def check_alerts_sensor(settings: Settings) -> dg.SensorDefinition:
         with ragline.database().connection() as conn:
             already = {r["key"]: r["last_occurrence"] for r in alerts.open_problems(conn)}
             runs, runs_passing, still = run_problems(context.instance, graph, settings, now, already)
-            failed_runs = frozenset({p.occurrence for p in runs} | {already[k] for k in still})
+            # Every open run problem's run too: one that left the window still names its check.
+            open_runs = {run_id for key, run_id in already.items() if key.startswith("run:") and run_id}
+            failed_runs = frozenset({p.occurrence for p in runs} | open_runs)
             checks, passing, waiting = check_problems(
                 context.instance, graph.asset_check_keys, settings, repository, failed_runs
             )

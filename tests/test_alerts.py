@@ -406,6 +406,13 @@ def test_a_blocking_check_that_fails_its_run_is_one_alert(db_url, tmp_path, monk
         [row] = alerts.open_problems(conn)  # the run's, naming the check; none for the check alone
     assert row["key"] == "run:__ephemeral_asset_job__:-"
     assert row["title"].endswith("check handbook_is_complete of handbook_copy failed")
+    # Once the run has left the window its problem stays open, and the check still waits on it.
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=RUN_WINDOW_HOURS + 1)
+    with monkeypatch.context() as patch:
+        patch.setattr(health, "_now", lambda: later)
+        alert_tick(defs, instance, settings)
+    with psycopg.connect(db_url) as conn:
+        assert [r["key"] for r in alerts.open_problems(conn)] == [row["key"]]
     monkeypatch.setenv("RAGLINE_TEST_BREAK", "0")
     assert dg.materialize([handbook_copy], instance=instance).success
     alert_tick(defs, instance, settings)
