@@ -237,6 +237,26 @@ def test_delivery_is_capped_skips_a_failing_destination_and_locks_nothing_while_
             assert row == ("resolved", "resolve", ["webhook"])
 
 
+def test_a_message_always_refused_blocks_no_other(db_url, tmp_path, monkeypatch):
+    """HTTP 400 refuses that message only: the destination still gets the others, and the refused
+    row goes after them; 5xx (the test above) marks the destination down for the call."""
+    with WebhookReceiver(reject="poison") as http:
+        monkeypatch.setenv("RAGLINE_TEST_WEBHOOK_URL", http.url("/hooks/ragline"))
+        settings = alert_project(tmp_path, 1, slack=None, smtp=None)
+        now = dt.datetime.now(dt.UTC)
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            for i, title in enumerate(["poison message", "a failed", "b failed", "c failed"]):
+                problem = alerts.Problem(key=f"run:job_{i}:-", title=title)
+                alerts.record_problem(conn, settings.alerts, problem, now + dt.timedelta(seconds=i))
+            first = alerts.deliver(conn, settings.alerts, now, limit=2)
+            assert (first.sent, first.failed) == (1, 1) and "HTTP 400" in first.errors[0]
+            second = alerts.deliver(conn, settings.alerts, now, limit=2)
+            assert (second.sent, second.failed) == (2, 0)
+            assert [b["title"] for b in http.bodies("/hooks/ragline")] == ["a failed", "b failed", "c failed"]
+            [owed] = [r for r in alerts.open_problems(conn) if r["owed"]]
+            assert owed["title"] == "poison message" and "HTTP 400" in owed["last_error"]
+
+
 def test_freshness_checks_per_partition_fail_when_missing_or_late_and_recover(db_url, tmp_path):
     settings = alert_project(tmp_path, 1, slack=None, webhook=None, smtp=None)
     defs = build_definitions(settings)
