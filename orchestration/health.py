@@ -206,6 +206,17 @@ class FreshnessJudge:
         if isinstance(asset_partitions, dg.TimeWindowPartitionsDefinition):
             metadata["expected_partition"] = asset_partitions.get_last_partition_key() or "-"
         record = _latest(self.instance, key, partition)
+        if record is None and (up := self._worst_upstream(key, partition)) is not None:
+            # Not built because what it rests on is not there or late (a new source's chunks while
+            # raw_documents waits for its first run): that upstream is the problem.
+            metadata |= {
+                "freshness_case": "never materialized, and an upstream is late",
+                "late_upstream": up.culprit,
+                "what_to_do": f"fix {up.culprit} first: {up.todo}",
+            }
+            description = f"{name} was never materialized; it rests on late data: {up.cause}"
+            severity = dg.AssetCheckSeverity.ERROR
+            return _Verdict(False, severity, description, metadata, None, None, up.cause, up.culprit, up.todo)
         if record is None:
             command = "ragline materialize" + (f" --source {partition}" if partition else "")
             metadata |= {
@@ -309,6 +320,16 @@ class FreshnessJudge:
         metadata["what_to_do"] = "nothing"
         return _own(True, dg.AssetCheckSeverity.WARN, description, metadata, target, root_scan, name)
 
+    def _worst_upstream(self, key: dg.AssetKey, partition: str | None) -> _Verdict | None:
+        """The failing verdict of an upstream partition, ERROR first; None if all pass."""
+        late = [
+            up
+            for parent in sorted(self.graph.get(key).parent_keys, key=lambda k: k.to_user_string())
+            for part in self._upstream_partitions(parent, partition)
+            if not (up := self.verdict(parent, part)).passed
+        ]
+        return next((v for v in late if v.severity == dg.AssetCheckSeverity.ERROR), late[0] if late else None)
+
     def _upstream_partitions(self, parent: dg.AssetKey, partition: str | None) -> list[str | None]:
         parent_partitions = self.graph.get(parent).partitions_def
         if parent_partitions is None:
@@ -396,13 +417,17 @@ def _data_version(record: dg.EventLogRecord) -> str | None:
 
 
 def _verdict(evaluation) -> str:
-    return "pass" if evaluation.passed else evaluation.severity.value
+    """pass, WARN or ERROR; a failure inherited from a late upstream is another verdict (not
+    alerted), so that it is recorded again when it becomes the asset's own (alerted)."""
+    if evaluation.passed:
+        return "pass"
+    return evaluation.severity.value + ("_upstream" if "late_upstream" in evaluation.metadata else "")
 
 
 def stored_verdicts(
     instance: dg.DagsterInstance, check_key: dg.AssetCheckKey, history: int = 50
 ) -> dict[str | None, str]:
-    """The latest recorded verdict of the check per partition (pass, WARN or ERROR)."""
+    """The latest recorded verdict of the check per partition (see _verdict)."""
     out: dict[str | None, str] = {}
     for record in instance.event_log_storage.get_asset_check_execution_history(check_key, limit=history):
         evaluation = record.event.asset_check_evaluation if record.event else None
@@ -747,9 +772,15 @@ def check_problems(
         for key, (partition, (execution_id, evaluation, run_id)) in verdicts.items():
             never = evaluation.metadata.get("last_run_id") is None and check_key.name == FRESHNESS_CHECK
             target = (check_key.asset_key, "*" if days or partition == "-" else partition)
-            if (never and target in building) or (run_id in failed_runs and _stops_its_run(evaluation)):
-                # Neither alerted nor resolved: its first build is on its way, or it is the cause of
-                # a failed run that is alerted (and names it).
+            inherited = not evaluation.passed and "late_upstream" in evaluation.metadata
+            if (
+                (never and target in building)
+                or (run_id in failed_runs and _stops_its_run(evaluation))
+                or (inherited and check_key.name == FRESHNESS_CHECK)
+            ):
+                # Neither alerted nor resolved: its first build is on its way, it is the cause of
+                # a failed run that is alerted (and names it), or it is late because an upstream
+                # is (that upstream's own check is alerted).
                 waiting.append(key)
                 continue
             if evaluation.passed or untested_reason(evaluation) is not None:
