@@ -206,6 +206,17 @@ class FreshnessJudge:
         if isinstance(asset_partitions, dg.TimeWindowPartitionsDefinition):
             metadata["expected_partition"] = asset_partitions.get_last_partition_key() or "-"
         record = _latest(self.instance, key, partition)
+        if record is None and (up := self._worst_upstream(key, partition)) is not None:
+            # Not built because what it rests on is not there or late (a new source's chunks while
+            # raw_documents waits for its first run): that upstream is the problem.
+            metadata |= {
+                "freshness_case": "never materialized, and an upstream is late",
+                "late_upstream": up.culprit,
+                "what_to_do": f"fix {up.culprit} first: {up.todo}",
+            }
+            description = f"{name} was never materialized; it rests on late data: {up.cause}"
+            severity = dg.AssetCheckSeverity.ERROR
+            return _Verdict(False, severity, description, metadata, None, None, up.cause, up.culprit, up.todo)
         if record is None:
             command = "ragline materialize" + (f" --source {partition}" if partition else "")
             metadata |= {
@@ -309,6 +320,16 @@ class FreshnessJudge:
         metadata["what_to_do"] = "nothing"
         return _own(True, dg.AssetCheckSeverity.WARN, description, metadata, target, root_scan, name)
 
+    def _worst_upstream(self, key: dg.AssetKey, partition: str | None) -> _Verdict | None:
+        """The failing verdict of an upstream partition, ERROR first; None if all pass."""
+        late = [
+            up
+            for parent in sorted(self.graph.get(key).parent_keys, key=lambda k: k.to_user_string())
+            for part in self._upstream_partitions(parent, partition)
+            if not (up := self.verdict(parent, part)).passed
+        ]
+        return next((v for v in late if v.severity == dg.AssetCheckSeverity.ERROR), late[0] if late else None)
+
     def _upstream_partitions(self, parent: dg.AssetKey, partition: str | None) -> list[str | None]:
         parent_partitions = self.graph.get(parent).partitions_def
         if parent_partitions is None:
@@ -396,13 +417,17 @@ def _data_version(record: dg.EventLogRecord) -> str | None:
 
 
 def _verdict(evaluation) -> str:
-    return "pass" if evaluation.passed else evaluation.severity.value
+    """pass, WARN or ERROR; a failure inherited from a late upstream is another verdict (not
+    alerted), so that it is recorded again when it becomes the asset's own (alerted)."""
+    if evaluation.passed:
+        return "pass"
+    return evaluation.severity.value + ("_upstream" if "late_upstream" in evaluation.metadata else "")
 
 
 def stored_verdicts(
     instance: dg.DagsterInstance, check_key: dg.AssetCheckKey, history: int = 50
 ) -> dict[str | None, str]:
-    """The latest recorded verdict of the check per partition (pass, WARN or ERROR)."""
+    """The latest recorded verdict of the check per partition (see _verdict)."""
     out: dict[str | None, str] = {}
     for record in instance.event_log_storage.get_asset_check_execution_history(check_key, limit=history):
         evaluation = record.event.asset_check_evaluation if record.event else None
@@ -631,14 +656,46 @@ def _run_failure(instance: dg.DagsterInstance, run: dg.DagsterRun, key: str, set
     )
 
 
+def _repaired(instance: dg.DagsterInstance, run_id: str | None) -> bool:
+    """True when a failed run left assets (partitions) unbuilt and every one of them has
+    materialized since it failed: repaired by another run (an automation retry selects only what
+    failed, so it has another key), its problem is over."""
+    record = instance.get_run_record_by_id(run_id) if run_id else None
+    if record is None or record.dagster_run.status != dg.DagsterRunStatus.FAILURE:
+        return False
+    kinds = {dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED, dg.DagsterEventType.ASSET_MATERIALIZATION}
+    planned, built = set(), set()
+    for event_record in instance.get_records_for_run(run_id, of_type=kinds).records:
+        event = event_record.event_log_entry.dagster_event
+        if event is None or event.asset_key is None:
+            continue
+        is_plan = event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED
+        (planned if is_plan else built).add((event.asset_key, event.partition))
+    unbuilt = planned - built
+    failed_at = record.end_time or record.update_timestamp.timestamp()
+    return bool(unbuilt) and all(
+        instance.fetch_materializations(
+            dg.AssetRecordsFilter(
+                asset_key=asset,
+                asset_partitions=[partition] if partition else None,
+                after_timestamp=failed_at,
+            ),
+            limit=1,
+        ).records
+        for asset, partition in unbuilt
+    )
+
+
 def run_problems(
     instance: dg.DagsterInstance, graph, settings: Settings, now: dt.datetime, already: dict[str, str | None]
 ):
     """From the runs of the last RUN_WINDOW_HOURS, stateless: the latest finished run per problem
-    key decides (FAILURE: a problem, SUCCESS: the key passes). `already` maps open keys to the run
-    already recorded, whose failure events are not read again. Returns (problems, passing keys,
-    keys still failing as already recorded)."""
+    key decides (FAILURE: a problem, SUCCESS: the key passes). A failure whose unbuilt assets have
+    materialized since (by a run of another key) passes too, also once it has left the window.
+    `already` maps open keys to the run already recorded, whose failure events are not read again.
+    Returns (problems, passing keys, keys still failing as already recorded)."""
     time_defs = _time_partitions(graph)
+    problems, passing, still = [], [], []
     records = instance.get_run_records(
         dg.RunsFilter(
             statuses=[dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE],
@@ -650,9 +707,11 @@ def run_problems(
     latest: dict[str, dg.DagsterRun] = {}
     for record in records:  # newest first
         latest.setdefault(run_problem_key(record.dagster_run, time_defs), record.dagster_run)
-    problems, passing, still = [], [], []
+    for key, run_id in already.items():  # open, its run left the window: was it repaired since?
+        if key.startswith("run:") and key not in latest and _repaired(instance, run_id):
+            passing.append(key)
     for key, run in latest.items():
-        if run.status == dg.DagsterRunStatus.SUCCESS:
+        if run.status == dg.DagsterRunStatus.SUCCESS or _repaired(instance, run.run_id):
             passing.append(key)
         elif already.get(key) == run.run_id:
             still.append(key)  # recorded on an earlier tick: its failure events are not read again
@@ -713,9 +772,15 @@ def check_problems(
         for key, (partition, (execution_id, evaluation, run_id)) in verdicts.items():
             never = evaluation.metadata.get("last_run_id") is None and check_key.name == FRESHNESS_CHECK
             target = (check_key.asset_key, "*" if days or partition == "-" else partition)
-            if (never and target in building) or (run_id in failed_runs and _stops_its_run(evaluation)):
-                # Neither alerted nor resolved: its first build is on its way, or it is the cause of
-                # a failed run that is alerted (and names it).
+            inherited = not evaluation.passed and "late_upstream" in evaluation.metadata
+            if (
+                (never and target in building)
+                or (run_id in failed_runs and _stops_its_run(evaluation))
+                or (inherited and check_key.name == FRESHNESS_CHECK)
+            ):
+                # Neither alerted nor resolved: its first build is on its way, it is the cause of
+                # a failed run that is alerted (and names it), or it is late because an upstream
+                # is (that upstream's own check is alerted).
                 waiting.append(key)
                 continue
             if evaluation.passed or untested_reason(evaluation) is not None:
@@ -793,7 +858,9 @@ def check_alerts_sensor(settings: Settings) -> dg.SensorDefinition:
         with ragline.database().connection() as conn:
             already = {r["key"]: r["last_occurrence"] for r in alerts.open_problems(conn)}
             runs, runs_passing, still = run_problems(context.instance, graph, settings, now, already)
-            failed_runs = frozenset({p.occurrence for p in runs} | {already[k] for k in still})
+            # Every open run problem's run too: one that left the window still names its check.
+            open_runs = {run_id for key, run_id in already.items() if key.startswith("run:") and run_id}
+            failed_runs = frozenset({p.occurrence for p in runs} | open_runs)
             checks, passing, waiting = check_problems(
                 context.instance, graph.asset_check_keys, settings, repository, failed_runs
             )

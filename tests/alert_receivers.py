@@ -14,11 +14,13 @@ from typing import Any
 
 
 class WebhookReceiver:
-    """Records {"path", "body"} of every POST; answers the first `fail_first` requests with 500."""
+    """Records {"path", "body"} of every POST; answers the first `fail_first` requests with 500, and
+    every body containing `reject` with 400."""
 
-    def __init__(self, fail_first: int = 0) -> None:
+    def __init__(self, fail_first: int = 0, reject: str | None = None) -> None:
         self.posts: list[dict[str, Any]] = []
         self.fail_first = fail_first
+        self.reject = reject
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -27,6 +29,10 @@ class WebhookReceiver:
                 if receiver.fail_first > 0:
                     receiver.fail_first -= 1
                     self.send_response(500)
+                    self.end_headers()
+                    return
+                if receiver.reject is not None and receiver.reject.encode("utf-8") in body:
+                    self.send_response(400)
                     self.end_headers()
                     return
                 receiver.posts.append({"path": self.path, "body": json.loads(body)})

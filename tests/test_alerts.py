@@ -19,11 +19,13 @@ import psycopg
 import pytest
 from dagster._core.definitions.data_version import DATA_VERSION_TAG
 
+from orchestration import health
 from orchestration.commands import _asset_row
 from orchestration.definitions import build_definitions
 from orchestration.health import (
     FRESHNESS_CHECK,
     FRESHNESS_JOB,
+    RUN_WINDOW_HOURS,
     FreshnessJudge,
     check_alerts_sensor,
     evaluate_freshness,
@@ -235,6 +237,26 @@ def test_delivery_is_capped_skips_a_failing_destination_and_locks_nothing_while_
             assert row == ("resolved", "resolve", ["webhook"])
 
 
+def test_a_message_always_refused_blocks_no_other(db_url, tmp_path, monkeypatch):
+    """HTTP 400 refuses that message only: the destination still gets the others, and the refused
+    row goes after them; 5xx (the test above) marks the destination down for the call."""
+    with WebhookReceiver(reject="poison") as http:
+        monkeypatch.setenv("RAGLINE_TEST_WEBHOOK_URL", http.url("/hooks/ragline"))
+        settings = alert_project(tmp_path, 1, slack=None, smtp=None)
+        now = dt.datetime.now(dt.UTC)
+        with psycopg.connect(db_url, autocommit=True) as conn:
+            for i, title in enumerate(["poison message", "a failed", "b failed", "c failed"]):
+                problem = alerts.Problem(key=f"run:job_{i}:-", title=title)
+                alerts.record_problem(conn, settings.alerts, problem, now + dt.timedelta(seconds=i))
+            first = alerts.deliver(conn, settings.alerts, now, limit=2)
+            assert (first.sent, first.failed) == (1, 1) and "HTTP 400" in first.errors[0]
+            second = alerts.deliver(conn, settings.alerts, now, limit=2)
+            assert (second.sent, second.failed) == (2, 0)
+            assert [b["title"] for b in http.bodies("/hooks/ragline")] == ["a failed", "b failed", "c failed"]
+            [owed] = [r for r in alerts.open_problems(conn) if r["owed"]]
+            assert owed["title"] == "poison message" and "HTTP 400" in owed["last_error"]
+
+
 def test_freshness_checks_per_partition_fail_when_missing_or_late_and_recover(db_url, tmp_path):
     settings = alert_project(tmp_path, 1, slack=None, webhook=None, smtp=None)
     defs = build_definitions(settings)
@@ -270,7 +292,10 @@ def test_freshness_checks_per_partition_fail_when_missing_or_late_and_recover(db
     assert queued.status == dg.DagsterRunStatus.NOT_STARTED
     first = tick()
     assert f"check:raw_documents.{FRESHNESS_CHECK}:handbook" not in open_keys()
-    assert f"check:chunks.{FRESHNESS_CHECK}:handbook" in open_keys()  # no run builds it
+    # Nor are its downstream partitions, whose verdicts name raw_documents as the culprit.
+    assert not {k for k in open_keys() if k.endswith(":handbook")}
+    inherited = latest("chunks", "handbook")
+    assert not inherited.passed and inherited.metadata["late_upstream"].value == "raw_documents[handbook]"
     instance.report_run_canceled(queued)
     # Unpartitioned assets (and daily ones, as a whole) are recorded as events; the source
     # partition by one run of its four checks.
@@ -289,10 +314,12 @@ def test_freshness_checks_per_partition_fail_when_missing_or_late_and_recover(db
     assert "never materialized" in missing.description and missing.metadata["partition"].value == "handbook"
     assert "ragline materialize --source handbook" in missing.metadata["what_to_do"].value
 
-    # Nothing changed: nothing recorded again; the run was canceled, so the alert opens now.
+    # Nothing changed: nothing recorded again; the run was canceled, so the alert opens now: one
+    # for the source, none for what rests on it.
     again = tick()
     assert again.asset_events == [] and again.run_requests == []
-    assert f"check:raw_documents.{FRESHNESS_CHECK}:handbook" in open_keys()
+    source = f"check:raw_documents.{FRESHNESS_CHECK}:handbook"
+    assert {k for k in open_keys() if k.endswith(":handbook")} == {source}
 
     # A materialization: that partition's check passes again (here already in the run, which
     # selected the asset and so its checks), and on the next tick its alert resolves.
@@ -404,6 +431,13 @@ def test_a_blocking_check_that_fails_its_run_is_one_alert(db_url, tmp_path, monk
         [row] = alerts.open_problems(conn)  # the run's, naming the check; none for the check alone
     assert row["key"] == "run:__ephemeral_asset_job__:-"
     assert row["title"].endswith("check handbook_is_complete of handbook_copy failed")
+    # Once the run has left the window its problem stays open, and the check still waits on it.
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=RUN_WINDOW_HOURS + 1)
+    with monkeypatch.context() as patch:
+        patch.setattr(health, "_now", lambda: later)
+        alert_tick(defs, instance, settings)
+    with psycopg.connect(db_url) as conn:
+        assert [r["key"] for r in alerts.open_problems(conn)] == [row["key"]]
     monkeypatch.setenv("RAGLINE_TEST_BREAK", "0")
     assert dg.materialize([handbook_copy], instance=instance).success
     alert_tick(defs, instance, settings)
@@ -609,3 +643,52 @@ def test_alert_settings_are_validated(tmp_path, block, message):
         load_settings(path)
     # A secret pasted where an environment variable's name belongs is never echoed.
     assert "s3cret" not in str(refused.value) and "hooks.slack.com" not in str(refused.value)
+
+
+@dg.asset
+def shelf() -> None:
+    pass
+
+
+@dg.asset(deps=[shelf])
+def shelf_index() -> None:
+    if os.environ.get("RAGLINE_TEST_BREAK") == "1":
+        raise RuntimeError("index server unreachable")
+
+
+def test_a_failure_repaired_by_a_run_of_other_assets_resolves(db_url, tmp_path, monkeypatch):
+    """An automation retry selects only what failed, so its key is another one: the failed run's
+    problem is over once what it left unbuilt has materialized, inside or outside the run window."""
+    settings = alert_project(tmp_path, 1, slack=None, webhook=None, smtp=None)
+    both = dg.define_asset_job("shelf_both", selection=[shelf, shelf_index])
+    retry = dg.define_asset_job("shelf_retry", selection=[shelf_index])
+    defs = dg.Definitions(
+        assets=[shelf, shelf_index], jobs=[both, retry], sensors=[check_alerts_sensor(settings)]
+    )
+    instance = dg.DagsterInstance.ephemeral()
+
+    def run(job: str, broken: bool) -> None:
+        monkeypatch.setenv("RAGLINE_TEST_BREAK", "1" if broken else "0")
+        result = defs.resolve_job_def(job).execute_in_process(instance=instance, raise_on_error=False)
+        assert result.success is not broken
+
+    def open_keys():
+        with psycopg.connect(db_url) as conn:
+            return {r["key"] for r in alerts.open_problems(conn)}
+
+    run("shelf_both", broken=True)
+    alert_tick(defs, instance, settings)
+    assert open_keys() == {"run:shelf_both:-"}
+    run("shelf_retry", broken=False)
+    alert_tick(defs, instance, settings)
+    assert open_keys() == set()
+
+    # The same once the failed run has left the window (its key no longer in the latest runs).
+    run("shelf_both", broken=True)
+    alert_tick(defs, instance, settings)
+    assert open_keys() == {"run:shelf_both:-"}
+    run("shelf_retry", broken=False)
+    later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=RUN_WINDOW_HOURS + 1)
+    monkeypatch.setattr(health, "_now", lambda: later)
+    alert_tick(defs, instance, settings)
+    assert open_keys() == set()

@@ -119,7 +119,13 @@ class Message:
 
 
 class DeliveryError(Exception):
-    """A destination did not accept a message. The text names its host, never a secret."""
+    """A destination did not accept a message. The text names its host, never a secret. `down`:
+    the destination cannot take any message now (unreachable, timeout, 5xx, not configured); else
+    only this message was refused (HTTP 4xx, SMTP 5xx on the data), and the next ones are sent."""
+
+    def __init__(self, text: str, down: bool = True) -> None:
+        super().__init__(text)
+        self.down = down
 
 
 class Destination(Protocol):
@@ -159,7 +165,9 @@ class Webhook:
             with urllib.request.urlopen(request, timeout=self.timeout_seconds) as response:
                 response.read(4096)
         except urllib.error.HTTPError as exc:
-            raise DeliveryError(f"{where}: HTTP {exc.code}") from None
+            # 408 and 429: the receiver is busy, not this message at fault.
+            down = exc.code >= 500 or exc.code in (408, 429)
+            raise DeliveryError(f"{where}: HTTP {exc.code}", down=down) from None
         except (urllib.error.URLError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             secrets = [url, parts.path, parts.query]
@@ -197,7 +205,10 @@ class Smtp:
                     client.login(s.username, password)
                 client.send_message(mail)
         except (smtplib.SMTPException, OSError) as exc:
-            raise DeliveryError(f"{where}: {type(exc).__name__}: {_safe(exc, [password])}") from None
+            # A permanent refusal of the message's data (552 too large, 554 rejected) is this message's.
+            refused = isinstance(exc, smtplib.SMTPDataError) and exc.smtp_code >= 500
+            text = f"{where}: {type(exc).__name__}: {_safe(exc, [password])}"
+            raise DeliveryError(text, down=not refused) from None
 
 
 def destinations(settings: AlertSettings) -> list[Destination]:
@@ -287,7 +298,10 @@ def deliver(
 ) -> Delivery:
     """Send what is owed: new alerts, due reminders and resolves, to each destination that has not
     received them yet, at most `limit` problems per call. A failed send stays owed (retried on the
-    next call), and that destination is not tried again in this call; never raises for one.
+    next call); a destination that is down (DeliveryError.down) is not tried again in this call,
+    one that refused only this message (or whose sender raised a bug) gets the next ones. Rows
+    whose last send failed go after the others, so one that is always refused blocks nothing.
+    Never raises for a failed send.
 
     Claim, send, record: the sends happen outside any transaction (on an autocommit connection no
     row is locked while a destination takes its timeout); one delivery runs at a time."""
@@ -337,10 +351,10 @@ def deliver(
                     result.sent += 1
                 except DeliveryError as exc:
                     errors.append(str(exc))
-                    down.add(name)
-                except Exception as exc:  # a sender's bug must not lose the others' messages
+                    if exc.down:
+                        down.add(name)
+                except Exception as exc:  # a sender's bug (with this message) must not stop the others
                     errors.append(f"{name}: {type(exc).__name__}: {_safe(exc, [])}")
-                    down.add(name)
             result.failed += len(errors)
             result.errors.extend(errors)
             _record_sent(conn, row, sent, dropped, errors, now)
@@ -392,6 +406,7 @@ def _record_sent(
                 if row["owed"] != "resolve":
                     row["last_sent"] = now
                 row["owed"] = None
+                row["last_error"] = None  # delivered: no longer ordered after the others
         elif row["state"] == "resolved" and row["owed"] in ("resolve", None) and claimed["owed"] != "resolve":
             # Resolved while its alert was being sent: those that just heard of it get the resolve too.
             row["owed_to"] = [*row["owed_to"], *(d for d in sent if d not in row["owed_to"])]
