@@ -24,7 +24,7 @@ def chunks_asset(
         name="chunks",
         partitions_def=partitions,
         deps=["raw_documents"],
-        group_name="ingest",
+        group_name="ragline",
         kinds={"python", "postgres"},
         description="Current chunks of live documents; ids are deterministic, re-runs idempotent.",
         metadata={"table": "ragline.chunks"},

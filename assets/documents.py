@@ -21,7 +21,7 @@ def raw_documents_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinit
     @dg.asset(
         name="raw_documents",
         partitions_def=partitions,
-        group_name="ingest",
+        group_name="ragline",
         kinds={"python", "postgres"},
         description="Normalised text of a source's files, one version per content hash.",
         metadata={

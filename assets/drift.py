@@ -18,7 +18,7 @@ def drift_metrics_asset(
         name="drift_metrics",
         partitions_def=partitions,
         deps=["search_index"],
-        group_name="quality",
+        group_name="ragline",
         kinds={"python", "postgres"},
         description="Share of new content: corpus vs baseline per source; queries vs earlier days.",
         metadata={"tables": "ragline.drift_metrics, ragline.drift_baseline"},

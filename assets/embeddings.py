@@ -24,7 +24,7 @@ def embeddings_asset(
         name="embeddings",
         partitions_def=partitions,
         deps=["chunks"],
-        group_name="ingest",
+        group_name="ragline",
         kinds={"python", "postgres", "pgvector"},
         description="Vectors of the source's chunk texts, in a ledger keyed by (text hash, model).",
         metadata={"table": "ragline.embeddings"},

@@ -36,7 +36,7 @@ def eval_set_asset(automation: dg.AutomationCondition) -> dg.AssetsDefinition:
     @dg.asset(
         name="eval_set",
         deps=["search_index"],
-        group_name="quality",
+        group_name="ragline",
         kinds={"python", "postgres"},
         description="Questions of every configured eval set (golden, BEIR, synthetic) with relevant ids.",
         metadata={"table": "ragline.eval_questions"},
@@ -92,7 +92,7 @@ def variant_corpora_asset(
     @dg.asset(
         name="variant_corpora",
         deps=["search_index"],
-        group_name="quality",
+        group_name="ragline",
         kinds={"python", "postgres", "pgvector"},
         description="Chunks and vectors that evaluation variants with their own chunker or model need.",
         metadata={"table": "ragline.variant_chunks"},
@@ -150,7 +150,7 @@ def retrieval_scores_asset(
         partitions_def=partitions,
         # search_index too: the served corpus can change while the questions and variants stay.
         deps=["eval_set", "variant_corpora", "search_index"],
-        group_name="quality",
+        group_name="ragline",
         kinds={"python", "postgres"},
         description="Per day, each variant's recall@k, precision@k, MRR, nDCG@10, hit rate and latency.",
         metadata={"tables": "ragline.retrieval_scores, ragline.retrieval_results (per question)"},
@@ -254,7 +254,7 @@ def variant_comparison_asset(
         name="variant_comparison",
         partitions_def=partitions,
         deps=["retrieval_scores"],
-        group_name="quality",
+        group_name="ragline",
         kinds={"python", "postgres"},
         description="A/B: each variant against the control on the same questions, paired bootstrap CI.",
         metadata={"table": "ragline.variant_comparisons"},

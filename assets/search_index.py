@@ -22,7 +22,7 @@ def search_index_asset(automation: dg.AutomationCondition) -> dg.AssetsDefinitio
     @dg.asset(
         name="search_index",
         deps=["serving_chunks"],
-        group_name="index",
+        group_name="ragline",
         kinds={"postgres", "pgvector"},
         description="HNSW over the published texts' vectors; a model is served once its recall check passes.",
         metadata={"table": "ragline.serving_vectors", "view": "ragline.serving_chunks"},

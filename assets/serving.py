@@ -16,7 +16,7 @@ def serving_chunks_asset(
         name="serving_chunks",
         partitions_def=partitions,
         deps=["embeddings"],
-        group_name="index",
+        group_name="ragline",
         kinds={"postgres"},
         description="What search serves for the source: the generation published after its checks passed.",
         metadata={"table": "ragline.published_generations", "view": "ragline.serving_chunks"},
