@@ -305,7 +305,9 @@ def _asset_row(
         row["metadata"] = {k: v for k, v in meta.items() if isinstance(v, (int, float, str, bool))}
     # The checks that judged this partition's data ran in the run of its latest materialization:
     # read that run's events (a bounded check history loses a quiet source's runs behind busy ones).
-    planned, evaluations = _checks_of_run(instance, row["run_id"], key) if row["run_id"] else (set(), {})
+    planned, evaluations = (
+        _checks_of_run(instance, row["run_id"], key, partition) if row["run_id"] else (set(), {})
+    )
     for check in checks:
         row["checks"][check], note = _check_status(check in planned, evaluations.get(check))
         if note:
@@ -338,9 +340,10 @@ def _last_run(instance, key: dg.AssetKey, partition: str | None, materialized_by
 
 
 def _checks_of_run(
-    instance, run_id: str, key: dg.AssetKey
+    instance, run_id: str, key: dg.AssetKey, partition: str | None
 ) -> tuple[set[str], dict[str, dg.AssetCheckEvaluation]]:
-    """The checks of `key` that run `run_id` planned, and their evaluations (the last one wins)."""
+    """The checks of `key` that run `run_id` planned, and their evaluations of `partition` (a
+    partitioned check's result for another partition of the same run does not count)."""
     records = instance.get_records_for_run(
         run_id,
         of_type={
@@ -356,7 +359,9 @@ def _checks_of_run(
         if data is None or data.asset_key != key:
             continue
         planned.add(data.check_name)
-        if event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
+        if event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION and (
+            partition is None or getattr(data, "partition", None) in (None, partition)
+        ):
             evaluations[data.check_name] = data
     return planned, evaluations
 
