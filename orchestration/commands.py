@@ -14,7 +14,13 @@ from dagster._core.execution.execute_in_process import merge_run_tags
 from dagster._core.remote_origin import ManagedGrpcPythonEnvCodeLocationOrigin, RemoteRepositoryOrigin
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
-from orchestration.health import FRESHNESS_CHECK, FreshnessJudge, untested_reason
+from orchestration.health import (
+    FRESHNESS_CHECK,
+    FreshnessJudge,
+    iso_utc,
+    latest_materialization,
+    untested_reason,
+)
 from orchestration.launch import DEFINITIONS_MODULE
 from ragline.config import Settings
 from ragline.monitoring.board import BAD, headline
@@ -261,10 +267,7 @@ def _asset_row(
     judge: FreshnessJudge,
     now: dt.datetime,
 ) -> dict[str, Any]:
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None),
-        limit=1,
-    ).records
+    record = latest_materialization(instance, key, partition)
     row: dict[str, Any] = {
         "asset": key.to_user_string(),
         "partition": partition,
@@ -279,12 +282,9 @@ def _asset_row(
         "freshness_note": None,
         "freshness_cause": None,
     }
-    if records:
-        record = records[0]
+    if record is not None:
         mat = record.asset_materialization
-        row["materialized_at"] = dt.datetime.fromtimestamp(record.timestamp, dt.UTC).isoformat(
-            timespec="seconds"
-        )
+        row["materialized_at"] = iso_utc(record.timestamp)
         row["run_id"] = record.run_id
         age_hours = (now.timestamp() - record.timestamp) / 3600
         row["age_hours"] = round(age_hours, 3)
@@ -325,9 +325,7 @@ def _last_run(instance, key: dg.AssetKey, partition: str | None, materialized_by
         return None
 
     def when(timestamp: float | None) -> str | None:
-        return (
-            dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat(timespec="seconds") if timestamp else None
-        )
+        return iso_utc(timestamp) if timestamp else None
 
     run = record.dagster_run
     return {
@@ -379,8 +377,8 @@ def _check_status(planned: bool, evaluation: dg.AssetCheckEvaluation | None) -> 
     if evaluation.severity == dg.AssetCheckSeverity.ERROR:
         return "failed", printable(meta.get("what_to_do") or meta.get("where_to_look") or "", 300)
     # A check that could not test is a failed WARN result whose not_tested says why (assets/checks.py).
-    if str(meta.get("not_tested") or "none") != "none":
-        return "not tested", printable(meta["not_tested"], 300)
+    if (reason := untested_reason(evaluation, limit=300)) is not None:
+        return "not tested", reason
     return "warn", printable(meta.get("what_to_do") or meta.get("where_to_look") or "", 300)
 
 

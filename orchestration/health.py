@@ -205,7 +205,7 @@ class FreshnessJudge:
         }
         if isinstance(asset_partitions, dg.TimeWindowPartitionsDefinition):
             metadata["expected_partition"] = asset_partitions.get_last_partition_key() or "-"
-        record = _latest(self.instance, key, partition)
+        record = latest_materialization(self.instance, key, partition)
         if record is None and (up := self._worst_upstream(key, partition)) is not None:
             # Not built because what it rests on is not there or late (a new source's chunks while
             # raw_documents waits for its first run): that upstream is the problem.
@@ -235,7 +235,7 @@ class FreshnessJudge:
         age = self._hours(record.timestamp)
         metadata |= {
             "age_hours": round(age, 2),
-            "last_materialized": _iso(record.timestamp),
+            "last_materialized": iso_utc(record.timestamp),
             "last_materialized_partition": record.partition_key or "(not partitioned)",
             "last_run_id": record.run_id,
         }
@@ -336,7 +336,11 @@ class FreshnessJudge:
             return [None]
         if partition is not None:
             return [partition]  # ragline's partitioned deps are per source, partition to partition
-        return [p for p in parent_partitions.get_partition_keys() if _latest(self.instance, parent, p)]
+        return [
+            p
+            for p in parent_partitions.get_partition_keys()
+            if latest_materialization(self.instance, parent, p)
+        ]
 
     def _unconsumed_change(
         self, record: dg.EventLogRecord, parent: dg.AssetKey, parts: list[str | None]
@@ -345,7 +349,7 @@ class FreshnessJudge:
         consume it (None: it did). Exact where Dagster recorded the input data version on the
         materialization (it matches the upstream's current one); otherwise by time (materialized
         after the current data appeared)."""
-        latest = {p: _latest(self.instance, parent, p) for p in parts}
+        latest = {p: latest_materialization(self.instance, parent, p) for p in parts}
         versions = {p: _data_version(r) for p, r in latest.items() if r is not None}
         consumed = (record.asset_materialization.tags or {}).get(
             f"{INPUT_DATA_VERSION_TAG_PREFIX}/{parent.to_user_string()}"
@@ -399,11 +403,11 @@ def _named(key: dg.AssetKey, partition: str | None) -> str:
     return key.to_user_string() + (f"[{partition}]" if partition else "")
 
 
-def _iso(timestamp: float) -> str:
+def iso_utc(timestamp: float) -> str:
     return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat(timespec="seconds")
 
 
-def _latest(
+def latest_materialization(
     instance: dg.DagsterInstance, key: dg.AssetKey, partition: str | None
 ) -> dg.EventLogRecord | None:
     records = instance.fetch_materializations(
@@ -562,14 +566,14 @@ _IN_PROGRESS = [
 ]
 
 
-def untested_reason(evaluation: dg.AssetCheckEvaluation | None) -> str | None:
+def untested_reason(evaluation: dg.AssetCheckEvaluation | None, limit: int = 200) -> str | None:
     """Why a check could not test anything (assets/checks.py reports it as a failed WARN result
-    with `not_tested`), or None for a check that tested."""
+    with `not_tested`; at most `limit` characters), or None for a check that tested."""
     if evaluation is None or evaluation.passed or evaluation.severity != dg.AssetCheckSeverity.WARN:
         return None
     reason = evaluation.metadata.get("not_tested")
     value = None if reason is None else str(getattr(reason, "value", reason))
-    return None if value in (None, "none") else printable(value, 200)
+    return None if value in (None, "none") else printable(value, limit)
 
 
 def _time_partitions(graph) -> list[dg.TimeWindowPartitionsDefinition]:
