@@ -41,17 +41,24 @@ NEW_DATA_OR_RETRY = (
     DEPS_CHANGED.since_last_handled().with_label("deps_changed_since_last_handled") | RETRY_FAILED
 ).with_label("deps_changed_since_last_handled_or_failed_retry_hourly")
 
+
+def _when(trigger: dg.AutomationCondition, label: str) -> dg.AutomationCondition:
+    """`trigger`, on today's partition of a daily asset, with every dependency present and idle,
+    the asset itself idle, and no upstream blocking check failed with ERROR."""
+    return (
+        AC.in_latest_time_window()
+        & trigger
+        & (~AC.any_deps_missing()).with_label("no_dep_missing")
+        & (~AC.any_deps_in_progress()).with_label("no_dep_in_progress")
+        & (~AC.in_progress()).with_label("not_in_progress")
+        & ALL_DEPS_BLOCKING_CHECKS_NOT_FAILED
+    ).with_label(label)
+
+
 # Unlike eager(): no newly_missing() (a new day's partition or a source added to ragline.yaml is
 # built by the schedules and the file sensor, not by automation on its own), and an upstream run
 # that changed nothing is no reason to run. On a daily-partitioned asset only today's partition.
-FOLLOW_UPSTREAM = (
-    AC.in_latest_time_window()
-    & NEW_DATA_OR_RETRY
-    & (~AC.any_deps_missing()).with_label("no_dep_missing")
-    & (~AC.any_deps_in_progress()).with_label("no_dep_in_progress")
-    & (~AC.in_progress()).with_label("not_in_progress")
-    & ALL_DEPS_BLOCKING_CHECKS_NOT_FAILED
-).with_label("follow_changed_data")
+FOLLOW_UPSTREAM = _when(NEW_DATA_OR_RETRY, "follow_changed_data")
 
 # The shared index follows any source's publish. A source that is missing (its folder not mounted
 # yet, its first run failed) does not hold it back for the others; and no blocking-check clause:
@@ -69,20 +76,14 @@ def quality_condition(settings: AutomationSettings) -> dg.AutomationCondition:
     cron = settings.quality_cron
     if cron is None:
         return FOLLOW_UPSTREAM
-    return (
-        AC.in_latest_time_window()
-        & (
-            (
-                AC.cron_tick_passed(cron).since_last_handled().with_label("cron_tick_since_last_handled")
-                & DEPS_CHANGED.since(AC.cron_tick_passed(cron)).with_label("deps_changed_since_cron_tick")
-            )
-            | retry_failed(cron, "failed_retry_on_cron")
-        ).with_label("changed_since_cron_tick_or_failed_retry_on_cron")
-        & (~AC.any_deps_missing()).with_label("no_dep_missing")
-        & (~AC.any_deps_in_progress()).with_label("no_dep_in_progress")
-        & (~AC.in_progress()).with_label("not_in_progress")
-        & ALL_DEPS_BLOCKING_CHECKS_NOT_FAILED
-    ).with_label(f"changed_data_on_cron({cron})")
+    trigger = (
+        (
+            AC.cron_tick_passed(cron).since_last_handled().with_label("cron_tick_since_last_handled")
+            & DEPS_CHANGED.since(AC.cron_tick_passed(cron)).with_label("deps_changed_since_cron_tick")
+        )
+        | retry_failed(cron, "failed_retry_on_cron")
+    ).with_label("changed_since_cron_tick_or_failed_retry_on_cron")
+    return _when(trigger, f"changed_data_on_cron({cron})")
 
 
 # A FreshnessPolicy is a time window on the last materialization: true only for the assets that are
