@@ -10,12 +10,15 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from ragline.config import OPENAI_API_URL, is_loopback_url, is_openai_api
 from ragline.safe_text import printable, scrub
+from ragline.types import CallRecord
 
 log = logging.getLogger(__name__)
 
@@ -183,3 +186,37 @@ def _error_text(body: str) -> str:
         return body
     message = error.get("message") if isinstance(error, dict) else error
     return message if isinstance(message, str) and message else body
+
+
+# Every model call (chat or embedding, remote or local) is reported here; the cost ledger installs the
+# sink that stores it (with the caller: an asset run, a CLI command or an API key). No sink: not stored.
+_call_sink: ContextVar[Callable[[CallRecord], None] | None] = ContextVar("ragline_call_sink", default=None)
+
+
+def report_call(record: CallRecord) -> None:
+    """Hand one call's record to the sink installed for this context, if any (never raises for it)."""
+    sink = _call_sink.get()
+    if sink is None:
+        return
+    try:
+        sink(record)
+    except Exception as exc:  # the ledger must never fail the call it records
+        log.warning("could not record a %s call to %s: %s", record.kind, record.endpoint, printable(exc, 300))
+
+
+@contextmanager
+def calls_recorded_by(sink: Callable[[CallRecord], None] | None) -> Iterator[None]:
+    """Report the calls made inside this block (this thread or task, and threads copying its context)
+    to sink."""
+    token = _call_sink.set(sink)
+    try:
+        yield
+    finally:
+        _call_sink.reset(token)
+
+
+def endpoint_host(url: str) -> str:
+    """host[:port] of a base URL: what a call record names, without scheme, path or credentials."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    return f"{host}:{parts.port}" if parts.port else host

@@ -3,7 +3,7 @@ reranker protocols, and the errors each plane raises. Imports nothing else of ra
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -125,3 +125,76 @@ class SearchResult:
     latency_ms: float
     query_id: int | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+# --- The answer plane: chat models, their completions, and the record of every model call. ---
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One chat model call's result: the text, and what it cost in tokens and time."""
+
+    text: str
+    model: str
+    endpoint: str  # host[:port] of the endpoint's base URL; never credentials
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: float
+    finish_reason: str | None = None
+    cached: bool = False  # served from ragline's response cache: 0 tokens spent
+    route: str | None = None  # why this model was chosen (the router's decision), if routed
+
+
+class ChatModel(Protocol):
+    """A chat model behind an OpenAI-compatible endpoint (or a router over several)."""
+
+    model: str
+
+    def chat(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        max_tokens: int,
+        temperature: float = 0.0,
+        response_format: dict[str, Any] | None = None,
+    ) -> Completion: ...
+
+    def stream(
+        self, messages: list[dict[str, Any]], *, max_tokens: int, temperature: float = 0.0
+    ) -> Iterator[str | Completion]:
+        """Text deltas as they arrive, then exactly one final Completion (the whole text, usage)."""
+        ...
+
+
+@dataclass(frozen=True)
+class RouteFeatures:
+    """What a routing policy may look at to pick a model for one request."""
+
+    question_tokens: int = 0
+    retrieval_margin: float | None = None  # top score minus the runner-up's, when retrieval ran
+    top_score: float | None = None
+    output: str = "text"  # "text" or "json"
+    budget_left_tokens: int | None = None  # the caller's remaining token budget, if it has one
+
+
+class ModelSelector(Protocol):
+    """Picks the chat model for one request (a router, or always the same model)."""
+
+    def select(self, features: RouteFeatures) -> ChatModel: ...
+
+
+@dataclass(frozen=True)
+class CallRecord:
+    """One model call as the cost ledger (llm_calls) stores it: never a key, never the prompt."""
+
+    kind: str  # "chat" or "embedding"
+    model: str
+    endpoint: str  # host[:port] ("local" for the in-process embedding model)
+    prompt_tokens: int
+    completion_tokens: int
+    latency_ms: float
+    ok: bool = True
+    error: str | None = None  # scrubbed, one line
+    cached: bool = False
+    route: str | None = None
+    texts: int = 0  # inputs of an embedding call

@@ -1,0 +1,1 @@
+"""The answer plane: answers with citations from retrieved context, prompts, routing, response cache."""

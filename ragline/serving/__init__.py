@@ -1,0 +1,1 @@
+"""The HTTP API (`ragline serve`): search, context, answers and an OpenAI-compatible chat endpoint."""
