@@ -23,7 +23,7 @@ from orchestration.health import (
 )
 from orchestration.launch import DEFINITIONS_MODULE
 from ragline.config import Settings
-from ragline.monitoring.board import BAD, headline
+from ragline.monitoring.board import BAD, drift_verdict, headline, pinned_this_run
 from ragline.safe_text import printable
 from ragline.storage.db import DAGSTER_STORAGE_LOCK, database_url, locked, migrate
 
@@ -400,7 +400,7 @@ def format_status(report: dict[str, Any]) -> str:
             lines.append(
                 f"{'':<21}quarantined files: {a['metadata']['quarantined']} (see ragline.quarantine)"
             )
-    lines.extend(_format_quality(report.get("quality") or {}))
+    lines.extend(_format_quality(report.get("quality") or {}, pinned_this_run(report)))
     lines.append("")
     for title, key in (
         ("STALE (past the freshness window)", "stale"),
@@ -427,7 +427,7 @@ def _check_text(state: str, note: str | None) -> str:
     return f"warn (not tested: {note})" if state == "not tested" else state
 
 
-def _format_quality(quality: dict[str, Any]) -> list[str]:
+def _format_quality(quality: dict[str, Any], pinned: bool = False) -> list[str]:
     lines: list[str] = []
     scores = quality.get("scores") or []
     if scores:
@@ -447,7 +447,9 @@ def _format_quality(quality: dict[str, Any]) -> list[str]:
     if drift:
         lines += ["", f"drift ({drift[0]['partition']})"]
         for r in drift:
-            verdict = "ALARM" if r["alarm"] else ("skipped: " + r["reason"] if r["reason"] else "ok")
+            verdict = drift_verdict(r, pinned)[0]
+            if r["p_value"] is None and r["reason"]:
+                verdict += f": {r['reason']}"
             p = f"new {r['effect']:>4.0%} p={r['p_value']:.3f}" if r["p_value"] is not None else ""
             lines.append(f"  {r['scope']:<20} {r['subject']:<14} {p:<22} {verdict}")
             if r["alarm"] and r["new_content"]:

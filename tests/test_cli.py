@@ -135,6 +135,11 @@ def test_materialize_then_status_with_runs_stored_in_postgres(tmp_path, db_url, 
     assert text.splitlines()[-1].startswith(f"healthy, {untested} checks could not test: ")
     assert "ndcg_at_10_has_not_regressed=warn (not tested: compared 0: no variant and eval set" in text
     assert "drift (" in text and "corpus_vs_baseline" in text
+    # The corpus compared with the baseline this very run pinned tested nothing: not an "ok".
+    corpus_lines = [line for line in text.splitlines() if line.startswith("  corpus_vs_baseline")]
+    assert corpus_lines, text
+    for line in corpus_lines:
+        assert line.endswith("not tested: baseline pinned by this run") or "not tested:" in line, line
 
     # A quiet source's checks are those of the run that materialized it, however many evaluations
     # of the same checks came since (a bounded check history once lost them: "not run", exit 1).

@@ -103,7 +103,7 @@ def render_board(report: dict[str, Any], *, base_url: str = DEFAULT_DAGSTER_URL)
             _attention(report, links, now),
             _assets(report, links, now),
             _scores(quality),
-            _drift(quality.get("drift") or [], _pinned_this_run(report)),
+            _drift(quality.get("drift") or [], pinned_this_run(report)),
             _usage(quality.get("usage")),
             '<footer class="meta">A snapshot: run <code>ragline status --html FILE</code> again to refresh. '
             "Green: passed, fresh, succeeded. Violet: the check ran but could not test anything. "
@@ -334,11 +334,24 @@ def _scores(quality: dict[str, Any]) -> str:
     return "".join(out) + "</section>"
 
 
-def _pinned_this_run(report: dict[str, Any]) -> bool:
+def pinned_this_run(report: dict[str, Any]) -> bool:
     """The latest drift_metrics run pinned the baseline it then measured against (the first run
     does): the corpus was compared with itself, which tests nothing."""
     rows = [a for a in report["assets"] if a["asset"] == "drift_metrics"]
     return bool(rows and (rows[-1].get("metadata") or {}).get("baseline_pinned_this_run"))
+
+
+def drift_verdict(d: dict[str, Any], pinned_this_run: bool = False) -> tuple[str, str]:
+    """(verdict, level) of one drift row, as the board and `ragline status` both show it."""
+    if d["alarm"]:
+        return "ALARM", BAD
+    if d["p_value"] is None:
+        return "not tested", UNTESTED
+    if pinned_this_run and d["scope"] == "corpus_vs_baseline":
+        return "not tested: baseline pinned by this run", UNTESTED
+    if d["significant"]:
+        return "significant, new share below drift.min_new_share", WARN
+    return "no drift found", GOOD
 
 
 def _drift(drift: Sequence[dict[str, Any]], pinned_this_run: bool = False) -> str:
@@ -346,16 +359,7 @@ def _drift(drift: Sequence[dict[str, Any]], pinned_this_run: bool = False) -> st
         return '<section id="drift"><h2>Drift</h2><p class="dim">not measured yet</p></section>'
     rows = []
     for d in drift:
-        if d["alarm"]:
-            verdict, level = "ALARM", BAD
-        elif d["p_value"] is None:
-            verdict, level = "not tested", UNTESTED
-        elif pinned_this_run and d["scope"] == "corpus_vs_baseline":
-            verdict, level = "not tested: baseline pinned by this run", UNTESTED
-        elif d["significant"]:
-            verdict, level = "significant, new share below drift.min_new_share", WARN
-        else:
-            verdict, level = "no drift found", GOOD
+        verdict, level = drift_verdict(d, pinned_this_run)
         rows.append(
             f'<tr class="{level}" data-scope="{_t(d["scope"])}" data-subject="{_t(d["subject"])}">'
             f"<td>{_t(d['scope'])}</td><td>{_t(d['subject'])}</td><td class=num>{_fixed(d['effect'], 3)}</td>"
