@@ -99,7 +99,9 @@ class AnswerCache:
     def store(
         self, conn: psycopg.Connection, *, exact: str, semantic: SemanticKey | None, payload: dict
     ) -> None:
-        """Store an answer (a live entry of the same key is kept: one row per request)."""
+        """Store an answer (a live entry of the same key is kept: one row per request). The payload
+        must hold the text before redacted values were restored: the key is of redacted messages,
+        so another user's request may hit it."""
         s = self.settings
         if not s.enabled:
             return
