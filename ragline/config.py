@@ -330,6 +330,21 @@ class AlertSettings:
 
 
 @dataclass(frozen=True)
+class CacheSettings:
+    """The answer cache: exact hits by default; semantic hits (a paraphrase of a cached question over
+    the same retrieved context) only when switched on."""
+
+    enabled: bool = True
+    ttl_seconds: float = 86_400.0  # an entry older than this never hits and is purged
+    semantic: bool = False
+    # Cosine similarity of the query vectors at or above which a paraphrase hits. Measured on 100
+    # paraphrase and 100 non-paraphrase pairs (benchmarks/results/semantic_cache.md): from 0.97 up no
+    # non-paraphrase hit; the closest one ("allowed" vs "forbidden") measured 0.966.
+    semantic_threshold: float = 0.98
+    max_entries: int | None = None  # None: no limit; else the least recently used go first
+
+
+@dataclass(frozen=True)
 class Settings:
     path: Path
     data_dir: Path
@@ -345,6 +360,7 @@ class Settings:
     freshness: FreshnessSettings = field(default_factory=FreshnessSettings)
     alerts: AlertSettings = field(default_factory=AlertSettings)
     automation: AutomationSettings = field(default_factory=AutomationSettings)
+    cache: CacheSettings = field(default_factory=CacheSettings)
 
     @property
     def project_dir(self) -> Path:
@@ -397,6 +413,7 @@ def parse_settings(raw: dict[str, Any], file: Path) -> Settings:
             "freshness",
             "alerts",
             "automation",
+            "cache",
         },
         str(file),
     )
@@ -569,6 +586,7 @@ def parse_settings(raw: dict[str, Any], file: Path) -> Settings:
         freshness=freshness,
         alerts=alerts,
         automation=automation,
+        cache=_cache(raw.get("cache") or {}),
     )
 
 
@@ -662,6 +680,24 @@ def _variants(
         out.append(VariantSettings(name, r, chunking, variant_embedding))
     _require_unique("variant", [v.name for v in out])
     return tuple(out)
+
+
+def _cache(raw: dict[str, Any]) -> CacheSettings:
+    cache = _build(CacheSettings, raw, "cache")
+    if not isinstance(cache.enabled, bool) or not isinstance(cache.semantic, bool):
+        raise ConfigError("cache.enabled and cache.semantic must be true or false")
+    numbers = (cache.ttl_seconds, cache.semantic_threshold)
+    if any(isinstance(v, bool) or not isinstance(v, int | float) for v in numbers):
+        raise ConfigError("cache.ttl_seconds and cache.semantic_threshold must be numbers")
+    if not cache.ttl_seconds > 0:
+        raise ConfigError("cache.ttl_seconds must be greater than 0")
+    if not 0 < cache.semantic_threshold <= 1:
+        raise ConfigError("cache.semantic_threshold must be a cosine similarity in (0, 1]")
+    if cache.max_entries is not None and (
+        isinstance(cache.max_entries, bool) or not isinstance(cache.max_entries, int) or cache.max_entries < 1
+    ):
+        raise ConfigError("cache.max_entries must be a whole number of at least 1 (or null: no limit)")
+    return cache
 
 
 def _alerts(raw: dict[str, Any]) -> AlertSettings:
