@@ -178,12 +178,14 @@ RECOGNIZERS: tuple[Recognizer, ...] = (
         "api_key",
         re.compile(
             r"(?i)\b[\w.-]*(?:api[_-]?key|apikey|secret|token|passw(?:or)?d|pwd|access[_-]?key|credentials?)"
-            r"[\w.-]*[\"']?\s*(?:=|:|=>)\s*[\"']?([^\s\"',;}{)(\]\[]{8,})"
+            r"[\w.-]*[\"'\]]{0,2}\s*(?:=|:|=>)\s*[\"']?([^\s\"',;}{)(\]\[]{8,})"
         ),
         _assigned_secret,
         group=1,
     ),
-    Recognizer("bearer_token", re.compile(r"(?i)\bbearer\s+([A-Za-z0-9._~+/=-]{16,})"), group=1),
+    Recognizer(
+        "bearer_token", re.compile(r"(?i)\bbearer(?: token)?(?: is|:)?\s+([A-Za-z0-9._~+/=-]{16,})"), group=1
+    ),
     Recognizer(
         "card",
         re.compile(
@@ -208,7 +210,7 @@ RECOGNIZERS: tuple[Recognizer, ...] = (
         ),
         _email_valid,
     ),
-    Recognizer("ssn", re.compile(_NOT_WORD + r"[0-9]{3}-[0-9]{2}-[0-9]{4}" + _NOT_WORD_AFTER), _ssn_valid),
+    Recognizer("ssn", re.compile(_NOT_WORD + r"[0-9]{3}-[0-9]{2}-[0-9]{4}(?![\w-])"), _ssn_valid),
     Recognizer(
         "ssn",
         re.compile(
