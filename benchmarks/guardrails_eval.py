@@ -100,7 +100,15 @@ def run(detector: Detector, snippets: list[dict[str, Any]]) -> dict[str, Any]:
         "micro": _row(_sum(per_kind.values())),
         "micro_pii": _row(_sum(c for k, c in per_kind.items() if k in PII_KINDS)),
         "covered": _row(covered),
+        "holdout": _holdout(detector, snippets),
     }
+
+
+def _holdout(detector: Detector, snippets: list[dict[str, Any]]) -> dict[str, Any]:
+    """Micro figures on the snippets written after the recognizers were tuned (category holdout)."""
+    held = [s for s in snippets if s["category"] == "holdout"]
+    per_kind, covered = score_spans(held, detector, KINDS)
+    return {"snippets": len(held), "micro": _row(_sum(per_kind.values())), "covered": _row(covered)}
 
 
 def _sum(counts: Any) -> Counts:
@@ -136,8 +144,10 @@ def main() -> None:
             {"note": note, **run(detect, snippets)} if detect else {"note": note}
         )
     passages, per_flag = score_flags(snippets, injection_flags)
+    held, _ = score_flags([s for s in snippets if s["category"].startswith("holdout")], injection_flags)
     results["injection"] = {
         "passages": _row(passages),
+        "holdout_passages": _row(held),
         "attack_passages": passages.tp + passages.fn,
         "benign_passages": sum(1 for s in snippets if s.get("injection") == []),
         "flags": {name: _row(c) for name, c in sorted(per_flag.items())},
@@ -176,6 +186,22 @@ def markdown(r: dict[str, Any]) -> str:
             row = s["kinds"].get(kind) or s[kind]
             cells += [f"{row['precision']:.3f} ({row['tp']}/{row['tp'] + row['fp']})", f"{row['recall']:.3f}"]
         lines.append(f"| {kind} | " + " | ".join(cells) + " |")
+    held = ran[0][1]["holdout"]["snippets"]
+    lines += [
+        "",
+        f"Held out: {held} of the snippets (category `holdout`) were written after the recognizers were "
+        "tuned on the others and are scored alone here (the figures above include them). Their first "
+        "run found two faults, fixed since (a quoted secret cut at its first bracket, so 10 of its 50 "
+        "characters were replaced; an injection addressed to 'the AI summarizing this'): ragline then "
+        "scored micro P 0.962, R 0.962, covered R 0.962, and 5 of 6 held-out injection passages.",
+        "",
+        "| system | micro P | micro R | covered R |",
+        "|---|---|---|---|",
+    ]
+    for n, s in ran:
+        h = s["holdout"]
+        micro, covered = h["micro"], h["covered"]
+        lines.append(f"| {n} | {micro['precision']:.3f} | {micro['recall']:.3f} | {covered['recall']:.3f} |")
     lines += ["", "| system | seconds for the set | snippets/s |", "|---|---|---|"]
     lines += [f"| {n} | {s['seconds']} | {s['snippets_per_second']} |" for n, s in ran]
     inj = r["injection"]
@@ -186,7 +212,8 @@ def markdown(r: dict[str, Any]) -> str:
         f"{inj['benign_passages']} benign look-alikes)",
         "",
         f"Passages flagged: recall {p['recall']:.3f} ({p['tp']}/{p['tp'] + p['fn']}), precision "
-        f"{p['precision']:.3f} ({p['fp']} benign passages flagged).",
+        f"{p['precision']:.3f} ({p['fp']} benign passages flagged). Held-out passages only: recall "
+        f"{inj['holdout_passages']['recall']:.3f}, precision {inj['holdout_passages']['precision']:.3f}.",
         "",
         "| flag | precision | recall |",
         "|---|---|---|",

@@ -48,7 +48,7 @@ INJECTION_PATTERNS: dict[str, re.Pattern[str]] = {
     "addressed_to_model": re.compile(
         r"\b(?:if you are|attention|note to|message (?:to|for)|dear|hey) (?:an? |the )?"
         r"(?:ai|llm|language model|chatbot|ai assistant|gpt|claude)\b"
-        r"|\b(?:ai|llm) (?:assistants?|agents?|models?) (?:reading|processing|summari[sz]ing) this\b"
+        r"|\b(?:ai|llm)(?: assistants?| agents?| models?)? (?:reading|processing|summari[sz]ing) this\b"
         r"|\bthe (?:ai|assistant|model) (?:must|should|will) now\b"
     ),
     "exfiltration": re.compile(

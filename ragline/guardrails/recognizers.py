@@ -26,7 +26,9 @@ class Recognizer:
     kind: str
     pattern: re.Pattern[str]
     check: Callable[[str], bool] | None = None
-    group: int = 0  # the pattern group that is the value (the rest is context, kept in the text)
+    # The pattern group that is the value (the rest is context, kept in the text); of several
+    # named groups, the one that matched.
+    group: int | tuple[str, ...] = 0
     # Instead of check: the longest valid prefix of the match, or None (an IBAN followed by a word
     # of four capitals matches the pattern one group too long).
     fit: Callable[[str], str | None] | None = None
@@ -139,7 +141,7 @@ _NOT_A_SECRET = re.compile(
 
 
 def _assigned_secret(value: str) -> bool:
-    if _NOT_A_SECRET.match(value):
+    if _NOT_A_SECRET.match(value) or re.search(r"\s", value):  # a quoted phrase is prose
         return False
     classes = sum(bool(re.search(p, value)) for p in (r"[a-z]", r"[A-Z]", r"[0-9]", r"[^A-Za-z0-9]"))
     return len(value) >= 20 or (len(value) >= 8 and classes >= 2 and re.search(r"[0-9]", value) is not None)
@@ -178,10 +180,11 @@ RECOGNIZERS: tuple[Recognizer, ...] = (
         "api_key",
         re.compile(
             r"(?i)\b[\w.-]*(?:api[_-]?key|apikey|secret|token|passw(?:or)?d|pwd|access[_-]?key|credentials?)"
-            r"[\w.-]*[\"'\]]{0,2}\s*(?:=|:|=>)\s*[\"']?([^\s\"',;}{)(\]\[]{8,})"
+            r"[\w.-]*[\"'\]]{0,2}\s*(?:=|:|=>)\s*"
+            r"(?:\"(?P<double>[^\"\n]{8,}?)\"|'(?P<single>[^'\n]{8,}?)'|(?P<bare>[^\s\"',;}{)(\]\[]{8,}))"
         ),
         _assigned_secret,
-        group=1,
+        group=("double", "single", "bare"),
     ),
     Recognizer(
         "bearer_token", re.compile(r"(?i)\bbearer(?: token)?(?: is|:)?\s+([A-Za-z0-9._~+/=-]{16,})"), group=1
@@ -264,8 +267,11 @@ def find(text: str, kinds: Iterable[str]) -> list[Finding]:
         if recognizer.kind not in wanted:
             continue
         for match in recognizer.pattern.finditer(text):
-            start, end = match.span(recognizer.group)
-            value = match.group(recognizer.group)
+            group = recognizer.group
+            if isinstance(group, tuple):
+                group = next(name for name in group if match.group(name) is not None)
+            start, end = match.span(group)
+            value = match.group(group)
             if recognizer.check is not None and not recognizer.check(value):
                 continue
             if recognizer.fit is not None:
