@@ -70,7 +70,7 @@ INJECTION_PATTERNS: dict[str, re.Pattern[str]] = {
 
 # Hidden markup, matched on the raw passage: comments, invisible styling, hidden characters.
 _HIDDEN_MARKUP = re.compile(
-    r"<!--\s*(?:\S+\s+){5}[\s\S]*?-->"
+    r"<!--[ \t\n]{0,20}(?:[^\s<>]{1,100}\s{1,20}){5}[\s\S]{0,2000}?-->"
     r"|style\s*=\s*[\"'][^\"']*(?:display\s*:\s*none|visibility\s*:\s*hidden|font-size\s*:\s*0"
     r"|color\s*:\s*(?:#fff(?:fff)?|white|transparent))|<(?:div|span|p)[^>]*\bhidden\b",
     re.IGNORECASE,

@@ -4,6 +4,7 @@ versions, hashes, dates) are left alone."""
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -175,13 +176,15 @@ RECOGNIZERS: tuple[Recognizer, ...] = (
             r"|glpat-[A-Za-z0-9_-]{20,})" + _NOT_WORD_AFTER  # GitLab
         ),
     ),
-    # api_key = "...", "password": "...", AWS_SECRET_ACCESS_KEY=...: the value only
+    # api_key = "...", "password": "...", AWS_SECRET_ACCESS_KEY=...: the value only. The match
+    # starts at the keyword and every repeat is bounded: a leading [\w.-]* made "a-a-a-..." quadratic.
     Recognizer(
         "api_key",
         re.compile(
-            r"(?i)\b[\w.-]*(?:api[_-]?key|apikey|secret|token|passw(?:or)?d|pwd|access[_-]?key|credentials?)"
-            r"[\w.-]*[\"'\]]{0,2}\s*(?:=|:|=>)\s*"
-            r"(?:\"(?P<double>[^\"\n]{8,}?)\"|'(?P<single>[^'\n]{8,}?)'|(?P<bare>[^\s\"',;}{)(\]\[]{8,}))"
+            r"(?i)(?:api[_-]?key|apikey|secret|token|passw(?:or)?d|pwd|access[_-]?key|credentials?)"
+            r"[\w.-]{0,40}[\"'\]]{0,2}[ \t]{0,8}(?:=|:|=>)[ \t]{0,8}"
+            r"(?:\"(?P<double>[^\"\n]{8,1000}?)\"|'(?P<single>[^'\n]{8,1000}?)'"
+            r"|(?P<bare>[^\s\"',;}{)(\]\[]{8,1000}))"
         ),
         _assigned_secret,
         group=("double", "single", "bare"),
@@ -262,7 +265,9 @@ RECOGNIZERS: tuple[Recognizer, ...] = (
 def find(text: str, kinds: Iterable[str]) -> list[Finding]:
     """The values of the given kinds in text, without overlaps, in the order they stand."""
     wanted = set(kinds)
-    taken: list[Finding] = []
+    taken: list[Finding] = []  # sorted by start, as are starts and ends
+    starts: list[int] = []
+    ends: list[int] = []
     for recognizer in RECOGNIZERS:
         if recognizer.kind not in wanted:
             continue
@@ -279,7 +284,12 @@ def find(text: str, kinds: Iterable[str]) -> list[Finding]:
                 if fitted is None:
                     continue
                 value, end = fitted, start + len(fitted)
-            if any(start < f.end and f.start < end for f in taken):
+            # taken spans do not overlap, so sorted by start their ends rise too: only the last
+            # one starting before this end can overlap it
+            i = bisect.bisect_left(starts, end)
+            if i and ends[i - 1] > start:
                 continue
-            taken.append(Finding(recognizer.kind, start, end, value))
-    return sorted(taken, key=lambda f: f.start)
+            starts.insert(i, start)
+            ends.insert(i, end)
+            taken.insert(i, Finding(recognizer.kind, start, end, value))
+    return taken
