@@ -115,6 +115,15 @@ def test_the_same_value_gets_the_same_placeholder_across_texts_and_spellings() -
     assert redaction.found == {"email": 2, "card": 1}
 
 
+def test_a_placeholder_already_in_the_text_is_not_reused_nor_restored() -> None:
+    guard = Guard(GuardrailSettings(restore=("email",)))
+    redaction = guard.redact(
+        ["Docs show <EMAIL_1> and <EMAIL_2>.", "Mail ann@example.com or bob@example.org"]
+    )
+    assert redaction.texts[1] == "Mail <EMAIL_3> or <EMAIL_4>"
+    assert redaction.restore("<EMAIL_1> <EMAIL_3> <EMAIL_4>") == "<EMAIL_1> ann@example.com bob@example.org"
+
+
 def test_restore_puts_back_only_the_kinds_the_policy_allows() -> None:
     text = "Mail ann@example.com, call +44 20 7946 0958, key sk-abcdefghijklmnopqrstuvwx"
     default = Guard(GuardrailSettings()).redact([text])

@@ -83,8 +83,12 @@ class Guard:
             redaction.texts = list(texts)
             return redaction
         by_value: dict[tuple[str, str], str] = {}
+        # A text that already holds "<EMAIL_1>" (a page about placeholders) keeps it as it is:
+        # restore() must not turn it into an address.
+        reserved = {match.group() for text in texts for match in _PLACEHOLDER.finditer(text)}
         for text in texts:
-            redaction.texts.append(_replace(text, find(text, self.settings.redact), redaction, by_value))
+            findings = find(text, self.settings.redact)
+            redaction.texts.append(_replace(text, findings, redaction, by_value, reserved))
         return redaction
 
     def injection_flags(self, passage: str) -> list[str]:
@@ -150,7 +154,11 @@ class Guard:
 
 
 def _replace(
-    text: str, findings: list[Finding], redaction: Redaction, by_value: dict[tuple[str, str], str]
+    text: str,
+    findings: list[Finding],
+    redaction: Redaction,
+    by_value: dict[tuple[str, str], str],
+    reserved: set[str],
 ) -> str:
     """text with each finding replaced by its placeholder, recorded in the redaction."""
     out, last = [], 0
@@ -158,8 +166,11 @@ def _replace(
         key = (f.kind, _normalized(f.kind, f.value))
         placeholder = by_value.get(key)
         if placeholder is None:
-            redaction.found[f.kind] = redaction.found.get(f.kind, 0) + 1
-            placeholder = f"<{f.kind.upper()}_{redaction.found[f.kind]}>"
+            redaction.found[f.kind] = number = redaction.found.get(f.kind, 0) + 1
+            placeholder = f"<{f.kind.upper()}_{number}>"
+            while placeholder in reserved or placeholder in redaction.values:
+                number += 1
+                placeholder = f"<{f.kind.upper()}_{number}>"
             by_value[key] = placeholder
             redaction.values[placeholder] = f.value
             redaction.kinds[placeholder] = f.kind
