@@ -190,6 +190,11 @@ def test_repair_drops_bad_citations_redacts_leaks_and_cuts_to_length() -> None:
         "citation [7] not in context",
         "citation [9] not in context",
     ]
+    ranges = guard.check_output(
+        "See [1-2], [2–4] and [9-900000000].", available={1, 2, 3}, redaction=redaction
+    )
+    assert ranges.text == "See [1-2], [2, 3] and."
+    assert ranges.violations == ["citation [2–4] not in context", "citation [9-900000000] not in context"]
     long = guard.check_output("word " * 60, available=set(), redaction=redaction)
     assert (long.action, len(long.text) <= 120, long.text.endswith("…")) == ("repaired", True, True)
 

@@ -13,7 +13,9 @@ from ragline.guardrails.recognizers import Finding, find
 REFUSAL = "I can't return this answer: it did not pass the output checks."
 _PLACEHOLDER = re.compile(r"<([A-Z_]+)_([0-9]+)>")
 # [3] or [1, 4] with the blanks before it; not a[0] (an index), [x] (a checkbox) or [2](url) (a link)
-_CITATION = re.compile(r"([ \t]*)(?<!\w)\[([0-9]+(?:\s*,\s*[0-9]+)*)\](?!\()")
+_CITATION = re.compile(
+    r"([ \t]*)(?<!\w)\[([0-9]+(?:\s*[-–]\s*[0-9]+)?(?:\s*,\s*[0-9]+(?:\s*[-–]\s*[0-9]+)?)*)\](?!\()"
+)
 
 
 def _normalized(kind: str, value: str) -> str:
@@ -128,13 +130,20 @@ class Guard:
                 text = f"{text[: f.start]}[{f.kind} removed]{text[f.end :]}"
 
         def cited(match: re.Match[str]) -> str:
-            numbers = [int(n) for n in match.group(2).split(",")]
-            missing = [n for n in numbers if n not in available]
-            for n in missing:
-                violated(f"citation [{n}] not in context", actions.citation)
+            kept, missing = [], False
+            for item in match.group(2).split(","):
+                first, _, last = re.sub(r"\s", "", item).replace("–", "-").partition("-")
+                low, high = int(first), int(last or first)
+                # [1-3] cites 1, 2 and 3; a range wider than the context cannot be all in it
+                numbers = range(low, high + 1) if 0 <= high - low <= len(available) else None
+                if numbers is not None and all(n in available for n in numbers):
+                    kept.append(item.strip())
+                    continue
+                missing = True
+                violated(f"citation [{item.strip()}] not in context", actions.citation)
+                kept += [str(n) for n in numbers or () if n in available]
             if not missing or actions.citation != "repair":
                 return match.group()
-            kept = [str(n) for n in numbers if n in available]
             return f"{match.group(1)}[{', '.join(kept)}]" if kept else ""
 
         text = _CITATION.sub(cited, text)
