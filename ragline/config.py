@@ -605,7 +605,7 @@ def parse_settings(raw: dict[str, Any], file: Path) -> Settings:
         freshness=freshness,
         alerts=alerts,
         automation=automation,
-        guardrails=parse_guardrails(raw.get("guardrails") or {}),
+        guardrails=parse_guardrails(raw.get("guardrails")),
     )
 
 
@@ -701,10 +701,12 @@ def _variants(
     return tuple(out)
 
 
-def parse_guardrails(raw: dict[str, Any]) -> GuardrailSettings:
+def parse_guardrails(raw: Any) -> GuardrailSettings:
     """The guardrails: block, validated: known kinds only, and no credential restored."""
+    if raw is None:
+        return GuardrailSettings()
     if not isinstance(raw, dict):
-        raise ConfigError("guardrails must be a mapping")
+        raise ConfigError("guardrails must be a mapping, e.g. {enabled: false}")
     item = dict(raw)
     kinds = PII_KINDS + SECRET_KINDS
     secrets_restored = sorted(set(item.get("restore") or []) & set(SECRET_KINDS))

@@ -238,6 +238,7 @@ def test_the_guardrails_block_is_validated(tmp_path: Path) -> None:
         ({"redact": ["emial"]}, "unknown or not allowed"),
         ({"actions": {"pii": "drop"}}, "guardrails.actions.pii"),
         ({"colour": 1}, "unknown keys"),
+        (False, "must be a mapping"),
         ({"max_answer_chars": 5}, "max_answer_chars"),
         ({"injection": "block"}, "guardrails.injection"),
         ({"redact": ["phone"], "restore": ["email"]}, "not redacted"),
