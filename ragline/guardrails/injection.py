@@ -16,7 +16,8 @@ _PREVIOUS = (
 )
 _RULES = r"(?:instructions?|prompts?|rules|directions|guidelines|context|messages?|constraints)"
 
-# name -> pattern, matched on the passage's NFKC form in lower case with whitespace collapsed.
+# name -> pattern, matched on the passage's NFKC form in lower case with every run of whitespace
+# (line breaks too) made one space.
 INJECTION_PATTERNS: dict[str, re.Pattern[str]] = {
     "ignore_instructions": re.compile(
         rf"\b(?:ignore|disregard|forget|override|skip|bypass)\b(?: (?:all|any|everything|every))?"
@@ -38,7 +39,8 @@ INJECTION_PATTERNS: dict[str, re.Pattern[str]] = {
         r"\b(?:reveal|print|show|repeat|output|leak|display|tell me) (?:me )?(?:your|the) "
         r"(?:(?:full|entire|hidden|initial|original|secret) )?(?:system prompt|instructions|prompt)"
         r"|\bnew (?:system )?instructions?:|\b(?:updated|important|urgent) instructions?:"
-        r"|(?:^|\n)(?:system|assistant) ?: ?(?:you |ignore|forget|from now|new instructions|the assistant)"
+        r"|(?:^|[\s>\"'])(?:system|assistant) ?: ?"
+        r"(?:you |ignore|forget|from now|new instructions|the assistant)"
         r"|#{2,} ?(?:system|instructions?)\b"
     ),
     "chat_markup": re.compile(
@@ -83,6 +85,6 @@ def injection_flags(passage: str) -> list[str]:
     if _HIDDEN_CHARACTERS.search(passage) or _HIDDEN_MARKUP.search(passage):
         flags.append("hidden_markup")
     text = unicodedata.normalize("NFKC", _HIDDEN_CHARACTERS.sub("", passage)).lower()
-    text = re.sub(r"[ \t\r\f\v]+", " ", text)
+    text = re.sub(r"\s+", " ", text)  # "ignore all\nprevious instructions" too
     flags.extend(name for name, pattern in INJECTION_PATTERNS.items() if pattern.search(text))
     return flags
