@@ -189,6 +189,12 @@ RECOGNIZERS: tuple[Recognizer, ...] = (
         _assigned_secret,
         group=("double", "single", "bare"),
     ),
+    # the password of URL userinfo: postgresql://app:s3cret@localhost/db
+    Recognizer(
+        "api_key",
+        re.compile(r"(?i)\b[a-z][a-z0-9+.-]{1,20}://[^\s/:@]{0,100}:([^\s/@]{1,200})@[\w.-]"),
+        group=1,
+    ),
     Recognizer(
         "bearer_token", re.compile(r"(?i)\bbearer(?: token)?(?: is|:)?\s+([A-Za-z0-9._~+/=-]{16,})"), group=1
     ),
