@@ -224,6 +224,15 @@ def test_a_value_restored_by_policy_is_not_a_leak_but_an_unrestored_kind_is() ->
     redaction = guard.redact(["from ann@example.com, +44 20 7946 0958"])
     check = guard.check_output("Reply to <EMAIL_1>, not <PHONE_1>.", available=set(), redaction=redaction)
     assert (check.action, check.text) == ("ok", "Reply to ann@example.com, not <PHONE_1>.")
+    invented = guard.check_output(
+        "Reply to ann@example.com or eve@example.com.", available=set(), redaction=redaction
+    )
+    assert (invented.action, invented.violations) == ("repaired", ["email in output"])
+    assert invented.text == "Reply to ann@example.com or [email removed]."
+    # a kind left unredacted reached the model as it is, and may come back
+    unredacted = Guard(GuardrailSettings(redact=("api_key",)))
+    kept = unredacted.check_output("Mail eve@example.com", available=set(), redaction=unredacted.redact([""]))
+    assert (kept.action, kept.text) == ("ok", "Mail eve@example.com")
 
 
 def test_the_guardrails_block_is_validated(tmp_path: Path) -> None:

@@ -6,7 +6,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ragline.config import PII_KINDS, SECRET_KINDS, GuardrailSettings
+from ragline.config import SECRET_KINDS, GuardrailSettings
 from ragline.guardrails.injection import injection_flags
 from ragline.guardrails.recognizers import Finding, find
 
@@ -119,10 +119,9 @@ class Guard:
                 if actions.blocklist == "repair":
                     text = pattern.sub("[removed]", text)
 
+        # a kind that is not redacted (the model saw it) may be in the answer; a restored value too
         allowed = redaction.restored_values()
-        leaked = [
-            f for f in find(text, PII_KINDS + SECRET_KINDS) if _normalized(f.kind, f.value) not in allowed
-        ]
+        leaked = [f for f in find(text, self.settings.redact) if _normalized(f.kind, f.value) not in allowed]
         for kind in dict.fromkeys(f.kind for f in leaked):
             violated(f"{kind} in output", actions.secret if kind in SECRET_KINDS else actions.pii)
         for f in sorted(leaked, key=lambda f: -f.start):
