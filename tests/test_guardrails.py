@@ -60,6 +60,8 @@ def kinds_in(text: str) -> list[tuple[str, str]]:
             "edw&wbb64u(t2uh53!%kj@7n1%v3#o(_e9zcm",
         ),
         ("DATABASE_URL=postgresql://app:s3cret@localhost:5432/db", "api_key", "s3cret"),
+        # letters only, but long: a key, not a placeholder like YOUR_API_KEY
+        ("client_secret: QWErtyUIOPasdfGHJKLzxcvb", "api_key", "QWErtyUIOPasdfGHJKLzxcvb"),
         ("Authorization: Bearer abcdefghijklmnop1234", "bearer_token", "abcdefghijklmnop1234"),
         (f"Bearer {JWT}", "jwt", JWT),
     ],

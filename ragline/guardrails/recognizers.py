@@ -136,7 +136,7 @@ _FILE_EXTENSIONS = {"png", "jpg", "jpeg", "gif", "svg", "webp", "css", "js", "ts
 
 # Values of a "name = value" assignment that name a secret without being one.
 _NOT_A_SECRET = re.compile(
-    r"(?i)^(?:none|null|true|false|undefined|changeme|redacted|example|placeholder|x+|\*+|[A-Z_]+|"
+    r"(?i)^(?:none|null|true|false|undefined|changeme|redacted|example|placeholder|x+|\*+|(?-i:[A-Z_]+)|"
     r"\$\{?\w+\}?|<[^>]*>|%\w+%|os\.environ.*|env\(.*|process\.env.*|getenv\(.*|your[_-].*|.*[_-]here)$"
 )
 
