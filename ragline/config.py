@@ -329,6 +329,40 @@ class AlertSettings:
         return tuple(name for name in ("slack", "webhook", "smtp") if getattr(self, name) is not None)
 
 
+# What the guardrails find (ragline.guardrails): personal data, which a policy may restore in an
+# answer, and credentials, which are never restored.
+PII_KINDS = ("email", "phone", "card", "iban", "ssn", "nino", "dni")
+SECRET_KINDS = ("api_key", "jwt", "bearer_token", "private_key")
+GUARDRAIL_ACTIONS = ("repair", "refuse", "flag")
+INJECTION_MODES = ("flag", "off")
+
+
+@dataclass(frozen=True)
+class GuardrailActionSettings:
+    """What an answer that breaks a rule gets: repair (drop the bad citation, redact again, cut to
+    length), refuse (a fixed refusal text instead) or flag (returned as it is, the violation recorded)."""
+
+    citation: str = "repair"  # a [n] that is not in the context
+    pii: str = "repair"  # personal data in the answer that the policy did not restore
+    secret: str = "refuse"  # a credential in the answer
+    blocklist: str = "refuse"
+    length: str = "repair"  # longer than max_answer_chars
+
+
+@dataclass(frozen=True)
+class GuardrailSettings:
+    """What is redacted before a model call, restored in its answer, flagged in passages and
+    checked in answers."""
+
+    enabled: bool = True
+    redact: tuple[str, ...] = PII_KINDS + SECRET_KINDS
+    restore: tuple[str, ...] = ()  # personal data kinds put back into the answer, e.g. [email, phone]
+    injection: str = "flag"  # flag: instructions found in passages are flagged and recorded | off
+    blocklist: tuple[str, ...] = ()  # words or phrases an answer must not contain (case-insensitive)
+    max_answer_chars: int | None = 8000
+    actions: GuardrailActionSettings = field(default_factory=GuardrailActionSettings)
+
+
 @dataclass(frozen=True)
 class CacheSettings:
     """The answer cache: exact hits by default; semantic hits (a paraphrase of a cached question over
@@ -361,6 +395,7 @@ class Settings:
     alerts: AlertSettings = field(default_factory=AlertSettings)
     automation: AutomationSettings = field(default_factory=AutomationSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
+    guardrails: GuardrailSettings = field(default_factory=GuardrailSettings)
 
     @property
     def project_dir(self) -> Path:
@@ -414,6 +449,7 @@ def parse_settings(raw: dict[str, Any], file: Path) -> Settings:
             "alerts",
             "automation",
             "cache",
+            "guardrails",
         },
         str(file),
     )
@@ -587,6 +623,7 @@ def parse_settings(raw: dict[str, Any], file: Path) -> Settings:
         alerts=alerts,
         automation=automation,
         cache=_cache(raw.get("cache") or {}),
+        guardrails=parse_guardrails(raw.get("guardrails")),
     )
 
 
@@ -698,6 +735,55 @@ def _cache(raw: dict[str, Any]) -> CacheSettings:
     ):
         raise ConfigError("cache.max_entries must be a whole number of at least 1 (or null: no limit)")
     return cache
+
+
+def parse_guardrails(raw: Any) -> GuardrailSettings:
+    """The guardrails: block, validated: known kinds only, and no credential restored."""
+    if raw is None:
+        return GuardrailSettings()
+    if not isinstance(raw, dict):
+        raise ConfigError("guardrails must be a mapping, e.g. {enabled: false}")
+    item = dict(raw)
+    kinds = PII_KINDS + SECRET_KINDS
+    secrets_restored = sorted(set(item.get("restore") or []) & set(SECRET_KINDS))
+    if secrets_restored:
+        raise ConfigError(f"guardrails.restore: credentials are never restored: {secrets_restored}")
+    for key, allowed in (("redact", kinds), ("restore", PII_KINDS)):
+        if key in item:
+            item[key] = _names(item[key], f"guardrails.{key}", allowed)
+    if "blocklist" in item:
+        terms = item["blocklist"] or []
+        if not isinstance(terms, list) or not all(isinstance(t, str) and t.strip() for t in terms):
+            raise ConfigError("guardrails.blocklist must be a list of non-empty strings")
+        item["blocklist"] = tuple(t.strip() for t in terms)
+    if "actions" in item:
+        item["actions"] = _build(GuardrailActionSettings, item["actions"] or {}, "guardrails.actions")
+    guardrails = _build(GuardrailSettings, item, "guardrails")
+    if not isinstance(guardrails.enabled, bool):
+        raise ConfigError("guardrails.enabled must be true or false")
+    if guardrails.injection not in INJECTION_MODES:
+        raise ConfigError(f"guardrails.injection must be one of {INJECTION_MODES}")
+    for name, action in guardrails.actions.__dict__.items():
+        if action not in GUARDRAIL_ACTIONS:
+            raise ConfigError(f"guardrails.actions.{name} must be one of {GUARDRAIL_ACTIONS}")
+    limit = guardrails.max_answer_chars
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 100):
+        raise ConfigError("guardrails.max_answer_chars must be a whole number of at least 100, or null")
+    unredacted = sorted(set(guardrails.restore) - set(guardrails.redact))
+    if unredacted:
+        raise ConfigError(f"guardrails.restore names kinds that are not redacted: {unredacted}")
+    return guardrails
+
+
+def _names(raw: Any, where: str, allowed: tuple[str, ...]) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(n, str) for n in raw):
+        raise ConfigError(f"{where} must be a list of names from {list(allowed)}")
+    unknown = sorted(set(raw) - set(allowed))
+    if unknown:
+        raise ConfigError(f"{where}: unknown or not allowed {unknown}; allowed: {list(allowed)}")
+    return tuple(dict.fromkeys(raw))
 
 
 def _alerts(raw: dict[str, Any]) -> AlertSettings:
