@@ -166,18 +166,24 @@ class ChatClient:
         import openai
 
         iterator = iter(stream)
-        while True:
-            message = None
-            try:
-                chunk = next(iterator)
-            except StopIteration:
-                return
-            except (openai.APIError, httpx.HTTPError) as exc:
-                message = f"chat stream from {self.endpoint.address} broke off: {self.endpoint.describe(exc)}"
-            if message is not None:
-                # Raised outside the except clause: the server's text must not ride along as context.
-                raise LLMUnavailable(message)
-            yield chunk
+        try:
+            while True:
+                message = None
+                try:
+                    chunk = next(iterator)
+                except StopIteration:
+                    return
+                except (openai.APIError, httpx.HTTPError) as exc:
+                    message = (
+                        f"chat stream from {self.endpoint.address} broke off: {self.endpoint.describe(exc)}"
+                    )
+                if message is not None:
+                    # Raised outside the except clause: the server's text must not ride along as context.
+                    raise LLMUnavailable(message)
+                yield chunk
+        finally:
+            # A consumer that stops early closes the connection, so the server stops generating.
+            stream.close()
 
     def _completion(
         self, text: str, prompt: int, completion: int, started: float, finish: str | None
