@@ -469,28 +469,28 @@ def _cache_lookup(
         hit = cache.lookup(conn, exact=exact, semantic=semantic)
     if hit is None:
         return None
-    p = hit.payload
+    stored = hit.payload
     r.timings["total"] = 1000 * (time.perf_counter() - r.started)
     out = Answer(
         r.question,
-        p["text"],
-        [Citation(**c) for c in p.get("citations", [])],
-        bool(p.get("abstained")),
-        p.get("reason"),
+        stored["text"],
+        [Citation(**c) for c in stored.get("citations", [])],
+        bool(stored.get("abstained")),
+        stored.get("reason"),
         r.prompt.ref,
-        p.get("model"),
-        p.get("route"),
+        stored.get("model"),
+        stored.get("route"),
         True,
         0,
         0,
         r.timings,
         {
-            **p.get("guardrails", {}),
+            **stored.get("guardrails", {}),
             **r.guardrails,
             "cache": {"kind": hit.kind, "similarity": hit.similarity},
         },
         None,
-        data=p.get("data"),
+        data=stored.get("data"),
         support=r.support,
     )
     out.answer_id = _record(db, out, r.prompt, [p.hit.chunk_id for p in r.context.passages], r.query_id)
