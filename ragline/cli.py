@@ -13,17 +13,18 @@ import shlex
 import sys
 from pathlib import Path
 
+from ragline.answer.answering import AnswerError
 from ragline.config import (
     CONFIG_ENV,
     RERANKERS,
     RETRIEVAL_STRATEGIES,
+    TOKENIZERS,
     ConfigError,
     Settings,
     config_path,
     load_settings,
 )
 from ragline.llm import LLMError
-from ragline.retrieval.context import TOKENIZERS
 from ragline.safe_text import printable
 from ragline.storage.db import (
     DATABASE_URL_ENV,
@@ -163,7 +164,7 @@ def _cmd_orchestrated(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if report["healthy"] else 1
 
 
-def _retriever(args: argparse.Namespace, settings: Settings):
+def _retriever(args: argparse.Namespace, settings: Settings, need_embedder: bool = False):
     from dataclasses import replace
     from functools import partial
 
@@ -192,7 +193,7 @@ def _retriever(args: argparse.Namespace, settings: Settings):
     mmr_lambda = retrieval.mmr_lambda if args.mmr is None else args.mmr
     embedder = None
     # A lexical search without MMR or MaxSim needs no model: it is not loaded at all.
-    if strategy != "lexical" or mmr_lambda is not None or retrieval.rerank == "maxsim":
+    if need_embedder or strategy != "lexical" or mmr_lambda is not None or retrieval.rerank == "maxsim":
         build = partial(build_embedder, settings.embedding, settings.embedding.api_key())
         # The model loads on a thread of its own while this one connects to the database (MaxSim
         # reuses the loaded model itself, so it is built here).
@@ -309,6 +310,66 @@ def _cmd_context(args: argparse.Namespace, settings: Settings) -> int:
     for c in context.citations():
         extra = f" (neighbour of {printable(c['neighbour_of'])})" if c["neighbour_of"] else ""
         echo(f"[{c['number']}] {printable(c['document'])} chars {c['start_char']}-{c['end_char']}{extra}")
+    return 0
+
+
+def _cmd_answer(args: argparse.Namespace, settings: Settings) -> int:
+    from ragline.answer.answering import answer, answer_stream
+    from ragline.llm import SingleModel, chat_client
+    from ragline.retrieval.context import tokenizer_for
+    from ragline.retrieval.search import parse_filters
+
+    # Bad input and a missing model fail here, before the database or the embedding model is opened.
+    question = _question(args.question)
+    filters = parse_filters(args.source or [], args.where or [])
+    client = chat_client(settings.llm, tokenizer_for(settings.answer.tokenizer))
+    if client is None:
+        raise ConfigError(
+            "no chat model is configured: add an llm: block (model, base_url, api_key_env) to "
+            f"{settings.path}"
+        )
+    db, retriever = _retriever(args, settings, need_embedder=True)
+    options = {
+        "k": args.k,
+        "strategy": args.strategy,
+        "filters": filters,
+        "mmr_lambda": args.mmr,
+        "log": False if args.no_log else None,
+    }
+    ask = {"settings": settings, "db": db, "retriever": retriever, "models": SingleModel(client), **options}
+    try:
+        if args.stream and not args.json:
+            result = None
+            for kind, item in answer_stream(question, **ask):
+                if kind == "token":
+                    # Escaped like every other outside text; line breaks are kept.
+                    sys.stdout.write("\n".join(printable(line) for line in item.split("\n")))
+                    sys.stdout.flush()
+                else:
+                    result = item
+            assert result is not None
+            if result.abstained or result.cached:
+                echo(result.text)
+            else:
+                echo()
+        else:
+            result = answer(question, **ask)
+            if not args.json:
+                echo(result.text)
+    finally:
+        db.close()
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2))
+        return 0
+    if result.abstained:
+        echo(f"\n--- abstained: {result.reason}")
+        return 0
+    for c in result.citations:
+        echo(f"[{c.number}] {c.document} chars {c.start_char}-{c.end_char}")
+    if result.guardrails.get("invalid_citations"):
+        echo(f"(cited passages that do not exist, dropped: {result.guardrails['invalid_citations']})")
+    tokens = f"{result.prompt_tokens}+{result.completion_tokens} tokens"
+    echo(f"--- {result.model}, {result.prompt}, {tokens}, {result.timings_ms.get('total', 0):.0f} ms")
     return 0
 
 
@@ -446,11 +507,13 @@ def parser() -> argparse.ArgumentParser:
     for name, help_text in (
         ("search", "retrieve the best chunks for a question"),
         ("context", "assemble a token-budgeted, cited prompt context for a question"),
+        ("answer", "answer a question from the published documents, with citations (needs the llm block)"),
     ):
         q = sub.add_parser(name, help=help_text)
         q.add_argument("question")
+        default_k = {"search": 10, "context": 20, "answer": None}[name]
         q.add_argument(
-            "--k", type=_count(1, MAX_K), default=10 if name == "search" else 20, help="chunks to retrieve"
+            "--k", type=_count(1, MAX_K), default=default_k, help="chunks to retrieve (answer: retrieval.k)"
         )
         q.add_argument("--strategy", choices=RETRIEVAL_STRATEGIES, help="default: retrieval.strategy")
         q.add_argument("--source", action="append", help="only this source (repeatable)")
@@ -469,6 +532,8 @@ def parser() -> argparse.ArgumentParser:
             )
             q.add_argument("--neighbours", action="store_true", help="add the chunks around each hit")
             q.add_argument("--order", choices=("long_context", "rank"), default="long_context")
+        if name == "answer":
+            q.add_argument("--stream", action="store_true", help="print the answer's tokens as they come")
     return p
 
 
@@ -490,6 +555,8 @@ def main(argv: list[str] | None = None) -> int:
             return _cmd_search(args, settings)
         if args.command == "context":
             return _cmd_context(args, settings)
+        if args.command == "answer":
+            return _cmd_answer(args, settings)
         return _cmd_orchestrated(args, settings)
     except (
         ConfigError,
@@ -499,6 +566,7 @@ def main(argv: list[str] | None = None) -> int:
         PublishError,
         EmbeddingError,
         LLMError,
+        AnswerError,
     ) as exc:
         print(f"ragline: error: {printable(str(exc).strip())}", file=sys.stderr)
         return 2

@@ -199,10 +199,32 @@ class LLMSettings(EndpointSettings):
     api_key_env: str | None = None  # as for the embedder: OPENAI_API_KEY for OpenAI's API only
     timeout_seconds: float = 60.0
     max_retries: int = 3
+    context_window: int = 8192  # tokens the model reads and writes in one request (prompt + output)
 
     @property
     def configured(self) -> bool:
         return bool(self.model)
+
+
+TOKENIZERS = ("cl100k_base", "o200k_base", "minilm")  # the tokenizers of `ragline context` and answer budgets
+_PROMPT_REF = re.compile(r"^[a-z][a-z0-9_-]{0,62}@[1-9][0-9]{0,5}$")
+
+
+@dataclass(frozen=True)
+class AnswerSettings:
+    """How `ragline answer` and answer() answer a question from the published documents."""
+
+    prompt: str = "answer@1"  # name@version of a prompt file, prompt_dir's first, then ragline's own
+    prompt_dir: Path | None = None  # the project's own prompt files (<name>@<version>.md)
+    max_tokens: int = 512  # of the answer
+    temperature: float = 0.0
+    # Abstain ("not in the documents") when the best retrieved passage's cosine similarity to the
+    # question (the embedding model's vectors) is below this; measured on the demo golden set.
+    min_support: float = 0.35
+    context_tokens: int = 3000  # at most this many tokens of passages (less if the model's window is smaller)
+    tokenizer: str = "cl100k_base"  # counts the chat model's tokens for the budget
+    max_retries: int = 2  # structured output: new attempts after a reply that fails validation
+    json_schema: bool = True  # send response_format json_schema (OpenAI, vLLM, llama.cpp); else prompt only
 
 
 @dataclass(frozen=True)
@@ -396,6 +418,7 @@ class Settings:
     automation: AutomationSettings = field(default_factory=AutomationSettings)
     cache: CacheSettings = field(default_factory=CacheSettings)
     guardrails: GuardrailSettings = field(default_factory=GuardrailSettings)
+    answer: AnswerSettings = field(default_factory=AnswerSettings)
 
     @property
     def project_dir(self) -> Path:
@@ -450,6 +473,7 @@ def parse_settings(raw: dict[str, Any], file: Path) -> Settings:
             "automation",
             "cache",
             "guardrails",
+            "answer",
         },
         str(file),
     )
@@ -553,6 +577,9 @@ def parse_settings(raw: dict[str, Any], file: Path) -> Settings:
     llm = _build(LLMSettings, raw.get("llm") or {}, "llm")
     if llm.configured:
         _check_endpoint(llm, "llm")
+    window = llm.context_window
+    if isinstance(window, bool) or not isinstance(window, int) or window < 16:
+        raise ConfigError("llm.context_window must be a whole number of tokens, at least 16")
     if retrieval.rerank == "llm" and not llm.configured:
         raise ConfigError("retrieval.rerank is 'llm' but no llm.model is configured")
     eval_sets = _eval_sets(raw.get("eval_sets") or [], base, {s.name: s for s in sources})
@@ -624,6 +651,7 @@ def parse_settings(raw: dict[str, Any], file: Path) -> Settings:
         automation=automation,
         cache=_cache(raw.get("cache") or {}),
         guardrails=parse_guardrails(raw.get("guardrails")),
+        answer=_answer(raw.get("answer") or {}, base, llm),
     )
 
 
@@ -641,6 +669,34 @@ def _retrieval(raw: dict[str, Any], where: str, base: RetrievalSettings | None =
     if r.dense_weight < 0 or r.lexical_weight < 0 or r.dense_weight + r.lexical_weight == 0:
         raise ConfigError(f"{where}: fusion weights must be >= 0 and not both 0")
     return r
+
+
+def _answer(raw: dict[str, Any], base: Path, llm: LLMSettings) -> AnswerSettings:
+    if not isinstance(raw, dict):
+        raise ConfigError("answer must be a mapping")
+    item = dict(raw)
+    if item.get("prompt_dir") is not None:
+        item["prompt_dir"] = (base / str(item["prompt_dir"])).resolve()
+    a = _build(AnswerSettings, item, "answer")
+    if not isinstance(a.prompt, str) or not _PROMPT_REF.match(a.prompt):
+        raise ConfigError(f"answer.prompt must be <name>@<version> such as answer@1, got {a.prompt!r}")
+    whole = (a.max_tokens, a.context_tokens, a.max_retries)
+    if any(isinstance(v, bool) or not isinstance(v, int) for v in whole):
+        raise ConfigError("answer: max_tokens, context_tokens and max_retries must be whole numbers")
+    if a.max_tokens < 1 or a.context_tokens < 1 or a.max_retries < 0:
+        raise ConfigError("answer: max_tokens and context_tokens must be at least 1, max_retries at least 0")
+    if not isinstance(a.temperature, int | float) or not 0 <= a.temperature <= 2:
+        raise ConfigError("answer.temperature must be a number from 0 to 2")
+    if not isinstance(a.min_support, int | float) or not -1 <= a.min_support <= 1:
+        raise ConfigError("answer.min_support must be a cosine similarity from -1 to 1")
+    if a.tokenizer not in TOKENIZERS:
+        raise ConfigError(f"answer.tokenizer must be one of {TOKENIZERS}, got {a.tokenizer!r}")
+    if llm.configured and a.max_tokens >= llm.context_window:
+        raise ConfigError(
+            f"answer.max_tokens ({a.max_tokens}) leaves no room for the question in the model's "
+            f"llm.context_window ({llm.context_window})"
+        )
+    return a
 
 
 def _eval_sets(raw: list[Any], base: Path, sources: dict[str, SourceSettings]) -> tuple[EvalSetSettings, ...]:

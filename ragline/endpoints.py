@@ -46,6 +46,7 @@ class Endpoint:
         api_key: str | None,
         *,
         error: type[Exception],
+        unavailable: type[Exception] | None = None,
         timeout_seconds: float,
         max_retries: int,
         sleep: Callable[[float], None] = time.sleep,
@@ -54,6 +55,8 @@ class Endpoint:
 
         self.url = (base_url or OPENAI_API_URL).rstrip("/")
         self.error = error
+        # Raised instead of `error` when the server stayed unreachable or overloaded to the last retry.
+        self.unavailable = unavailable or error
         self._api_key = api_key
         if api_key and urlsplit(self.url).scheme != "https" and not is_loopback_url(self.url):
             raise error(
@@ -81,8 +84,9 @@ class Endpoint:
     def call(self, what: str, request: Callable[..., T], **kwargs: Any) -> T:
         """`request(**kwargs)` (a method of `self.client`), retried on 429, 5xx, connection errors
         and timeouts, after the server's Retry-After (seconds or an HTTP date) when it sends one,
-        else with exponential backoff and jitter. Raises RequestTooLarge on HTTP 413, and
-        `self.error` naming the endpoint when the server refuses the request or the last retry fails."""
+        else with exponential backoff and jitter. Raises RequestTooLarge on HTTP 413, `self.error`
+        naming the endpoint when the server refuses the request, and `self.unavailable` when the
+        last retry fails."""
         import openai
 
         retryable = (
@@ -101,6 +105,7 @@ class Endpoint:
                 failure = self.describe(exc)
                 if attempt == self.max_retries:
                     message = f"{what} failed after {attempt + 1} attempts: {failure}"
+                    error = self.unavailable
                     break
                 delay = retry_after(exc)
                 if delay is None:

@@ -7,11 +7,12 @@ import dataclasses
 import logging
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
 
 from ragline.config import LLMSettings
-from ragline.endpoints import Endpoint
+from ragline.endpoints import Endpoint, endpoint_host, report_call
+from ragline.types import CallRecord, ChatModel, Completion, ModelTokenizer, RouteFeatures
 
 log = logging.getLogger(__name__)
 
@@ -20,12 +21,23 @@ class LLMError(RuntimeError):
     """The chat endpoint refused the request, or kept failing after the last retry."""
 
 
+class LLMUnavailable(LLMError):
+    """The chat endpoint could not be reached, timed out, or answered 429/5xx after the last retry
+    (or a stream broke off): another model may still answer."""
+
+
+# Without a tokenizer and without usage from the server, tokens are estimated at 4 characters each
+# (OpenAI's rule of thumb for English text).
+_CHARS_PER_TOKEN = 4
+
+
 class ChatClient:
     """A chat model behind /v1/chat/completions (OpenAI, vLLM, Ollama, llama.cpp, ...).
 
     Transient failures (429, 5xx, connection errors, timeouts) are retried with exponential
     backoff and jitter, and logged; errors name the endpoint and never carry the key. Token use is
-    counted from the responses' `usage`.
+    counted from the responses' `usage`. Every call, streamed or not, successful or not, is reported
+    once to the call sink of the current context (ragline.endpoints.report_call).
     """
 
     def __init__(
@@ -37,6 +49,8 @@ class ChatClient:
         timeout_seconds: float = 60,
         max_retries: int = 3,
         sleep: Callable[[float], None] = time.sleep,
+        context_window: int | None = None,
+        tokenizer: ModelTokenizer | None = None,
     ) -> None:
         self.model = model
         # api_key None means "no key" (local servers): never OPENAI_API_KEY by default, which would
@@ -45,10 +59,14 @@ class ChatClient:
             base_url,
             api_key,
             error=LLMError,
+            unavailable=LLMUnavailable,
             timeout_seconds=timeout_seconds,
             max_retries=max_retries,
             sleep=sleep,
         )
+        self.host = endpoint_host(self.endpoint.url)
+        self.context_window = context_window  # tokens the model reads and writes; None: unknown
+        self.tokenizer = tokenizer  # counts tokens when a server sends no usage
         self.prompt_tokens = 0
         self.completion_tokens = 0
 
@@ -58,21 +76,167 @@ class ChatClient:
 
     def complete(self, messages: list[dict], *, max_tokens: int = 64, temperature: float = 0.0) -> str:
         """The first choice's text (may be empty if the model said nothing)."""
-        response = self.endpoint.call(
-            "chat request",
+        return self.chat(messages, max_tokens=max_tokens, temperature=temperature).text
+
+    def chat(
+        self,
+        messages: list[dict[str, Any]],
+        *,
+        max_tokens: int,
+        temperature: float = 0.0,
+        response_format: dict[str, Any] | None = None,
+    ) -> Completion:
+        """One completion: the first choice's text with its usage; reported once, success or not."""
+        started = time.perf_counter()
+        extra = {"response_format": response_format} if response_format is not None else {}
+        try:
+            response = self._create("chat request", messages, max_tokens, temperature, **extra)
+            if not response.choices:
+                raise LLMError(f"chat endpoint {self.endpoint.address} returned no choices")
+            choice = response.choices[0]
+            text = choice.message.content or ""
+            usage = response.usage
+            if usage is not None:
+                prompt, completion = usage.prompt_tokens or 0, usage.completion_tokens or 0
+            else:
+                prompt, completion = self._count(messages), self._count_text(text)
+        except LLMError as exc:
+            self._report(started, 0, 0, error=exc)
+            raise
+        result = self._completion(text, prompt, completion, started, choice.finish_reason)
+        self._report(started, prompt, completion)
+        return result
+
+    def stream(
+        self, messages: list[dict[str, Any]], *, max_tokens: int, temperature: float = 0.0
+    ) -> Iterator[str | Completion]:
+        """Text deltas as they arrive, then one final Completion; reported once when the stream ends,
+        fails or is closed by the consumer."""
+        started = time.perf_counter()
+        parts: list[str] = []
+        usage: Any = None
+        finish: str | None = None
+        failure: BaseException | None = None
+        try:
+            chunks = self._create(
+                "chat stream",
+                messages,
+                max_tokens,
+                temperature,
+                stream=True,
+                stream_options={"include_usage": True},
+            )
+            for chunk in self._chunks(chunks):
+                usage = chunk.usage or usage
+                for choice in chunk.choices:
+                    finish = choice.finish_reason or finish
+                    if choice.delta.content:
+                        parts.append(choice.delta.content)
+                        yield choice.delta.content
+        except BaseException as exc:  # GeneratorExit too: the record says the stream was cut short
+            failure = exc
+            raise
+        finally:
+            text = "".join(parts)
+            if usage is not None:
+                prompt, completion = usage.prompt_tokens or 0, usage.completion_tokens or 0
+            else:
+                # Some servers send no usage on a stream even when asked: counted here instead.
+                prompt = self._count(messages) if failure is None or parts else 0
+                completion = self._count_text(text)
+            self._report(started, prompt, completion, error=failure)
+        yield self._completion(text, prompt, completion, started, finish)
+
+    def _create(
+        self, what: str, messages: list[dict[str, Any]], max_tokens: int, temperature: float, **extra: Any
+    ) -> Any:
+        return self.endpoint.call(
+            what,
             self.endpoint.client.chat.completions.create,
             model=self.model,
             messages=messages,
             max_tokens=max_tokens,
             temperature=temperature,
+            **extra,
         )
-        usage = response.usage
-        if usage is not None:
-            self.prompt_tokens += usage.prompt_tokens or 0
-            self.completion_tokens += usage.completion_tokens or 0
-        if not response.choices:
-            raise LLMError(f"chat endpoint {self.endpoint.address} returned no choices")
-        return response.choices[0].message.content or ""
+
+    def _chunks(self, stream: Any) -> Iterator[Any]:
+        """The stream's chunks; a stream that breaks off is LLMUnavailable naming the endpoint."""
+        import httpx
+        import openai
+
+        iterator = iter(stream)
+        try:
+            while True:
+                message = None
+                try:
+                    chunk = next(iterator)
+                except StopIteration:
+                    return
+                except (openai.APIError, httpx.HTTPError) as exc:
+                    message = (
+                        f"chat stream from {self.endpoint.address} broke off: {self.endpoint.describe(exc)}"
+                    )
+                if message is not None:
+                    # Raised outside the except clause: the server's text must not ride along as context.
+                    raise LLMUnavailable(message)
+                yield chunk
+        finally:
+            # A consumer that stops early closes the connection, so the server stops generating.
+            stream.close()
+
+    def _completion(
+        self, text: str, prompt: int, completion: int, started: float, finish: str | None
+    ) -> Completion:
+        self.prompt_tokens += prompt
+        self.completion_tokens += completion
+        return Completion(
+            text=text,
+            model=self.model,
+            endpoint=self.host,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            latency_ms=1000 * (time.perf_counter() - started),
+            finish_reason=finish,
+        )
+
+    def _report(
+        self, started: float, prompt: int, completion: int, error: BaseException | None = None
+    ) -> None:
+        if isinstance(error, GeneratorExit):
+            reason: str | None = "stream closed by the caller before it ended"
+        else:
+            reason = None if error is None else self.endpoint.excerpt(str(error))
+        report_call(
+            CallRecord(
+                kind="chat",
+                model=self.model,
+                endpoint=self.host,
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+                latency_ms=1000 * (time.perf_counter() - started),
+                ok=error is None,
+                error=reason,
+            )
+        )
+
+    def _count_text(self, text: str) -> int:
+        if self.tokenizer is not None:
+            return len(self.tokenizer.encode(text))
+        return -(-len(text) // _CHARS_PER_TOKEN)
+
+    def _count(self, messages: list[dict[str, Any]]) -> int:
+        return sum(self._count_text(str(m.get("content") or "")) for m in messages)
+
+
+class SingleModel:
+    """A model selector that always picks the same chat model."""
+
+    def __init__(self, model: ChatModel) -> None:
+        self.model = model
+
+    def select(self, features: RouteFeatures) -> ChatModel:
+        return self.model
 
 
 class _Hit(Protocol):
@@ -173,7 +337,7 @@ def generate_questions(client: ChatClient, passage: str, n: int = 1) -> list[str
     return parse_questions(reply, n)
 
 
-def chat_client(settings: LLMSettings) -> ChatClient | None:
+def chat_client(settings: LLMSettings, tokenizer: ModelTokenizer | None = None) -> ChatClient | None:
     """The chat client ragline.yaml's llm block describes, or None when no model is configured."""
     if not settings.configured:
         return None
@@ -183,4 +347,6 @@ def chat_client(settings: LLMSettings) -> ChatClient | None:
         api_key=settings.api_key(),
         timeout_seconds=settings.timeout_seconds,
         max_retries=settings.max_retries,
+        context_window=settings.context_window,
+        tokenizer=tokenizer,
     )

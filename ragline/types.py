@@ -125,6 +125,7 @@ class SearchResult:
     latency_ms: float
     query_id: int | None = None
     timings_ms: dict[str, float] = field(default_factory=dict)
+    vector: np.ndarray | None = None  # the query's vector, when the strategy embedded it
 
 
 # --- The answer plane: chat models, their completions, and the record of every model call. ---

@@ -6,6 +6,8 @@ to a request whose inputs exceed a number of characters, and hold each request u
 them are in flight at once (recording the most it saw). Used instead of mocking the client.
 With `echo_status`, it answers every POST (embeddings or chat) with that status and a body that
 echoes the request's headers, Authorization included, as careless servers and proxies do.
+With `chat_replies`, it answers /v1/chat/completions with those texts in turn (the last one again
+when they run out): as one JSON response with usage, or streamed as server-sent events without usage.
 """
 
 from __future__ import annotations
@@ -26,8 +28,10 @@ class EmbeddingsServer:
         retry_after: str | None = None,
         max_request_chars: int | None = None,
         hold_until_in_flight: int | None = None,
+        chat_replies: list[str] | None = None,
     ) -> None:
         self.embedder = embedder
+        self.chat_replies = list(chat_replies) if chat_replies is not None else None
         self.echo_status = echo_status
         self.fail_first = list(fail_first or [])
         self.requests: list[dict[str, Any]] = []
@@ -89,6 +93,12 @@ class EmbeddingsServer:
                     error = {"error": {"message": "try again", "type": "rate_limit"}}
                     self._send(server.fail_first.pop(0), error, headers)
                     return
+                if self.path == "/v1/chat/completions" and server.chat_replies:
+                    reply = (
+                        server.chat_replies.pop(0) if len(server.chat_replies) > 1 else server.chat_replies[0]
+                    )
+                    self._chat(body, reply)
+                    return
                 if self.path != "/v1/embeddings":
                     self._send(404, {"error": {"message": "not found"}})
                     return
@@ -105,6 +115,28 @@ class EmbeddingsServer:
                 ]
                 usage = {"prompt_tokens": 0, "total_tokens": 0}
                 self._send(200, {"object": "list", "data": data, "model": body["model"], "usage": usage})
+
+            def _chat(self, body: dict, reply: str) -> None:
+                base = {"id": "chat-1", "created": 0, "model": body["model"]}
+                if not body.get("stream"):
+                    message = {"role": "assistant", "content": reply}
+                    choice = {"index": 0, "message": message, "finish_reason": "stop"}
+                    usage = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
+                    self._send(
+                        200, {**base, "object": "chat.completion", "choices": [choice], "usage": usage}
+                    )
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.end_headers()
+                words = [w + " " for w in reply.split(" ")]
+                words[-1] = words[-1][:-1]
+                for i, word in enumerate(words):
+                    finish = "stop" if i == len(words) - 1 else None
+                    choice = {"index": 0, "delta": {"content": word}, "finish_reason": finish}
+                    chunk = {**base, "object": "chat.completion.chunk", "choices": [choice]}
+                    self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+                self.wfile.write(b"data: [DONE]\n\n")
 
             def _send(self, status: int, payload: dict, headers: dict[str, str] | None = None) -> None:
                 raw = json.dumps(payload).encode()

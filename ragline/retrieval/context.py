@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, TypeVar
 import psycopg
 from psycopg import sql
 
+from ragline.config import TOKENIZERS
 from ragline.index.embedding import WordPieceTokenizer, packaged_encoding
 from ragline.retrieval.search import CHUNK_COLUMNS, hit_from_row
 from ragline.storage.db import query
@@ -17,7 +18,6 @@ from ragline.types import Hit, ModelTokenizer, RetrievalError
 if TYPE_CHECKING:
     pass
 
-TOKENIZERS = ("cl100k_base", "o200k_base", "minilm")
 T = TypeVar("T")
 
 

@@ -174,13 +174,13 @@ class Retriever:
         with self.db.connection() if (log_query or mmr_lambda is not None) else nullcontext() as conn:
             if mmr_lambda is not None and hits:
                 t = time.perf_counter()
-                vectors = self._vectors(conn, hits)
+                vectors = self.vectors(conn, hits)
                 hits = mmr(hits, vectors, k=k, lam=mmr_lambda)
                 timings["mmr"] = 1000 * (time.perf_counter() - t)
             hits = hits[:k]
             latency = 1000 * (time.perf_counter() - t0)
             timings["total"] = latency
-            result = SearchResult(text, strategy, hits, latency, timings_ms=timings)
+            result = SearchResult(text, strategy, hits, latency, timings_ms=timings, vector=qvec)
             if log_query:
                 result.query_id = self._log(conn, result, k, filters, qvec)
         return result
@@ -341,7 +341,8 @@ class Retriever:
                 return None
             scan = min(scan * 4, cap)
 
-    def _vectors(self, conn: psycopg.Connection, hits: Sequence[Hit]) -> np.ndarray:
+    def vectors(self, conn: psycopg.Connection, hits: Sequence[Hit]) -> np.ndarray:
+        """The hits' vectors under the serving model (stored, or embedded now if missing), in order."""
         model_id, _dim = self.model(conn)
         stored = dict(
             conn.execute(query("vectors_of_texts"), (model_id, [h.text_hash for h in hits])).fetchall()
