@@ -397,7 +397,17 @@ def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     if workers > 1:
         os.environ[CONFIG_ENV] = str(settings.path)
         os.environ[NO_AUTH_ENV] = "1" if args.no_auth else "0"
-        uvicorn.run("ragline.cli:serve_app", factory=True, host=host, port=port, workers=workers)
+        uvicorn.run(
+            "ragline.cli:serve_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            # A worker imports the stack and loads its model before it answers the supervisor's
+            # ping; under load that took over uvicorn's default 5 s, and the worker was killed and
+            # restarted in a loop.
+            timeout_worker_healthcheck=60,
+        )
         return 0
     app = build_api(settings, auth=not args.no_auth)
     uvicorn.run(app, host=host, port=port)

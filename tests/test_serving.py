@@ -19,6 +19,7 @@ import pytest
 import uvicorn
 
 from ragline.cli import build_api, main
+from ragline.config import ConfigError
 from ragline.serving.app import create_app
 from ragline.serving.keys import RequestRecord, log_request
 from ragline.storage.db import Database
@@ -109,6 +110,10 @@ def test_healthz_is_503_until_a_generation_is_published(api, project, request):
     before = httpx.get(f"{api}/healthz")
     assert before.status_code == 503
     assert before.json()["database"] is True and "nothing is published" in before.json()["reason"]
+    early = httpx.post(
+        f"{api}/v1/search", json={"query": QUESTION}, headers=bearer(new_key(project, "early"))
+    )
+    assert early.status_code == 503 and "nothing is published" in early.json()["detail"]
     request.getfixturevalue("published")
     after = httpx.get(f"{api}/healthz")
     assert after.status_code == 200 and after.json() == {
@@ -286,3 +291,12 @@ def test_openapi_schema_describes_every_route(api):
     search = schema["components"]["schemas"]["SearchRequest"]
     assert search["additionalProperties"] is False and "query" in search["required"]
     assert httpx.get(f"{api}/docs").status_code == 200
+
+
+def test_serve_block_rejects_unknown_keys_and_bad_limits(tmp_path):
+    sources = [{"name": "docs", "root": "corpus"}]
+    with pytest.raises(ConfigError, match=r"serve: unknown keys \['max_kk'\]"):
+        write_project(tmp_path, sources, serve={"max_kk": 5})
+    with pytest.raises(ConfigError, match="at least 1"):
+        write_project(tmp_path, sources, serve={"max_body_bytes": 0})
+    assert write_project(tmp_path, sources).serve.max_k == 100  # no serve block: the defaults

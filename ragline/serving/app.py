@@ -39,6 +39,7 @@ from ragline.types import DatabaseError, EmbeddingError, Filters, RetrievalError
 log = logging.getLogger(__name__)
 
 HEALTH_TIMEOUT_SECONDS = 2.0  # a database that does not hand out a connection by then is not ready
+NOTHING_PUBLISHED = "nothing is published yet: materialize the pipeline (ragline materialize)"
 ERRORS = {
     400: {"model": ErrorResponse},
     401: {"model": ErrorResponse},
@@ -263,17 +264,26 @@ def create_app(
         if unknown:
             raise error(422, f"sources: unknown {printable(unknown, 200)}; configured: {sorted(known)}")
 
+    def published_sources() -> int:
+        with db.pool.connection(timeout=HEALTH_TIMEOUT_SECONDS) as conn:
+            return int(conn.execute(query("published_source_count")).fetchone()[0])
+
     def search(body: SearchRequest) -> SearchResult:
         check_limits(body)
-        return retriever.search(
-            body.query,
-            k=body.k,
-            strategy=body.strategy,
-            filters=Filters.of(sources=body.sources, metadata=body.where),
-            mmr_lambda=body.mmr,
-            rerank=body.rerank,
-            log=body.log,
-        )
+        try:
+            return retriever.search(
+                body.query,
+                k=body.k,
+                strategy=body.strategy,
+                filters=Filters.of(sources=body.sources, metadata=body.where),
+                mmr_lambda=body.mmr,
+                rerank=body.rerank,
+                log=body.log,
+            )
+        except RetrievalError:
+            if published_sources() == 0:  # the server's state, not the request, is at fault
+                raise error(503, NOTHING_PUBLISHED) from None
+            raise
 
     @app.post(
         "/v1/search", dependencies=keyed, response_model=SearchResponse, responses=ERRORS, tags=["retrieval"]
@@ -347,15 +357,14 @@ def create_app(
         """Ready (200) only when the database answers and at least one source has a published
         generation; 503 with the reason otherwise."""
         try:
-            with db.pool.connection(timeout=HEALTH_TIMEOUT_SECONDS) as conn:
-                published = int(conn.execute(query("published_source_count")).fetchone()[0])
+            published = published_sources()
         except (psycopg.Error, psycopg_pool.PoolTimeout) as exc:
             reason = f"the database does not answer: {printable(scrub(str(exc)), 200)}"
             return JSONResponse(
                 Health(ready=False, database=False, published_sources=0, reason=reason).model_dump(), 503
             )
         if published == 0:
-            reason = "nothing is published yet: materialize the pipeline (ragline materialize)"
+            reason = NOTHING_PUBLISHED
             return JSONResponse(
                 Health(ready=False, database=True, published_sources=0, reason=reason).model_dump(), 503
             )
