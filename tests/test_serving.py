@@ -273,9 +273,18 @@ def test_board_renders_and_says_so_when_dagster_is_unavailable(api, project, pub
         with serving(app) as base:
             page = httpx.get(f"{base}/board")
             answer = httpx.post(f"{base}/v1/answer", json={"question": "x"})
+            crash = httpx.post(f"{base}/v1/search", json={"query": "x"})  # no retriever: a server fault
+            errors = httpx.get(f"{base}/metrics").text
     assert page.status_code == 503 and "Health board unavailable" in page.text
     assert "no dagster.yaml" in page.text and "hunter2" not in page.text
     assert answer.status_code == 501  # no answerer wired in, and no key needed without auth
+    # An unexpected failure is a JSON 500 without a traceback, counted and logged like any request.
+    assert crash.status_code == 500 and crash.json() == {"detail": "internal error; see the server's log"}
+    assert 'ragline_api_errors_total{route="/v1/search"} 1.0' in errors
+    [(status, error)] = rows(
+        project["url"], "SELECT status, error FROM ragline.api_requests WHERE status = 500"
+    )
+    assert status == 500 and error.startswith("AttributeError: 'NoneType' object has no attribute 'search'")
 
 
 def test_no_auth_is_refused_off_loopback(project, capsys):
