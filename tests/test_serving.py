@@ -8,9 +8,12 @@ import io
 import os
 import shutil
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -309,3 +312,32 @@ def test_serve_block_rejects_unknown_keys_and_bad_limits(tmp_path):
     with pytest.raises(ConfigError, match="at least 1"):
         write_project(tmp_path, sources, serve={"max_body_bytes": 0})
     assert write_project(tmp_path, sources).serve.max_k == 100  # no serve block: the defaults
+
+
+def test_generated_requests_never_get_a_server_error(api, project, published):
+    """Schemathesis's coverage phase sends requests derived from /openapi.json (boundary values,
+    wrong types, missing and extra fields: 220 cases) to the search and context routes; none may
+    answer 5xx. Deterministic: no random fuzzing phase."""
+    key = new_key(project, "schemathesis")
+    out = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("schemathesis")),
+            "run",
+            f"{api}/openapi.json",
+            "--checks",
+            "not_a_server_error",
+            "--header",
+            f"Authorization: Bearer {key}",
+            "--include-path-regex",
+            "^/v1/(search|context)$",
+            "--phases",
+            "coverage",
+            "--no-color",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
+    [(count,)] = rows(project["url"], "SELECT count(*) FROM ragline.api_requests WHERE route LIKE '/v1/%'")
+    assert count > 50
