@@ -401,6 +401,21 @@ class CacheSettings:
 
 
 @dataclass(frozen=True)
+class ServeSettings:
+    """The HTTP API (`ragline serve`): where it listens and the limits every request must keep."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    max_body_bytes: int = 65_536  # a larger request body answers 413
+    max_query_chars: int = 2_000
+    max_k: int = 100
+    max_budget: int = 32_000  # tokens of /v1/context
+    max_filter_keys: int = 16
+    pool_size: int = 8  # database connections per worker process
+
+
+@dataclass(frozen=True)
 class Settings:
     path: Path
     data_dir: Path
@@ -419,6 +434,7 @@ class Settings:
     cache: CacheSettings = field(default_factory=CacheSettings)
     guardrails: GuardrailSettings = field(default_factory=GuardrailSettings)
     answer: AnswerSettings = field(default_factory=AnswerSettings)
+    serve: ServeSettings = field(default_factory=ServeSettings)
 
     @property
     def project_dir(self) -> Path:
@@ -474,6 +490,7 @@ def parse_settings(raw: dict[str, Any], file: Path) -> Settings:
             "cache",
             "guardrails",
             "answer",
+            "serve",
         },
         str(file),
     )
@@ -634,6 +651,7 @@ def parse_settings(raw: dict[str, Any], file: Path) -> Settings:
             f"automation.quality must be {QUALITY_ON_CHANGE} or a cron expression of 5 fields "
             f"such as '0 4 * * *', got {str(automation.quality)[:60]!r}"
         )
+    serve = _serve(raw.get("serve") or {})
     return Settings(
         file,
         data_dir,
@@ -652,7 +670,20 @@ def parse_settings(raw: dict[str, Any], file: Path) -> Settings:
         cache=_cache(raw.get("cache") or {}),
         guardrails=parse_guardrails(raw.get("guardrails")),
         answer=_answer(raw.get("answer") or {}, base, llm),
+        serve=serve,
     )
+
+
+def _serve(raw: dict[str, Any]) -> ServeSettings:
+    serve = _build(ServeSettings, raw, "serve")
+    if not isinstance(serve.host, str) or not serve.host:
+        raise ConfigError("serve.host must be a host name or address")
+    numbers = {k: v for k, v in serve.__dict__.items() if k != "host"}
+    if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in numbers.values()):
+        raise ConfigError(f"serve: {', '.join(numbers)} must be whole numbers of at least 1")
+    if serve.port > 65535:
+        raise ConfigError("serve.port must be from 1 to 65535")
+    return serve
 
 
 def _retrieval(raw: dict[str, Any], where: str, base: RetrievalSettings | None = None) -> RetrievalSettings:
