@@ -18,6 +18,7 @@ import yaml
 from ragline.answer.routing import Router
 from ragline.config import ConfigError, ModelPrice, ModelSettings, parse_settings
 from ragline.costs import Caller, postgres_sink, price
+from ragline.costs.budget import budget_outcome
 from ragline.endpoints import Endpoint, calls_recorded_by, endpoint_host, report_call
 from ragline.llm import LLMError
 from ragline.storage.db import Database
@@ -45,20 +46,25 @@ class OpenAIChat:
         ms = (time.perf_counter() - started) * 1000
         report_call(CallRecord(kind="chat", model=self.model, endpoint=self.host, latency_ms=ms, **fields))
 
-    def chat(self, messages, *, max_tokens, temperature=0.0, response_format=None) -> Completion:
-        started = time.perf_counter()
+    def _create(self, started: float, messages, max_tokens: int, temperature: float, **extra: Any):
+        """One request; a failure is reported (as ChatClient does) and raised as LLMError."""
         try:
-            r = self.endpoint.call(
+            return self.endpoint.call(
                 "chat request",
                 self.endpoint.client.chat.completions.create,
                 model=self.model,
                 messages=messages,
                 max_tokens=max_tokens,
                 temperature=temperature,
+                **extra,
             )
         except LLMError as exc:
             self._record(started, prompt_tokens=0, completion_tokens=0, ok=False, error=str(exc))
             raise
+
+    def chat(self, messages, *, max_tokens, temperature=0.0, response_format=None) -> Completion:
+        started = time.perf_counter()
+        r = self._create(started, messages, max_tokens, temperature)
         usage = {"prompt_tokens": r.usage.prompt_tokens, "completion_tokens": r.usage.completion_tokens}
         self._record(started, **usage)
         text = r.choices[0].message.content or ""
@@ -66,20 +72,8 @@ class OpenAIChat:
 
     def stream(self, messages, *, max_tokens, temperature=0.0) -> Iterator[str | Completion]:
         started = time.perf_counter()
-        try:
-            chunks = self.endpoint.call(
-                "chat request",
-                self.endpoint.client.chat.completions.create,
-                model=self.model,
-                messages=messages,
-                max_tokens=max_tokens,
-                temperature=temperature,
-                stream=True,
-                stream_options={"include_usage": True},
-            )
-        except LLMError as exc:
-            self._record(started, prompt_tokens=0, completion_tokens=0, ok=False, error=str(exc))
-            raise
+        options = {"stream": True, "stream_options": {"include_usage": True}}
+        chunks = self._create(started, messages, max_tokens, temperature, **options)
         text, usage = [], None
         for chunk in chunks:
             usage = chunk.usage or usage
@@ -110,11 +104,13 @@ def settings_with(tmp_path, **blocks: Any):
     return parse_settings({"sources": [{"name": "docs", "root": "."}], **blocks}, tmp_path / "ragline.yaml")
 
 
-def ledger(url: str, where: str = "TRUE") -> list[dict[str, Any]]:
+def ledger(url: str, **where: Any) -> list[dict[str, Any]]:
+    """The llm_calls rows (in the order recorded) whose columns have the given values."""
     with psycopg.connect(url) as conn:
-        cur = conn.execute(f"SELECT * FROM ragline.llm_calls WHERE {where} ORDER BY id")  # test-only SQL
+        cur = conn.execute("SELECT * FROM ragline.llm_calls ORDER BY id")
         names = [d.name for d in cur.description]
-        return [dict(zip(names, row, strict=True)) for row in cur]
+        rows = [dict(zip(names, row, strict=True)) for row in cur]
+    return [r for r in rows if all(r[k] == v for k, v in where.items())]
 
 
 def test_fallback_circuit_breaker_and_reasons_in_the_ledger(tmp_path, db_url, llm_url) -> None:
@@ -295,7 +291,7 @@ def test_asset_runs_and_the_cli_are_metered_and_the_budget_check_warns_then_fail
     )
     results = run(settings, quality=False)
     source_run = results["source docs"]
-    rows = ledger(db_url, "asset_key = 'embeddings'")
+    rows = ledger(db_url, asset_key="embeddings")
     assert rows and {(r["caller_kind"], r["partition_key"], r["run_id"]) for r in rows} == {
         ("asset", "docs", source_run.run_id)
     }
@@ -314,7 +310,7 @@ def test_asset_runs_and_the_cli_are_metered_and_the_budget_check_warns_then_fail
 
     config = str(settings.path)
     assert main(["--config", config, "search", "paid leave", "--strategy", "dense", "--no-log"]) == 0
-    [cli_row] = ledger(db_url, "caller_kind = 'cli'")
+    [cli_row] = ledger(db_url, caller_kind="cli")
     assert (cli_row["texts"], cli_row["asset_key"], cli_row["run_id"]) == (1, None, None)
     capsys.readouterr()
     assert main(["--config", config, "cost", "--by", "caller", "--json"]) == 0
@@ -346,9 +342,9 @@ def test_asset_runs_and_the_cli_are_metered_and_the_budget_check_warns_then_fail
         assert result.success == (evaluation.passed or evaluation.severity == dg.AssetCheckSeverity.WARN)
         return evaluation
 
-    untested = budget_check()
-    assert not untested.passed and "not_tested" in untested.metadata
-    assert budget_check(warn=cost * 2, fail=cost * 4).passed
+    assert budget_outcome(cost, cost * 2, cost * 4, unpriced=[]).passed
+    untested = budget_outcome(cost, None, None, unpriced=[])
+    assert untested.untested and "no costs.daily_budget" in untested.untested  # reported as not tested
     warned = budget_check(warn=cost / 2, fail=cost * 2)
     assert (warned.passed, warned.severity) == (False, dg.AssetCheckSeverity.WARN)
     failed = budget_check(warn=cost / 4, fail=cost / 2)
