@@ -349,3 +349,18 @@ def test_asset_runs_and_the_cli_are_metered_and_the_budget_check_warns_then_fail
     assert (warned.passed, warned.severity) == (False, dg.AssetCheckSeverity.WARN)
     failed = budget_check(warn=cost / 4, fail=cost / 2)
     assert (failed.passed, failed.severity) == (False, dg.AssetCheckSeverity.ERROR)
+
+
+def test_a_call_recorded_while_the_caller_holds_every_pooled_connection_is_stored(db_url) -> None:
+    """A dense search embeds its query holding a connection; the ledger must not wait on that pool."""
+    record = CallRecord(
+        kind="embedding", model="m", endpoint="local", prompt_tokens=3, completion_tokens=0, latency_ms=1.0
+    )
+    with (
+        Database(db_url, max_size=1) as db,
+        db.connection(),
+        calls_recorded_by(postgres_sink(db, Caller("api"))),
+    ):
+        report_call(record)
+    [row] = ledger(db_url)
+    assert (row["prompt_tokens"], row["caller_kind"], row["cost_usd"]) == (3, "api", 0)

@@ -83,8 +83,8 @@ class CallTotals:
 
 class PostgresSink:
     """A call sink (install it with ragline.endpoints.calls_recorded_by) writing each record to
-    llm_calls on a pooled connection of its own, committed at once: a caller's transaction that
-    rolls back does not erase calls that were made and paid for."""
+    llm_calls on a connection of the database's side pool, committed at once: a caller's
+    transaction that rolls back does not erase calls that were made and paid for."""
 
     def __init__(self, db: Database, caller: Caller, prices: Sequence[ModelPrice] = ()) -> None:
         self.db = db
@@ -132,7 +132,8 @@ class PostgresSink:
             else:
                 t.cost_usd += cost
         try:
-            with self.db.connection() as conn:
+            # Not the main pool: the call may be made inside a search that holds its connections.
+            with self.db.side_connection() as conn:
                 conn.execute(query("record_llm_call"), row)
         except Exception:
             with self._lock:
