@@ -11,6 +11,7 @@ import math
 import os
 import shlex
 import sys
+import threading
 from pathlib import Path
 
 from ragline.answer.answering import AnswerError
@@ -25,6 +26,8 @@ from ragline.config import (
     is_loopback_url,
     load_settings,
 )
+from ragline.costs import ROLLUPS
+from ragline.endpoints import calls_recorded_by
 from ragline.llm import LLMError
 from ragline.safe_text import printable
 from ragline.storage.db import (
@@ -38,7 +41,14 @@ from ragline.storage.db import (
     stop_embedded,
 )
 from ragline.storage.provenance import first_partition_day
-from ragline.types import DatabaseError, EmbeddingError, PublishError, RetrievalError, SourceError
+from ragline.types import (
+    CallRecord,
+    DatabaseError,
+    EmbeddingError,
+    PublishError,
+    RetrievalError,
+    SourceError,
+)
 
 # The most chunks a search or context may ask for.
 MAX_K = 10_000
@@ -513,6 +523,81 @@ def _cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
             if not revoke_key(conn, args.name):
                 raise ConfigError(f"no API key named '{printable(args.name, 80)}'")
             echo(f"revoked API key {args.name!r}: its requests now answer 403")
+
+
+class _CliLedger:
+    """The CLI's call sink: every model call of a command goes to llm_calls as made by the CLI. The
+    database is opened on the first call (a lexical search makes none, and opens nothing)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._db = None
+        self._sink = None
+        self._lock = threading.Lock()
+
+    def __call__(self, record: CallRecord) -> None:
+        from ragline.costs import Caller, postgres_sink
+        from ragline.storage.db import Database
+
+        with self._lock:
+            if self._sink is None:
+                self._db = Database(database_url(self.settings.data_dir), max_size=1)
+                self._sink = postgres_sink(self._db, Caller("cli"), self.settings.prices)
+        self._sink(record)
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+
+
+def _since(raw: str | None) -> dt.datetime:
+    """--since as the start of a UTC day (default: today)."""
+    if raw is None:
+        day = dt.datetime.now(dt.UTC).date()
+    else:
+        try:
+            day = dt.date.fromisoformat(raw) if len(raw) == 10 else None
+        except ValueError:
+            day = None
+        if day is None:
+            raise ConfigError(f"--since takes a day as YYYY-MM-DD, got '{printable(raw, 40)}'")
+    return dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+
+
+def _cmd_cost(args: argparse.Namespace, settings: Settings) -> int:
+    from ragline.costs import rollup
+    from ragline.storage.db import Database
+
+    since = _since(args.since)
+    with Database(_database_url(settings), max_size=1) as db, db.connection() as conn:
+        rows = rollup(conn, args.by, since)
+    unpriced = sorted({m for r in rows for m in r.unpriced_models})
+    total = sum(r.cost_usd for r in rows)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "by": args.by,
+                    "since": since.isoformat(),
+                    "rows": [r.as_dict() for r in rows],
+                    "total_usd": round(total, 8),
+                    "unpriced_models": unpriced,
+                },
+                indent=2,
+            )
+        )
+        return 0
+    echo(f"model calls since {since:%Y-%m-%d} (UTC), by {args.by}")
+    echo(f"{args.by:<44} {'calls':>7} {'failed':>6} {'tokens in':>11} {'tokens out':>10} {'USD':>12}")
+    for r in rows:
+        label = printable(r.label, 44)
+        echo(
+            f"{label:<44} {r.calls:>7} {r.failed:>6} {r.prompt_tokens:>11} {r.completion_tokens:>10} "
+            f"{r.cost_usd:>12.6f}"
+        )
+    echo(f"{'total':<44} {sum(r.calls for r in rows):>7} {'':>6} {'':>11} {'':>10} {total:>12.6f}")
+    if unpriced:
+        echo(f"no price in prices: for {', '.join(unpriced)}: their calls are not in the totals")
     return 0
 
 
@@ -580,6 +665,10 @@ def parser() -> argparse.ArgumentParser:
         help="the Dagster UI the board links to (default: $RAGLINE_DAGSTER_URL or http://127.0.0.1:3000)",
     )
     sub.add_parser("env", help="print shell exports for the Dagster instance (used by make dev)")
+    cost = sub.add_parser("cost", help="model calls' tokens and USD from llm_calls, rolled up")
+    cost.add_argument("--by", choices=ROLLUPS, default="model", help="group by (default: model)")
+    cost.add_argument("--since", metavar="DATE", help="from this UTC day, YYYY-MM-DD (default: today)")
+    cost.add_argument("--json", action="store_true")
     pub = sub.add_parser("publish", help="what each source serves: roll back, release, accept a mass change")
     action = pub.add_mutually_exclusive_group(required=True)
     action.add_argument("--rollback", metavar="SOURCE", help="serve the previous generation and hold there")
@@ -649,29 +738,12 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    ledger = None
     try:
         settings = _settings(args.config)
-        if args.command == "db":
-            return _cmd_db(args, settings)
-        if args.command == "env":
-            return _cmd_env(args, settings)
-        if args.command == "drift":
-            return _cmd_drift(args, settings)
-        if args.command == "publish":
-            return _cmd_publish(args, settings)
-        if args.command == "gc":
-            return _cmd_gc(args, settings)
-        if args.command == "search":
-            return _cmd_search(args, settings)
-        if args.command == "context":
-            return _cmd_context(args, settings)
-        if args.command == "answer":
-            return _cmd_answer(args, settings)
-        if args.command == "serve":
-            return _cmd_serve(args, settings)
-        if args.command == "keys":
-            return _cmd_keys(args, settings)
-        return _cmd_orchestrated(args, settings)
+        ledger = _CliLedger(settings)
+        with calls_recorded_by(ledger):
+            return _dispatch(args, settings)
     except (
         ConfigError,
         DatabaseError,
@@ -684,6 +756,36 @@ def main(argv: list[str] | None = None) -> int:
     ) as exc:
         print(f"ragline: error: {printable(str(exc).strip())}", file=sys.stderr)
         return 2
+    finally:
+        if ledger is not None:
+            ledger.close()
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the command (errors are turned into messages by main)."""
+    if args.command == "db":
+        return _cmd_db(args, settings)
+    if args.command == "env":
+        return _cmd_env(args, settings)
+    if args.command == "drift":
+        return _cmd_drift(args, settings)
+    if args.command == "publish":
+        return _cmd_publish(args, settings)
+    if args.command == "gc":
+        return _cmd_gc(args, settings)
+    if args.command == "search":
+        return _cmd_search(args, settings)
+    if args.command == "context":
+        return _cmd_context(args, settings)
+    if args.command == "answer":
+        return _cmd_answer(args, settings)
+    if args.command == "serve":
+        return _cmd_serve(args, settings)
+    if args.command == "keys":
+        return _cmd_keys(args, settings)
+    if args.command == "cost":
+        return _cmd_cost(args, settings)
+    return _cmd_orchestrated(args, settings)
 
 
 if __name__ == "__main__":
