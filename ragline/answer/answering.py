@@ -63,6 +63,9 @@ class Answer:
     answer_id: int | None
     data: dict | None = None  # the validated structured output, when an output_schema was given
     support: float | None = None  # the best passage's cosine similarity to the question
+    # answer_stream(): the output checks changed the text after its tokens were streamed; `text`
+    # (repaired, or the refusal) replaces what the tokens spelled out.
+    replaced: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready: what `ragline answer --json` prints and the API returns."""
