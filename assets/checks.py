@@ -56,6 +56,10 @@ CHECK_DESCRIPTIONS = {
         "The day's logged queries against the days before: fails when the share of queries unlike them is "
         "significant and at least drift.min_new_share."
     ),
+    "llm_costs_within_daily_budget": (
+        "The day's model calls cost at most costs.daily_budget.warn USD (WARN past it) and at most "
+        "costs.daily_budget.fail (ERROR past it); not tested when no budget is configured."
+    ),
 }
 
 
@@ -162,6 +166,10 @@ WHAT_TO_DO = {
     ),
     "corpus_has_not_drifted": "see the drift table; `ragline drift pin` re-pins the baseline",
     "queries_have_not_drifted": "see the drift table; add eval questions for the new topics",
+    "llm_costs_within_daily_budget": (
+        "see by_asset and by_caller; `ragline cost --by caller --since DAY` lists who spent it "
+        "(ragline.llm_calls has every call)"
+    ),
 }
 
 

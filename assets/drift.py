@@ -5,6 +5,7 @@ import datetime as dt
 import dagster as dg
 
 from assets.checks import blocking_specs, check_results, severity
+from assets.metering import metered
 from assets.tables import markdown_table
 from orchestration.resources import EmbedderResource, RaglineResource
 from ragline import expectations
@@ -29,6 +30,7 @@ def drift_metrics_asset(
         ),
         automation_condition=automation,
     )
+    @metered
     def drift_metrics(
         context: dg.AssetExecutionContext, ragline: RaglineResource, embedder: EmbedderResource
     ):

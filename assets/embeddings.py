@@ -3,6 +3,7 @@
 import dagster as dg
 
 from assets.checks import blocking_specs, check_results
+from assets.metering import metered
 from orchestration.executors import MODEL_POOL
 from orchestration.resources import EmbedderResource, RaglineResource
 from ragline import expectations
@@ -32,6 +33,7 @@ def embeddings_asset(
         automation_condition=automation,
         pool=MODEL_POOL,  # model steps share the cores (dagster.yaml limits the pool)
     )
+    @metered
     def embeddings(context: dg.AssetExecutionContext, ragline: RaglineResource, embedder: EmbedderResource):
         model = embedder.embedder()
         with ragline.database().connection() as conn:

@@ -5,6 +5,7 @@ import datetime as dt
 import dagster as dg
 
 from assets.checks import blocking_specs, check_results, severity
+from assets.metering import metered
 from assets.tables import inline_table
 from orchestration.executors import MODEL_POOL
 from orchestration.resources import EmbedderResource, RaglineResource
@@ -43,6 +44,7 @@ def eval_set_asset(automation: dg.AutomationCondition) -> dg.AssetsDefinition:
         check_specs=blocking_specs("eval_set", EVAL_SET_CHECKS),
         automation_condition=automation,
     )
+    @metered
     def eval_set(context: dg.AssetExecutionContext, ragline: RaglineResource):
         settings = ragline.settings()
         with ragline.database().connection() as conn:
@@ -99,6 +101,7 @@ def variant_corpora_asset(
         automation_condition=automation,
         pool=MODEL_POOL,
     )
+    @metered
     def variant_corpora(
         context: dg.AssetExecutionContext, ragline: RaglineResource, embedder: EmbedderResource
     ):
@@ -157,6 +160,7 @@ def retrieval_scores_asset(
         check_specs=blocking_specs("retrieval_scores", [expectations.NDCG_HAS_NOT_REGRESSED], blocking),
         automation_condition=automation,
     )
+    @metered
     def retrieval_scores(
         context: dg.AssetExecutionContext, ragline: RaglineResource, embedder: EmbedderResource
     ):

@@ -3,6 +3,7 @@
 import dagster as dg
 
 from assets.checks import blocking_specs, check_results
+from assets.metering import metered
 from orchestration.resources import EmbedderResource, RaglineResource
 from ragline.expectations import HNSW_RECALL_AT_10
 from ragline.index.embedding_ledger import stored_dim
@@ -29,6 +30,7 @@ def search_index_asset(automation: dg.AutomationCondition) -> dg.AssetsDefinitio
         check_specs=blocking_specs("search_index", [HNSW_RECALL_AT_10]),
         automation_condition=automation,
     )
+    @metered
     def search_index(context: dg.AssetExecutionContext, ragline: RaglineResource, embedder: EmbedderResource):
         settings = ragline.settings().index
         model = embedder.embedder()

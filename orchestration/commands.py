@@ -454,4 +454,13 @@ def _format_quality(quality: dict[str, Any], pinned: bool = False) -> list[str]:
             lines.append(f"  {r['scope']:<20} {r['subject']:<14} {p:<22} {verdict}")
             if r["alarm"] and r["new_content"]:
                 lines.append(f"      new content in {printable(r['new_content'], limit=160)}")
+    llm = (quality.get("usage") or {}).get("llm")
+    if llm:
+        unpriced = f"; no price for {', '.join(llm['unpriced_models'])}" if llm["unpriced_models"] else ""
+        tokens = f"{llm['prompt_tokens']}/{llm['completion_tokens']}"
+        lines += [
+            "",
+            f"model calls today: {llm['calls']} ({llm['failed']} failed), tokens in/out {tokens}, "
+            f"${llm['cost_usd']:.4f}{printable(unpriced, 200)}",
+        ]
     return lines

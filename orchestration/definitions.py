@@ -5,6 +5,7 @@ import os
 import dagster as dg
 
 from assets.chunks import chunks_asset
+from assets.costs import LLM_COSTS_JOB, llm_costs_asset, llm_costs_schedule
 from assets.documents import raw_documents_asset
 from assets.drift import drift_metrics_asset
 from assets.embeddings import embeddings_asset
@@ -79,6 +80,13 @@ def build_definitions(settings: Settings, executor: str | None = None) -> dg.Def
     ]
     # The freshness checks are recorded by the freshness_checks sensor, not by the pipeline's runs.
     freshness = freshness_checks(assets, settings)
+    # Its own hourly schedule keeps it current; its budget check is what on-call watches.
+    llm_costs = llm_costs_asset(days)
+    costs_job = dg.define_asset_job(
+        LLM_COSTS_JOB,
+        selection=dg.AssetSelection.assets(llm_costs),
+        description="One day's model calls rolled up by asset, model and caller, with the budget check.",
+    )
     source_job = dg.define_asset_job(
         SOURCE_PIPELINE_JOB,
         selection=dg.AssetSelection.assets(*source_assets) - dg.AssetSelection.checks(*freshness),
@@ -100,13 +108,14 @@ def build_definitions(settings: Settings, executor: str | None = None) -> dg.Def
         description="One day's retrieval scores, variant comparison and drift metrics.",
     )
     return dg.Definitions(
-        assets=assets,
+        assets=[*assets, llm_costs],
         asset_checks=freshness,
-        jobs=[source_job, scan_job, index_job, quality_job, garbage_collection],
+        jobs=[source_job, scan_job, index_job, quality_job, costs_job, garbage_collection],
         schedules=[
             daily_refresh_schedule(scan_job, [s.name for s in settings.sources]),
             daily_quality_schedule(quality_job, days),
             daily_gc_schedule(),
+            llm_costs_schedule(costs_job, days),
         ],
         sensors=[
             source_files_sensor(settings, source_job),

@@ -11,6 +11,7 @@ import math
 import os
 import shlex
 import sys
+import threading
 from pathlib import Path
 
 from ragline.answer.answering import AnswerError
@@ -22,8 +23,11 @@ from ragline.config import (
     ConfigError,
     Settings,
     config_path,
+    is_loopback_url,
     load_settings,
 )
+from ragline.costs import ROLLUPS
+from ragline.endpoints import calls_recorded_by
 from ragline.llm import LLMError
 from ragline.safe_text import printable
 from ragline.storage.db import (
@@ -37,7 +41,14 @@ from ragline.storage.db import (
     stop_embedded,
 )
 from ragline.storage.provenance import first_partition_day
-from ragline.types import DatabaseError, EmbeddingError, PublishError, RetrievalError, SourceError
+from ragline.types import (
+    CallRecord,
+    DatabaseError,
+    EmbeddingError,
+    PublishError,
+    RetrievalError,
+    SourceError,
+)
 
 # The most chunks a search or context may ask for.
 MAX_K = 10_000
@@ -236,31 +247,9 @@ def _cmd_search(args: argparse.Namespace, settings: Settings) -> int:
     db, _retriever_, result = _search(args, settings, args.k)
     db.close()
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "query": result.query,
-                    "strategy": result.strategy,
-                    "latency_ms": round(result.latency_ms, 2),
-                    "timings_ms": {k: round(v, 2) for k, v in result.timings_ms.items()},
-                    "query_id": result.query_id,
-                    "hits": [
-                        {
-                            "rank": i,
-                            "score": h.score,
-                            "chunk_id": h.chunk_id,
-                            "document": h.document,
-                            "path": h.path,
-                            "start_char": h.start_char,
-                            "end_char": h.end_char,
-                            "text": h.text,
-                        }
-                        for i, h in enumerate(result.hits, start=1)
-                    ],
-                },
-                indent=2,
-            )
-        )
+        from ragline.retrieval.search import result_json
+
+        print(json.dumps(result_json(result), indent=2))
         return 0
     echo(f"{len(result.hits)} results, {result.strategy}, {result.latency_ms:.0f} ms")
     for i, h in enumerate(result.hits, start=1):
@@ -424,6 +413,194 @@ def _cmd_gc(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+NO_AUTH_ENV = "RAGLINE_SERVE_NO_AUTH"  # set by `ragline serve --no-auth` for its worker processes
+
+
+def _board(settings: Settings) -> str:
+    """The on-call health board's HTML, built as `ragline status --html` builds it (through Dagster,
+    reached only here, by importlib); raises when Dagster's instance cannot be read."""
+    from ragline.monitoring.board import dagster_url, render_board
+
+    os.environ.update(dagster_environment(settings))
+    commands = importlib.import_module("orchestration.commands")
+    return render_board(commands.status(settings), base_url=dagster_url())
+
+
+def build_api(settings: Settings, *, auth: bool = True):
+    """The HTTP API of `ragline serve`: one database pool and one retriever (and embedding model,
+    loading in the background) per process."""
+    from functools import partial
+
+    from ragline.index.background import BackgroundEmbedder
+    from ragline.index.embedding import build_embedder
+    from ragline.retrieval.search import build_retriever
+    from ragline.serving.app import create_app
+    from ragline.storage.db import Database
+
+    db = Database(_database_url(settings), max_size=settings.serve.pool_size)
+    embedder = BackgroundEmbedder(partial(build_embedder, settings.embedding, settings.embedding.api_key()))
+    retriever = build_retriever(settings, db, embedder, caller="api")
+    return create_app(settings, db, retriever=retriever, board=partial(_board, settings), auth=auth)
+
+
+def serve_app():
+    """uvicorn's app factory for `ragline serve --workers N`: each worker builds its own API from
+    $RAGLINE_CONFIG (set by the command)."""
+    return build_api(_settings(None), auth=os.environ.get(NO_AUTH_ENV) != "1")
+
+
+def _is_loopback_host(host: str) -> bool:
+    return is_loopback_url(f"http://[{host}]/" if ":" in host else f"http://{host}/")
+
+
+def _cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    host = args.host or settings.serve.host
+    port = settings.serve.port if args.port is None else args.port
+    workers = args.workers or settings.serve.workers
+    if args.no_auth and not _is_loopback_host(host):
+        raise ConfigError(
+            f"--no-auth serves every /v1 route to anyone who can reach {printable(host, 80)}; it is "
+            "allowed only on a loopback address (127.0.0.1, ::1, localhost). Create a key with "
+            "`ragline keys create --name NAME` instead"
+        )
+    if workers > 1:
+        os.environ[CONFIG_ENV] = str(settings.path)
+        os.environ[NO_AUTH_ENV] = "1" if args.no_auth else "0"
+        uvicorn.run(
+            "ragline.cli:serve_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            # A worker imports the stack and loads its model before it answers the supervisor's
+            # ping; under load that took over uvicorn's default 5 s, and the worker was killed and
+            # restarted in a loop.
+            timeout_worker_healthcheck=60,
+        )
+        return 0
+    app = build_api(settings, auth=not args.no_auth)
+    uvicorn.run(app, host=host, port=port)
+    return 0
+
+
+def _cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
+    from ragline.serving.keys import create_key, list_keys, revoke_key
+    from ragline.storage.db import Database
+
+    with Database(_database_url(settings), max_size=1) as db, db.connection() as conn:
+        if args.keys_command == "create":
+            created = create_key(
+                conn, args.name, rate_per_minute=args.rate_per_minute, token_budget=args.token_budget
+            )
+            echo(
+                f"created API key {created.name!r} (id {created.key_id}); it is shown only now, "
+                "store it (ragline keeps only its hash):",
+                file=sys.stderr,
+            )
+            print(created.key)
+        elif args.keys_command == "list":
+            keys = list_keys(conn)
+            if args.json:
+                print(json.dumps(keys, indent=2, default=str))
+                return 0
+            if not keys:
+                echo("no API keys; create one with `ragline keys create --name NAME`")
+            for k in keys:
+                state = f"revoked {k['revoked_at']:%Y-%m-%d %H:%M}" if k["revoked_at"] else "active"
+                rate = f"{k['rate_per_minute']}/min" if k["rate_per_minute"] else "no rate limit"
+                budget = (
+                    f"{k['tokens_used']:,}/{k['token_budget']:,} tokens"
+                    if k["token_budget"]
+                    else (f"{k['tokens_used']:,} tokens, no budget")
+                )
+                echo(
+                    f"{k['name']}\t{k['key_prefix']}…\t{state}\t{rate}\t{budget}\t"
+                    f"{k['requests']:,} requests\tcreated {k['created_at']:%Y-%m-%d %H:%M}"
+                )
+        else:
+            if not revoke_key(conn, args.name):
+                raise ConfigError(f"no API key named '{printable(args.name, 80)}'")
+            echo(f"revoked API key {args.name!r}: its requests now answer 403")
+
+
+class _CliLedger:
+    """The CLI's call sink: every model call of a command goes to llm_calls as made by the CLI. The
+    database is opened on the first call (a lexical search makes none, and opens nothing)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._db = None
+        self._sink = None
+        self._lock = threading.Lock()
+
+    def __call__(self, record: CallRecord) -> None:
+        from ragline.costs import Caller, postgres_sink
+        from ragline.storage.db import Database
+
+        with self._lock:
+            if self._sink is None:
+                self._db = Database(database_url(self.settings.data_dir), max_size=1)
+                self._sink = postgres_sink(self._db, Caller("cli"), self.settings.prices)
+        self._sink(record)
+
+    def close(self) -> None:
+        if self._db is not None:
+            self._db.close()
+
+
+def _since(raw: str | None) -> dt.datetime:
+    """--since as the start of a UTC day (default: today)."""
+    if raw is None:
+        day = dt.datetime.now(dt.UTC).date()
+    else:
+        try:
+            day = dt.date.fromisoformat(raw) if len(raw) == 10 else None
+        except ValueError:
+            day = None
+        if day is None:
+            raise ConfigError(f"--since takes a day as YYYY-MM-DD, got '{printable(raw, 40)}'")
+    return dt.datetime.combine(day, dt.time(), tzinfo=dt.UTC)
+
+
+def _cmd_cost(args: argparse.Namespace, settings: Settings) -> int:
+    from ragline.costs import rollup
+    from ragline.storage.db import Database
+
+    since = _since(args.since)
+    with Database(_database_url(settings), max_size=1) as db, db.connection() as conn:
+        rows = rollup(conn, args.by, since)
+    unpriced = sorted({m for r in rows for m in r.unpriced_models})
+    total = sum(r.cost_usd for r in rows)
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "by": args.by,
+                    "since": since.isoformat(),
+                    "rows": [r.as_dict() for r in rows],
+                    "total_usd": round(total, 8),
+                    "unpriced_models": unpriced,
+                },
+                indent=2,
+            )
+        )
+        return 0
+    echo(f"model calls since {since:%Y-%m-%d} (UTC), by {args.by}")
+    echo(f"{args.by:<44} {'calls':>7} {'failed':>6} {'tokens in':>11} {'tokens out':>10} {'USD':>12}")
+    for r in rows:
+        label = printable(r.label, 44)
+        echo(
+            f"{label:<44} {r.calls:>7} {r.failed:>6} {r.prompt_tokens:>11} {r.completion_tokens:>10} "
+            f"{r.cost_usd:>12.6f}"
+        )
+    echo(f"{'total':<44} {sum(r.calls for r in rows):>7} {'':>6} {'':>11} {'':>10} {total:>12.6f}")
+    if unpriced:
+        echo(f"no price in prices: for {', '.join(unpriced)}: their calls are not in the totals")
+    return 0
+
+
 def _cmd_env(_args: argparse.Namespace, settings: Settings) -> int:
     for key, value in dagster_environment(settings).items():
         print(f"export {key}={shlex.quote(value)}")
@@ -488,6 +665,10 @@ def parser() -> argparse.ArgumentParser:
         help="the Dagster UI the board links to (default: $RAGLINE_DAGSTER_URL or http://127.0.0.1:3000)",
     )
     sub.add_parser("env", help="print shell exports for the Dagster instance (used by make dev)")
+    cost = sub.add_parser("cost", help="model calls' tokens and USD from llm_calls, rolled up")
+    cost.add_argument("--by", choices=ROLLUPS, default="model", help="group by (default: model)")
+    cost.add_argument("--since", metavar="DATE", help="from this UTC day, YYYY-MM-DD (default: today)")
+    cost.add_argument("--json", action="store_true")
     pub = sub.add_parser("publish", help="what each source serves: roll back, release, accept a mass change")
     action = pub.add_mutually_exclusive_group(required=True)
     action.add_argument("--rollback", metavar="SOURCE", help="serve the previous generation and hold there")
@@ -504,6 +685,24 @@ def parser() -> argparse.ArgumentParser:
     pin.add_argument(
         "--per-source", type=_count(1), default=2000, help="vectors sampled per source (as drift_metrics)"
     )
+    serve = sub.add_parser("serve", help="serve the HTTP API (search, context, health, metrics)")
+    serve.add_argument("--host", help="address to bind (default: serve.host, 127.0.0.1)")
+    serve.add_argument("--port", type=_count(0, 65535), help="port (default: serve.port, 8000)")
+    serve.add_argument("--workers", type=_count(1, 64), help="worker processes (default: serve.workers, 1)")
+    serve.add_argument(
+        "--no-auth", action="store_true", help="serve /v1 without API keys (loopback addresses only)"
+    )
+    keys = sub.add_parser("keys", help="API keys of the HTTP API").add_subparsers(
+        dest="keys_command", required=True
+    )
+    create = keys.add_parser("create", help="create a key and print it once")
+    create.add_argument("--name", required=True)
+    create.add_argument("--rate-per-minute", type=_count(1), help="requests per minute (default: no limit)")
+    create.add_argument("--token-budget", type=_count(1), help="model tokens in all (default: no budget)")
+    key_list = keys.add_parser("list", help="every key's name, limits and spending (never the key)")
+    key_list.add_argument("--json", action="store_true")
+    revoke = keys.add_parser("revoke", help="revoke a key: its requests answer 403")
+    revoke.add_argument("name")
     for name, help_text in (
         ("search", "retrieve the best chunks for a question"),
         ("context", "assemble a token-budgeted, cited prompt context for a question"),
@@ -539,25 +738,12 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    ledger = None
     try:
         settings = _settings(args.config)
-        if args.command == "db":
-            return _cmd_db(args, settings)
-        if args.command == "env":
-            return _cmd_env(args, settings)
-        if args.command == "drift":
-            return _cmd_drift(args, settings)
-        if args.command == "publish":
-            return _cmd_publish(args, settings)
-        if args.command == "gc":
-            return _cmd_gc(args, settings)
-        if args.command == "search":
-            return _cmd_search(args, settings)
-        if args.command == "context":
-            return _cmd_context(args, settings)
-        if args.command == "answer":
-            return _cmd_answer(args, settings)
-        return _cmd_orchestrated(args, settings)
+        ledger = _CliLedger(settings)
+        with calls_recorded_by(ledger):
+            return _dispatch(args, settings)
     except (
         ConfigError,
         DatabaseError,
@@ -570,6 +756,36 @@ def main(argv: list[str] | None = None) -> int:
     ) as exc:
         print(f"ragline: error: {printable(str(exc).strip())}", file=sys.stderr)
         return 2
+    finally:
+        if ledger is not None:
+            ledger.close()
+
+
+def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
+    """Run the command (errors are turned into messages by main)."""
+    if args.command == "db":
+        return _cmd_db(args, settings)
+    if args.command == "env":
+        return _cmd_env(args, settings)
+    if args.command == "drift":
+        return _cmd_drift(args, settings)
+    if args.command == "publish":
+        return _cmd_publish(args, settings)
+    if args.command == "gc":
+        return _cmd_gc(args, settings)
+    if args.command == "search":
+        return _cmd_search(args, settings)
+    if args.command == "context":
+        return _cmd_context(args, settings)
+    if args.command == "answer":
+        return _cmd_answer(args, settings)
+    if args.command == "serve":
+        return _cmd_serve(args, settings)
+    if args.command == "keys":
+        return _cmd_keys(args, settings)
+    if args.command == "cost":
+        return _cmd_cost(args, settings)
+    return _cmd_orchestrated(args, settings)
 
 
 if __name__ == "__main__":

@@ -401,6 +401,90 @@ class CacheSettings:
 
 
 @dataclass(frozen=True)
+class ServeSettings:
+    """The HTTP API (`ragline serve`): where it listens and the limits every request must keep."""
+
+    host: str = "127.0.0.1"
+    port: int = 8000
+    workers: int = 1
+    max_body_bytes: int = 65_536  # a larger request body answers 413
+    max_query_chars: int = 2_000
+    max_k: int = 100
+    max_budget: int = 32_000  # tokens of /v1/context
+    max_filter_keys: int = 16
+    pool_size: int = 8  # database connections per worker process
+
+
+# --- models:, routing:, prices:, costs: (the router and the cost ledger) ----------------------------
+
+ROUTE_OUTPUTS = ("text", "json")
+LLM_MODEL_NAME = "llm"  # the name the llm: block's model gets when there is no models: block
+
+
+@dataclass(frozen=True)
+class ModelSettings(EndpointSettings):
+    """One named chat endpoint of the models: block (the router picks among them by name)."""
+
+    name: str
+    model: str
+    base_url: str | None = None
+    api_key_env: str | None = None  # as for the llm block: OPENAI_API_KEY for OpenAI's API only
+    timeout_seconds: float = 60.0
+    max_retries: int = 2  # per model; the router's fallback chain takes over after the last one
+    context_tokens: int = 4096  # the model's context window, for the answer's context budget
+
+
+@dataclass(frozen=True)
+class EscalationRule:
+    """Escalate to `model` when every condition given holds (at least one is required)."""
+
+    model: str
+    retrieval_margin_below: float | None = None  # top score minus the runner-up's
+    question_tokens_above: int | None = None
+    output: str | None = None  # "json": structured output
+
+
+@dataclass(frozen=True)
+class CircuitSettings:
+    """Per endpoint: open after `failures` failed calls in a row; try again after the cooldown."""
+
+    failures: int = 3
+    cooldown_seconds: float = 30.0
+
+
+@dataclass(frozen=True)
+class RoutingSettings:
+    default: str | None = None  # None: the first model of the models: block (or the llm block's)
+    escalate: tuple[EscalationRule, ...] = ()
+    # A caller with fewer tokens left in its budget than this is not escalated (None: no floor).
+    min_budget_tokens: int | None = None
+    fallback: tuple[str, ...] = ()  # tried in order after the chosen model fails
+    circuit: CircuitSettings = field(default_factory=CircuitSettings)
+
+
+@dataclass(frozen=True)
+class ModelPrice:
+    """USD per million tokens of one model (prices: block), as the provider bills them."""
+
+    model: str
+    input_per_1m: float
+    output_per_1m: float = 0.0
+
+
+@dataclass(frozen=True)
+class DailyBudget:
+    """USD per UTC day over every model call: llm_costs warns past `warn` and fails past `fail`."""
+
+    warn: float | None = None
+    fail: float | None = None
+
+
+@dataclass(frozen=True)
+class CostSettings:
+    daily_budget: DailyBudget = field(default_factory=DailyBudget)
+
+
+@dataclass(frozen=True)
 class Settings:
     path: Path
     data_dir: Path
@@ -419,6 +503,11 @@ class Settings:
     cache: CacheSettings = field(default_factory=CacheSettings)
     guardrails: GuardrailSettings = field(default_factory=GuardrailSettings)
     answer: AnswerSettings = field(default_factory=AnswerSettings)
+    serve: ServeSettings = field(default_factory=ServeSettings)
+    models: tuple[ModelSettings, ...] = ()
+    routing: RoutingSettings = field(default_factory=RoutingSettings)
+    prices: tuple[ModelPrice, ...] = ()
+    costs: CostSettings = field(default_factory=CostSettings)
 
     @property
     def project_dir(self) -> Path:
@@ -474,6 +563,11 @@ def parse_settings(raw: dict[str, Any], file: Path) -> Settings:
             "cache",
             "guardrails",
             "answer",
+            "serve",
+            "models",
+            "routing",
+            "prices",
+            "costs",
         },
         str(file),
     )
@@ -634,6 +728,7 @@ def parse_settings(raw: dict[str, Any], file: Path) -> Settings:
             f"automation.quality must be {QUALITY_ON_CHANGE} or a cron expression of 5 fields "
             f"such as '0 4 * * *', got {str(automation.quality)[:60]!r}"
         )
+    serve = _serve(raw.get("serve") or {})
     return Settings(
         file,
         data_dir,
@@ -652,7 +747,155 @@ def parse_settings(raw: dict[str, Any], file: Path) -> Settings:
         cache=_cache(raw.get("cache") or {}),
         guardrails=parse_guardrails(raw.get("guardrails")),
         answer=_answer(raw.get("answer") or {}, base, llm),
+        serve=serve,
+        **_models_and_costs(raw, llm),
     )
+
+
+def _serve(raw: dict[str, Any]) -> ServeSettings:
+    serve = _build(ServeSettings, raw, "serve")
+    if not isinstance(serve.host, str) or not serve.host:
+        raise ConfigError("serve.host must be a host name or address")
+    numbers = {k: v for k, v in serve.__dict__.items() if k != "host"}
+    if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in numbers.values()):
+        raise ConfigError(f"serve: {', '.join(numbers)} must be whole numbers of at least 1")
+    if serve.port > 65535:
+        raise ConfigError("serve.port must be from 1 to 65535")
+    return serve
+
+
+def chat_models(settings: Settings) -> tuple[ModelSettings, ...]:
+    """The named chat models: the models: block, else the llm: block as the one model "llm"."""
+    if settings.models:
+        return settings.models
+    return _llm_as_model(settings.llm)
+
+
+def _llm_as_model(llm: LLMSettings) -> tuple[ModelSettings, ...]:
+    if not llm.configured:
+        return ()
+    return (
+        ModelSettings(
+            name=LLM_MODEL_NAME,
+            model=llm.model,
+            base_url=llm.base_url,
+            api_key_env=llm.api_key_env,
+            timeout_seconds=llm.timeout_seconds,
+            max_retries=llm.max_retries,
+        ),
+    )
+
+
+def _models_and_costs(raw: dict[str, Any], llm: LLMSettings) -> dict[str, Any]:
+    """The models:, routing:, prices: and costs: blocks, checked against each other."""
+    models = _models(raw.get("models") or {})
+    names = [m.name for m in models or _llm_as_model(llm)]
+    routing = _routing(raw.get("routing") or {}, names)
+    prices = _prices(raw.get("prices") or {})
+    return {"models": models, "routing": routing, "prices": prices, "costs": _costs(raw)}
+
+
+def _models(raw: Any) -> tuple[ModelSettings, ...]:
+    if not isinstance(raw, dict):
+        raise ConfigError("models must be a mapping of names to chat endpoints")
+    out = []
+    for name, item in raw.items():
+        where = f"models.{_shown(name)}"
+        if not isinstance(name, str) or not _SOURCE_NAME.match(name):
+            raise ConfigError(f"{where}: a model's name must match {_SOURCE_NAME.pattern}")
+        if not isinstance(item, dict) or not isinstance(item.get("model"), str) or not item["model"]:
+            raise ConfigError(f"{where} needs a model (the name the endpoint serves)")
+        model = _build(ModelSettings, {**item, "name": name}, where)
+        if not model.timeout_seconds > 0 or model.max_retries < 0 or model.context_tokens < 1:
+            raise ConfigError(f"{where}: timeout_seconds > 0, max_retries >= 0 and context_tokens >= 1")
+        if model.api_key_env is not None:
+            _check_env_name(model.api_key_env, f"{where}.api_key_env")
+        _check_endpoint(model, where)
+        out.append(model)
+    return tuple(out)
+
+
+def _shown(name: Any) -> str:
+    """A config key as an error message may show it: short, no control characters."""
+    return "".join(ch if ch.isprintable() else "?" for ch in str(name))[:40]
+
+
+def _routing(raw: Any, names: list[str]) -> RoutingSettings:
+    if not isinstance(raw, dict):
+        raise ConfigError("routing must be a mapping")
+    _reject_unknown(raw, set(RoutingSettings.__dataclass_fields__), "routing")
+    if raw and not names:
+        raise ConfigError("routing needs chat models: a models: block, or an llm: block")
+
+    def known(name: Any, where: str) -> str:
+        if name not in names:
+            raise ConfigError(f"{where}: {_shown(name)!r} is not a configured model; models: {names}")
+        return name
+
+    rules = []
+    raw_rules = raw.get("escalate") or []
+    if not isinstance(raw_rules, list):
+        raise ConfigError("routing.escalate must be a list of rules")
+    for i, item in enumerate(raw_rules):
+        where = f"routing.escalate[{i}]"
+        rule = _build(EscalationRule, item, where)
+        known(rule.model, f"{where}.model")
+        conditions = (rule.retrieval_margin_below, rule.question_tokens_above, rule.output)
+        if all(c is None for c in conditions):
+            raise ConfigError(
+                f"{where}: give at least one of retrieval_margin_below, question_tokens_above, output"
+            )
+        if rule.output is not None and rule.output not in ROUTE_OUTPUTS:
+            raise ConfigError(f"{where}.output must be one of {ROUTE_OUTPUTS}")
+        rules.append(rule)
+    fallback = raw.get("fallback") or []
+    if not isinstance(fallback, list):
+        raise ConfigError("routing.fallback must be a list of model names")
+    circuit = _build(CircuitSettings, raw.get("circuit") or {}, "routing.circuit")
+    if circuit.failures < 1 or circuit.cooldown_seconds < 0:
+        raise ConfigError("routing.circuit: failures >= 1 and cooldown_seconds >= 0")
+    routing = RoutingSettings(
+        default=known(raw["default"], "routing.default") if raw.get("default") is not None else None,
+        escalate=tuple(rules),
+        min_budget_tokens=raw.get("min_budget_tokens"),
+        fallback=tuple(known(n, "routing.fallback") for n in fallback),
+        circuit=circuit,
+    )
+    if routing.min_budget_tokens is not None and (
+        not isinstance(routing.min_budget_tokens, int) or routing.min_budget_tokens < 0
+    ):
+        raise ConfigError("routing.min_budget_tokens must be a whole number >= 0")
+    return routing
+
+
+def _prices(raw: Any) -> tuple[ModelPrice, ...]:
+    if not isinstance(raw, dict):
+        raise ConfigError("prices must be a mapping: {model: {input_per_1m: USD, output_per_1m: USD}}")
+    out = []
+    for model, item in raw.items():
+        where = f"prices.{_shown(model)}"
+        if not isinstance(item, dict) or "model" in item:
+            raise ConfigError(f"{where} must be a mapping with input_per_1m and output_per_1m")
+        price = _build(ModelPrice, {**item, "model": str(model)}, where)
+        values = (price.input_per_1m, price.output_per_1m)
+        if not all(isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v < 1e6 for v in values):
+            raise ConfigError(f"{where}: input_per_1m and output_per_1m must be USD amounts >= 0")
+        out.append(price)
+    return tuple(out)
+
+
+def _costs(raw: dict[str, Any]) -> CostSettings:
+    block = raw.get("costs") or {}
+    if not isinstance(block, dict):
+        raise ConfigError("costs must be a mapping")
+    _reject_unknown(block, set(CostSettings.__dataclass_fields__), "costs")
+    budget = _build(DailyBudget, block.get("daily_budget") or {}, "costs.daily_budget")
+    for value in (budget.warn, budget.fail):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or value < 0):
+            raise ConfigError("costs.daily_budget: warn and fail are USD amounts >= 0")
+    if budget.warn is not None and budget.fail is not None and budget.warn > budget.fail:
+        raise ConfigError("costs.daily_budget: warn must not exceed fail")
+    return CostSettings(daily_budget=budget)
 
 
 def _retrieval(raw: dict[str, Any], where: str, base: RetrievalSettings | None = None) -> RetrievalSettings:

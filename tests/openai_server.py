@@ -113,7 +113,9 @@ class EmbeddingsServer:
                     {"object": "embedding", "index": i, "embedding": [float(x) for x in v]}
                     for i, v in reversed(list(enumerate(vectors)))  # out of order, as servers may be
                 ]
-                usage = {"prompt_tokens": 0, "total_tokens": 0}
+                # Billed tokens as a provider reports them (here: words), for the cost ledger's rows.
+                words = sum(len(t.split()) for t in texts)
+                usage = {"prompt_tokens": words, "total_tokens": words}
                 self._send(200, {"object": "list", "data": data, "model": body["model"], "usage": usage})
 
             def _chat(self, body: dict, reply: str) -> None:

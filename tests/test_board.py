@@ -224,8 +224,8 @@ def test_the_board_shows_a_failing_check_and_a_stale_source_in_chromium(
         assert f"vs {yesterday}" in gate["text"] and "no significant difference" in gate["text"]
     [ab] = dom.where(data_ab="dense")
     assert "hybrid" in ab["text"] and "[" in ab["text"]
-    [llm] = dom.where(data_llm="not recorded")
-    assert "not recorded" in llm["text"]
+    [llm] = dom.where(data_llm="recorded")  # the local model's batches, free: $0
+    assert "Model calls" in llm["text"] and "$0.0000" in llm["text"]
 
 
 def test_outside_text_is_escaped_and_the_ui_url_must_be_http():

@@ -67,6 +67,7 @@ def test_definitions_load_and_match_the_graph_snapshot():
         "daily_refresh",
         "daily_quality",
         "daily_gc",
+        "hourly_llm_costs",
         "freshness_checks",
         "dead_runs",
         "check_alerts",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextvars
+import dataclasses
 import functools
 import gzip
 import hashlib
@@ -20,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ragline.config import EmbeddingSettings, VariantSettings
-from ragline.endpoints import Endpoint, RequestTooLarge
+from ragline.endpoints import Endpoint, RequestTooLarge, endpoint_host, report_call
 from ragline.index.local_model import (  # noqa: F401 (re-exported: the local model's public names)
     LEGACY_LOCAL_MODEL_ID,
     LOCAL_MAX_TOKENS,
@@ -29,7 +31,7 @@ from ragline.index.local_model import (  # noqa: F401 (re-exported: the local mo
     WordPieceTokenizer,
     local_model_id,
 )
-from ragline.types import Embedder, EmbeddingError, ModelTokenizer
+from ragline.types import CallRecord, Embedder, EmbeddingError, ModelTokenizer
 
 if TYPE_CHECKING:
     import tiktoken
@@ -153,7 +155,11 @@ class OpenAICompatibleEmbedder:
             from concurrent.futures import ThreadPoolExecutor
 
             with ThreadPoolExecutor(workers, thread_name_prefix="ragline-embed") as pool:
-                rows = list(pool.map(self._request_fitting, batches))
+                # Each request in the caller's context: its call sink (the cost ledger) sees it.
+                futures = [
+                    pool.submit(contextvars.copy_context().run, self._request_fitting, b) for b in batches
+                ]
+                rows = [f.result() for f in futures]
         else:
             rows = [self._request_fitting(batch) for batch in batches]
         self.calls += len(texts)
@@ -206,14 +212,37 @@ class OpenAICompatibleEmbedder:
 
     def _request(self, batch: list[str]) -> np.ndarray:
         extra = {"dimensions": self.settings.dimensions} if self.settings.dimensions else {}
-        response = self._endpoint.call(
-            "embedding request",
-            self._endpoint.client.embeddings.create,
+        started = time.perf_counter()
+        record = CallRecord(
+            kind="embedding",
             model=self.settings.model,
-            input=batch,
-            encoding_format="float",
-            **extra,
+            endpoint=endpoint_host(self._endpoint.url),
+            prompt_tokens=0,
+            completion_tokens=0,
+            latency_ms=0.0,
+            texts=len(batch),
         )
+        try:
+            response = self._endpoint.call(
+                "embedding request",
+                self._endpoint.client.embeddings.create,
+                model=self.settings.model,
+                input=batch,
+                encoding_format="float",
+                **extra,
+            )
+        except EmbeddingError as exc:  # the message names the endpoint, never the key
+            elapsed = (time.perf_counter() - started) * 1000
+            report_call(dataclasses.replace(record, latency_ms=elapsed, ok=False, error=str(exc)))
+            raise
+        usage = getattr(response, "usage", None)
+        # Billed tokens are the server's count; a server that sends no usage is counted with the
+        # model's tokenizer (cl100k_base), as the batches were cut.
+        tokens = getattr(usage, "prompt_tokens", None)
+        if not isinstance(tokens, int):
+            tokens = sum(len(self.tokenizer.encode(text)) for text in batch)
+        elapsed = (time.perf_counter() - started) * 1000
+        report_call(dataclasses.replace(record, prompt_tokens=tokens, latency_ms=elapsed))
         data = sorted(response.data, key=lambda d: d.index)
         if len(data) != len(batch):
             where = self._endpoint.address

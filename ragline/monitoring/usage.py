@@ -1,7 +1,5 @@
-"""What the day cost in work that the database records: texts and tokens embedded, queries served.
-
-LLM calls are not recorded in the database yet (ChatClient counts tokens per process only), so
-there is no LLM token or cost figure to report."""
+"""What the day cost in work that the database records: texts and tokens embedded, queries served,
+and every model call of the cost ledger (llm_calls) with its tokens and USD."""
 
 from __future__ import annotations
 
@@ -10,23 +8,29 @@ from typing import Any
 
 import psycopg
 
+from ragline.costs import rollup
 from ragline.storage.db import query
-
-LLM_NOT_RECORDED = (
-    "not recorded: ragline stores no LLM calls yet (token counts live only in the calling process)"
-)
 
 
 def usage_since(conn: psycopg.Connection, since: dt.datetime) -> dict[str, Any]:
-    """Vectors added per model and queries logged since `since`; LLM use is not in the database."""
+    """Vectors added per model, queries logged, and model calls (chat and embedding) since `since`."""
     embedded = [
         {"model_id": model_id, "texts": texts, "tokens": int(tokens)}
         for model_id, texts, tokens in conn.execute(query("embedded_tokens_since"), {"since": since})
     ]
     [queries] = conn.execute(query("queries_logged_since"), {"since": since}).fetchone()
+    models = rollup(conn, "model", since)
     return {
         "since": since.isoformat(timespec="seconds"),
         "embedded": embedded,
         "queries_logged": queries,
-        "llm": LLM_NOT_RECORDED,
+        "llm": {
+            "calls": sum(r.calls for r in models),
+            "failed": sum(r.failed for r in models),
+            "prompt_tokens": sum(r.prompt_tokens for r in models),
+            "completion_tokens": sum(r.completion_tokens for r in models),
+            "cost_usd": round(sum(r.cost_usd for r in models), 6),
+            "unpriced_models": sorted({m for r in models for m in r.unpriced_models}),
+            "by_model": [r.as_dict() for r in models],
+        },
     }

@@ -83,6 +83,30 @@ def hit_from_row(row: Sequence[Any], score: float | None = None) -> Hit:
     return Hit(*row[:11], score=float(row[12]) if score is None else score, metadata=row[11] or {})
 
 
+def result_json(result: SearchResult) -> dict[str, Any]:
+    """A search result as JSON (`ragline search --json`, the API's /v1/search): ranked, cited hits."""
+    return {
+        "query": result.query,
+        "strategy": result.strategy,
+        "latency_ms": round(result.latency_ms, 2),
+        "timings_ms": {k: round(v, 2) for k, v in result.timings_ms.items()},
+        "query_id": result.query_id,
+        "hits": [
+            {
+                "rank": i,
+                "score": h.score,
+                "chunk_id": h.chunk_id,
+                "document": h.document,
+                "path": h.path,
+                "start_char": h.start_char,
+                "end_char": h.end_char,
+                "text": h.text,
+            }
+            for i, h in enumerate(result.hits, start=1)
+        ],
+    }
+
+
 class Retriever:
     """Searches one chunk set (the pipeline's chunks, or an evaluation variant's) with one model.
 
@@ -455,7 +479,11 @@ def parse_filters(sources: Sequence[str], pairs: Sequence[str]) -> Filters:
             value = raw  # not JSON: the text itself
         except RecursionError:
             raise ConfigError(f"--where {printable(key, 80)}: the value is nested too deeply") from None
-        _check_filter_value(key, value)
+        try:
+            for part in (key, value):
+                check_storable(part, f"--where {printable(key, 80)}")
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
         metadata[key] = value
     return Filters.of(sources=sources, metadata=metadata)
 
@@ -479,22 +507,25 @@ def _int(text: str) -> int:
         raise ValueError(f"the number {printable(text, 40)} is out of range") from None
 
 
-def _check_filter_value(key: str, value: Any) -> None:
-    """Every string in the value (and its keys) is text Postgres can store; nesting is bounded."""
-    stack = [(key, 0), (value, 0)]
+def check_storable(value: Any, what: str) -> None:
+    """Raise ValueError ("<what>: ...") unless every string in value (keys too) is text Postgres
+    can store, every number is finite and nesting is at most MAX_FILTER_DEPTH."""
+    stack = [(value, 0)]
     while stack:
         item, depth = stack.pop()
         if depth > MAX_FILTER_DEPTH:
-            raise ConfigError(f"--where {printable(key, 80)}: the value is nested too deeply")
+            raise ValueError(f"{what}: the value is nested too deeply")
         if isinstance(item, str):
             if "\x00" in item:
-                raise ConfigError(f"--where {printable(key, 80)}: NUL characters cannot be matched")
+                raise ValueError(f"{what}: NUL characters cannot be matched")
             if any("\ud800" <= ch <= "\udfff" for ch in item):
-                raise ConfigError(f"--where {printable(key, 80)}: not valid UTF-8 text")
+                raise ValueError(f"{what}: not valid UTF-8 text")
+        elif isinstance(item, float) and not math.isfinite(item):
+            raise ValueError(f"{what}: numbers must be finite")
         elif isinstance(item, dict):
             stack.extend((k, depth + 1) for k in item)
             stack.extend((v, depth + 1) for v in item.values())
-        elif isinstance(item, list):
+        elif isinstance(item, list | tuple):
             stack.extend((v, depth + 1) for v in item)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -333,6 +334,9 @@ def _configure(conn: psycopg.Connection) -> None:
     register_vector(conn)
 
 
+_AUTOCOMMIT = {"autocommit": True}
+
+
 class Database:
     """A pool of connections with pgvector registered, to a schema that `migrate` brought up to date.
 
@@ -351,16 +355,34 @@ class Database:
             name="ragline",
             # Autocommit: every unit of work states its own `with conn.transaction()`, so
             # SET LOCAL and failures never leak into the next statement.
-            kwargs={"autocommit": True},
+            kwargs=_AUTOCOMMIT,
         )
+        self._side: ConnectionPool | None = None
+        self._side_lock = threading.Lock()
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection]:
         with self.pool.connection() as conn:
             yield conn
 
+    @contextmanager
+    def side_connection(self) -> Iterator[psycopg.Connection]:
+        """A connection of a second, small pool (opened on first use), for a write made while the
+        caller may hold every connection of the main pool (the cost ledger records a model call
+        made inside a search): it never waits on the main pool, so it cannot deadlock with it."""
+        with self._side_lock:
+            if self._side is None:
+                self._side = ConnectionPool(
+                    self.url, min_size=1, max_size=2, open=True, name="ragline-side", kwargs=_AUTOCOMMIT
+                )
+        with self._side.connection() as conn:
+            yield conn
+
     def close(self) -> None:
         self.pool.close()
+        with self._side_lock:
+            if self._side is not None:
+                self._side.close()
 
     def __enter__(self) -> Database:
         return self
