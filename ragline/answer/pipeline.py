@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ragline.answer.answering import Answer, answer, answer_stream
-from ragline.config import ConfigError, Settings
+from ragline.config import ConfigError, RoutingSettings, Settings
+from ragline.costs import Caller, postgres_sink
 from ragline.endpoints import calls_recorded_by
 from ragline.storage.db import Database
 from ragline.types import CallRecord, ModelSelector
@@ -17,7 +18,6 @@ if TYPE_CHECKING:
     import pydantic
 
     from ragline.answer.cache import AnswerCache
-    from ragline.costs import Caller
     from ragline.guardrails import Guard
     from ragline.retrieval.search import Retriever
 
@@ -76,13 +76,9 @@ class Answerer:
             with calls_recorded_by(sink):
                 steps.close()  # a consumer that stops early closes the model's stream
 
-    def sink(self, caller: Caller) -> Sink | None:
+    def sink(self, caller: Caller) -> Sink:
         """The call sink that stores each model call in llm_calls as made by caller."""
-        try:
-            from ragline.costs import postgres_sink
-        except ImportError:  # stub until the cost ledger (ragline.costs, branch costroute) lands
-            return None
-        return postgres_sink(self.db, caller, getattr(self.settings, "prices", ()))
+        return postgres_sink(self.db, caller, self.settings.prices)
 
     def _parts(self) -> dict[str, Any]:
         return {
@@ -95,9 +91,16 @@ class Answerer:
         }
 
 
-def build_answerer(settings: Settings, db: Database, *, retriever: Retriever | None = None) -> Answerer:
-    """The answer pipeline ragline.yaml describes; ConfigError when no chat model is configured."""
-    models = model_selector(settings)
+def build_answerer(
+    settings: Settings,
+    db: Database,
+    *,
+    retriever: Retriever | None = None,
+    models: ModelSelector | None = None,
+) -> Answerer:
+    """The answer pipeline ragline.yaml describes (the retriever and model selector given or built
+    from it); ConfigError when no chat model is configured."""
+    models = models or model_selector(settings)
     if retriever is None:
         from ragline.index.embedding import build_embedder
         from ragline.retrieval.search import build_retriever
@@ -119,7 +122,7 @@ def build_answerer(settings: Settings, db: Database, *, retriever: Retriever | N
 
 def model_selector(settings: Settings) -> ModelSelector:
     """The router when a models: or routing: block is configured, else the llm: block's model."""
-    if getattr(settings, "models", ()) or _routing_configured(settings):
+    if settings.models or settings.routing != RoutingSettings():
         from ragline.answer.routing import Router
 
         return Router(settings)
@@ -133,8 +136,3 @@ def model_selector(settings: Settings) -> ModelSelector:
             f"{settings.path}"
         )
     return SingleModel(client)
-
-
-def _routing_configured(settings: Settings) -> bool:
-    routing = getattr(settings, "routing", None)
-    return routing is not None and routing != type(routing)()
