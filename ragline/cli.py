@@ -22,6 +22,7 @@ from ragline.config import (
     TOKENIZERS,
     ConfigError,
     Settings,
+    chat_models,
     config_path,
     is_loopback_url,
     load_settings,
@@ -439,6 +440,7 @@ def build_api(settings: Settings, *, auth: bool = True):
     loading in the background) per process."""
     from functools import partial
 
+    from ragline.answer.pipeline import build_answerer
     from ragline.index.background import BackgroundEmbedder
     from ragline.index.embedding import build_embedder
     from ragline.retrieval.search import build_retriever
@@ -448,7 +450,12 @@ def build_api(settings: Settings, *, auth: bool = True):
     db = Database(_database_url(settings), max_size=settings.serve.pool_size)
     embedder = BackgroundEmbedder(partial(build_embedder, settings.embedding, settings.embedding.api_key()))
     retriever = build_retriever(settings, db, embedder, caller="api")
-    return create_app(settings, db, retriever=retriever, board=partial(_board, settings), auth=auth)
+    answerer = None
+    if chat_models(settings):  # else /v1/answer and /v1/chat/completions answer 501
+        answerer = build_answerer(settings, db, retriever=retriever)
+    return create_app(
+        settings, db, retriever=retriever, answerer=answerer, board=partial(_board, settings), auth=auth
+    )
 
 
 def serve_app():
@@ -531,6 +538,7 @@ def _cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
             if not revoke_key(conn, args.name):
                 raise ConfigError(f"no API key named '{printable(args.name, 80)}'")
             echo(f"revoked API key {args.name!r}: its requests now answer 403")
+    return 0
 
 
 class _CliLedger:

@@ -1,0 +1,217 @@
+"""Answers over HTTP: /v1/answer (JSON and server-sent events) and /v1/chat/completions driven by
+the real `openai` client, against `ragline serve`'s app on a real uvicorn server and llama.cpp
+serving SmolLM2-135M: streaming, cache hits at 0 tokens, the request log and the cost ledger per
+API key, token budgets, and bad bodies."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import openai
+import pytest
+
+from ragline.cli import build_api
+from tests.conftest import EXAMPLES, drop_database, fresh_database, run, write_project
+from tests.llm_server import MODEL_NAME, local_llm_server
+from tests.test_serving import bearer, new_key, rows, serving
+
+VACATION = "How many vacation days do I get per year?"
+EXPENSES = "How do I get my travel expenses reimbursed?"
+PRICES = {MODEL_NAME: {"input_per_1m": 2.0, "output_per_1m": 8.0}}
+
+
+@pytest.fixture(scope="module")
+def project(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """Two handbook pages materialized in a fresh database; the llm: block is llama.cpp on loopback."""
+    root = tmp_path_factory.mktemp("answer-api")
+    folder = root / "corpus" / "handbook"
+    folder.mkdir(parents=True)
+    for name in ("paid-time-off.md", "expenses-and-travel.md"):
+        shutil.copy(EXAMPLES / "handbook" / name, folder / name)
+    name, url = fresh_database(server_url)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("DATABASE_URL", url)
+    with local_llm_server(n_threads=1) as llm_url:
+        settings = write_project(
+            root,
+            [{"name": "handbook", "root": "corpus/handbook", "chunking": {"strategy": "markdown"}}],
+            llm={"model": MODEL_NAME, "base_url": llm_url, "context_window": 2048},
+            # A short answer from a small context: SmolLM2 on one thread answers in a few seconds.
+            answer={"max_tokens": 24, "context_tokens": 300},
+            prices=PRICES,
+        )
+        run(settings, quality=False)
+        app = build_api(settings)
+        with serving(app) as base:
+            yield {"settings": settings, "url": url, "api": base}
+    mp.undo()
+    drop_database(server_url, name)
+
+
+def sse_events(response: httpx.Response) -> list[tuple[str, dict[str, Any]]]:
+    """The (event, data) pairs of a server-sent event stream."""
+    events, event, data = [], None, []
+    for line in response.iter_lines():
+        if line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: "):
+            data.append(line[6:])
+        elif not line and event is not None:
+            events.append((event, json.loads("\n".join(data))))
+            event, data = None, []
+    return events
+
+
+def client(project: dict[str, Any], key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{project['api']}/v1", api_key=key, max_retries=0, timeout=120)
+
+
+def test_openai_client_streams_a_cited_answer_and_the_repeat_is_a_cache_hit(project) -> None:
+    key = new_key(project, "chat")
+    ask = {"model": "ragline", "messages": [{"role": "user", "content": VACATION}]}
+    first = list(
+        client(project, key).chat.completions.create(
+            **ask, stream=True, stream_options={"include_usage": True}
+        )
+    )
+    deltas = [c.choices[0].delta.content for c in first if c.choices and c.choices[0].delta.content]
+    assert len(deltas) > 1  # token by token, not one block
+    final = next(c for c in first if c.choices and c.choices[0].finish_reason)
+    assert final.choices[0].finish_reason == "stop"
+    extra = final.model_extra
+    assert extra["ragline"]["cached"] is False and extra["ragline"]["model"] == MODEL_NAME
+    assert extra["ragline"]["text"] == "".join(deltas).strip() or extra["ragline"]["replaced"]
+    assert all(c["document"].startswith("handbook:") for c in extra["citations"])
+    usage = first[-1].usage
+    assert first[-1].choices == [] and usage.prompt_tokens > 50 and usage.completion_tokens > 0
+
+    again = client(project, key).chat.completions.create(**ask)  # the same request, not streamed
+    assert again.usage.total_tokens == 0 and again.model_extra["ragline"]["cached"] is True
+    assert again.choices[0].message.content == extra["ragline"]["text"]
+    assert again.model == "ragline" and again.object == "chat.completion"
+
+    # The request log and the ledger: the key's rows, its tokens, cost and cache flag.
+    [(key_id,)] = rows(project["url"], "SELECT key_id FROM ragline.api_keys WHERE name = 'chat'")
+    logged = rows(
+        project["url"],
+        "SELECT status, models, prompt_tokens, completion_tokens, cost, cached FROM ragline.api_requests "
+        f"WHERE key_id = {key_id} ORDER BY request_id",
+    )
+    cost = (usage.prompt_tokens * 2.0 + usage.completion_tokens * 8.0) / 1e6
+    assert logged[0][:4] == (200, [MODEL_NAME], usage.prompt_tokens, usage.completion_tokens)
+    assert logged[0][4] == pytest.approx(cost) and logged[0][5] is False
+    assert logged[1] == (200, [MODEL_NAME], 0, 0, 0.0, True)
+    calls = rows(
+        project["url"],
+        "SELECT caller_kind, api_key_id, endpoint, prompt_tokens, cost_usd, cached FROM ragline.llm_calls "
+        "WHERE kind = 'chat' ORDER BY id",
+    )
+    assert [c[:2] for c in calls] == [("api", key_id), ("api", key_id)]  # not booked as the CLI's
+    assert calls[0][3] == usage.prompt_tokens and float(calls[0][4]) == pytest.approx(cost)
+    assert calls[1][2:4] == ("cache", 0) and calls[1][4] == 0 and calls[1][5] is True
+    embeddings = rows(
+        project["url"],
+        "SELECT DISTINCT caller_kind FROM ragline.llm_calls WHERE kind = 'embedding' AND asset_key IS NULL",
+    )
+    assert embeddings == [("api",)]
+    metrics = httpx.get(f"{project['api']}/metrics").text
+    assert "ragline_api_cache_hits_total 1.0" in metrics
+    assert f'ragline_api_tokens_total{{kind="prompt"}} {float(usage.prompt_tokens)}' in metrics
+
+
+def test_answer_streams_tokens_then_citations_then_the_checked_answer(project) -> None:
+    key = new_key(project, "sse")
+    body = {"question": EXPENSES, "stream": True}
+    url = f"{project['api']}/v1/answer"
+    with httpx.stream("POST", url, json=body, headers=bearer(key), timeout=120) as r:
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
+        events = sse_events(r)
+    kinds = [e for e, _ in events]
+    assert kinds[0] == "token" and kinds[-3:] == ["citations", "answer", "done"]
+    assert set(kinds[:-3]) == {"token"}
+    done = events[-2][1]
+    assert done["cached"] is False and done["prompt"] == "answer@1" and done["completion_tokens"] > 0
+    assert done["text"] == "".join(d["text"] for e, d in events if e == "token").strip() or done["replaced"]
+    assert events[-3][1]["citations"] == done["citations"]
+
+    cached = httpx.post(
+        f"{project['api']}/v1/answer", json={"question": EXPENSES}, headers=bearer(key), timeout=120
+    )
+    assert cached.status_code == 200, cached.text
+    assert cached.json()["cached"] is True and cached.json()["prompt_tokens"] == 0
+    assert cached.json()["text"] == done["text"]
+    # The cache hit streamed: no tokens, the answer at once.
+    with httpx.stream("POST", url, json=body, headers=bearer(key), timeout=60) as r:
+        assert [e for e, _ in sse_events(r)] == ["citations", "answer", "done"]
+
+
+def test_spent_budget_answers_429_on_both_routes(project) -> None:
+    key = new_key(project, "budget", "--token-budget", "20")
+    first = httpx.post(
+        f"{project['api']}/v1/answer",
+        json={"question": "Can I carry unused vacation days over?", "max_tokens": 4},
+        headers=bearer(key),
+        timeout=120,
+    )
+    assert first.status_code == 200 and first.json()["prompt_tokens"] > 20
+    again = httpx.post(f"{project['api']}/v1/answer", json={"question": VACATION}, headers=bearer(key))
+    assert again.status_code == 429 and "token budget" in again.json()["detail"]
+    with pytest.raises(openai.RateLimitError, match="token budget"):
+        client(project, key).chat.completions.create(
+            model="ragline", messages=[{"role": "user", "content": VACATION}]
+        )
+
+
+def test_bad_bodies_answer_4xx_never_500(project) -> None:
+    key = new_key(project, "bad")
+    chat = client(project, key)
+    ok = [{"role": "user", "content": VACATION}]
+    with pytest.raises(openai.NotFoundError, match="does not exist"):
+        chat.chat.completions.create(model="gpt-4o", messages=ok)
+    for messages, match in [
+        ([], "messages"),
+        ([{"role": "system", "content": "hi"}], "no message with role 'user'"),
+        ([{"role": "user", "content": "  "}], "question is empty"),
+        ([{"role": "wizard", "content": "x"}], "role"),
+        ([{"role": "user", "content": "x" * 3000}], "at most 2,000 characters"),
+    ]:
+        with pytest.raises(openai.BadRequestError, match=match):
+            chat.chat.completions.create(model="ragline", messages=messages)
+    with pytest.raises(openai.BadRequestError, match="temperature"):
+        chat.chat.completions.create(model="ragline", messages=ok, temperature=7)
+    with pytest.raises(openai.AuthenticationError):
+        client(project, "rl_" + "x" * 43).chat.completions.create(model="ragline", messages=ok)
+    raw = httpx.post(
+        f"{project['api']}/v1/chat/completions",
+        content=b'{"model": "ragline", "messages": [',
+        headers={**bearer(key), "Content-Type": "application/json"},
+    )
+    assert raw.status_code == 400 and raw.json()["error"]["type"] == "invalid_request_error"
+    assert "not valid JSON" in raw.json()["error"]["message"]
+
+    for body, status in [
+        ({}, 422),
+        ({"question": ""}, 422),
+        ({"question": "   "}, 422),
+        ({"question": VACATION, "k": 10_000}, 422),
+        ({"question": VACATION, "rerank": True}, 422),
+        ({"question": VACATION, "top_k": 3}, 422),
+        ({"question": VACATION, "stream": "maybe"}, 422),
+        ({"question": VACATION, "max_tokens": 0}, 422),
+        ({"question": VACATION, "sources": ["nope"]}, 422),
+        ({"question": "vacation\x00days"}, 422),
+    ]:
+        r = httpx.post(f"{project['api']}/v1/answer", json=body, headers=bearer(key))
+        assert r.status_code == status, (body, r.text)
+        assert isinstance(r.json()["detail"], str) and r.json()["detail"]
+    statuses = rows(project["url"], "SELECT DISTINCT status FROM ragline.api_requests WHERE status >= 500")
+    assert statuses == []
+
+
+def test_models_list_names_the_one_model(project) -> None:
+    key = new_key(project, "lister")
+    assert [m.id for m in client(project, key).models.list()] == ["ragline"]
