@@ -276,7 +276,12 @@ class Retriever:
             # Iterative scans keep reading the index past ef_search (up to hnsw.max_scan_tuples),
             # so a wide scan returns as many candidates as asked for.
             ef_search = min(max(self.ef_search, limit), 1000)
-            conn.execute(query("dense_scan_settings"), {"ef_search": str(ef_search)}, prepare=True)
+            plan_cache_mode = "auto" if filters.as_dict() else "force_generic_plan"
+            conn.execute(
+                query("dense_scan_settings"),
+                {"ef_search": str(ef_search), "plan_cache_mode": plan_cache_mode},
+                prepare=True,
+            )
             # Only the published chunks under the serving model have a serving index; a variant's own
             # chunks or model are searched exactly over the ledger.
             served = self.chunk_set == DEFAULT_CHUNK_SET and not self._own_model

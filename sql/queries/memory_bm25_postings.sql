@@ -1,5 +1,7 @@
--- Every posting of a chunk set as binary COPY rows of three int4 (term_id, text_id, tf), for the
--- in-memory BM25 index to parse with numpy (26 bytes a row, in no particular order).
-COPY (
-    SELECT term_id, text_id, tf FROM ragline.lexical_postings WHERE chunk_set = %(chunk_set)s
-) TO STDOUT (FORMAT BINARY)
+-- Every posting of a chunk set for the in-memory BM25 index, as 12-byte records (term_id, text_id,
+-- tf as big-endian int4) packed into a few bytea values that numpy reads without a loop: one row per
+-- 65,536 term ids keeps each value far below bytea's 1 GB limit. Records come in no particular order.
+SELECT string_agg(int4send(term_id) || int4send(text_id) || int4send(tf), ''::bytea)
+FROM ragline.lexical_postings
+WHERE chunk_set = %(chunk_set)s
+GROUP BY term_id / 65536
