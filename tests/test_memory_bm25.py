@@ -188,3 +188,28 @@ def test_a_retriever_set_to_memory_serves_the_reference_ranking_with_filters(dem
     (tmp_path / "a").mkdir()
     with pytest.raises(ConfigError, match="lexical_index must be one of"):
         write_project(tmp_path, [{"name": "a", "root": "a"}], retrieval={"lexical_index": "disk"})
+
+
+def test_a_failed_reload_leaves_sql_answering_retries_later_and_names_no_secret(corpus, caplog):
+    db, texts = corpus
+    backend = MemoryBm25(db)
+    q = " ".join(texts[5].split()[:10])
+    with db.connection() as conn:
+        backend.warm("default")
+        add_texts(conn, "default", real_texts(5, skip=700))
+        # The reload's own connection goes to a server that is not there, with a password in its URL.
+        backend._url = "postgresql://ragline:hunter2secret@/ragline?host=/nonexistent-socket-dir"
+        want = exhaustive_top_texts(conn, "default", q, 10, k1=1.2, b=0.75).texts
+        got = backend.top_texts(conn, "default", q, 10, k1=1.2, b=0.75).texts
+        assert [t.text_hash for t in got] == [t.text_hash for t in want]
+        deadline = time.monotonic() + 30
+        while backend.counts["failed_loads"] == 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        # Still stale: SQL answers, and no second load is tried before the retry interval.
+        backend.top_texts(conn, "default", q, 10, k1=1.2, b=0.75)
+        time.sleep(0.3)
+        assert backend.counts == {"memory": 0, "sql": 2, "loads": 1, "failed_loads": 1}
+    logged = "\n".join(r.getMessage() for r in caplog.records)
+    assert "reloading the in-memory BM25 index of default failed" in logged
+    assert "hunter2secret" not in logged

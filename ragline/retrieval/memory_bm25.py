@@ -29,6 +29,9 @@ from ragline.types import RetrievalError
 
 log = logging.getLogger(__name__)
 
+# After a failed background reload, stale searches keep using SQL this long before the next try.
+RETRY_AFTER_FAILURE_SECONDS = 30.0
+
 # One posting as memory_bm25_postings.sql packs it: term_id, text_id and tf as big-endian int4.
 _POSTING = np.dtype([("term", ">i4"), ("text", ">i4"), ("tf", ">i4")])
 
@@ -212,6 +215,7 @@ class MemoryBm25:
         self._url = db.url
         self._indexes: dict[str, LexicalIndex] = {}
         self._reloading: dict[str, threading.Thread] = {}
+        self._failed_at: dict[str, float] = {}
         self._first_load: dict[str, threading.Lock] = {}
         self._lock = threading.Lock()
         self.fallback = ExhaustiveBm25()
@@ -261,6 +265,8 @@ class MemoryBm25:
             running = self._reloading.get(chunk_set)
             if running is not None and running.is_alive():
                 return
+            if time.monotonic() - self._failed_at.get(chunk_set, -math.inf) < RETRY_AFTER_FAILURE_SECONDS:
+                return
             thread = threading.Thread(
                 target=self._reload, args=(chunk_set,), name=f"ragline-bm25-load-{chunk_set}", daemon=True
             )
@@ -270,11 +276,13 @@ class MemoryBm25:
     def _reload(self, chunk_set: str) -> None:
         try:
             self.warm(chunk_set)
-        except Exception as exc:  # noqa: BLE001 - the SQL path keeps answering; the next search retries
+        except Exception as exc:  # noqa: BLE001 - the SQL path keeps answering; a later search retries
+            self._failed_at[chunk_set] = time.monotonic()
             self.counts["failed_loads"] += 1
             log.warning(
-                "reloading the in-memory BM25 index of %s failed (searches use SQL meanwhile): %s",
+                "reloading the in-memory BM25 index of %s failed (searches use SQL, retry in %.0f s): %s",
                 printable(chunk_set, 80),
+                RETRY_AFTER_FAILURE_SECONDS,
                 printable(redact_error(exc, self._url), 300),
             )
 
