@@ -45,7 +45,7 @@ import shutil
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +117,9 @@ PAIRS = [
     ("ragline", "lexical"),
     ("ragline", "hybrid"),
     ("ragline", "dense_filtered"),
+    ("ragline", "lexical_memory"),
+    ("ragline", "hybrid_memory"),
+    ("ragline", "hybrid_memory_serial"),
     ("llamaindex", "dense"),
     ("llamaindex", "text_search"),
     ("llamaindex", "hybrid"),
@@ -127,6 +130,9 @@ MODE_LABELS = {
     ("ragline", "lexical"): "ragline lexical (BM25)",
     ("ragline", "hybrid"): "ragline hybrid (RRF of dense 50 + BM25 50)",
     ("ragline", "dense_filtered"): f"ragline dense, source = {SOURCE_MINOR}",
+    ("ragline", "lexical_memory"): "ragline lexical (BM25), lexical_index: memory",
+    ("ragline", "hybrid_memory"): "ragline hybrid (RRF of dense 50 + BM25 50), lexical_index: memory",
+    ("ragline", "hybrid_memory_serial"): "ragline hybrid, lexical_index: memory, sides one after the other",
     ("llamaindex", "dense"): "LlamaIndex dense (DEFAULT)",
     ("llamaindex", "text_search"): "LlamaIndex text search (ts_rank, OR)",
     ("llamaindex", "hybrid"): "LlamaIndex HYBRID (dense 10 + text 10 appended)",
@@ -1009,6 +1015,22 @@ def run_queries(
     retriever = Retriever(
         db, PrecomputedEmbedder(model, vectors), RetrievalSettings(log_queries=False), ef_search=EF_SEARCH
     )
+    # The same searches with the BM25 postings held in this process (what `ragline serve` sets);
+    # loaded once before the warm-up, its load time and memory reported.
+    in_memory = Retriever(
+        db,
+        PrecomputedEmbedder(model, vectors),
+        RetrievalSettings(log_queries=False, lexical_index="memory"),
+        ef_search=EF_SEARCH,
+    )
+    memory_index = load_memory_index(in_memory)
+    serial = Retriever(
+        db,
+        PrecomputedEmbedder(model, vectors),
+        RetrievalSettings(log_queries=False, lexical_index="memory"),
+        ef_search=EF_SEARCH,
+        concurrent=False,
+    )
     minor = Filters.of(sources=[SOURCE_MINOR])
     llama_filter = MetadataFilters(filters=[MetadataFilter(key="source", value=SOURCE_MINOR)])
     as_list = {t: v.astype(np.float32).tolist() for t, v in vectors.items()}
@@ -1016,10 +1038,12 @@ def run_queries(
     def call(system: str, mode: str, q: dict) -> tuple[float, list[str], dict[str, float]]:
         text = q["text"]
         if system == "ragline":
-            strategy = "dense" if mode == "dense_filtered" else mode
+            strategy = "dense" if mode == "dense_filtered" else mode.split("_")[0]
             filters = minor if mode == "dense_filtered" else Filters()
+            searcher = {"lexical_memory": in_memory, "hybrid_memory": in_memory}.get(mode, retriever)
+            searcher = serial if mode == "hybrid_memory_serial" else searcher
             t0 = time.perf_counter()
-            res = retriever.search(text, k=K, strategy=strategy, filters=filters, log=False)
+            res = searcher.search(text, k=K, strategy=strategy, filters=filters, log=False)
             ms = 1000 * (time.perf_counter() - t0)
             return ms, [h.chunk_id for h in res.hits], res.timings_ms
         vec = as_list[text]
@@ -1111,8 +1135,10 @@ def run_queries(
                 "WHERE statement ILIKE '%%ragline.%%' ORDER BY generic_plans + custom_plans DESC"
             ).fetchall()
         ]
+    memory_index["searches"] = dict(in_memory.bm25.counts)  # type: ignore[attr-defined]
     return {
         "modes": summary,
+        "memory_index": memory_index,
         "raw": {
             k: {"latency_ms": v["latency_ms"], "rows": v["rows"], "recall_by_id": v["recall_by_id"]}
             for k, v in raw.items()
@@ -1122,6 +1148,80 @@ def run_queries(
         "loop_seconds": time.perf_counter() - t_loop,
         "prepared_statements_on_one_pool_connection": prepared,
     }
+
+
+def current_rss_mb() -> float:
+    """This process's resident memory now (not the peak), from /proc."""
+    pages = int(Path("/proc/self/statm").read_text().split()[1])
+    return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+_FRESH_PROCESS_LOAD = """
+import json, os, sys, time
+sys.path.insert(0, sys.argv[3])
+from ragline.retrieval.memory_bm25 import MemoryBm25
+from ragline.storage.db import Database
+
+def rss():
+    return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+with Database(sys.argv[1], max_size=1) as db:
+    before = rss()
+    t0 = time.perf_counter()
+    index = MemoryBm25(db).warm(sys.argv[2])  # held: the RSS is read while the copy lives
+    seconds = time.perf_counter() - t0
+    print(json.dumps({"load_seconds": seconds, "rss_before_mb": before, "rss_after_mb": rss()}))
+"""
+
+
+def fresh_process_index_rss(url: str, chunk_set: str) -> dict[str, Any]:
+    """The in-memory index loaded in a new Python process: its load time and RSS before and after."""
+    import subprocess
+
+    out = subprocess.run(
+        [sys.executable, "-c", _FRESH_PROCESS_LOAD, url, chunk_set, str(REPO)],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    facts = json.loads(out.strip().splitlines()[-1])
+    facts["rss_growth_mb"] = facts["rss_after_mb"] - facts["rss_before_mb"]
+    log(
+        f"in-memory BM25 index in a fresh process: loaded in {facts['load_seconds']:.2f}s, RSS "
+        f"{facts['rss_before_mb']:.0f} -> {facts['rss_after_mb']:.0f} MB"
+    )
+    return facts
+
+
+def load_memory_index(retriever: Retriever) -> dict[str, Any]:
+    """Loads the chunk set's in-memory BM25 copy once: wall time, RSS before/after, array bytes."""
+    import gc
+
+    gc.collect()
+    before = current_rss_mb()
+    t0 = time.perf_counter()
+    index = retriever.bm25.warm(retriever.chunk_set)  # type: ignore[attr-defined]
+    seconds = time.perf_counter() - t0
+    gc.collect()
+    facts = {
+        "load_seconds": seconds,
+        "rss_before_mb": before,
+        "rss_after_mb": current_rss_mb(),
+        "index_mb": index.nbytes / 2**20,
+        "texts": len(index.text_hash),
+        "postings": index.postings,
+        "terms": int(index.term_ids.size),
+    }
+    facts["rss_growth_mb"] = facts["rss_after_mb"] - before
+    # This process's allocator may reuse memory freed by earlier phases; a fresh process shows what
+    # the copy costs a server.
+    facts["fresh_process"] = fresh_process_index_rss(retriever.db.url, retriever.chunk_set)
+    log(
+        f"in-memory BM25 index: {facts['texts']:,} texts, {facts['postings']:,} postings, "
+        f"{facts['terms']:,} terms loaded in {seconds:.2f}s; RSS +{facts['rss_growth_mb']:.0f} MB "
+        f"(arrays and hashes {facts['index_mb']:.0f} MB)"
+    )
+    return facts
 
 
 def hnsw_index_only(
@@ -1531,6 +1631,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         Retriever(db, precomputed, settings_, ef_search=EF_SEARCH), queries, exhaustive
     )
     agreement["reference_seconds"] = time.perf_counter() - t0
+    agreement_memory = bm25_agreement(
+        Retriever(db, precomputed, replace(settings_, lexical_index="memory"), ef_search=EF_SEARCH),
+        queries,
+        exhaustive,
+    )
+    log(
+        f"BM25 (memory) top-10 equal to exhaustive: {agreement_memory['top10_equal']:.3f} "
+        f"(up to exact ties {agreement_memory['top10_equal_up_to_exact_ties']:.3f}), max score error "
+        f"{agreement_memory['max_score_error']:.2e}"
+    )
     log(
         f"BM25 top-10 equal to exhaustive: {agreement['top10_equal']:.3f} "
         f"(up to exact ties {agreement['top10_equal_up_to_exact_ties']:.3f}), max score error "
@@ -1553,6 +1663,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         ("hybrid", "hybrid"),
         ("lexical", "text_search"),
         ("dense_filtered", "dense_filtered"),
+        ("lexical_memory", "text_search"),
+        ("hybrid_memory", "hybrid"),
     ):
         a, b = modes.get(f"ragline/{rag_mode}"), modes.get(f"llamaindex/{llama_mode}")
         if a and b:
@@ -1623,6 +1735,16 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "plans": plans,
         "search_plans": search_plan,
         "bm25_agreement": agreement,
+        "bm25_agreement_memory": agreement_memory,
+        "memory_over_sql": {
+            mode: {
+                q: modes[f"ragline/{mode}_memory"]["latency_ms"][q]
+                / modes[f"ragline/{mode}"]["latency_ms"][q]
+                for q in ("p50", "p95")
+            }
+            for mode in ("lexical", "hybrid")
+            if f"ragline/{mode}_memory" in modes and f"ragline/{mode}" in modes
+        },
         "query_loop": {k: v for k, v in timing.items() if k not in ("modes", "raw")},
         "raw": timing["raw"],
         "queries_sample": [{k: q[k] for k in ("kind", "text", "source_chunk")} for q in queries[:10]],
@@ -1657,7 +1779,12 @@ _VECTORS_LABEL = {
     "model's",
 }
 # Issue 9's targets, excluding the query embedding.
-TARGETS_MS = {"lexical": (3.0, 10.0), "hybrid": (8.0, 20.0)}
+TARGETS_MS = {
+    "lexical": (3.0, 10.0),
+    "hybrid": (8.0, 20.0),
+    "lexical_memory": (3.0, 10.0),
+    "hybrid_memory": (8.0, 20.0),
+}
 
 
 def _targets_and_agreement(r: dict[str, Any]) -> list[str]:
@@ -1674,14 +1801,31 @@ def _targets_and_agreement(r: dict[str, Any]) -> list[str]:
             f"| {mode} | {lat['p50']:.2f} (<= {t50:g}) | {lat['p95']:.2f} (<= {t95:g}) | "
             f"{'yes' if met else 'no'} |"
         )
-    a = r.get("bm25_agreement")
-    if a:
+    for key, what in (("bm25_agreement", "SQL"), ("bm25_agreement_memory", "memory")):
+        a = r.get(key)
+        if a:
+            out += [
+                "",
+                f"BM25 ({what}) top-10 against an exhaustive BM25 ({a['reference']}), over the "
+                f"{a['queries']} timed queries: identical id lists {a['top10_equal']:.1%}; equal up to "
+                f"exactly tied scores {a['top10_equal_up_to_exact_ties']:.1%}; largest |ragline score - "
+                f"exhaustive score| {a['max_score_error']:.2e}.",
+            ]
+    mem = r.get("query_loop", {}).get("memory_index")
+    if mem:
+        ratio = r.get("memory_over_sql", {})
+        fresh = mem["fresh_process"]
         out += [
             "",
-            f"BM25 top-10 against an exhaustive BM25 ({a['reference']}), over the {a['queries']} "
-            f"timed queries: identical id lists {a['top10_equal']:.1%}; equal up to exactly tied "
-            f"scores {a['top10_equal_up_to_exact_ties']:.1%}; largest |ragline score - exhaustive score| "
-            f"{a['max_score_error']:.2e}.",
+            f"**In-memory BM25 index** (`retrieval.lexical_index: memory`): {mem['texts']:,} texts, "
+            f"{mem['postings']:,} postings, {mem['terms']:,} terms, loaded in {mem['load_seconds']:.2f} s "
+            f"in the benchmark process; in a fresh process {fresh['load_seconds']:.2f} s and RSS "
+            f"{fresh['rss_before_mb']:.0f} -> {fresh['rss_after_mb']:.0f} MB "
+            f"(+{fresh['rss_growth_mb']:.0f} MB; arrays and hashes {mem['index_mb']:.0f} MB). Searches "
+            f"scored in memory {mem['searches']['memory']:,}, answered by SQL while stale "
+            f"{mem['searches']['sql']:,}. Memory / SQL in this run: "
+            + "; ".join(f"{m} p50 {v['p50']:.2f}, p95 {v['p95']:.2f}" for m, v in ratio.items())
+            + ".",
         ]
     return out
 

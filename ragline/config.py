@@ -18,6 +18,9 @@ DEFAULT_CONFIG_NAME = "ragline.yaml"
 CHUNK_STRATEGIES = ("sentence", "token", "markdown")
 EMBEDDING_PROVIDERS = ("local", "openai")
 RETRIEVAL_STRATEGIES = ("dense", "lexical", "hybrid")
+# Where lexical search scores BM25: one SQL statement per query, or a copy of the postings held in
+# memory by a long-lived process (ragline.retrieval.memory_bm25).
+LEXICAL_INDEXES = ("sql", "memory")
 RERANKERS = ("maxsim", "llm")
 EVAL_SET_KINDS = ("golden", "beir", "synthetic")
 SEVERITIES = ("error", "warn")
@@ -188,6 +191,7 @@ class RetrievalSettings:
     bm25_k1: float = 1.2
     bm25_b: float = 0.75
     log_queries: bool = True
+    lexical_index: str = "sql"  # "memory": keep the BM25 postings in this process (servers)
 
 
 @dataclass(frozen=True)
@@ -903,6 +907,8 @@ def _retrieval(raw: dict[str, Any], where: str, base: RetrievalSettings | None =
     r = _build(RetrievalSettings, merged, where)
     if r.strategy not in RETRIEVAL_STRATEGIES:
         raise ConfigError(f"{where}.strategy must be one of {RETRIEVAL_STRATEGIES}, got {r.strategy!r}")
+    if r.lexical_index not in LEXICAL_INDEXES:
+        raise ConfigError(f"{where}.lexical_index must be one of {LEXICAL_INDEXES}, got {r.lexical_index!r}")
     if r.rerank is not None and r.rerank not in RERANKERS:
         raise ConfigError(f"{where}.rerank must be one of {RERANKERS} or null, got {r.rerank!r}")
     if r.mmr_lambda is not None and not 0 <= r.mmr_lambda <= 1:

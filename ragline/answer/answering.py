@@ -211,8 +211,11 @@ def _prepare(
     with db.connection() as conn:
         served = conn.execute(query("served_data_state")).fetchone()[0]
     filters = overrides.get("filters") or Filters()
+    # Search for the redacted question: an embedding endpoint is an external call too, and two
+    # requests that differ only in a redacted value retrieve the same context (one cache entry).
+    searched = question if guard is None else guard.redact([question]).texts[0]
     result = retriever.search(
-        question,
+        searched,
         k=overrides.get("k"),
         strategy=overrides.get("strategy"),
         filters=filters,
@@ -222,7 +225,7 @@ def _prepare(
     timings["retrieve"] = 1000 * (time.perf_counter() - t)
 
     t = time.perf_counter()
-    qvec = result.vector if result.vector is not None else retriever.embedder.embed([question])[0]
+    qvec = result.vector if result.vector is not None else retriever.embedder.embed([searched])[0]
     sims = similarities(db, retriever, result.hits, qvec)
     best = np.sort(sims)[::-1]
     support = float(best[0]) if len(best) else -1.0

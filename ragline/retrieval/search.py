@@ -28,6 +28,7 @@ from ragline.config import (
 )
 from ragline.index.embedding import variant_embedder, with_missing_embedded
 from ragline.retrieval.bm25 import Bm25Backend, ExhaustiveBm25
+from ragline.retrieval.memory_bm25 import memory_bm25
 from ragline.safe_text import printable
 from ragline.storage.db import Database, query
 from ragline.types import Embedder, Filters, Hit, Reranker, RetrievalError, SearchResult
@@ -140,7 +141,11 @@ class Retriever:
         # Hybrid runs its lexical side on a second pooled connection while the query is embedded.
         self.concurrent = concurrent
         self._model: tuple[str, int] | None = None
-        self.bm25: Bm25Backend = ExhaustiveBm25()
+        # BM25 in one SQL statement per query, or (lexical_index: memory) from the postings this
+        # process holds in memory, shared by every Retriever on the same Database.
+        self.bm25: Bm25Backend = (
+            memory_bm25(db) if self.settings.lexical_index == "memory" else ExhaustiveBm25()
+        )
         self._own_model = model_id is not None
         if model_id is not None:
             if embedder is None or embedder.model_id != model_id:
@@ -295,7 +300,12 @@ class Retriever:
             # Iterative scans keep reading the index past ef_search (up to hnsw.max_scan_tuples),
             # so a wide scan returns as many candidates as asked for.
             ef_search = min(max(self.ef_search, limit), 1000)
-            conn.execute(query("dense_scan_settings"), {"ef_search": str(ef_search)}, prepare=True)
+            plan_cache_mode = "auto" if filters.as_dict() else "force_generic_plan"
+            conn.execute(
+                query("dense_scan_settings"),
+                {"ef_search": str(ef_search), "plan_cache_mode": plan_cache_mode},
+                prepare=True,
+            )
             # Only the published chunks under the serving model have a serving index; a variant's own
             # chunks or model are searched exactly over the ledger.
             served = self.chunk_set == DEFAULT_CHUNK_SET and not self._own_model
