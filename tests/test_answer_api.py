@@ -5,6 +5,7 @@ API key, token budgets, and bad bodies."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from collections.abc import Iterator
@@ -14,9 +15,15 @@ import httpx
 import openai
 import pytest
 
+from ragline.answer.pipeline import build_answerer
 from ragline.cli import build_api
-from tests.conftest import EXAMPLES, drop_database, fresh_database, run, write_project
+from ragline.config import CacheSettings, LLMSettings
+from ragline.retrieval.search import build_retriever
+from ragline.serving.app import create_app
+from ragline.storage.db import Database
+from tests.conftest import EXAMPLES, drop_database, fresh_database, local_embedder, run, write_project
 from tests.llm_server import MODEL_NAME, local_llm_server
+from tests.openai_server import EmbeddingsServer
 from tests.test_serving import bearer, new_key, rows, serving
 
 VACATION = "How many vacation days do I get per year?"
@@ -215,3 +222,39 @@ def test_bad_bodies_answer_4xx_never_500(project) -> None:
 def test_models_list_names_the_one_model(project) -> None:
     key = new_key(project, "lister")
     assert [m.id for m in client(project, key).models.list()] == ["ragline"]
+
+
+def test_a_model_failing_mid_stream_ends_the_stream_with_an_error_event(project) -> None:
+    """Tokens went out, then the model's server failed: both routes end with an error event (not a
+    dropped connection), and the request log row says so."""
+    reply = "You get twenty five vacation days per year [1] and more."
+    with EmbeddingsServer(chat_replies=[reply], stream_error_after=3) as crashing:
+        settings = dataclasses.replace(
+            project["settings"],
+            llm=LLMSettings(model="crashing", base_url=crashing.base_url, max_retries=0),
+            cache=CacheSettings(enabled=False),
+        )
+        with Database(project["url"], max_size=4) as db:
+            retriever = build_retriever(settings, db, local_embedder())
+            answerer = build_answerer(settings, db, retriever=retriever)
+            app = create_app(settings, db, retriever=retriever, answerer=answerer, auth=False)
+            with serving(app) as api:
+                body = {"question": VACATION, "stream": True}
+                with httpx.stream("POST", f"{api}/v1/answer", json=body, timeout=60) as r:
+                    events = sse_events(r)
+                chat = openai.OpenAI(base_url=f"{api}/v1", api_key="unused", max_retries=0)
+                ask = [{"role": "user", "content": VACATION}]
+                received = []
+                with pytest.raises(openai.APIError, match="broke off"):
+                    for chunk in chat.chat.completions.create(model="ragline", messages=ask, stream=True):
+                        received.append(chunk.choices[0].delta.content)
+    assert [e for e, _ in events] == ["token"] * 3 + ["error"]
+    assert events[-1][1]["status"] == 503 and "broke off" in events[-1][1]["detail"]
+    assert "".join(received) == "You get twenty "
+    logged = rows(
+        project["url"],
+        "SELECT status, error FROM ragline.api_requests WHERE error LIKE '%mid-stream%' ORDER BY request_id",
+    )
+    assert [s for s, _ in logged] == [200, 200] and "503 mid-stream: the chat model is unavailable" in logged[
+        0
+    ][1]
