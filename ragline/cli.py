@@ -7,6 +7,7 @@ import argparse
 import datetime as dt
 import importlib
 import json
+import logging
 import math
 import os
 import shlex
@@ -435,9 +436,21 @@ def _board(settings: Settings) -> str:
     return render_board(commands.status(settings), base_url=dagster_url())
 
 
+def _warm_lexical(retriever) -> None:
+    """Load the served chunk set's BM25 postings before the first request; a failure (nothing
+    published yet) is logged, and searches load it when there is something to load."""
+    try:
+        retriever.bm25.warm(retriever.chunk_set)
+    except Exception as exc:
+        logging.getLogger("ragline.serve").warning(
+            "lexical index not loaded at start: %s", printable(exc, 300)
+        )
+
+
 def build_api(settings: Settings, *, auth: bool = True):
     """The HTTP API of `ragline serve`: one database pool and one retriever (and embedding model,
     loading in the background) per process."""
+    from dataclasses import replace
     from functools import partial
 
     from ragline.answer.pipeline import build_answerer
@@ -449,7 +462,10 @@ def build_api(settings: Settings, *, auth: bool = True):
 
     db = Database(_database_url(settings), max_size=settings.serve.pool_size)
     embedder = BackgroundEmbedder(partial(build_embedder, settings.embedding, settings.embedding.api_key()))
-    retriever = build_retriever(settings, db, embedder, caller="api")
+    retrieval = replace(settings.retrieval, lexical_index=settings.serve.lexical_index)
+    retriever = build_retriever(replace(settings, retrieval=retrieval), db, embedder, caller="api")
+    if settings.serve.lexical_index == "memory":
+        _warm_lexical(retriever)
     answerer = None
     if chat_models(settings):  # else /v1/answer and /v1/chat/completions answer 501
         answerer = build_answerer(settings, db, retriever=retriever)

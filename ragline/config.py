@@ -417,6 +417,9 @@ class ServeSettings:
     max_budget: int = 32_000  # tokens of /v1/context
     max_filter_keys: int = 16
     pool_size: int = 8  # database connections per worker process
+    # The server's lexical search: "memory" keeps each chunk set's BM25 postings in the process
+    # (exact; README "Lexical search from memory"), "sql" scores in one statement per query.
+    lexical_index: str = "memory"
 
 
 # --- models:, routing:, prices:, costs: (the router and the cost ledger) ----------------------------
@@ -760,7 +763,9 @@ def _serve(raw: dict[str, Any]) -> ServeSettings:
     serve = _build(ServeSettings, raw, "serve")
     if not isinstance(serve.host, str) or not serve.host:
         raise ConfigError("serve.host must be a host name or address")
-    numbers = {k: v for k, v in serve.__dict__.items() if k != "host"}
+    if serve.lexical_index not in LEXICAL_INDEXES:
+        raise ConfigError(f"serve.lexical_index must be one of {LEXICAL_INDEXES}")
+    numbers = {k: v for k, v in serve.__dict__.items() if k not in ("host", "lexical_index")}
     if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in numbers.values()):
         raise ConfigError(f"serve: {', '.join(numbers)} must be whole numbers of at least 1")
     if serve.port > 65535:

@@ -78,6 +78,7 @@ def project(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 def api(project: dict[str, Any]) -> Iterator[str]:
     """`ragline serve`'s app (keys required, the board wired in) on a real server."""
     app = build_api(project["settings"])
+    project["app"] = app
     with serving(app) as base:
         yield base
 
@@ -163,6 +164,9 @@ def test_rate_limit_answers_429_with_retry_after(api, project, published):
     assert [r.status_code for r in statuses] == [200, 200, 429]
     assert 1 <= int(statuses[2].headers["retry-after"]) <= 30
     assert "rate limit" in statuses[2].json()["detail"]
+    # The server scores lexical queries from its in-memory BM25 index (serve.lexical_index: memory).
+    bm25 = project["app"].state.retriever.bm25
+    assert bm25.counts["memory"] >= 1 and bm25.counts["loads"] >= 1, bm25.counts
 
 
 def test_spent_token_budget_answers_429(api, project, published):

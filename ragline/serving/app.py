@@ -263,6 +263,7 @@ def create_app(
         description="Retrieval over the published corpus: search, context, health, metrics.",
     )
     app.state.metrics = metrics
+    app.state.retriever = retriever
 
     def error(status: int, detail: str, headers: dict[str, str] | None = None) -> HTTPException:
         return HTTPException(status, detail, headers=headers)
