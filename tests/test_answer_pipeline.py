@@ -195,6 +195,25 @@ def test_a_cache_hit_restores_its_own_requests_values(corpus: dict) -> None:
     assert not any("alice" in row[0] or "bob.k" in row[0] for row in stored)
 
 
+def test_the_llm_rerankers_requests_carry_no_personal_data(corpus: dict) -> None:
+    """retrieval.rerank: llm grades each hit with a model call: in the answer pipeline its query and
+    passages are redacted like the answer's own messages."""
+    with EmbeddingsServer(chat_replies=["7"]) as server:
+        llm = dataclasses.replace(
+            corpus["settings"].llm, model="scripted", base_url=server.base_url, max_retries=0
+        )
+        retrieval = dataclasses.replace(corpus["settings"].retrieval, rerank="llm")
+        settings = dataclasses.replace(corpus["settings"], llm=llm, retrieval=retrieval)
+        retriever = build_retriever(settings, corpus["db"], corpus["retriever"].embedder)
+        result = build_answerer(settings, corpus["db"], retriever=retriever).answer(
+            PII_QUESTION + " (reranked)", caller=Caller("cli"), k=3
+        )
+    sent = json.dumps([r["messages"] for r in server.requests])
+    assert len(server.requests) >= 4 and result.model == "scripted"  # grades, then the answer
+    assert not any(value in sent for value in PLANTED)
+    assert "<CARD_1>" in sent  # the payroll passage was graded, redacted
+
+
 class _PublishedDuringAnswer:
     """A retriever over which the serving model changes (as a model switch by search_index does)
     right after retrieval, before the answer is stored."""
