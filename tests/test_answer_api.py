@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -258,3 +259,30 @@ def test_a_model_failing_mid_stream_ends_the_stream_with_an_error_event(project)
     assert [s for s, _ in logged] == [200, 200] and "503 mid-stream: the chat model is unavailable" in logged[
         0
     ][1]
+
+
+def test_a_client_that_leaves_mid_stream_is_logged_and_the_model_call_closed(project) -> None:
+    key = new_key(project, "leaver")
+    body = {"question": "What is the nightly hotel cap for a business trip to London?", "stream": True}
+    url = f"{project['api']}/v1/answer"
+    with httpx.stream("POST", url, json=body, headers=bearer(key), timeout=60) as r:
+        first = next(r.iter_lines())
+    assert first == "event: token"  # then the connection is closed, mid-answer
+    logged: list[tuple] = []
+    for _ in range(300):  # the server notices at its next write; wait for the row, at most 30 s
+        logged = rows(
+            project["url"],
+            "SELECT r.status, r.error FROM ragline.api_requests r JOIN ragline.api_keys k USING (key_id) "
+            "WHERE k.name = 'leaver'",
+        )
+        if logged:
+            break
+        time.sleep(0.1)
+    assert logged == [(200, "the client closed the connection before the response ended")]
+    # The model's call was closed and recorded as the key's (ChatClient reports a closed stream).
+    calls = rows(
+        project["url"],
+        "SELECT c.api_key_id FROM ragline.llm_calls c JOIN ragline.api_keys k ON k.key_id = c.api_key_id "
+        "WHERE k.name = 'leaver' AND c.kind = 'chat'",
+    )
+    assert len(calls) == 1

@@ -12,6 +12,8 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
+import anyio
+import anyio.to_thread
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import iterate_in_threadpool
@@ -202,11 +204,17 @@ def add_answer_routes(
         logs the request there and then, so a client that has the last event finds it logged."""
 
         async def body() -> AsyncIterator[str]:
-            async for piece in iterate_in_threadpool(events):
-                if piece is None:
-                    await request.scope["state"]["log_now"]()
-                else:
-                    yield piece
+            try:
+                async for piece in iterate_in_threadpool(events):
+                    if piece is None:
+                        await request.scope["state"]["log_now"]()
+                    else:
+                        yield piece
+            finally:
+                # A client that went away cancels this task: close the answer's stream now (which
+                # closes the model's, so its server stops generating), not whenever it is collected.
+                with anyio.CancelScope(shield=True):
+                    await anyio.to_thread.run_sync(events.close)
 
         return StreamingResponse(body(), media_type="text/event-stream", headers=_NO_BUFFERING)
 
