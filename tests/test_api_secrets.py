@@ -1,7 +1,8 @@
-"""Issue 11, part 7: a key planted in the environment for one chat endpoint, whose server echoes
-request headers (Authorization included) in its error bodies, never shows up anywhere else: not in
-the API's JSON or SSE responses, log lines, the process's stdout/stderr, nor any column of any
-table, after the API, the answer cache and the router have all handled that endpoint's errors."""
+"""Issue 11, part 7: a key planted in the environment for a chat endpoint, whose servers echo
+request headers (Authorization included) in their error bodies (500 from one, 401 from the other),
+never shows up anywhere else: not in the API's JSON or SSE responses, log lines, the process's
+stdout/stderr, nor any column of any table, after the API, the answer cache and the router have all
+handled those errors."""
 
 from __future__ import annotations
 
@@ -62,14 +63,20 @@ def test_a_planted_key_is_nowhere_but_in_requests_to_its_own_endpoint(
     caplog.set_level(logging.DEBUG)
     seen: list[str] = []  # every response body and event the clients received
     with (
-        EmbeddingsServer(echo_status=401) as echo,
+        EmbeddingsServer(echo_status=500) as echo,  # a failing server: the router's circuit opens
+        EmbeddingsServer(echo_status=401) as refusing,  # a refusal: the answer fails
         EmbeddingsServer(chat_replies=["You get 25 vacation days per year [1]."]) as good,
     ):
         settings = write_project(
             tmp_path,
             [{"name": "handbook", "root": "corpus/handbook", "chunking": {"strategy": "markdown"}}],
             models={
-                "small": {"model": "small-model", "base_url": echo.base_url, "api_key_env": PLANTED_ENV},
+                "small": {
+                    "model": "small-model",
+                    "base_url": echo.base_url,
+                    "api_key_env": PLANTED_ENV,
+                    "max_retries": 0,
+                },
                 "big": {"model": "big-model", "base_url": good.base_url},
             },
             routing={"default": "small", "fallback": ["big"], "circuit": {"failures": 2}},
@@ -99,7 +106,7 @@ def test_a_planted_key_is_nowhere_but_in_requests_to_its_own_endpoint(
             models=(),
             routing=RoutingSettings(),
             llm=LLMSettings(
-                model="small-model", base_url=echo.base_url, api_key_env=PLANTED_ENV, max_retries=0
+                model="small-model", base_url=refusing.base_url, api_key_env=PLANTED_ENV, max_retries=0
             ),
         )
         with Database(url, max_size=4) as db:
@@ -122,7 +129,7 @@ def test_a_planted_key_is_nowhere_but_in_requests_to_its_own_endpoint(
                 seen.append(error.value.response.text)
 
     # The key went to its own endpoint, and only there: the test exercised the echo for real.
-    assert {r["auth"] for r in echo.requests} == {f"Bearer {planted}"}
+    assert {r["auth"] for r in echo.requests + refusing.requests} == {f"Bearer {planted}"}
     assert {r["auth"] for r in good.requests} == {None}
     out, err = capfd.readouterr()
     places: dict[str, Any] = {
@@ -134,7 +141,8 @@ def test_a_planted_key_is_nowhere_but_in_requests_to_its_own_endpoint(
     }
     # API clients are not shown the model servers' addresses (routes and errors say <endpoint>).
     assert "<endpoint> answered HTTP 401" in places["responses"]
-    assert echo.base_url.split("//")[1].split("/")[0] not in places["responses"]
+    for server in (echo, refusing):
+        assert server.base_url.split("//")[1].split("/")[0] not in places["responses"]
     for where, text in places.items():
         assert planted not in text, where
         assert planted[len("sk-planted-") :][:16] not in text, where  # not even cut short
