@@ -18,7 +18,7 @@ import pytest
 
 from ragline.answer.pipeline import build_answerer
 from ragline.cli import build_api
-from ragline.config import CacheSettings, LLMSettings
+from ragline.config import CacheSettings, EscalationRule, LLMSettings, ModelSettings, RoutingSettings
 from ragline.retrieval.search import build_retriever
 from ragline.serving.app import create_app
 from ragline.storage.db import Database
@@ -286,3 +286,36 @@ def test_a_client_that_leaves_mid_stream_is_logged_and_the_model_call_closed(pro
         "WHERE k.name = 'leaver' AND c.kind = 'chat'",
     )
     assert len(calls) == 1
+
+
+def test_the_keys_budget_left_reaches_the_router(project) -> None:
+    """A key with less budget left than routing.min_budget_tokens is not escalated, and the route
+    the client sees says why."""
+    with EmbeddingsServer(chat_replies=["Twenty five days [1]."]) as small, EmbeddingsServer() as large:
+        settings = dataclasses.replace(
+            project["settings"],
+            models=(
+                ModelSettings(name="small", model="s", base_url=small.base_url),
+                ModelSettings(name="large", model="l", base_url=large.base_url),
+            ),
+            routing=RoutingSettings(
+                escalate=(EscalationRule(model="large", question_tokens_above=0),), min_budget_tokens=5000
+            ),
+            cache=CacheSettings(enabled=False),
+        )
+        with Database(project["url"], max_size=4) as db:
+            key = new_key(project, "frugal", "--token-budget", "1000")
+            retriever = build_retriever(settings, db, local_embedder())
+            app = create_app(
+                settings, db, retriever=retriever, answerer=build_answerer(settings, db, retriever=retriever)
+            )
+            with serving(app) as api:
+                r = httpx.post(
+                    f"{api}/v1/answer", json={"question": VACATION}, headers=bearer(key), timeout=60
+                )
+    assert r.status_code == 200, r.text
+    assert r.json()["model"] == "s" and large.requests == []
+    assert (
+        "not escalated to large" in r.json()["route"]
+        and "budget_left_tokens 1000 < 5000" in r.json()["route"]
+    )
