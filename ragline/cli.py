@@ -304,20 +304,14 @@ def _cmd_context(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_answer(args: argparse.Namespace, settings: Settings) -> int:
-    from ragline.answer.answering import answer, answer_stream
-    from ragline.llm import SingleModel, chat_client
-    from ragline.retrieval.context import tokenizer_for
+    from ragline.answer.pipeline import build_answerer, model_selector
+    from ragline.costs import Caller
     from ragline.retrieval.search import parse_filters
 
     # Bad input and a missing model fail here, before the database or the embedding model is opened.
     question = _question(args.question)
     filters = parse_filters(args.source or [], args.where or [])
-    client = chat_client(settings.llm, tokenizer_for(settings.answer.tokenizer))
-    if client is None:
-        raise ConfigError(
-            "no chat model is configured: add an llm: block (model, base_url, api_key_env) to "
-            f"{settings.path}"
-        )
+    models = model_selector(settings)
     db, retriever = _retriever(args, settings, need_embedder=True)
     options = {
         "k": args.k,
@@ -326,11 +320,12 @@ def _cmd_answer(args: argparse.Namespace, settings: Settings) -> int:
         "mmr_lambda": args.mmr,
         "log": False if args.no_log else None,
     }
-    ask = {"settings": settings, "db": db, "retriever": retriever, "models": SingleModel(client), **options}
+    caller = Caller("cli")
     try:
+        answerer = build_answerer(settings, db, retriever=retriever, models=models)
         if args.stream and not args.json:
             result = None
-            for kind, item in answer_stream(question, **ask):
+            for kind, item in answerer.stream(question, caller=caller, **options):
                 if kind == "token":
                     # Escaped like every other outside text; line breaks are kept.
                     sys.stdout.write("\n".join(printable(line) for line in item.split("\n")))
@@ -338,12 +333,14 @@ def _cmd_answer(args: argparse.Namespace, settings: Settings) -> int:
                 else:
                     result = item
             assert result is not None
-            if result.abstained or result.cached:
+            if result.replaced:
+                echo("\n--- the output checks replaced the streamed text with:")
+            if result.abstained or result.cached or result.replaced:
                 echo(result.text)
             else:
                 echo()
         else:
-            result = answer(question, **ask)
+            result = answerer.answer(question, caller=caller, **options)
             if not args.json:
                 echo(result.text)
     finally:
@@ -358,8 +355,14 @@ def _cmd_answer(args: argparse.Namespace, settings: Settings) -> int:
         echo(f"[{c.number}] {c.document} chars {c.start_char}-{c.end_char}")
     if result.guardrails.get("invalid_citations"):
         echo(f"(cited passages that do not exist, dropped: {result.guardrails['invalid_citations']})")
-    tokens = f"{result.prompt_tokens}+{result.completion_tokens} tokens"
+    tokens = (
+        "from the answer cache, 0 tokens"
+        if result.cached
+        else f"{result.prompt_tokens}+{result.completion_tokens} tokens"
+    )
     echo(f"--- {result.model}, {result.prompt}, {tokens}, {result.timings_ms.get('total', 0):.0f} ms")
+    if result.route:
+        echo(f"--- route: {result.route}")
     return 0
 
 
@@ -406,11 +409,16 @@ def _cmd_publish(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _cmd_gc(args: argparse.Namespace, settings: Settings) -> int:
+    from ragline.answer.cache import AnswerCache
     from ragline.index.gc import collect_garbage, format_gc
     from ragline.storage.db import Database
 
     with Database(_database_url(settings), max_size=1) as db, db.connection() as conn:
         echo(format_gc(collect_garbage(conn, dry_run=args.dry_run)))
+        # Answers built on data no longer served, and expired ones, can never hit again.
+        with conn.transaction(force_rollback=args.dry_run):
+            purged = AnswerCache(settings.cache).purge(conn)
+        echo(f"answer cache: {'would purge' if args.dry_run else 'purged'} {purged} entries")
     return 0
 
 
@@ -693,7 +701,10 @@ def parser() -> argparse.ArgumentParser:
     action.add_argument(
         "--accept-change", metavar="SOURCE", help="accept the next publish even if it is a mass change"
     )
-    gc = sub.add_parser("gc", help="remove generations, chunks, versions and vectors nothing retained uses")
+    gc = sub.add_parser(
+        "gc",
+        help="remove what no retained generation uses, and answer cache entries that can never hit",
+    )
     gc.add_argument("--dry-run", action="store_true", help="count what would be freed, change nothing")
     drift = sub.add_parser("drift", help="drift monitoring").add_subparsers(
         dest="drift_command", required=True

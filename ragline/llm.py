@@ -272,16 +272,23 @@ class LLMReranker:
     """Pointwise reranking: the model grades each hit 0-10 for the query, one request per hit.
 
     The new score is the grade (-1 when the reply held no number); ties keep the original order.
+    With `redact` set (the answer pipeline sets its guardrails' redaction), the query and the
+    passage are redacted before they are sent.
     """
 
     name = "llm"
 
-    def __init__(self, client: ChatClient, *, max_chars: int = 1500) -> None:
+    def __init__(
+        self, client: ChatClient, *, max_chars: int = 1500, redact: Callable[[str], str] | None = None
+    ) -> None:
         self.client = client
         self.max_chars = max_chars
+        self.redact = redact
 
     def grade(self, query: str, text: str) -> int:
         passage = text[: self.max_chars]
+        if self.redact is not None:
+            query, passage = self.redact(query), self.redact(passage)
         reply = self.client.complete(
             [
                 {"role": "user", "content": _GRADE_PROMPT.format(query=query, passage=passage)},

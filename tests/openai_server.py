@@ -7,7 +7,8 @@ them are in flight at once (recording the most it saw). Used instead of mocking 
 With `echo_status`, it answers every POST (embeddings or chat) with that status and a body that
 echoes the request's headers, Authorization included, as careless servers and proxies do.
 With `chat_replies`, it answers /v1/chat/completions with those texts in turn (the last one again
-when they run out): as one JSON response with usage, or streamed as server-sent events without usage.
+when they run out): as one JSON response with usage, or streamed as server-sent events without usage,
+word by word (or, with `stream_chunk_chars`, in pieces of that many characters).
 """
 
 from __future__ import annotations
@@ -29,10 +30,12 @@ class EmbeddingsServer:
         max_request_chars: int | None = None,
         hold_until_in_flight: int | None = None,
         chat_replies: list[str] | None = None,
+        stream_chunk_chars: int | None = None,
     ) -> None:
         self.embedder = embedder
         self.chat_replies = list(chat_replies) if chat_replies is not None else None
         self.echo_status = echo_status
+        self.stream_chunk_chars = stream_chunk_chars
         self.fail_first = list(fail_first or [])
         self.requests: list[dict[str, Any]] = []
         self.dim_override = dim_override
@@ -131,8 +134,12 @@ class EmbeddingsServer:
                 self.send_response(200)
                 self.send_header("Content-Type", "text/event-stream")
                 self.end_headers()
-                words = [w + " " for w in reply.split(" ")]
-                words[-1] = words[-1][:-1]
+                if server.stream_chunk_chars:
+                    n = server.stream_chunk_chars
+                    words = [reply[i : i + n] for i in range(0, len(reply), n)]
+                else:
+                    words = [w + " " for w in reply.split(" ")]
+                    words[-1] = words[-1][:-1]
                 for i, word in enumerate(words):
                     finish = "stop" if i == len(words) - 1 else None
                     choice = {"index": 0, "delta": {"content": word}, "finish_reason": finish}

@@ -4,8 +4,8 @@ assemble a cited context within the model's budget, generate, map citations, rec
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
+import re
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -17,11 +17,21 @@ from psycopg.types.json import Jsonb
 from ragline.answer.citations import Citation, passages_block, resolve_citations
 from ragline.answer.prompts import Prompt, load_prompt
 from ragline.config import AnswerSettings, Settings
+from ragline.endpoints import report_call
 from ragline.retrieval.context import Context, assemble_context, tokenizer_for
 from ragline.retrieval.search import Retriever
 from ragline.safe_text import printable
 from ragline.storage.db import Database, query
-from ragline.types import ChatModel, Completion, Filters, Hit, ModelSelector, RetrievalError, RouteFeatures
+from ragline.types import (
+    CallRecord,
+    ChatModel,
+    Completion,
+    Filters,
+    Hit,
+    ModelSelector,
+    RetrievalError,
+    RouteFeatures,
+)
 
 if TYPE_CHECKING:
     import pydantic
@@ -37,6 +47,11 @@ _RETRIEVAL_OVERRIDES = {"k", "strategy", "filters", "mmr_lambda", "log", "budget
 _SETTINGS_OVERRIDES = {"prompt", "max_tokens", "temperature", "min_support", "context_tokens", "max_retries"}
 # Chat formats add a few tokens per message (role markers); counted so that the budget holds.
 _MESSAGE_OVERHEAD_TOKENS = 8
+# The endpoint of a call record for an answer served from the answer cache (no server was called).
+CACHE_ENDPOINT = "cache"
+# The start of a guardrail placeholder ("<EMAIL_1>") at the end of streamed text, not yet closed.
+_PLACEHOLDER_START = re.compile(r"<[A-Z0-9_]*\Z")
+_PLACEHOLDER_MAX_CHARS = 40
 
 
 class AnswerError(RuntimeError):
@@ -63,6 +78,9 @@ class Answer:
     answer_id: int | None
     data: dict | None = None  # the validated structured output, when an output_schema was given
     support: float | None = None  # the best passage's cosine similarity to the question
+    # answer_stream(): the output checks changed the text after its tokens were streamed; `text`
+    # (repaired, or the refusal) replaces what the tokens spelled out.
+    replaced: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready: what `ragline answer --json` prints and the API returns."""
@@ -83,6 +101,7 @@ class _Request:
     query_id: int | None
     timings: dict[str, float]
     started: float
+    served: dict[str, Any] | None  # what search served when retrieval began (ragline.served_data)
     guardrails: dict[str, Any] = field(default_factory=dict)
     redaction: Redaction | None = None
     cache_keys: tuple[str, SemanticKey | None] | None = None
@@ -131,18 +150,30 @@ def answer_stream(
     r = prepared
     t = time.perf_counter()
     completion: Completion | None = None
+    # The tokens carry placeholders, not the redacted values: restored as the policy allows.
+    restorer = _StreamRestorer(r.redaction) if guard is not None and r.redaction is not None else None
+    streamed: list[str] = []
     for item in r.model.stream(
         r.messages, max_tokens=r.settings.max_tokens, temperature=r.settings.temperature
     ):
         if isinstance(item, Completion):
             completion = item
-        else:
+            continue
+        text = item if restorer is None else restorer.feed(item)
+        if text:
             r.timings.setdefault("first_token", 1000 * (time.perf_counter() - r.started))
-            yield "token", item
+            streamed.append(text)
+            yield "token", text
+    if restorer is not None and (rest := restorer.flush()):
+        streamed.append(rest)
+        yield "token", rest
     if completion is None:
         raise AnswerError(f"the chat model {printable(r.model.model, 80)} ended its stream without a result")
     r.timings["generate"] = 1000 * (time.perf_counter() - t)
-    yield "answer", _finish(r, completion, None, db, guard, cache)
+    out = _finish(r, completion, None, db, guard, cache)
+    # The output checks repaired or refused what was streamed: the final text replaces it.
+    out.replaced = "".join(streamed).strip() != out.text
+    yield "answer", out
 
 
 def _prepare(
@@ -175,9 +206,16 @@ def _prepare(
     timings: dict[str, float] = {}
 
     t = time.perf_counter()
+    # Read before retrieval: a publish during this answer can only make its cache entry stale (it
+    # never hits), never stamp an answer built on the old data as built on the new.
+    with db.connection() as conn:
+        served = conn.execute(query("served_data_state")).fetchone()[0]
     filters = overrides.get("filters") or Filters()
+    # Search for the redacted question: an embedding endpoint is an external call too, and two
+    # requests that differ only in a redacted value retrieve the same context (one cache entry).
+    searched = question if guard is None else guard.redact([question]).texts[0]
     result = retriever.search(
-        question,
+        searched,
         k=overrides.get("k"),
         strategy=overrides.get("strategy"),
         filters=filters,
@@ -187,7 +225,7 @@ def _prepare(
     timings["retrieve"] = 1000 * (time.perf_counter() - t)
 
     t = time.perf_counter()
-    qvec = result.vector if result.vector is not None else retriever.embedder.embed([question])[0]
+    qvec = result.vector if result.vector is not None else retriever.embedder.embed([searched])[0]
     sims = similarities(db, retriever, result.hits, qvec)
     best = np.sort(sims)[::-1]
     support = float(best[0]) if len(best) else -1.0
@@ -213,7 +251,7 @@ def _prepare(
             None,
             support=support if result.hits else None,
         )
-        out.answer_id = _record(db, out, prompt, [], result.query_id)
+        out.answer_id = _record(db, out, prompt, [], result.query_id, served)
         return out
 
     if not result.hits:
@@ -254,7 +292,7 @@ def _prepare(
     messages = _messages(prompt, passages_block(context), question, output_schema)
     timings["assemble"] = 1000 * (time.perf_counter() - t)
     request = _Request(
-        question, a, prompt, context, messages, model, support, result.query_id, timings, started
+        question, a, prompt, context, messages, model, support, result.query_id, timings, started, served
     )
 
     if guard is not None:
@@ -269,7 +307,7 @@ def _prepare(
             request.guardrails["redacted"] = dict(request.redaction.found)
 
     if cache is not None:
-        hit = _cache_lookup(request, db, cache, output_schema, qvec)
+        hit = _cache_lookup(request, db, cache, guard, output_schema, qvec)
         if hit is not None:
             return hit
     return request
@@ -388,116 +426,188 @@ def _finish(
     cache: AnswerCache | None,
 ) -> Answer:
     """Check the output, map its citations, store it in the cache and the answers table."""
-    text = completion.text.strip()
+    raw = completion.text.strip()
+    out = _checked_answer(
+        r,
+        raw,
+        data,
+        guard,
+        model=completion.model,
+        route=completion.route,
+        tokens=(completion.prompt_tokens, completion.completion_tokens),
+    )
+    if cache is not None and r.cache_keys is not None and not _refused(out):
+        exact, semantic = r.cache_keys
+        # The model's own text, placeholders and all: the key is of the redacted messages, so a
+        # request with other values behind the same placeholders hits it and restores its own.
+        payload = {"text": raw, "data": data, "model": completion.model, "route": completion.route}
+        with db.connection() as conn:
+            cache.store(conn, exact=exact, semantic=semantic, payload=payload, served=r.served)
+    out.answer_id = _record(
+        db, out, r.prompt, [p.hit.chunk_id for p in r.context.passages], r.query_id, r.served
+    )
+    return out
+
+
+def _refused(a: Answer) -> bool:
+    return a.guardrails.get("output", {}).get("action") == "refused"
+
+
+def _checked_answer(
+    r: _Request,
+    raw: str,
+    data: dict | None,
+    guard: Guard | None,
+    *,
+    model: str | None,
+    route: str | None,
+    tokens: tuple[int, int],
+    cached: bool = False,
+) -> Answer:
+    """The Answer of the model's raw text (fresh or from the cache) for this request: this request's
+    redacted values restored as the policy allows, the output checked, the citations mapped."""
+    text = raw
     reason: str | None = None
     refused = False
+    guardrails = dict(r.guardrails)
     if guard is not None and r.redaction is not None:
         # check_output restores the redacted values the policy allows, then checks the result.
         check = guard.check_output(
             text, available={p.number for p in r.context.passages}, redaction=r.redaction
         )
         text = check.text
-        r.guardrails["output"] = {"action": check.action, "violations": list(check.violations)}
+        guardrails["output"] = {"action": check.action, "violations": list(check.violations)}
+        data = None if data is None else _restored(data, r.redaction)
         if check.action == "refused":
             refused = True
+            data = None
             reason = "refused by the output guardrails: " + "; ".join(check.violations)
     abstained = refused or text.strip().strip(".").lower() == ABSTAIN_TEXT
     citations: list[Citation] = []
     if not abstained:
         citations, unknown = resolve_citations(text, r.context)
         if unknown:
-            r.guardrails["invalid_citations"] = unknown
+            guardrails["invalid_citations"] = unknown
     elif not refused:
         reason = "the model found no answer in the retrieved passages"
     r.timings["total"] = 1000 * (time.perf_counter() - r.started)
-    out = Answer(
+    return Answer(
         r.question,
         text,
         citations,
         abstained,
         reason,
         r.prompt.ref,
-        completion.model,
-        completion.route,
-        False,
-        completion.prompt_tokens,
-        completion.completion_tokens,
+        model,
+        route,
+        cached,
+        tokens[0],
+        tokens[1],
         r.timings,
-        r.guardrails,
+        guardrails,
         None,
         data=data,
         support=r.support,
     )
-    if cache is not None and r.cache_keys is not None and not refused:
-        exact, semantic = r.cache_keys
-        with db.connection() as conn:
-            cache.store(conn, exact=exact, semantic=semantic, payload=_payload(out))
-    out.answer_id = _record(db, out, r.prompt, [p.hit.chunk_id for p in r.context.passages], r.query_id)
-    return out
 
 
-def _payload(a: Answer) -> dict[str, Any]:
-    """What the cache keeps of an answer: enough to return it again without the model."""
-    keep = ("text", "citations", "abstained", "reason", "prompt", "model", "route", "guardrails", "data")
-    return {k: v for k, v in a.as_dict().items() if k in keep}
+def _restored(value: Any, redaction: Redaction) -> Any:
+    """A structured answer with the redacted values the policy allows put back in its strings."""
+    if isinstance(value, str):
+        return redaction.restore(value)
+    if isinstance(value, list):
+        return [_restored(v, redaction) for v in value]
+    if isinstance(value, dict):
+        return {k: _restored(v, redaction) for k, v in value.items()}
+    return value
+
+
+class _StreamRestorer:
+    """Restores placeholders in streamed text as the policy allows, holding back a tail that may be
+    the start of a placeholder split across deltas ("<EMA" + "IL_1>")."""
+
+    def __init__(self, redaction: Redaction) -> None:
+        self.redaction = redaction
+        self.pending = ""
+
+    def feed(self, delta: str) -> str:
+        text = self.pending + delta
+        tail = _PLACEHOLDER_START.search(text)
+        cut = tail.start() if tail is not None and len(tail.group()) <= _PLACEHOLDER_MAX_CHARS else len(text)
+        self.pending = text[cut:]
+        return self.redaction.restore(text[:cut])
+
+    def flush(self) -> str:
+        text, self.pending = self.pending, ""
+        return self.redaction.restore(text)
 
 
 def _cache_lookup(
     r: _Request,
     db: Database,
     cache: AnswerCache,
+    guard: Guard | None,
     output_schema: type[pydantic.BaseModel] | None,
     qvec: np.ndarray,
 ) -> Answer | None:
-    """The cached answer to the same request (exact, or semantic when the cache allows it), or None
-    after noting the keys to store the new answer under."""
-    from ragline.answer.cache import SemanticKey, exact_key
+    """The cached answer to the same request (exact, or semantic when the cache allows it), checked
+    and restored for this request; or None after noting the keys to store the new answer under."""
+    from ragline.answer.cache import SemanticKey, context_key, exact_key, params_hash
 
+    t = time.perf_counter()
     params = {
         "max_tokens": r.settings.max_tokens,
         "temperature": r.settings.temperature,
         "response_format": _response_format(output_schema) if output_schema is not None else None,
     }
     exact = exact_key(model=r.model.model, prompt_version=r.prompt.ref, messages=r.messages, params=params)
-    context_key = hashlib.sha256(
-        json.dumps([[p.hit.chunk_id, p.hit.text_hash] for p in r.context.passages]).encode()
-    ).hexdigest()
-    params_hash = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
-    semantic = SemanticKey(r.model.model, r.prompt.ref, params_hash, context_key, np.asarray(qvec))
+    context = context_key((p.hit.chunk_id, p.hit.text_hash) for p in r.context.passages)
+    semantic = SemanticKey(r.model.model, r.prompt.ref, params_hash(params), context, np.asarray(qvec))
     r.cache_keys = (exact, semantic)
     with db.connection() as conn:
         hit = cache.lookup(conn, exact=exact, semantic=semantic)
+    r.timings["cache"] = 1000 * (time.perf_counter() - t)
     if hit is None:
         return None
     stored = hit.payload
-    r.timings["total"] = 1000 * (time.perf_counter() - r.started)
-    out = Answer(
-        r.question,
+    r.guardrails["cache"] = {"kind": hit.kind, "similarity": hit.similarity}
+    out = _checked_answer(
+        r,
         stored["text"],
-        [Citation(**c) for c in stored.get("citations", [])],
-        bool(stored.get("abstained")),
-        stored.get("reason"),
-        r.prompt.ref,
-        stored.get("model"),
-        stored.get("route"),
-        True,
-        0,
-        0,
-        r.timings,
-        {
-            **stored.get("guardrails", {}),
-            **r.guardrails,
-            "cache": {"kind": hit.kind, "similarity": hit.similarity},
-        },
-        None,
-        data=stored.get("data"),
-        support=r.support,
+        stored.get("data"),
+        guard,
+        model=stored.get("model"),
+        route=stored.get("route"),
+        tokens=(0, 0),
+        cached=True,
     )
-    out.answer_id = _record(db, out, r.prompt, [p.hit.chunk_id for p in r.context.passages], r.query_id)
+    # A hit is a call that cost nothing: the ledger shows it, with 0 tokens.
+    report_call(
+        CallRecord(
+            kind="chat",
+            model=stored.get("model") or r.model.model,
+            endpoint=CACHE_ENDPOINT,
+            prompt_tokens=0,
+            completion_tokens=0,
+            latency_ms=r.timings["cache"],
+            cached=True,
+            route=f"answer cache hit ({hit.kind})",
+        )
+    )
+    out.answer_id = _record(
+        db, out, r.prompt, [p.hit.chunk_id for p in r.context.passages], r.query_id, r.served
+    )
     return out
 
 
-def _record(db: Database, a: Answer, prompt: Prompt, chunk_ids: list[str], query_id: int | None) -> int:
+def _record(
+    db: Database,
+    a: Answer,
+    prompt: Prompt,
+    chunk_ids: list[str],
+    query_id: int | None,
+    served: dict[str, Any],
+) -> int:
     """Store the answer in ragline.answers with the published generations it was answered from."""
     with db.connection() as conn:
         row = conn.execute(
@@ -519,6 +629,7 @@ def _record(db: Database, a: Answer, prompt: Prompt, chunk_ids: list[str], query
                 "support": a.support,
                 "timings_ms": Jsonb({k: round(v, 2) for k, v in a.timings_ms.items()}),
                 "guardrails": Jsonb(a.guardrails),
+                "generations": Jsonb(served.get("generations") or {}),
                 "context_chunk_ids": chunk_ids,
                 "query_id": query_id,
             },

@@ -97,11 +97,19 @@ class AnswerCache:
         return CacheHit(row[0], "semantic", float(row[2]), row[1])
 
     def store(
-        self, conn: psycopg.Connection, *, exact: str, semantic: SemanticKey | None, payload: dict
+        self,
+        conn: psycopg.Connection,
+        *,
+        exact: str,
+        semantic: SemanticKey | None,
+        payload: dict,
+        served: dict | None = None,
     ) -> None:
         """Store an answer (a live entry of the same key is kept: one row per request). The payload
         must hold the text before redacted values were restored: the key is of redacted messages,
-        so another user's request may hit it."""
+        so another user's request may hit it. served: ragline.served_data's state when retrieval
+        began (read before it); None stamps what is served now, which a publish during the answer
+        makes wrong."""
         s = self.settings
         if not s.enabled:
             return
@@ -117,6 +125,7 @@ class AnswerCache:
                     "context_key": semantic.context_key if semantic else None,
                     "vector": _vector(semantic.vector) if semantic else None,
                     "payload": Jsonb(payload),
+                    "served": Jsonb(served) if served is not None else None,
                     "ttl_seconds": s.ttl_seconds,
                 },
             )

@@ -173,6 +173,8 @@ class RoutedModel:
         self.chain = chain
         self.reason = reason
         self.model = router.models[chain[0]].model
+        # The answer's context must fit whichever model of the chain ends up answering.
+        self.context_window = min(router.models[name].context_tokens for name in chain)
 
     def _route(self, name: str, notes: list[str]) -> str:
         if not notes:

@@ -6,6 +6,6 @@ VALUES
     (%(question)s, %(answer)s, %(abstained)s, %(reason)s, %(citations)s, %(prompt_name)s,
      %(prompt_version)s, %(prompt_sha256)s, %(model)s, %(route)s, %(cached)s, %(prompt_tokens)s,
      %(completion_tokens)s, %(support)s, %(timings_ms)s, %(guardrails)s,
-     (SELECT coalesce(jsonb_object_agg(source, generation), '{}') FROM ragline.published_generations),
+     %(generations)s,  -- {source: generation} that search served when retrieval began
      %(context_chunk_ids)s, %(query_id)s)
 RETURNING answer_id
