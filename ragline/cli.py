@@ -23,6 +23,7 @@ from ragline.config import (
     TOKENIZERS,
     ConfigError,
     Settings,
+    chat_models,
     config_path,
     is_loopback_url,
     load_settings,
@@ -452,6 +453,7 @@ def build_api(settings: Settings, *, auth: bool = True):
     from dataclasses import replace
     from functools import partial
 
+    from ragline.answer.pipeline import build_answerer
     from ragline.index.background import BackgroundEmbedder
     from ragline.index.embedding import build_embedder
     from ragline.retrieval.search import build_retriever
@@ -464,7 +466,12 @@ def build_api(settings: Settings, *, auth: bool = True):
     retriever = build_retriever(replace(settings, retrieval=retrieval), db, embedder, caller="api")
     if settings.serve.lexical_index == "memory":
         _warm_lexical(retriever)
-    return create_app(settings, db, retriever=retriever, board=partial(_board, settings), auth=auth)
+    answerer = None
+    if chat_models(settings):  # else /v1/answer and /v1/chat/completions answer 501
+        answerer = build_answerer(settings, db, retriever=retriever)
+    return create_app(
+        settings, db, retriever=retriever, answerer=answerer, board=partial(_board, settings), auth=auth
+    )
 
 
 def serve_app():

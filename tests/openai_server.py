@@ -8,7 +8,9 @@ With `echo_status`, it answers every POST (embeddings or chat) with that status 
 echoes the request's headers, Authorization included, as careless servers and proxies do.
 With `chat_replies`, it answers /v1/chat/completions with those texts in turn (the last one again
 when they run out): as one JSON response with usage, or streamed as server-sent events without usage,
-word by word (or, with `stream_chunk_chars`, in pieces of that many characters).
+word by word (or, with `stream_chunk_chars`, in pieces of that many characters); with
+`stream_error_after`, a stream sends that many pieces, then an error event, as a server whose model
+fails mid-answer does.
 """
 
 from __future__ import annotations
@@ -31,11 +33,13 @@ class EmbeddingsServer:
         hold_until_in_flight: int | None = None,
         chat_replies: list[str] | None = None,
         stream_chunk_chars: int | None = None,
+        stream_error_after: int | None = None,
     ) -> None:
         self.embedder = embedder
         self.chat_replies = list(chat_replies) if chat_replies is not None else None
         self.echo_status = echo_status
         self.stream_chunk_chars = stream_chunk_chars
+        self.stream_error_after = stream_error_after
         self.fail_first = list(fail_first or [])
         self.requests: list[dict[str, Any]] = []
         self.dim_override = dim_override
@@ -141,6 +145,10 @@ class EmbeddingsServer:
                     words = [w + " " for w in reply.split(" ")]
                     words[-1] = words[-1][:-1]
                 for i, word in enumerate(words):
+                    if i == server.stream_error_after:
+                        error = {"error": {"message": "the model crashed", "type": "server_error"}}
+                        self.wfile.write(f"data: {json.dumps(error)}\n\n".encode())
+                        return
                     finish = "stop" if i == len(words) - 1 else None
                     choice = {"index": 0, "delta": {"content": word}, "finish_reason": finish}
                     chunk = {**base, "object": "chat.completion.chunk", "choices": [choice]}

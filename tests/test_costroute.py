@@ -20,7 +20,7 @@ from ragline.config import ConfigError, ModelPrice, ModelSettings, parse_setting
 from ragline.costs import Caller, postgres_sink, price
 from ragline.costs.budget import budget_outcome
 from ragline.endpoints import Endpoint, calls_recorded_by, endpoint_host, report_call
-from ragline.llm import LLMError
+from ragline.llm import LLMError, LLMUnavailable
 from ragline.storage.db import Database
 from ragline.types import CallRecord, Completion, RouteFeatures
 from tests.conftest import metadata, run
@@ -38,7 +38,12 @@ class OpenAIChat:
     def __init__(self, m: ModelSettings) -> None:
         self.model = m.model
         self.endpoint = Endpoint(
-            m.base_url, None, error=LLMError, timeout_seconds=m.timeout_seconds, max_retries=m.max_retries
+            m.base_url,
+            None,
+            error=LLMError,
+            unavailable=LLMUnavailable,
+            timeout_seconds=m.timeout_seconds,
+            max_retries=m.max_retries,
         )
         self.host = endpoint_host(self.endpoint.url)
 
@@ -190,6 +195,31 @@ def test_every_model_down_is_an_llm_error_and_the_decision_is_recorded(tmp_path,
     assert [(r["ok"], r["caller_kind"]) for r in rows] == [(False, "cli"), (False, "cli")]
     assert rows[1]["error"] == "not called: every model's circuit is open"
     assert rows[1]["route"].startswith("only unavailable (circuit open)")
+
+
+def test_a_refusal_does_not_open_the_circuit(tmp_path) -> None:
+    """A 400 (or 401) is the endpoint answering: the router falls back for that request, but the
+    endpoint's circuit stays closed and the next request tries it again; a 500 opens it."""
+    with (
+        EmbeddingsServer(echo_status=400) as picky,
+        EmbeddingsServer(echo_status=500) as broken,
+        EmbeddingsServer(chat_replies=["hello"]) as good,
+    ):
+        for server, opens in ((picky, False), (broken, True)):
+            settings = settings_with(
+                tmp_path,
+                models={
+                    "first": {"model": "m", "base_url": server.base_url, "max_retries": 0},
+                    "good": {"model": "g", "base_url": good.base_url},
+                },
+                routing={"fallback": ["good"], "circuit": {"failures": 1, "cooldown_seconds": 60}},
+            )
+            router = Router(settings, clock=lambda: 0.0)
+            routes = [router.select(RouteFeatures()).chat(ASK, max_tokens=4).route for _ in range(2)]
+            assert all(r.startswith("fallback to good: first") for r in routes)
+            assert ("circuit open" in routes[1]) is opens, routes
+            assert len(server.requests) == (1 if opens else 2)
+            assert router.breaker.state(router.endpoint("first")) == ("open" if opens else "closed")
 
 
 def test_escalation_rules_and_the_budget_floor(tmp_path) -> None:

@@ -22,7 +22,7 @@ from ragline.config import (
     chat_models,
 )
 from ragline.endpoints import calls_recorded_by, endpoint_host, report_call
-from ragline.llm import LLMError
+from ragline.llm import LLMError, LLMUnavailable
 from ragline.safe_text import printable
 from ragline.types import CallRecord, ChatModel, Completion, RouteFeatures
 
@@ -188,6 +188,16 @@ class RoutedModel:
         notes.append(f"{name} unavailable (circuit open)")
         return True
 
+    def _failed(self, name: str, exc: LLMError) -> None:
+        """Only an endpoint that cannot answer (unreachable, timing out, 429 or 5xx after its retries)
+        counts towards opening its circuit. One that refused this request (a 4xx: a prompt too long,
+        a bad key) answered: it is up, and its circuit is closed again."""
+        endpoint = self.router.endpoint(name)
+        if isinstance(exc, LLMUnavailable):
+            self.router.breaker.failed(endpoint)
+        else:
+            self.router.breaker.succeeded(endpoint)
+
     def _exhausted(self, notes: list[str]) -> LLMError:
         """Every model failed or was skipped: the decision is recorded, and the error names each."""
         if all(n.endswith("(circuit open)") for n in notes):
@@ -231,7 +241,7 @@ class RoutedModel:
                         response_format=response_format,
                     )
             except LLMError as exc:
-                self.router.breaker.failed(self.router.endpoint(name))
+                self._failed(name, exc)
                 _forward(calls, route)
                 notes.append(f"{name} failed: {printable(str(exc), REASON_CHARS)}")
                 continue
@@ -275,7 +285,7 @@ class RoutedModel:
                     yield dataclasses.replace(part, route=route) if isinstance(part, Completion) else part
                 return
             except LLMError as exc:
-                self.router.breaker.failed(self.router.endpoint(name))
+                self._failed(name, exc)
                 if emitted:
                     raise
                 notes.append(f"{name} failed: {printable(str(exc), REASON_CHARS)}")

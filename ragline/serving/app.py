@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
+import anyio
 import anyio.to_thread
 import psycopg
 import psycopg_pool
@@ -18,14 +19,15 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ragline.config import ConfigError, Settings
+from ragline.config import ConfigError, ModelPrice, Settings
+from ragline.costs import Caller, postgres_sink
+from ragline.endpoints import calls_recorded_by
 from ragline.retrieval.context import assemble_context, tokenizer_for
 from ragline.retrieval.search import Retriever, result_json
 from ragline.safe_text import printable, scrub
+from ragline.serving.answers import NOTHING_PUBLISHED, OPENAI_ROUTES, add_answer_routes, openai_error
 from ragline.serving.keys import ApiKey, RequestRecord, log_request, lookup_key, take_rate
 from ragline.serving.schemas import (
-    AnswerRequest,
-    ChatCompletionRequest,
     ContextRequest,
     ContextResponse,
     ErrorResponse,
@@ -34,12 +36,14 @@ from ragline.serving.schemas import (
     SearchResponse,
 )
 from ragline.storage.db import Database, query
-from ragline.types import DatabaseError, EmbeddingError, Filters, RetrievalError, SearchResult
+from ragline.types import CallRecord, DatabaseError, EmbeddingError, Filters, RetrievalError, SearchResult
+
+if TYPE_CHECKING:
+    from ragline.answer.pipeline import Answerer
 
 log = logging.getLogger(__name__)
 
 HEALTH_TIMEOUT_SECONDS = 2.0  # a database that does not hand out a connection by then is not ready
-NOTHING_PUBLISHED = "nothing is published yet: materialize the pipeline (ragline materialize)"
 ERRORS = {
     400: {"model": ErrorResponse},
     401: {"model": ErrorResponse},
@@ -107,11 +111,20 @@ class RequestLog:
     request, rejected ones included. The row is written before the response's last byte is sent,
     so a client that has its response can find it logged."""
 
-    def __init__(self, app: Any, *, db: Database, metrics: ApiMetrics, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        app: Any,
+        *,
+        db: Database,
+        metrics: ApiMetrics,
+        max_body_bytes: int,
+        prices: Sequence[ModelPrice] = (),
+    ) -> None:
         self.app = app
         self.db = db
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self.prices = tuple(prices)
 
     async def __call__(self, scope: dict, receive: Callable, send: Callable) -> None:
         if scope["type"] != "http":
@@ -151,6 +164,9 @@ class RequestLog:
                 await finish()
             await send(message)
 
+        # A streamed response's last event reaches the client before the response's end (an empty
+        # last message): a route that streams logs its request before its last events with this.
+        scope["state"]["log_now"] = finish
         declared = dict(scope.get("headers") or []).get(b"content-length")
         received = 0
 
@@ -166,28 +182,64 @@ class RequestLog:
         try:
             if declared is not None and declared.isdigit() and int(declared) > self.max_body_bytes:
                 raise BodyTooLarge(self.max_body_bytes)
-            await self.app(scope, receive_limited, send_logged)
+            # Model calls the request makes (a search's query embedding) are the API key's, not
+            # those of the process that started the server (`ragline serve` runs inside the CLI's
+            # ledger); the answer routes install their own, with the same caller.
+            with calls_recorded_by(ApiCallSink(self.db, self.prices, record)):
+                await self.app(scope, receive_limited, send_logged)
         except BodyTooLarge as exc:
             record.error = exc.detail
             if not response_started:
-                await JSONResponse({"detail": exc.detail}, 413)(scope, receive, send_logged)
+                await error_response(scope["path"], 413, exc.detail)(scope, receive, send_logged)
         except Exception as exc:
             record.error = f"{type(exc).__name__}: {exc}"
             log.exception("API request failed: %s %s", record.method, printable(record.route, 200))
             if not response_started:
-                await JSONResponse({"detail": "internal error; see the server's log"}, 500)(
+                await error_response(scope["path"], 500, "internal error; see the server's log")(
                     scope, receive, send_logged
                 )
             else:
                 await finish()
+        finally:
+            if not logged:
+                # The client went away mid-response (a streaming client that stops reading after
+                # its last event): the response was never finished, but the request is logged
+                # with what it spent, even while its task is being cancelled.
+                if not response_started:
+                    status = 499  # as nginx logs a request its client closed
+                record.error = record.error or "the client closed the connection before the response ended"
+                with anyio.CancelScope(shield=True):
+                    await finish()
 
     def _write(self, record: RequestRecord, status: int, latency_ms: float) -> None:
         with self.db.pool.connection(timeout=HEALTH_TIMEOUT_SECONDS) as conn:
             log_request(conn, record, status=status, latency_ms=latency_ms)
 
 
+class ApiCallSink:
+    """Books each model call of a request in llm_calls as the API's, under the request's key (known
+    once the key is checked, so read at each call)."""
+
+    def __init__(self, db: Database, prices: Sequence[ModelPrice], record: RequestRecord) -> None:
+        self.db = db
+        self.prices = prices
+        self.record = record
+
+    def __call__(self, call: CallRecord) -> None:
+        postgres_sink(self.db, Caller("api", api_key_id=self.record.key_id), self.prices)(call)
+
+
 def _record(request: Request) -> RequestRecord:
     return request.state.record
+
+
+def error_response(
+    path: str, status: int, detail: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    """An error body: {"detail": ...}, or OpenAI's {"error": {...}} on the OpenAI-compatible routes."""
+    if path in OPENAI_ROUTES:  # OpenAI's API answers an invalid request 400; its clients expect that
+        return openai_error(400 if status == 422 else status, detail, headers)
+    return JSONResponse({"detail": detail}, status, headers=headers)
 
 
 def create_app(
@@ -195,13 +247,13 @@ def create_app(
     db: Database,
     *,
     retriever: Retriever,
-    answerer: Callable[..., Any] | None = None,
+    answerer: Answerer | None = None,
     board: Callable[[], str] | None = None,
     auth: bool = True,
 ) -> FastAPI:
     """The API over one database and one loaded retriever. board: builds the health board's HTML
     (passed in by `ragline serve`, which reaches Dagster; the core never imports it). answerer: the
-    hook for /v1/answer and /v1/chat/completions, built on ragline.answer once it lands. auth=False
+    answer pipeline of /v1/answer and /v1/chat/completions (None: they answer 501). auth=False
     serves /v1 without keys (`ragline serve --no-auth`, loopback only)."""
     limits = settings.serve
     metrics = ApiMetrics()
@@ -325,33 +377,14 @@ def create_app(
             citations=context.citations(),
         )
 
-    # Hook points of the answer plane. Both are built on ragline.answer.answering.answer_stream()
-    # (passed in as `answerer`), never on a second answer path:
-    # - /v1/answer streams ("token", text) events as SSE `event: token`, then `event: citations`
-    #   with the Answer's citations, then `event: done` with its tokens, model, route and cached flag;
-    # - /v1/chat/completions takes the last user message as the question and speaks OpenAI's
-    #   chat.completion / chat.completion.chunk formats.
-    # Each fills _record(request) (models, prompt/completion tokens, cost, cached) for the log, and
-    # passes the key's budget_left into RouteFeatures.
-    @app.post(
-        "/v1/answer",
-        dependencies=keyed,
-        responses={**ERRORS, 501: {"model": ErrorResponse}},
-        tags=["answers"],
+    add_answer_routes(
+        app,
+        settings=settings,
+        answerer=answerer,
+        keyed=keyed,
+        errors=ERRORS,
+        nothing_published=lambda: published_sources() == 0,
     )
-    def post_answer(body: AnswerRequest) -> Response:
-        """An answer with citations (SSE when stream is true). Not wired in yet: answers 501."""
-        raise error(501, "answers are not served by this build yet; use /v1/context")
-
-    @app.post(
-        "/v1/chat/completions",
-        dependencies=keyed,
-        responses={**ERRORS, 501: {"model": ErrorResponse}},
-        tags=["answers"],
-    )
-    def post_chat(body: ChatCompletionRequest) -> Response:
-        """OpenAI-compatible chat over the corpus (streaming too). Not wired in yet: answers 501."""
-        raise error(501, "chat completions are not served by this build yet; use /v1/context")
 
     @app.get("/healthz", response_model=Health, responses={503: {"model": Health}}, tags=["operations"])
     def healthz() -> JSONResponse:
@@ -399,19 +432,19 @@ def create_app(
             problems.append(f"{where}: {e.get('msg', 'invalid')}")
         detail = printable("; ".join(problems), 1000)
         _record(request).error = detail
-        return JSONResponse({"detail": detail}, 422)
+        return error_response(request.url.path, 422, detail)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code >= 400:
             _record(request).error = str(exc.detail)
-        return JSONResponse({"detail": exc.detail}, exc.status_code, headers=exc.headers)
+        return error_response(request.url.path, exc.status_code, str(exc.detail), exc.headers)
 
     def handler(status: int, what: str) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
         async def handle(request: Request, exc: Exception) -> JSONResponse:
             detail = f"{what}{printable(scrub(str(exc)).strip(), 500)}"
             _record(request).error = detail
-            return JSONResponse({"detail": detail}, status)
+            return error_response(request.url.path, status, detail)
 
         return handle
 
@@ -421,7 +454,9 @@ def create_app(
     app.add_exception_handler(DatabaseError, handler(503, "the database is unavailable: "))
     app.add_exception_handler(psycopg.OperationalError, handler(503, "the database is unavailable: "))
     app.add_exception_handler(psycopg_pool.PoolTimeout, handler(503, "the database is busy: "))
-    app.add_middleware(RequestLog, db=db, metrics=metrics, max_body_bytes=limits.max_body_bytes)
+    app.add_middleware(
+        RequestLog, db=db, metrics=metrics, max_body_bytes=limits.max_body_bytes, prices=settings.prices
+    )
     return app
 
 

@@ -66,13 +66,18 @@ class SearchResponse(BaseModel):
     hits: list[SearchHit]
 
 
-class ContextCitation(BaseModel):
+class AnswerCitation(BaseModel):
+    """A numbered passage: the chunk and where in its document it is."""
+
     number: int
     chunk_id: str
     document: str
     path: str
     start_char: int | None
     end_char: int | None
+
+
+class ContextCitation(AnswerCitation):
     tokens: int
     neighbour_of: str | None
 
@@ -98,17 +103,41 @@ class Health(BaseModel):
     reason: str | None = None
 
 
-# --- The answer routes: bodies only. /v1/answer and /v1/chat/completions are built on
-# ragline.answer.answering.answer() once it lands (see create_app's `answerer`). ---
+# --- The answer routes (ragline/serving/answers.py), built on ragline.answer.pipeline.Answerer ---
 
 
 class AnswerRequest(SearchRequest):
-    """POST /v1/answer: stream=true answers as server-sent events (token*, citations, done)."""
+    """POST /v1/answer: stream=true answers as server-sent events (token*, citations, answer, done)."""
 
-    question: str = Field(min_length=1)
+    question: str = Field(min_length=1, description="limit: serve.max_query_chars")
     query: str = Field("", description="unused; the question is the query")  # type: ignore[assignment]
     stream: bool = False
-    max_tokens: int = Field(512, ge=1)
+    max_tokens: int | None = Field(
+        None, ge=1, description="of the answer; default and maximum: answer.max_tokens of ragline.yaml"
+    )
+    temperature: float | None = Field(None, ge=0, le=2, allow_inf_nan=False)
+
+
+class AnswerResponse(BaseModel):
+    """An answer (or abstention) with the passages it cites and what it took to make."""
+
+    question: str
+    text: str
+    citations: list[AnswerCitation]
+    abstained: bool
+    reason: str | None
+    prompt: str
+    model: str | None
+    route: str | None = Field(description="why this model answered; endpoint addresses left out")
+    cached: bool
+    prompt_tokens: int
+    completion_tokens: int
+    timings_ms: dict[str, float]
+    guardrails: dict[str, Any]
+    answer_id: int | None
+    data: dict[str, Any] | None = None
+    support: float | None = None
+    replaced: bool = Field(False, description="stream: the output checks changed the streamed text")
 
 
 class ChatMessage(BaseModel):
@@ -123,8 +152,23 @@ class ChatCompletionRequest(BaseModel):
 
     model_config = ConfigDict(extra="ignore")  # OpenAI's optional parameters are accepted and ignored
 
-    model: str
+    model: str = Field(description="'ragline'")
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool = False
-    max_tokens: int | None = Field(None, ge=1)
+    stream_options: dict[str, Any] | None = Field(None, description="{include_usage: true}: a usage chunk")
+    max_tokens: int | None = Field(None, ge=1, description="at most answer.max_tokens (more is cut)")
+    max_completion_tokens: int | None = Field(None, ge=1, description="as max_tokens")
     temperature: float | None = Field(None, ge=0, le=2, allow_inf_nan=False)
+
+
+class OpenAIError(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: int | str | None = None
+
+
+class OpenAIErrorResponse(BaseModel):
+    """An error of /v1/chat/completions, in OpenAI's shape."""
+
+    error: OpenAIError
