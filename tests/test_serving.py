@@ -318,7 +318,7 @@ def test_serve_block_rejects_unknown_keys_and_bad_limits(tmp_path):
     assert write_project(tmp_path, sources).serve.max_k == 100  # no serve block: the defaults
 
 
-def test_generated_requests_never_get_a_server_error(api, project, published):
+def test_generated_requests_never_get_a_server_error(api, project, published, tmp_path):
     """Schemathesis's coverage phase sends requests derived from /openapi.json (boundary values,
     wrong types, missing and extra fields: 220 cases) to the search and context routes; none may
     answer 5xx. Deterministic: no random fuzzing phase."""
@@ -341,6 +341,7 @@ def test_generated_requests_never_get_a_server_error(api, project, published):
         capture_output=True,
         text=True,
         timeout=300,
+        cwd=tmp_path,  # schemathesis keeps a .schemathesis/ cache in its working directory
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-2000:]
     [(count,)] = rows(project["url"], "SELECT count(*) FROM ragline.api_requests WHERE route LIKE '/v1/%'")
