@@ -23,9 +23,11 @@ import uvicorn
 
 from ragline.cli import build_api, main
 from ragline.config import ConfigError
+from ragline.costs import Caller, postgres_sink
 from ragline.serving.app import create_app
 from ragline.serving.keys import RequestRecord, log_request
 from ragline.storage.db import Database
+from ragline.types import CallRecord
 from tests.conftest import EXAMPLES, drop_database, fresh_database, run, write_project
 
 QUESTION = "How many vacation days do I get per year?"
@@ -174,10 +176,16 @@ def test_spent_token_budget_answers_429(api, project, published):
     body = {"query": "benefits", "strategy": "lexical", "k": 1}
     assert httpx.post(f"{api}/v1/search", json=body, headers=bearer(key)).status_code == 200
     [(key_id,)] = rows(project["url"], "SELECT key_id FROM ragline.api_keys WHERE name = 'budgeted'")
-    # What an answer request logs once the answer routes are wired in: 110 tokens of a 100 budget.
-    with Database(project["url"], max_size=1) as db, db.connection() as conn:
-        record = RequestRecord("POST", "/v1/answer", key_id=key_id, prompt_tokens=80, completion_tokens=30)
-        log_request(conn, record, status=200, latency_ms=5.0)
+    # A chat call booked to the key by the cost ledger (as an answer's is): 110 tokens of a 100 budget.
+    # The request log is not what counts: a stream its client abandoned logs no tokens there.
+    with Database(project["url"], max_size=1) as db:
+        with db.connection() as conn:
+            record = RequestRecord("POST", "/v1/answer", key_id=key_id, prompt_tokens=500)
+            log_request(conn, record, status=200, latency_ms=5.0)
+        assert httpx.post(f"{api}/v1/search", json=body, headers=bearer(key)).status_code == 200
+        postgres_sink(db, Caller("api", api_key_id=key_id))(
+            CallRecord("chat", "m", "127.0.0.1:1", 80, 30, 5.0)
+        )
     spent = httpx.post(f"{api}/v1/search", json=body, headers=bearer(key))
     assert spent.status_code == 429
     assert "token budget" in spent.json()["detail"] and "110 of 100" in spent.json()["detail"]
