@@ -791,6 +791,11 @@ def main(argv: list[str] | None = None) -> int:
     ) as exc:
         print(f"ragline: error: {printable(str(exc).strip())}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        # The reader went away (`ragline search ... | head`): stop quietly, as other tools do. Python
+        # flushes stdout again at exit, so point it at /dev/null first.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a command a pipe cut short
     finally:
         if ledger is not None:
             ledger.close()

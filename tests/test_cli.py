@@ -317,3 +317,27 @@ def test_an_embedding_endpoint_gone_down_is_a_one_line_error_naming_it(project, 
 
     assert (code, out) == (2, "") and err.count("\n") == 1, err
     assert err.startswith("ragline: error: ") and url in err
+
+
+def test_a_closed_pipe_ends_the_command_quietly(tmp_path):
+    """`ragline ... | head` whose reader has gone: exit 141 (as a shell reports SIGPIPE), no traceback."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    config = tmp_path / "ragline.yaml"
+    config.write_text(f"data_dir: {tmp_path / 'data'}\nsources: [{{name: a, root: .}}]\n")
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the command writes anything
+    try:
+        done = subprocess.run(
+            [str(Path(sys.executable).with_name("ragline")), "--config", str(config), "env"],
+            stdout=write_end,
+            stderr=subprocess.PIPE,
+            text=True,
+            timeout=120,
+        )
+    finally:
+        os.close(write_end)
+    assert (done.returncode, done.stderr) == (141, "")

@@ -3,15 +3,28 @@ loads the model while it connects to the database and runs the lexical side of a
 
 from __future__ import annotations
 
+import atexit
 import threading
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, wait
 from typing import TYPE_CHECKING
 
 from ragline.types import Embedder, ModelTokenizer
 
 if TYPE_CHECKING:
     import numpy as np
+
+
+LOAD_WAIT_AT_EXIT_SECONDS = 60.0
+_loading: set[Future] = set()  # builds still running (a finished one holds no reference here)
+
+
+@atexit.register
+def _finish_loads() -> None:
+    """A process that ends (say, on a clear error) while a model is still loading lets the load end
+    first: interpreter shutdown under a running ONNX Runtime session build aborted the process once
+    ("terminate called without an active exception", exit 134 instead of 2)."""
+    wait(list(_loading), timeout=LOAD_WAIT_AT_EXIT_SECONDS)
 
 
 class BackgroundEmbedder:
@@ -21,6 +34,8 @@ class BackgroundEmbedder:
 
     def __init__(self, build: Callable[[], Embedder]) -> None:
         self._built: Future[Embedder] = Future()
+        _loading.add(self._built)
+        self._built.add_done_callback(_loading.discard)
         threading.Thread(target=self._build, args=(build,), name="ragline-embedder-load", daemon=True).start()
 
     def _build(self, build: Callable[[], Embedder]) -> None:
