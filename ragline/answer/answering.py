@@ -102,6 +102,7 @@ class _Request:
     timings: dict[str, float]
     started: float
     served: dict[str, Any] | None  # what search served when retrieval began (ragline.served_data)
+    searched: str  # the question as searched and stored: redacted when guardrails are on
     guardrails: dict[str, Any] = field(default_factory=dict)
     redaction: Redaction | None = None
     cache_keys: tuple[str, SemanticKey | None] | None = None
@@ -251,7 +252,7 @@ def _prepare(
             None,
             support=support if result.hits else None,
         )
-        out.answer_id = _record(db, out, prompt, [], result.query_id, served)
+        out.answer_id = _record(db, out, searched, prompt, [], result.query_id, served)
         return out
 
     if not result.hits:
@@ -292,7 +293,18 @@ def _prepare(
     messages = _messages(prompt, passages_block(context), question, output_schema)
     timings["assemble"] = 1000 * (time.perf_counter() - t)
     request = _Request(
-        question, a, prompt, context, messages, model, support, result.query_id, timings, started, served
+        question,
+        a,
+        prompt,
+        context,
+        messages,
+        model,
+        support,
+        result.query_id,
+        timings,
+        started,
+        served,
+        searched,
     )
 
     if guard is not None:
@@ -436,7 +448,10 @@ def _finish(
         route=completion.route,
         tokens=(completion.prompt_tokens, completion.completion_tokens),
     )
-    if cache is not None and r.cache_keys is not None and not _refused(out):
+    # Keyed by the chosen model: an answer another model gave (a fallback) is not stored, or a
+    # lookup for the chosen model would be served the weaker model's answer.
+    fallback = completion.model != r.model.model
+    if cache is not None and r.cache_keys is not None and not _refused(out) and not fallback:
         exact, semantic = r.cache_keys
         # The model's own text, placeholders and all: the key is of the redacted messages, so a
         # request with other values behind the same placeholders hits it and restores its own.
@@ -444,7 +459,7 @@ def _finish(
         with db.connection() as conn:
             cache.store(conn, exact=exact, semantic=semantic, payload=payload, served=r.served)
     out.answer_id = _record(
-        db, out, r.prompt, [p.hit.chunk_id for p in r.context.passages], r.query_id, r.served
+        db, out, r.searched, r.prompt, [p.hit.chunk_id for p in r.context.passages], r.query_id, r.served
     )
     return out
 
@@ -559,6 +574,8 @@ def _cache_lookup(
         "max_tokens": r.settings.max_tokens,
         "temperature": r.settings.temperature,
         "response_format": _response_format(output_schema) if output_schema is not None else None,
+        # An edit of the prompt file without a new version changes the answer: no semantic hit.
+        "prompt_sha256": r.prompt.sha256,
     }
     exact = exact_key(model=r.model.model, prompt_version=r.prompt.ref, messages=r.messages, params=params)
     context = context_key((p.hit.chunk_id, p.hit.text_hash) for p in r.context.passages)
@@ -595,7 +612,7 @@ def _cache_lookup(
         )
     )
     out.answer_id = _record(
-        db, out, r.prompt, [p.hit.chunk_id for p in r.context.passages], r.query_id, r.served
+        db, out, r.searched, r.prompt, [p.hit.chunk_id for p in r.context.passages], r.query_id, r.served
     )
     return out
 
@@ -603,17 +620,19 @@ def _cache_lookup(
 def _record(
     db: Database,
     a: Answer,
+    question: str,
     prompt: Prompt,
     chunk_ids: list[str],
     query_id: int | None,
     served: dict[str, Any],
 ) -> int:
-    """Store the answer in ragline.answers with the published generations it was answered from."""
+    """Store the answer in ragline.answers with the published generations it was answered from;
+    question: as searched (redacted when guardrails are on: the table keeps no secret of it)."""
     with db.connection() as conn:
         row = conn.execute(
             query("insert_answer"),
             {
-                "question": a.question,
+                "question": question,
                 "answer": a.text,
                 "abstained": a.abstained,
                 "reason": a.reason,
