@@ -430,3 +430,33 @@ def test_an_edited_prompt_gets_no_semantic_hit(corpus: dict, tmp_path: Path) -> 
         edited = answerer.answer(question, caller=Caller("cli"))
     assert not first.cached and again.cached and again.text == first.text
     assert not edited.cached and edited.text.startswith("Second answer") and len(server.requests) == 2
+
+
+def test_search_redacts_what_it_sends_to_a_reranking_model_and_a_remote_embedder(corpus: dict) -> None:
+    """With guardrails on, a plain search (as `ragline search` and /v1/search run it, no answer
+    pipeline) sends the LLM reranker and a remote embedding model no planted value."""
+    from ragline.config import EmbeddingSettings, VariantSettings
+    from tests.conftest import local_embedder as embedder
+
+    with (
+        EmbeddingsServer(chat_replies=["7"]) as chat,
+        EmbeddingsServer(embedder=embedder()) as embeddings,
+    ):
+        llm = dataclasses.replace(
+            corpus["settings"].llm, model="scripted", base_url=chat.base_url, max_retries=0
+        )
+        retrieval = dataclasses.replace(corpus["settings"].retrieval, rerank="llm")
+        settings = dataclasses.replace(corpus["settings"], llm=llm, retrieval=retrieval)
+        reranked = build_retriever(settings, corpus["db"], corpus["retriever"].embedder, caller="api")
+        assert reranked.search(PII_QUESTION, k=3, log=False).hits
+        remote = EmbeddingSettings(provider="openai", model="remote-minilm", base_url=embeddings.base_url)
+        variant = VariantSettings("remote", corpus["settings"].retrieval, embedding=remote)
+        searched = build_retriever(
+            corpus["settings"], corpus["db"], corpus["retriever"].embedder, variant=variant
+        )
+        searched.search(PII_QUESTION, k=3, strategy="dense", log=False)
+    graded = json.dumps([r["messages"] for r in chat.requests])
+    embedded = json.dumps([r["input"] for r in embeddings.requests])
+    assert len(chat.requests) >= 3 and "<CARD_1>" in graded and "<API_KEY_1>" in embedded
+    for value in PLANTED:
+        assert value not in graded and value not in embedded
