@@ -460,3 +460,30 @@ def test_search_redacts_what_it_sends_to_a_reranking_model_and_a_remote_embedder
     assert len(chat.requests) >= 3 and "<CARD_1>" in graded and "<API_KEY_1>" in embedded
     for value in PLANTED:
         assert value not in graded and value not in embedded
+
+
+def test_a_stream_never_sends_a_blocklisted_term_or_text_past_the_length_limit(corpus: dict) -> None:
+    """Streamed in 3-character pieces (the term split across deltas): the blocklisted term never
+    reaches the client, the final answer is the refusal and replaces what was streamed; a longer
+    word that merely starts with the term streams whole; the stream stops at max_answer_chars."""
+    guardrails = dataclasses.replace(
+        corpus["settings"].guardrails, blocklist=("Project Falcon",), max_answer_chars=60
+    )
+    replies = [
+        "The payroll desk runs Project Falcon for cards [1].",
+        "Project Falconry is a hobby of the payroll desk [1].",
+        "Write to the payroll desk about the card, and they will answer within two working days [1].",
+    ]
+    tokens, finals = [], []
+    with EmbeddingsServer(chat_replies=replies, stream_chunk_chars=3) as server:
+        llm = dataclasses.replace(corpus["settings"].llm, model="scripted", base_url=server.base_url)
+        answerer = _answerer(corpus, llm=llm, guardrails=guardrails)
+        for n in range(3):
+            events = list(answerer.stream(f"{VACATION} ({n})", caller=Caller("cli")))
+            tokens.append("".join(item for kind, item in events if kind == "token"))
+            finals.append(events[-1][1])
+    assert tokens[0] == "The payroll desk runs " and "falcon" not in tokens[0].lower()
+    assert finals[0].replaced and finals[0].guardrails["output"]["action"] == "refused"
+    assert tokens[1] == replies[1] and not finals[1].replaced and finals[1].text == replies[1]
+    assert tokens[2] == replies[2][:60] and finals[2].replaced
+    assert finals[2].guardrails["output"]["violations"] == ["answer longer than 60 characters"]

@@ -153,6 +153,7 @@ def answer_stream(
     completion: Completion | None = None
     # The tokens carry placeholders, not the redacted values: restored as the policy allows.
     restorer = _StreamRestorer(r.redaction) if guard is not None and r.redaction is not None else None
+    gate = _StreamGate(guard) if guard is not None else None
     streamed: list[str] = []
     for item in r.model.stream(
         r.messages, max_tokens=r.settings.max_tokens, temperature=r.settings.temperature
@@ -161,11 +162,14 @@ def answer_stream(
             completion = item
             continue
         text = item if restorer is None else restorer.feed(item)
+        text = text if gate is None else gate.feed(text)
         if text:
             r.timings.setdefault("first_token", 1000 * (time.perf_counter() - r.started))
             streamed.append(text)
             yield "token", text
-    if restorer is not None and (rest := restorer.flush()):
+    rest = "" if restorer is None else restorer.flush()
+    rest = rest if gate is None else gate.feed(rest, final=True)
+    if rest:
         streamed.append(rest)
         yield "token", rest
     if completion is None:
@@ -555,6 +559,34 @@ class _StreamRestorer:
     def flush(self) -> str:
         text, self.pending = self.pending, ""
         return self.redaction.restore(text)
+
+
+class _StreamGate:
+    """Holds streamed text back where the output checks would repair or refuse it: a blocklisted
+    term (and a tail that may be its start, split across deltas) and what lies past
+    max_answer_chars never reach the client; the final answer then replaces what was streamed."""
+
+    def __init__(self, guard: Guard) -> None:
+        s = guard.settings
+        self.guard = guard
+        self.blocklist = s.enabled and bool(s.blocklist) and s.actions.blocklist != "flag"
+        self.hold = max(map(len, s.blocklist)) if self.blocklist else 0
+        self.limit = s.max_answer_chars if s.enabled and s.actions.length != "flag" else None
+        self.text = ""
+        self.sent = 0
+
+    def feed(self, delta: str, *, final: bool = False) -> str:
+        """The text that may go out now (final: the stream ended, nothing more may complete a term)."""
+        self.text += delta
+        end = len(self.text) if final else len(self.text) - self.hold
+        if self.blocklist and (start := self.guard.blocked_at(self.text)) is not None:
+            end = min(end, start)
+        if self.limit is not None:
+            end = min(end, self.limit)
+        if end <= self.sent:
+            return ""
+        out, self.sent = self.text[self.sent : end], end
+        return out
 
 
 def _cache_lookup(
