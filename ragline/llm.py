@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Protocol, TypeVar
@@ -69,6 +70,8 @@ class ChatClient:
         self.tokenizer = tokenizer  # counts tokens when a server sends no usage
         self.prompt_tokens = 0
         self.completion_tokens = 0
+        # One client serves concurrent requests (an API's thread pool): the totals add under a lock.
+        self._tokens_lock = threading.Lock()
 
     @property
     def requests(self) -> int:
@@ -188,8 +191,9 @@ class ChatClient:
     def _completion(
         self, text: str, prompt: int, completion: int, started: float, finish: str | None
     ) -> Completion:
-        self.prompt_tokens += prompt
-        self.completion_tokens += completion
+        with self._tokens_lock:
+            self.prompt_tokens += prompt
+            self.completion_tokens += completion
         return Completion(
             text=text,
             model=self.model,

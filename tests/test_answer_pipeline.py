@@ -355,3 +355,135 @@ def test_answer_command_caches_and_gc_purges_dead_entries(
     assert "answer cache: purged 1 entries" in capsys.readouterr().out
     with psycopg.connect(corpus["url"]) as conn:
         assert conn.execute("SELECT count(*) FROM ragline.answer_cache").fetchone()[0] == live - 1
+
+
+QUESTION_SECRETS = ("5555 5555 5555 4444", "5555555555554444", "sk-proj-QUESTIONkey0123456789abcdef")
+
+
+def test_the_questions_secrets_are_in_no_table(corpus: dict) -> None:
+    """A question holding a card number and an API key, answered, streamed and abstained on: no
+    column of answers, query_log, answer_cache or llm_calls holds either (the redacted question is
+    what is searched, logged and stored)."""
+    with EmbeddingsServer(chat_replies=["Ask the payroll desk [1]."]) as server:
+        answerer = _scripted(corpus, server)
+        answered = answerer.answer(PII_QUESTION + " (stored)", caller=Caller("cli"), log=True)
+        list(answerer.stream(PII_QUESTION + " (streamed)", caller=Caller("cli"), log=True))
+        abstained = answerer.answer(PII_QUESTION, caller=Caller("cli"), log=True, min_support=0.99)
+    assert not answered.abstained and abstained.abstained and answered.answer_id is not None
+    with psycopg.connect(corpus["url"]) as conn:
+        stored = conn.execute(
+            "SELECT question FROM ragline.answers WHERE answer_id = %s", (answered.answer_id,)
+        ).fetchone()[0]
+        rows = {
+            table: [r[0] for r in conn.execute(f"SELECT row_to_json(t)::text FROM ragline.{table} t")]
+            for table in ("answers", "query_log", "answer_cache", "llm_calls")
+        }
+    assert "<CARD_1>" in stored and "<API_KEY_1>" in stored and stored.endswith("(stored)")
+    assert all(rows.values())
+    for table, texts in rows.items():
+        for value in QUESTION_SECRETS:
+            assert not any(value in text for text in texts), (table, value)
+
+
+def test_a_fallback_answer_is_not_served_to_the_chosen_models_lookup(corpus: dict) -> None:
+    """The chosen model's server fails once and the fallback answers: that answer is not cached
+    under the chosen model's key, so the same request, with the chosen model back, is answered by
+    the chosen model (not served the fallback's answer from the cache)."""
+    question = "Which days count as public holidays for the vacation allowance?"
+    with (
+        EmbeddingsServer(fail_first=[500], chat_replies=["The primary's answer [1]."]) as primary,
+        EmbeddingsServer(chat_replies=["The fallback's answer [1]."]) as backup,
+    ):
+        settings = _config_with(
+            corpus,
+            models={
+                "primary": {"model": "primary-model", "base_url": primary.base_url, "max_retries": 0},
+                "backup": {"model": "backup-model", "base_url": backup.base_url, "max_retries": 0},
+            },
+            routing={"default": "primary", "fallback": ["backup"]},
+        )
+        answerer = build_answerer(settings, corpus["db"], retriever=corpus["retriever"])
+        first = answerer.answer(question, caller=Caller("cli"))
+        second = answerer.answer(question, caller=Caller("cli"))
+        third = answerer.answer(question, caller=Caller("cli"))
+    assert first.model == "backup-model" and first.route.startswith("fallback to backup")
+    assert not second.cached and second.model == "primary-model" and second.text.startswith("The primary's")
+    assert third.cached and third.model == "primary-model"  # the chosen model's own answer is cached
+
+
+def test_an_edited_prompt_gets_no_semantic_hit(corpus: dict, tmp_path: Path) -> None:
+    """The semantic cache on, the project's prompt file edited without a new version: the same
+    question is answered anew (the prompt's hash is part of the semantic key)."""
+    from ragline.answer.prompts import PROMPT_DIR
+
+    prompt = tmp_path / "answer@1.md"
+    prompt.write_text((PROMPT_DIR / "answer@1.md").read_text())
+    question = "Can unused vacation days be paid out when I leave the company?"
+    with EmbeddingsServer(chat_replies=["First answer [1].", "Second answer [1]."]) as server:
+        llm = dataclasses.replace(corpus["settings"].llm, model="scripted", base_url=server.base_url)
+        cache = dataclasses.replace(corpus["settings"].cache, semantic=True)
+        answer = dataclasses.replace(corpus["settings"].answer, prompt_dir=tmp_path)
+        answerer = _answerer(corpus, llm=llm, cache=cache, answer=answer)
+        first = answerer.answer(question, caller=Caller("cli"))
+        again = answerer.answer(question, caller=Caller("cli"))
+        prompt.write_text(prompt.read_text().replace("# user", "Answer in one sentence.\n\n# user"))
+        edited = answerer.answer(question, caller=Caller("cli"))
+    assert not first.cached and again.cached and again.text == first.text
+    assert not edited.cached and edited.text.startswith("Second answer") and len(server.requests) == 2
+
+
+def test_search_redacts_what_it_sends_to_a_reranking_model_and_a_remote_embedder(corpus: dict) -> None:
+    """With guardrails on, a plain search (as `ragline search` and /v1/search run it, no answer
+    pipeline) sends the LLM reranker and a remote embedding model no planted value."""
+    from ragline.config import EmbeddingSettings, VariantSettings
+    from tests.conftest import local_embedder as embedder
+
+    with (
+        EmbeddingsServer(chat_replies=["7"]) as chat,
+        EmbeddingsServer(embedder=embedder()) as embeddings,
+    ):
+        llm = dataclasses.replace(
+            corpus["settings"].llm, model="scripted", base_url=chat.base_url, max_retries=0
+        )
+        retrieval = dataclasses.replace(corpus["settings"].retrieval, rerank="llm")
+        settings = dataclasses.replace(corpus["settings"], llm=llm, retrieval=retrieval)
+        reranked = build_retriever(settings, corpus["db"], corpus["retriever"].embedder, caller="api")
+        assert reranked.search(PII_QUESTION, k=3, log=False).hits
+        remote = EmbeddingSettings(provider="openai", model="remote-minilm", base_url=embeddings.base_url)
+        variant = VariantSettings("remote", corpus["settings"].retrieval, embedding=remote)
+        searched = build_retriever(
+            corpus["settings"], corpus["db"], corpus["retriever"].embedder, variant=variant
+        )
+        searched.search(PII_QUESTION, k=3, strategy="dense", log=False)
+    graded = json.dumps([r["messages"] for r in chat.requests])
+    embedded = json.dumps([r["input"] for r in embeddings.requests])
+    assert len(chat.requests) >= 3 and "<CARD_1>" in graded and "<API_KEY_1>" in embedded
+    for value in PLANTED:
+        assert value not in graded and value not in embedded
+
+
+def test_a_stream_never_sends_a_blocklisted_term_or_text_past_the_length_limit(corpus: dict) -> None:
+    """Streamed in 3-character pieces (the term split across deltas): the blocklisted term never
+    reaches the client, the final answer is the refusal and replaces what was streamed; a longer
+    word that merely starts with the term streams whole; the stream stops at max_answer_chars."""
+    guardrails = dataclasses.replace(
+        corpus["settings"].guardrails, blocklist=("Project Falcon",), max_answer_chars=60
+    )
+    replies = [
+        "The payroll desk runs Project Falcon for cards [1].",
+        "Project Falconry is a hobby of the payroll desk [1].",
+        "Write to the payroll desk about the card, and they will answer within two working days [1].",
+    ]
+    tokens, finals = [], []
+    with EmbeddingsServer(chat_replies=replies, stream_chunk_chars=3) as server:
+        llm = dataclasses.replace(corpus["settings"].llm, model="scripted", base_url=server.base_url)
+        answerer = _answerer(corpus, llm=llm, guardrails=guardrails)
+        for n in range(3):
+            events = list(answerer.stream(f"{VACATION} ({n})", caller=Caller("cli")))
+            tokens.append("".join(item for kind, item in events if kind == "token"))
+            finals.append(events[-1][1])
+    assert tokens[0] == "The payroll desk runs " and "falcon" not in tokens[0].lower()
+    assert finals[0].replaced and finals[0].guardrails["output"]["action"] == "refused"
+    assert tokens[1] == replies[1] and not finals[1].replaced and finals[1].text == replies[1]
+    assert tokens[2] == replies[2][:60] and finals[2].replaced
+    assert finals[2].guardrails["output"]["violations"] == ["answer longer than 60 characters"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import socket
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -394,3 +395,81 @@ def test_a_call_recorded_while_the_caller_holds_every_pooled_connection_is_store
         report_call(record)
     [row] = ledger(db_url)
     assert (row["prompt_tokens"], row["caller_kind"], row["cost_usd"]) == (3, "api", 0)
+
+
+class ScriptedReplies:
+    """A loopback HTTP server answering each POST with the next (status, body) of a script: a
+    refusal, a server error, a malformed 200 (a choice without a message), a good reply."""
+
+    def __init__(self, script: list[tuple[int, dict[str, Any]]]) -> None:
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        replies = list(script)
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *_args: Any) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers["Content-Length"]))
+                status, body = replies.pop(0)
+                raw = json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(raw)))
+                self.end_headers()
+                self.wfile.write(raw)
+
+        self.replies = replies
+        self._http = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._thread = threading.Thread(target=self._http.serve_forever, daemon=True)
+        self.base_url = f"http://127.0.0.1:{self._http.server_address[1]}/v1"
+
+    def __enter__(self) -> ScriptedReplies:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._http.shutdown()
+        self._http.server_close()
+
+
+def _chat_reply(choice: dict[str, Any]) -> dict[str, Any]:
+    return {"id": "c", "object": "chat.completion", "created": 0, "model": "m", "choices": [choice]}
+
+
+def test_a_trial_call_that_raises_anything_settles_the_circuit_and_a_refusal_never_opens_it(tmp_path) -> None:
+    """With the real ChatClient against a scripted server: a 400 refusal leaves the circuit closed;
+    a 500 opens it; after the cooldown the trial call gets a malformed reply (a TypeError-like
+    error, not LLMError) which is raised and re-opens the circuit; after the next cooldown a call
+    goes through again (before the fix the unsettled trial kept the circuit open for good)."""
+    refusal = {"error": {"message": "bad request", "type": "invalid_request_error"}}
+    message = {"role": "assistant", "content": "hi"}
+    good = _chat_reply({"index": 0, "message": message, "finish_reason": "stop"})
+    malformed = _chat_reply({"index": 0})
+    script = [(400, refusal), (500, {"error": {"message": "boom"}}), (200, malformed), (200, good)]
+    with ScriptedReplies(script) as server:
+        settings = settings_with(
+            tmp_path,
+            models={"only": {"model": "m", "base_url": server.base_url, "max_retries": 0}},
+            routing={"circuit": {"failures": 1, "cooldown_seconds": 60}},
+        )
+        now = [0.0]
+        router = Router(settings, clock=lambda: now[0])
+        endpoint = router.endpoint("only")
+        with pytest.raises(LLMError, match="only failed: .*HTTP 400"):
+            router.select(RouteFeatures()).chat(ASK, max_tokens=4)
+        assert router.breaker.state(endpoint) == "closed"  # the endpoint answered: a refusal
+        with pytest.raises(LLMError, match="only failed: .*HTTP 500"):
+            router.select(RouteFeatures()).chat(ASK, max_tokens=4)
+        assert router.breaker.state(endpoint) == "open"
+        now[0] = 61.0
+        assert router.breaker.state(endpoint) == "half-open"
+        with pytest.raises(Exception) as raised:
+            router.select(RouteFeatures()).chat(ASK, max_tokens=4)
+        assert not isinstance(raised.value, LLMError)  # the malformed reply's own error, re-raised
+        assert router.breaker.state(endpoint) == "open"
+        now[0] = 122.0
+        assert router.breaker.state(endpoint) == "half-open"
+        assert router.select(RouteFeatures()).chat(ASK, max_tokens=4).text == "hi"
+        assert router.breaker.state(endpoint) == "closed" and server.replies == []

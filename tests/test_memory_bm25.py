@@ -16,7 +16,7 @@ from ragline.retrieval.bm25 import Bm25Result, exhaustive_top_texts
 from ragline.retrieval.memory_bm25 import MemoryBm25, memory_bm25
 from ragline.retrieval.search import build_retriever
 from ragline.storage.db import Database
-from ragline.types import Filters
+from ragline.types import DatabaseError, Filters
 from tests.conftest import REPO, local_embedder, write_project
 from tests.test_bm25 import add_texts, random_queries, real_texts
 
@@ -213,3 +213,44 @@ def test_a_failed_reload_leaves_sql_answering_retries_later_and_names_no_secret(
     logged = "\n".join(r.getMessage() for r in caplog.records)
     assert "reloading the in-memory BM25 index of default failed" in logged
     assert "hunter2secret" not in logged
+
+
+def test_a_failed_first_load_is_a_database_error_naming_no_secret(corpus):
+    """The first search of a set whose load fails: DatabaseError (the API's 503, a server-side
+    failure), not RetrievalError (the API's 422, which blames the request)."""
+    db, texts = corpus
+    backend = MemoryBm25(db)
+    backend._url = "postgresql://ragline:hunter2secret@/ragline?host=/nonexistent-socket-dir"
+    with db.connection() as conn, pytest.raises(DatabaseError) as raised:
+        backend.top_texts(conn, "default", texts[0][:80], 10, k1=1.2, b=0.75)
+    assert "loading the in-memory BM25 index of default failed" in str(raised.value)
+    assert "hunter2secret" not in str(raised.value)
+
+
+def test_nbytes_can_be_read_while_searches_replace_the_norms(corpus):
+    """nbytes (a server's /metrics) while other threads' searches with new (k1, b) clear the cached
+    norms: it never fails with 'dictionary changed size during iteration'."""
+    import sys
+    import threading
+
+    db, _texts = corpus
+    index = MemoryBm25(db).warm("default")
+    stop = threading.Event()
+
+    def churn() -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            index._norm(1.0 + (i % 9) / 10, 0.75)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    worker = threading.Thread(target=churn)
+    worker.start()
+    try:
+        for _ in range(20_000):
+            assert index.nbytes > 0
+    finally:
+        stop.set()
+        worker.join()
+        sys.setswitchinterval(interval)

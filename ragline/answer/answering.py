@@ -102,6 +102,7 @@ class _Request:
     timings: dict[str, float]
     started: float
     served: dict[str, Any] | None  # what search served when retrieval began (ragline.served_data)
+    searched: str  # the question as searched and stored: redacted when guardrails are on
     guardrails: dict[str, Any] = field(default_factory=dict)
     redaction: Redaction | None = None
     cache_keys: tuple[str, SemanticKey | None] | None = None
@@ -152,6 +153,7 @@ def answer_stream(
     completion: Completion | None = None
     # The tokens carry placeholders, not the redacted values: restored as the policy allows.
     restorer = _StreamRestorer(r.redaction) if guard is not None and r.redaction is not None else None
+    gate = _StreamGate(guard) if guard is not None else None
     streamed: list[str] = []
     for item in r.model.stream(
         r.messages, max_tokens=r.settings.max_tokens, temperature=r.settings.temperature
@@ -160,11 +162,14 @@ def answer_stream(
             completion = item
             continue
         text = item if restorer is None else restorer.feed(item)
+        text = text if gate is None else gate.feed(text)
         if text:
             r.timings.setdefault("first_token", 1000 * (time.perf_counter() - r.started))
             streamed.append(text)
             yield "token", text
-    if restorer is not None and (rest := restorer.flush()):
+    rest = "" if restorer is None else restorer.flush()
+    rest = rest if gate is None else gate.feed(rest, final=True)
+    if rest:
         streamed.append(rest)
         yield "token", rest
     if completion is None:
@@ -251,7 +256,7 @@ def _prepare(
             None,
             support=support if result.hits else None,
         )
-        out.answer_id = _record(db, out, prompt, [], result.query_id, served)
+        out.answer_id = _record(db, out, searched, prompt, [], result.query_id, served)
         return out
 
     if not result.hits:
@@ -292,7 +297,18 @@ def _prepare(
     messages = _messages(prompt, passages_block(context), question, output_schema)
     timings["assemble"] = 1000 * (time.perf_counter() - t)
     request = _Request(
-        question, a, prompt, context, messages, model, support, result.query_id, timings, started, served
+        question,
+        a,
+        prompt,
+        context,
+        messages,
+        model,
+        support,
+        result.query_id,
+        timings,
+        started,
+        served,
+        searched,
     )
 
     if guard is not None:
@@ -436,7 +452,10 @@ def _finish(
         route=completion.route,
         tokens=(completion.prompt_tokens, completion.completion_tokens),
     )
-    if cache is not None and r.cache_keys is not None and not _refused(out):
+    # Keyed by the chosen model: an answer another model gave (a fallback) is not stored, or a
+    # lookup for the chosen model would be served the weaker model's answer.
+    fallback = completion.model != r.model.model
+    if cache is not None and r.cache_keys is not None and not _refused(out) and not fallback:
         exact, semantic = r.cache_keys
         # The model's own text, placeholders and all: the key is of the redacted messages, so a
         # request with other values behind the same placeholders hits it and restores its own.
@@ -444,7 +463,7 @@ def _finish(
         with db.connection() as conn:
             cache.store(conn, exact=exact, semantic=semantic, payload=payload, served=r.served)
     out.answer_id = _record(
-        db, out, r.prompt, [p.hit.chunk_id for p in r.context.passages], r.query_id, r.served
+        db, out, r.searched, r.prompt, [p.hit.chunk_id for p in r.context.passages], r.query_id, r.served
     )
     return out
 
@@ -542,6 +561,34 @@ class _StreamRestorer:
         return self.redaction.restore(text)
 
 
+class _StreamGate:
+    """Holds streamed text back where the output checks would repair or refuse it: a blocklisted
+    term (and a tail that may be its start, split across deltas) and what lies past
+    max_answer_chars never reach the client; the final answer then replaces what was streamed."""
+
+    def __init__(self, guard: Guard) -> None:
+        s = guard.settings
+        self.guard = guard
+        self.blocklist = s.enabled and bool(s.blocklist) and s.actions.blocklist != "flag"
+        self.hold = max(map(len, s.blocklist)) if self.blocklist else 0
+        self.limit = s.max_answer_chars if s.enabled and s.actions.length != "flag" else None
+        self.text = ""
+        self.sent = 0
+
+    def feed(self, delta: str, *, final: bool = False) -> str:
+        """The text that may go out now (final: the stream ended, nothing more may complete a term)."""
+        self.text += delta
+        end = len(self.text) if final else len(self.text) - self.hold
+        if self.blocklist and (start := self.guard.blocked_at(self.text)) is not None:
+            end = min(end, start)
+        if self.limit is not None:
+            end = min(end, self.limit)
+        if end <= self.sent:
+            return ""
+        out, self.sent = self.text[self.sent : end], end
+        return out
+
+
 def _cache_lookup(
     r: _Request,
     db: Database,
@@ -559,6 +606,8 @@ def _cache_lookup(
         "max_tokens": r.settings.max_tokens,
         "temperature": r.settings.temperature,
         "response_format": _response_format(output_schema) if output_schema is not None else None,
+        # An edit of the prompt file without a new version changes the answer: no semantic hit.
+        "prompt_sha256": r.prompt.sha256,
     }
     exact = exact_key(model=r.model.model, prompt_version=r.prompt.ref, messages=r.messages, params=params)
     context = context_key((p.hit.chunk_id, p.hit.text_hash) for p in r.context.passages)
@@ -595,7 +644,7 @@ def _cache_lookup(
         )
     )
     out.answer_id = _record(
-        db, out, r.prompt, [p.hit.chunk_id for p in r.context.passages], r.query_id, r.served
+        db, out, r.searched, r.prompt, [p.hit.chunk_id for p in r.context.passages], r.query_id, r.served
     )
     return out
 
@@ -603,17 +652,19 @@ def _cache_lookup(
 def _record(
     db: Database,
     a: Answer,
+    question: str,
     prompt: Prompt,
     chunk_ids: list[str],
     query_id: int | None,
     served: dict[str, Any],
 ) -> int:
-    """Store the answer in ragline.answers with the published generations it was answered from."""
+    """Store the answer in ragline.answers with the published generations it was answered from;
+    question: as searched (redacted when guardrails are on: the table keeps no secret of it)."""
     with db.connection() as conn:
         row = conn.execute(
             query("insert_answer"),
             {
-                "question": a.question,
+                "question": question,
                 "answer": a.text,
                 "abstained": a.abstained,
                 "reason": a.reason,

@@ -110,25 +110,15 @@ def build_answerer(
     guard = None
     if settings.guardrails.enabled:
         from ragline.guardrails import Guard
-        from ragline.llm import LLMReranker
 
+        # (build_retriever redacts what the retriever itself sends: the LLM reranker's requests.)
         guard = Guard(settings.guardrails)
-        if isinstance(retriever.reranker, LLMReranker):
-            # The reranker's grading requests are model calls too: they carry no personal data.
-            retriever.reranker.redact = _redactor(guard)
     cache = None
     if settings.cache.enabled:
         from ragline.answer.cache import AnswerCache
 
         cache = AnswerCache(settings.cache)
     return Answerer(settings, db, retriever, models, guard, cache)
-
-
-def _redactor(guard: Guard) -> Callable[[str], str]:
-    def redact(text: str) -> str:
-        return guard.redact([text]).texts[0]
-
-    return redact
 
 
 def model_selector(settings: Settings) -> ModelSelector:

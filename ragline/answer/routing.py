@@ -51,7 +51,8 @@ class _Circuit:
 
 class CircuitBreaker:
     """Per endpoint: open after N failures in a row (calls skip it), half-open after the cooldown
-    (one call tries it: success closes it, failure opens it again)."""
+    (one call tries it: success closes it, failure opens it again). Every call allowed through
+    must end in succeeded(), failed() or abandoned(), or a trial would hold the circuit open."""
 
     def __init__(self, settings: CircuitSettings, clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
@@ -90,6 +91,25 @@ class CircuitBreaker:
             if c.trial or c.failures >= self.settings.failures:
                 c.opened_at = self._clock()
             c.trial = False
+
+    def abandoned(self, endpoint: str) -> None:
+        """A call ended without an outcome (interrupted, cancelled): a trial counts as failed."""
+        with self._lock:
+            c = self._circuits.get(endpoint)
+            trial = c is not None and c.trial
+        if trial:
+            self.failed(endpoint)
+
+    def settle(self, endpoint: str, exc: BaseException | None) -> None:
+        """The outcome of one allowed call: None or a refusal (a plain LLMError such as a 4xx: the
+        endpoint answered) closes the circuit; LLMUnavailable or any other Exception (a malformed
+        reply) is a failure; an interruption (KeyboardInterrupt, GeneratorExit) ends a trial only."""
+        if exc is None or (isinstance(exc, LLMError) and not isinstance(exc, LLMUnavailable)):
+            self.succeeded(endpoint)
+        elif isinstance(exc, Exception):
+            self.failed(endpoint)
+        else:
+            self.abandoned(endpoint)
 
 
 def rule_match(rule: EscalationRule, features: RouteFeatures) -> str | None:
@@ -188,16 +208,6 @@ class RoutedModel:
         notes.append(f"{name} unavailable (circuit open)")
         return True
 
-    def _failed(self, name: str, exc: LLMError) -> None:
-        """Only an endpoint that cannot answer (unreachable, timing out, 429 or 5xx after its retries)
-        counts towards opening its circuit. One that refused this request (a 4xx: a prompt too long,
-        a bad key) answered: it is up, and its circuit is closed again."""
-        endpoint = self.router.endpoint(name)
-        if isinstance(exc, LLMUnavailable):
-            self.router.breaker.failed(endpoint)
-        else:
-            self.router.breaker.succeeded(endpoint)
-
     def _exhausted(self, notes: list[str]) -> LLMError:
         """Every model failed or was skipped: the decision is recorded, and the error names each."""
         if all(n.endswith("(circuit open)") for n in notes):
@@ -232,6 +242,7 @@ class RoutedModel:
                 continue
             route = self._route(name, notes)
             calls: list[CallRecord] = []
+            outcome: BaseException | None = None
             try:
                 with calls_recorded_by(calls.append):
                     completion = self.router.client(name).chat(
@@ -240,13 +251,16 @@ class RoutedModel:
                         temperature=temperature,
                         response_format=response_format,
                     )
-            except LLMError as exc:
-                self._failed(name, exc)
-                _forward(calls, route)
+            except BaseException as exc:
+                outcome = exc
+                if not isinstance(exc, LLMError):
+                    raise
                 notes.append(f"{name} failed: {printable(str(exc), REASON_CHARS)}")
                 continue
-            self.router.breaker.succeeded(self.router.endpoint(name))
-            _forward(calls, route)
+            finally:
+                # Whatever ended the call (a malformed reply, an interrupt too), the circuit learns it.
+                self.router.breaker.settle(self.router.endpoint(name), outcome)
+                _forward(calls, route)
             return dataclasses.replace(completion, route=route)
         raise self._exhausted(notes)
 
@@ -262,6 +276,7 @@ class RoutedModel:
             emitted = False
             calls: list[CallRecord] = []
             parts: Iterator[str | Completion] | None = None
+            outcome: BaseException | None = None
             try:
                 # The sink is installed around each step only, never across a yield: a generator
                 # resumed in another context (a server's thread pool) must not carry it, nor reset it.
@@ -280,16 +295,21 @@ class RoutedModel:
                     finally:
                         _forward(calls, route)
                     if not emitted:
-                        self.router.breaker.succeeded(self.router.endpoint(name))  # it answers
+                        self.router.breaker.settle(self.router.endpoint(name), None)  # it answers
                         emitted = True
                     yield dataclasses.replace(part, route=route) if isinstance(part, Completion) else part
                 return
-            except LLMError as exc:
-                self._failed(name, exc)
-                if emitted:
+            except BaseException as exc:
+                outcome = exc
+                if emitted or not isinstance(exc, LLMError):
                     raise
                 notes.append(f"{name} failed: {printable(str(exc), REASON_CHARS)}")
             finally:
+                if not emitted or isinstance(outcome, LLMUnavailable):
+                    # Before the first delta the call's outcome settles the circuit, whatever it
+                    # was (a consumer closing the stream, a malformed chunk); a stream broken off
+                    # later is a failure of the endpoint too.
+                    self.router.breaker.settle(self.router.endpoint(name), outcome)
                 close = getattr(parts, "close", None)
                 if close is not None:
                     with calls_recorded_by(calls.append):

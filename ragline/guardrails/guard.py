@@ -99,6 +99,12 @@ class Guard:
             return []
         return injection_flags(passage)
 
+    def blocked_at(self, text: str) -> int | None:
+        """Where the first blocklisted term in text starts, or None (also when off)."""
+        if not self.settings.enabled:
+            return None
+        return min((m.start() for p in self._blocklist if (m := p.search(text))), default=None)
+
     def check_output(self, text: str, *, available: set[int], redaction: Redaction) -> OutputCheck:
         """Restore what the policy allows, then check citations, personal data and credentials,
         the blocklist and the length; each violation is repaired, refused or flagged as configured."""

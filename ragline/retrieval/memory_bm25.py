@@ -25,7 +25,7 @@ import psycopg
 from ragline.retrieval.bm25 import Bm25Result, ExhaustiveBm25, ScoredText
 from ragline.safe_text import printable
 from ragline.storage.db import Database, query, redact_error
-from ragline.types import RetrievalError
+from ragline.types import DatabaseError
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,9 @@ class LexicalIndex:
             self.hash_rank,
         )
         strings = sum(49 + len(h) for h in self.text_hash) + 8 * len(self.text_hash)
-        return sum(a.nbytes for a in arrays) + strings + sum(v.nbytes for v in self._norms.values())
+        # A copy first (one step under the GIL): a search on another thread may clear the dict.
+        norms = list(self._norms.values())
+        return sum(a.nbytes for a in arrays) + strings + sum(v.nbytes for v in norms)
 
     def _norm(self, k1: float, b: float) -> np.ndarray:
         """k1 * (1 - b + b * dl / avgdl) per text, evaluated as ragline.bm25_weight evaluates it."""
@@ -254,7 +256,8 @@ class MemoryBm25:
                 try:
                     index = self.warm(chunk_set)
                 except (psycopg.Error, RuntimeError) as exc:
-                    raise RetrievalError(
+                    # The server's failure, not the query's: 503 from the API, not 4xx.
+                    raise DatabaseError(
                         f"loading the in-memory BM25 index of {printable(chunk_set, 80)} failed: "
                         f"{printable(redact_error(exc, self._url), 300)}"
                     ) from None

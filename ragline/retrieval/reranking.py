@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 
 from ragline.config import LLMSettings
@@ -36,8 +36,14 @@ class MaxSimReranker:
         return out[:top_n] if top_n else out
 
 
-def build_reranker(name: str | None, embedder: Embedder | None, llm: LLMSettings) -> Reranker | None:
-    """The reranker a retrieval setting names, or None."""
+def build_reranker(
+    name: str | None,
+    embedder: Embedder | None,
+    llm: LLMSettings,
+    redact: Callable[[str], str] | None = None,
+) -> Reranker | None:
+    """The reranker a retrieval setting names, or None; redact: applied to what the llm reranker
+    sends (query and passages), as the guardrails redact it."""
     if name is None:
         return None
     if name == "maxsim":
@@ -50,5 +56,5 @@ def build_reranker(name: str | None, embedder: Embedder | None, llm: LLMSettings
 
         client = chat_client(llm)
         assert client is not None
-        return LLMReranker(client)
+        return LLMReranker(client, redact=redact)
     raise RetrievalError(f"unknown reranker {name!r}")

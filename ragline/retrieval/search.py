@@ -7,7 +7,7 @@ import json
 import math
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import replace
@@ -22,6 +22,7 @@ from ragline.config import (
     DEFAULT_CHUNK_SET,
     RETRIEVAL_STRATEGIES,
     ConfigError,
+    GuardrailSettings,
     RetrievalSettings,
     Settings,
     VariantSettings,
@@ -129,8 +130,11 @@ class Retriever:
         variant: str | None = None,
         caller: str = "python",
         concurrent: bool = True,
+        redact_query: Callable[[str], str] | None = None,
     ) -> None:
         self.db = db
+        # Applied to the query before a remote embedder sees it (the guardrails' redaction).
+        self.redact_query = redact_query
         self.embedder = embedder
         self.settings = settings or RetrievalSettings()
         self.ef_search = ef_search
@@ -281,6 +285,8 @@ class Retriever:
             raise RetrievalError("dense search and MMR need an embedder")
         if conn is not None:
             self.model(conn)
+        if self.redact_query is not None:
+            text = self.redact_query(text)
         return self.embedder.embed([text])[0]
 
     def dense(self, conn: psycopg.Connection, qvec: np.ndarray, limit: int, filters: Filters) -> list[Hit]:
@@ -549,6 +555,7 @@ def build_retriever(
     log_queries: bool | None = None,
 ) -> Retriever:
     """The retriever ragline.yaml describes: the pipeline's own, or an evaluation variant's."""
+    from ragline.index.local_model import LocalMiniLM
     from ragline.retrieval.reranking import build_reranker
 
     retrieval = variant.retrieval if variant else settings.retrieval
@@ -559,6 +566,10 @@ def build_retriever(
         # A variant with its own model reads that model's vectors, not the published ones.
         embedder = variant_embedder(variant, embedder)  # type: ignore[arg-type]
         model_id = embedder.model_id
+    # With guardrails on, nothing a search sends to an external endpoint carries personal data or
+    # credentials: the LLM reranker's requests, and the query a remote embedding model embeds.
+    redact = guard_redactor(settings.guardrails) if settings.guardrails.enabled else None
+    remote = embedder is not None and not isinstance(embedder, LocalMiniLM)
     return Retriever(
         db,
         embedder,
@@ -566,7 +577,20 @@ def build_retriever(
         ef_search=settings.index.ef_search,
         chunk_set=variant.chunk_set if variant else DEFAULT_CHUNK_SET,
         model_id=model_id,
-        reranker=build_reranker(retrieval.rerank, embedder, settings.llm),
+        reranker=build_reranker(retrieval.rerank, embedder, settings.llm, redact),
         variant=variant.name if variant else None,
         caller=caller,
+        redact_query=redact if remote else None,
     )
+
+
+def guard_redactor(settings: GuardrailSettings) -> Callable[[str], str]:
+    """One text redacted as the guardrails redact a model call's texts."""
+    from ragline.guardrails import Guard
+
+    guard = Guard(settings)
+
+    def redact(text: str) -> str:
+        return guard.redact([text]).texts[0]
+
+    return redact
