@@ -347,3 +347,14 @@ def test_only_a_pass_on_fresh_data_is_green(row, headline, state):
     level, label = state
     assert f'<tr class="{level}" data-asset="chunks" data-partition="docs" data-state="{label}">' in page
     assert ('class="chip good"' in page) == ("checks" not in row)  # only a passed check's chip is green
+
+
+def test_a_significant_context_row_is_not_reported_as_a_near_alarm():
+    """Queries against passages are nearly always "significant"; that row never alarms, so neither the
+    board nor `ragline status` may read it as a shift just under drift.min_new_share."""
+    from ragline.monitoring.board import drift_verdict
+
+    row = {"alarm": False, "p_value": 0.005, "significant": True, "effect": 1.0, "scope": "queries_vs_corpus"}
+    assert drift_verdict({**row, "alarming": False}) == ("context only (never alarms)", "good")
+    near = {**row, "scope": "corpus_vs_baseline", "effect": 0.03, "alarming": True}
+    assert drift_verdict(near) == ("significant, new share below drift.min_new_share", "warn")

@@ -250,12 +250,14 @@ def store_drift(conn: psycopg.Connection, day: dt.date, rows: list[DriftRow]) ->
 
 def latest_drift(conn: psycopg.Connection) -> list[dict]:
     """The latest partition's drift rows, for `ragline status`: `effect` is the estimated share of
-    new content, `reason` why a row was not tested, `new_content` where a significant row's new rows are."""
+    new content, `reason` why a row was not tested, `new_content` where a significant row's new rows
+    are, `alarming` whether the row's scope can raise the alarm at all."""
     cur = conn.execute(query("latest_drift"))
     names = [c.name for c in cur.description]
     rows = [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
     for r in rows:
         r["partition"] = r["partition"].isoformat()
+        r["alarming"] = r["scope"] in ALARMING_SCOPES  # False: a context row, which never alarms
     return rows
 
 
