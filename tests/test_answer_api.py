@@ -319,3 +319,40 @@ def test_the_keys_budget_left_reaches_the_router(project) -> None:
         "not escalated to large" in r.json()["route"]
         and "budget_left_tokens 1000 < 5000" in r.json()["route"]
     )
+
+
+def test_a_repaired_stream_reaches_the_openai_client_whole(project) -> None:
+    """blocklist: repair: the stream stops at the term; the chat client then gets the rest of the
+    repaired text as one more delta (finish "stop"), and /v1/answer's answer event carries it."""
+    reply = "Ask Project Falcon about your twenty five vacation days [1]."
+    repaired = "Ask [removed] about your twenty five vacation days [1]."
+    guardrails = dataclasses.replace(
+        project["settings"].guardrails,
+        blocklist=("Project Falcon",),
+        actions=dataclasses.replace(project["settings"].guardrails.actions, blocklist="repair"),
+    )
+    with EmbeddingsServer(chat_replies=[reply]) as scripted:
+        settings = dataclasses.replace(
+            project["settings"],
+            llm=LLMSettings(model="scripted", base_url=scripted.base_url, max_retries=0),
+            cache=CacheSettings(enabled=False),
+            guardrails=guardrails,
+        )
+        with Database(project["url"], max_size=4) as db:
+            retriever = build_retriever(settings, db, local_embedder())
+            answerer = build_answerer(settings, db, retriever=retriever)
+            app = create_app(settings, db, retriever=retriever, answerer=answerer, auth=False)
+            with serving(app) as api:
+                chat = openai.OpenAI(base_url=f"{api}/v1", api_key="unused", max_retries=0)
+                ask = [{"role": "user", "content": VACATION}]
+                chunks = list(chat.chat.completions.create(model="ragline", messages=ask, stream=True))
+                with httpx.stream(
+                    "POST", f"{api}/v1/answer", json={"question": VACATION, "stream": True}, timeout=60
+                ) as r:
+                    events = sse_events(r)
+    deltas = [c.choices[0].delta.content or "" for c in chunks if c.choices]
+    assert "".join(deltas) == repaired and "Falcon" not in "".join(deltas)
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    tokens = "".join(e["text"] for kind, e in events if kind == "token")
+    answer = next(e for kind, e in events if kind == "answer")
+    assert tokens == "Ask " and answer["text"] == repaired and answer["replaced"] is True

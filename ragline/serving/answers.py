@@ -339,17 +339,27 @@ def add_answer_routes(
 
         def stream() -> Iterator[str | None]:
             yield chunk({"role": "assistant", "content": ""})
-            streamed = False
+            sent: list[str] = []
             for kind, value in events_of(record, *result):
                 if kind == "log":
                     yield None
                 elif kind == "token":
-                    streamed = True
+                    sent.append(value)
                     yield chunk({"content": value})
                 elif kind == "answer":
-                    if not streamed:  # an abstention or a cache hit: the whole text at once
+                    finish = _finish_reason(value)
+                    if not sent:  # an abstention or a cache hit: the whole text at once
                         yield chunk({"content": value.text})
-                    yield chunk({}, _finish_reason(value), **_extension(value))
+                    elif value.replaced:
+                        # The stream stopped where the checks would change it (a blocklisted term):
+                        # a repair that keeps what went out sends the rest; anything else (a
+                        # refusal, a cut to length) cannot be spelled as more deltas.
+                        spelled = "".join(sent).lstrip()
+                        if not value.text.startswith(spelled):
+                            finish = "content_filter"
+                        elif rest := value.text[len(spelled) :]:
+                            yield chunk({"content": rest})
+                    yield chunk({}, finish, **_extension(value))
                     if include_usage:
                         usage = {
                             "id": completion_id,
