@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psycopg
 import pytest
 
@@ -487,3 +488,22 @@ def test_a_stream_never_sends_a_blocklisted_term_or_text_past_the_length_limit(c
     assert tokens[1] == replies[1] and not finals[1].replaced and finals[1].text == replies[1]
     assert tokens[2] == replies[2][:60] and finals[2].replaced
     assert finals[2].guardrails["output"]["violations"] == ["answer longer than 60 characters"]
+
+
+def test_the_local_model_embeds_the_real_query_even_when_loaded_in_the_background(corpus: dict) -> None:
+    """The CLI and `ragline serve` wrap the local model in BackgroundEmbedder: a query with an
+    e-mail is still embedded as written (nothing leaves the machine), not redacted."""
+    from ragline.index.background import BackgroundEmbedder
+
+    model = corpus["retriever"].embedder
+    retriever = build_retriever(corpus["settings"], corpus["db"], BackgroundEmbedder(lambda: model))
+    question = "Whom do I write at payroll.desk@example.com about my vacation days?"
+    assert retriever.redact_query is None
+    assert np.allclose(retriever._embed_query(None, question), model.embed([question])[0])
+    # Under a remote provider the same wrapper is taken for what it is: the query goes out redacted.
+    from ragline.config import EmbeddingSettings
+
+    remote = EmbeddingSettings(provider="openai", model="remote-minilm", base_url="http://127.0.0.1:9/v1")
+    settings = dataclasses.replace(corpus["settings"], embedding=remote)
+    redacted = build_retriever(settings, corpus["db"], BackgroundEmbedder(lambda: model)).redact_query
+    assert redacted is not None and "payroll.desk@example.com" not in redacted(question)
