@@ -5,6 +5,7 @@ API key, token budgets, and bad bodies."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import shutil
@@ -72,6 +73,19 @@ def sse_events(response: httpx.Response) -> list[tuple[str, dict[str, Any]]]:
             events.append((event, json.loads("\n".join(data))))
             event, data = None, []
     return events
+
+
+@contextlib.contextmanager
+def scripted_api(project: dict[str, Any], server: EmbeddingsServer, **blocks: Any) -> Iterator[str]:
+    """The API (no auth) over the project's database with a scripted chat server as its llm:
+    block, some other blocks replaced; yields its base URL."""
+    llm = LLMSettings(model="scripted", base_url=server.base_url, max_retries=0)
+    settings = dataclasses.replace(project["settings"], llm=llm, **blocks)
+    with Database(project["url"], max_size=4) as db:
+        retriever = build_retriever(settings, db, local_embedder())
+        answerer = build_answerer(settings, db, retriever=retriever)
+        with serving(create_app(settings, db, retriever=retriever, answerer=answerer, auth=False)) as api:
+            yield api
 
 
 def client(project: dict[str, Any], key: str) -> openai.OpenAI:
@@ -331,28 +345,40 @@ def test_a_repaired_stream_reaches_the_openai_client_whole(project) -> None:
         blocklist=("Project Falcon",),
         actions=dataclasses.replace(project["settings"].guardrails.actions, blocklist="repair"),
     )
-    with EmbeddingsServer(chat_replies=[reply]) as scripted:
-        settings = dataclasses.replace(
-            project["settings"],
-            llm=LLMSettings(model="scripted", base_url=scripted.base_url, max_retries=0),
-            cache=CacheSettings(enabled=False),
-            guardrails=guardrails,
-        )
-        with Database(project["url"], max_size=4) as db:
-            retriever = build_retriever(settings, db, local_embedder())
-            answerer = build_answerer(settings, db, retriever=retriever)
-            app = create_app(settings, db, retriever=retriever, answerer=answerer, auth=False)
-            with serving(app) as api:
-                chat = openai.OpenAI(base_url=f"{api}/v1", api_key="unused", max_retries=0)
-                ask = [{"role": "user", "content": VACATION}]
-                chunks = list(chat.chat.completions.create(model="ragline", messages=ask, stream=True))
-                with httpx.stream(
-                    "POST", f"{api}/v1/answer", json={"question": VACATION, "stream": True}, timeout=60
-                ) as r:
-                    events = sse_events(r)
+    with (
+        EmbeddingsServer(chat_replies=[reply]) as scripted,
+        scripted_api(project, scripted, cache=CacheSettings(enabled=False), guardrails=guardrails) as api,
+    ):
+        chat = openai.OpenAI(base_url=f"{api}/v1", api_key="unused", max_retries=0)
+        ask = [{"role": "user", "content": VACATION}]
+        chunks = list(chat.chat.completions.create(model="ragline", messages=ask, stream=True))
+        with httpx.stream(
+            "POST", f"{api}/v1/answer", json={"question": VACATION, "stream": True}, timeout=60
+        ) as r:
+            events = sse_events(r)
     deltas = [c.choices[0].delta.content or "" for c in chunks if c.choices]
     assert "".join(deltas) == repaired and "Falcon" not in "".join(deltas)
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
     tokens = "".join(e["text"] for kind, e in events if kind == "token")
     answer = next(e for kind, e in events if kind == "answer")
     assert tokens == "Ask " and answer["text"] == repaired and answer["replaced"] is True
+
+
+def test_an_answer_cut_at_max_tokens_says_length_and_is_not_cached(project) -> None:
+    """The model stopped at max_tokens: finish_reason "length" on the JSON and the streamed chat
+    response and on /v1/answer; the stub is not cached, so asking again calls the model again."""
+    question = "How many vacation days do I get per year, in short?"
+    ask = [{"role": "user", "content": question}]
+    with (
+        EmbeddingsServer(chat_replies=["You get twenty five"], finish_reason="length") as scripted,
+        scripted_api(project, scripted) as api,
+    ):
+        chat = openai.OpenAI(base_url=f"{api}/v1", api_key="unused", max_retries=0)
+        whole = chat.chat.completions.create(model="ragline", messages=ask)
+        chunks = list(chat.chat.completions.create(model="ragline", messages=ask, stream=True))
+        answered = httpx.post(f"{api}/v1/answer", json={"question": question}, timeout=60).json()
+        calls = len(scripted.requests)
+    assert whole.choices[0].finish_reason == "length"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+    assert answered["finish_reason"] == "length" and answered["cached"] is False
+    assert not whole.model_extra["ragline"]["cached"] and calls == 3

@@ -391,7 +391,9 @@ _NO_BUFFERING = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 def _finish_reason(a: Answer) -> str:
     refused = a.guardrails.get("output", {}).get("action") == "refused"
-    return "content_filter" if refused else "stop"
+    if refused:
+        return "content_filter"
+    return "length" if a.finish_reason == "length" else "stop"
 
 
 def _usage(a: Answer) -> dict[str, int]:
