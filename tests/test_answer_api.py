@@ -21,8 +21,10 @@ from ragline.answer.pipeline import build_answerer
 from ragline.cli import build_api
 from ragline.config import CacheSettings, EscalationRule, LLMSettings, ModelSettings, RoutingSettings
 from ragline.retrieval.search import build_retriever
+from ragline.serving.answers import failure
 from ragline.serving.app import create_app
 from ragline.storage.db import Database
+from ragline.types import DatabaseError
 from tests.conftest import EXAMPLES, drop_database, fresh_database, local_embedder, run, write_project
 from tests.llm_server import MODEL_NAME, local_llm_server
 from tests.openai_server import EmbeddingsServer
@@ -263,6 +265,7 @@ def test_a_model_failing_mid_stream_ends_the_stream_with_an_error_event(project)
                 with pytest.raises(openai.APIError, match="broke off"):
                     for chunk in chat.chat.completions.create(model="ragline", messages=ask, stream=True):
                         received.append(chunk.choices[0].delta.content)
+                metrics = httpx.get(f"{api}/metrics").text
     assert [e for e, _ in events] == ["token"] * 3 + ["error"]
     assert events[-1][1]["status"] == 503 and "broke off" in events[-1][1]["detail"]
     assert "".join(received) == "You get twenty "
@@ -270,9 +273,14 @@ def test_a_model_failing_mid_stream_ends_the_stream_with_an_error_event(project)
         project["url"],
         "SELECT status, error FROM ragline.api_requests WHERE error LIKE '%mid-stream%' ORDER BY request_id",
     )
-    assert [s for s, _ in logged] == [200, 200] and "503 mid-stream: the chat model is unavailable" in logged[
-        0
-    ][1]
+    # Logged and counted with the stream's in-band status, not the 200 its headers went out with.
+    assert [s for s, _ in logged] == [503, 503]
+    assert "503 mid-stream: the chat model is unavailable" in logged[0][1]
+    for route in ("/v1/answer", "/v1/chat/completions"):
+        assert f'ragline_api_errors_total{{route="{route}"}} 1.0' in metrics
+    # A database failure mid-stream is a 503 error event too, not a 500 with a traceback.
+    mid = failure(DatabaseError("connection refused"), lambda: False)
+    assert mid.status_code == 503 and "database is unavailable" in mid.detail
 
 
 def test_a_client_that_leaves_mid_stream_is_logged_and_the_model_call_closed(project) -> None:

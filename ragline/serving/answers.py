@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
+import psycopg
+import psycopg_pool
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import iterate_in_threadpool
@@ -32,7 +34,7 @@ from ragline.serving.schemas import (
     ErrorResponse,
     OpenAIErrorResponse,
 )
-from ragline.types import EmbeddingError, Filters, RetrievalError
+from ragline.types import DatabaseError, EmbeddingError, Filters, RetrievalError
 
 if TYPE_CHECKING:
     from ragline.answer.pipeline import Answerer
@@ -81,6 +83,10 @@ def failure(exc: Exception, nothing_published: Callable[[], bool]) -> HTTPExcept
         return HTTPException(422, detail)
     if isinstance(exc, ConfigError):  # the server's configuration (a prompt file, a model), not the request
         return HTTPException(503, f"the answer pipeline is misconfigured: {detail}")
+    if isinstance(exc, DatabaseError | psycopg.OperationalError):
+        return HTTPException(503, f"the database is unavailable: {detail}")
+    if isinstance(exc, psycopg_pool.PoolTimeout):
+        return HTTPException(503, f"the database is busy: {detail}")
     raise exc
 
 
@@ -194,6 +200,7 @@ def add_answer_routes(
                 log.exception("an answer stream failed")
                 http = HTTPException(500, "internal error; see the server's log")
             record.error = f"{http.status_code} mid-stream: {http.detail}"
+            record.status = http.status_code  # the log and the error counter: not the headers' 200
             yield "log", None
             yield "error", http
         finally:

@@ -147,11 +147,12 @@ class RequestLog:
             if template is not None:
                 record.route = template
             seconds = time.perf_counter() - started
-            self.metrics.observe(template or "unmatched", record.method, status, seconds, record)
+            logged_status = record.status or status
+            self.metrics.observe(template or "unmatched", record.method, logged_status, seconds, record)
             if template in ("/healthz", "/metrics") and status < 400:
                 return  # probes and scrapes every few seconds are not worth a row each
             try:
-                await anyio.to_thread.run_sync(self._write, record, status, 1000 * seconds)
+                await anyio.to_thread.run_sync(self._write, record, logged_status, 1000 * seconds)
             except Exception as exc:  # the answer stands even if its log row cannot be written
                 log.warning("could not log an API request: %s", printable(scrub(str(exc)), 300))
 
