@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import json
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -390,3 +391,40 @@ def test_an_answer_cut_at_max_tokens_says_length_and_is_not_cached(project) -> N
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
     assert answered["finish_reason"] == "length" and answered["cached"] is False
     assert not whole.model_extra["ragline"]["cached"] and calls == 3
+
+
+def test_answers_have_their_own_slots_and_one_too_many_gets_503(project) -> None:
+    """serve.max_concurrent_answers: 1 and one answer held at the model: a second answer gets 503
+    with Retry-After on both routes, while /healthz and /v1/search still answer; once the first is
+    done the slot is free again."""
+    gate = threading.Event()
+    serve = dataclasses.replace(project["settings"].serve, max_concurrent_answers=1)
+    with (
+        EmbeddingsServer(chat_replies=["Twenty five days [1]."], chat_gate=gate) as scripted,
+        scripted_api(project, scripted, serve=serve, cache=CacheSettings(enabled=False)) as api,
+    ):
+        held: list[httpx.Response] = []
+        first = threading.Thread(
+            target=lambda: held.append(
+                httpx.post(f"{api}/v1/answer", json={"question": VACATION}, timeout=60)
+            )
+        )
+        first.start()
+        while not scripted.requests:  # the first answer is at the model (not a timing: a wait)
+            time.sleep(0.02)
+        busy = httpx.post(f"{api}/v1/answer", json={"question": EXPENSES}, timeout=30)
+        chat = httpx.post(
+            f"{api}/v1/chat/completions",
+            json={"model": "ragline", "messages": [{"role": "user", "content": EXPENSES}]},
+            timeout=30,
+        )
+        health = httpx.get(f"{api}/healthz", timeout=30)
+        search = httpx.post(f"{api}/v1/search", json={"query": EXPENSES, "k": 2}, timeout=30)
+        gate.set()
+        first.join()
+        again = httpx.post(f"{api}/v1/answer", json={"question": EXPENSES}, timeout=60)
+    assert busy.status_code == 503 and busy.headers["Retry-After"] == "1"
+    assert "max_concurrent_answers" in busy.json()["detail"]
+    assert chat.status_code == 503 and chat.json()["error"]["type"] == "server_error"
+    assert health.status_code == 200 and search.status_code == 200, search.text
+    assert held[0].status_code == 200 and again.status_code == 200

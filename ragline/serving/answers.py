@@ -10,6 +10,7 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -18,7 +19,7 @@ import psycopg
 import psycopg_pool
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from starlette.concurrency import iterate_in_threadpool
+from starlette.types import Receive, Scope, Send
 
 from ragline.answer.answering import Answer, AnswerError
 from ragline.config import ConfigError, Settings
@@ -138,6 +139,33 @@ def add_answer_routes(
     """/v1/answer, /v1/chat/completions and /v1/models on the app (501 without an answerer)."""
     limits = settings.serve
     configured_max = settings.answer.max_tokens
+    # Made at the first answer (in the event loop): slots admit answers, threads run them.
+    pools: dict[str, anyio.CapacityLimiter] = {}
+
+    def limiter(name: str) -> anyio.CapacityLimiter:
+        if name not in pools:
+            pools[name] = anyio.CapacityLimiter(limits.max_concurrent_answers)
+        return pools[name]
+
+    async def admitted(work: Callable[[], Response]) -> Response:
+        """The answer route's response, made on the answers' own threads; 503 with Retry-After
+        when max_concurrent_answers are in progress (streams until their last byte)."""
+        slots, borrower = limiter("slots"), object()
+        try:
+            slots.acquire_on_behalf_of_nowait(borrower)
+        except anyio.WouldBlock:
+            raise HTTPException(
+                503,
+                f"{limits.max_concurrent_answers} answers are in progress (serve.max_concurrent_answers); "
+                "retry shortly",
+                headers={"Retry-After": "1"},
+            ) from None
+        try:
+            response = await anyio.to_thread.run_sync(work, limiter=limiter("threads"))
+        except BaseException:
+            slots.release_on_behalf_of(borrower)
+            raise
+        return _Releasing(response, partial(slots.release_on_behalf_of, borrower))
 
     def ready() -> Answerer:
         if answerer is None:
@@ -210,18 +238,24 @@ def add_answer_routes(
         """Server-sent events from a synchronous generator (run in the thread pool); None in it
         logs the request there and then, so a client that has the last event finds it logged."""
 
+        threads = limiter("threads")
+        end = object()
+
         async def body() -> AsyncIterator[str]:
             try:
-                async for piece in iterate_in_threadpool(events):
+                while True:
+                    piece = await anyio.to_thread.run_sync(next, events, end, limiter=threads)
+                    if piece is end:
+                        break
                     if piece is None:
                         await request.scope["state"]["log_now"]()
                     else:
-                        yield piece
+                        yield piece  # type: ignore[misc]
             finally:
                 # A client that went away cancels this task: close the answer's stream now (which
                 # closes the model's, so its server stops generating), not whenever it is collected.
                 with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(events.close)
+                    await anyio.to_thread.run_sync(events.close, limiter=threads)
 
         return StreamingResponse(body(), media_type="text/event-stream", headers=_NO_BUFFERING)
 
@@ -239,10 +273,13 @@ def add_answer_routes(
         },
         tags=["answers"],
     )
-    def post_answer(body: AnswerRequest, request: Request) -> Response:
+    async def post_answer(body: AnswerRequest, request: Request) -> Response:
         """An answer with citations, or an abstention. stream=true: server-sent events `token`*,
         `citations`, `answer` (the checked text; replaced=true if it differs from the tokens), `done`;
         a failure after the first event is an `error` event."""
+        return await admitted(partial(answer_response, body, request))
+
+    def answer_response(body: AnswerRequest, request: Request) -> Response:
         check_question(body.question, "question")
         if body.k > limits.max_k:
             raise HTTPException(422, f"k: at most {limits.max_k}, got {body.k}")
@@ -299,10 +336,13 @@ def add_answer_routes(
         },
         tags=["answers"],
     )
-    def post_chat(body: ChatCompletionRequest, request: Request) -> Response:
+    async def post_chat(body: ChatCompletionRequest, request: Request) -> Response:
         """OpenAI-compatible chat over the corpus, streaming too: model "ragline"; the last user
         message is the question (earlier messages are not read); the reply cites passages as [n],
         listed in the extension field `citations`."""
+        return await admitted(partial(chat_response, body, request))
+
+    def chat_response(body: ChatCompletionRequest, request: Request) -> Response:
         if body.model != CHAT_MODEL:
             name = printable(body.model, 80)
             raise HTTPException(404, f"the model '{name}' does not exist; this server has '{CHAT_MODEL}'")
@@ -394,6 +434,24 @@ def add_answer_routes(
 
 
 _NO_BUFFERING = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+class _Releasing(Response):
+    """A response that frees its answer slot once sent (a stream: after its last byte), or when
+    sending it fails or is cancelled."""
+
+    def __init__(self, inner: Response, release: Callable[[], None]) -> None:
+        self.inner = inner
+        self.release = release
+        self.status_code = inner.status_code
+        self.background = inner.background
+        self.raw_headers = inner.raw_headers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.inner(scope, receive, send)
+        finally:
+            self.release()
 
 
 def _finish_reason(a: Answer) -> str:
