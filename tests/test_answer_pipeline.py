@@ -335,13 +335,16 @@ def _config_with(corpus: dict, **blocks: Any) -> Settings:
 def test_answer_command_caches_and_gc_purges_dead_entries(
     corpus: dict, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = str(corpus["settings"].path)
     question = "Is there paid leave for a wedding?"
     first_id = _last_call_id(corpus["url"])
-    assert main(["--config", config, "answer", question, "--json", "--no-log"]) == 0
-    first = json.loads(capsys.readouterr().out)
-    assert main(["--config", config, "answer", question, "--no-log"]) == 0
-    printed = capsys.readouterr().out
+    # A scripted model that finishes its answer (one cut at max_tokens would not be cached).
+    with EmbeddingsServer(chat_replies=["Yes, two days of paid wedding leave [1]."]) as server:
+        llm = {"model": "scripted", "base_url": server.base_url, "context_window": 2048}
+        config = str(_config_with(corpus, llm=llm).path)
+        assert main(["--config", config, "answer", question, "--json", "--no-log"]) == 0
+        first = json.loads(capsys.readouterr().out)
+        assert main(["--config", config, "answer", question, "--no-log"]) == 0
+        printed = capsys.readouterr().out
     assert not first["cached"] and "from the answer cache, 0 tokens" in printed
     calls = _chat_calls(corpus["url"], first_id)
     assert [(c["cached"], c["caller_kind"]) for c in calls] == [(False, "cli"), (True, "cli")]

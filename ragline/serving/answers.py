@@ -60,10 +60,29 @@ def public_text(text: str, limit: int = 500) -> str:
     return printable(_URL.sub("<endpoint>", scrub(text)), limit)
 
 
-def openai_error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+class CodedHTTPException(HTTPException):
+    """An HTTP error that OpenAI's API gives a type and code of its own (model_not_found,
+    insufficient_quota): the OpenAI-compatible routes answer with them."""
+
+    def __init__(
+        self, status: int, detail: str, *, kind: str, code: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(status, detail, headers=headers)
+        self.kind = kind
+        self.code = code
+
+
+def openai_error(
+    status: int,
+    message: str,
+    headers: dict[str, str] | None = None,
+    *,
+    kind: str | None = None,
+    code: str | int | None = None,
+) -> JSONResponse:
     """An error body as OpenAI's API sends it (its clients read error.message)."""
-    kind = _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    body = {"error": {"message": message, "type": kind, "param": None, "code": status}}
+    kind = kind or _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    body = {"error": {"message": message, "type": kind, "param": None, "code": code or status}}
     return JSONResponse(body, status, headers=headers)
 
 
@@ -345,7 +364,12 @@ def add_answer_routes(
     def chat_response(body: ChatCompletionRequest, request: Request) -> Response:
         if body.model != CHAT_MODEL:
             name = printable(body.model, 80)
-            raise HTTPException(404, f"the model '{name}' does not exist; this server has '{CHAT_MODEL}'")
+            raise CodedHTTPException(
+                404,
+                f"the model '{name}' does not exist; this server has '{CHAT_MODEL}'",
+                kind="invalid_request_error",
+                code="model_not_found",
+            )
         question = question_of(body.messages)
         check_question(question, "messages")
         requested = body.max_completion_tokens or body.max_tokens or configured_max
