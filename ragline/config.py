@@ -417,6 +417,9 @@ class ServeSettings:
     max_budget: int = 32_000  # tokens of /v1/context
     max_filter_keys: int = 16
     pool_size: int = 8  # database connections per worker process
+    # Answers in progress at once per worker (their own threads, apart from the server's shared
+    # pool that /healthz, search and auth use); one more answers 503 with Retry-After.
+    max_concurrent_answers: int = 8
     # The server's lexical search: "memory" keeps each chunk set's BM25 postings in the process
     # (exact; README "Lexical search from memory"), "sql" scores in one statement per query.
     lexical_index: str = "memory"

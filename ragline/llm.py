@@ -27,6 +27,11 @@ class LLMUnavailable(LLMError):
     (or a stream broke off): another model may still answer."""
 
 
+class LLMMalformedReply(LLMUnavailable):
+    """The chat endpoint answered 200 with what is not a chat completion (no choices, a choice
+    without a message): a failure of the endpoint, counted by the circuit breaker."""
+
+
 # Without a tokenizer and without usage from the server, tokens are estimated at 4 characters each
 # (OpenAI's rule of thumb for English text).
 _CHARS_PER_TOKEN = 4
@@ -94,19 +99,26 @@ class ChatClient:
         extra = {"response_format": response_format} if response_format is not None else {}
         try:
             response = self._create("chat request", messages, max_tokens, temperature, **extra)
-            if not response.choices:
-                raise LLMError(f"chat endpoint {self.endpoint.address} returned no choices")
-            choice = response.choices[0]
-            text = choice.message.content or ""
-            usage = response.usage
-            if usage is not None:
-                prompt, completion = usage.prompt_tokens or 0, usage.completion_tokens or 0
+            try:
+                choice = response.choices[0]
+                text = choice.message.content or ""
+                finish = choice.finish_reason
+                usage = response.usage
+                if usage is not None:
+                    prompt, completion = usage.prompt_tokens or 0, usage.completion_tokens or 0
+            except (AttributeError, IndexError, KeyError, TypeError) as exc:
+                what = "no choices" if not getattr(response, "choices", None) else type(exc).__name__
+                malformed = f"chat endpoint {self.endpoint.address} sent a malformed reply ({what})"
             else:
+                malformed = None
+            if malformed is not None:  # raised outside the except clause: no server text rides along
+                raise LLMMalformedReply(malformed)
+            if usage is None:
                 prompt, completion = self._count(messages), self._count_text(text)
         except LLMError as exc:
             self._report(started, 0, 0, error=exc)
             raise
-        result = self._completion(text, prompt, completion, started, choice.finish_reason)
+        result = self._completion(text, prompt, completion, started, finish)
         self._report(started, prompt, completion)
         return result
 
@@ -130,12 +142,23 @@ class ChatClient:
                 stream_options={"include_usage": True},
             )
             for chunk in self._chunks(chunks):
-                usage = chunk.usage or usage
-                for choice in chunk.choices:
-                    finish = choice.finish_reason or finish
-                    if choice.delta.content:
-                        parts.append(choice.delta.content)
-                        yield choice.delta.content
+                try:
+                    usage = chunk.usage or usage
+                    deltas = []
+                    for choice in chunk.choices or ():  # the last chunk (usage) has none
+                        finish = choice.finish_reason or finish
+                        deltas.append(choice.delta.content)
+                except (AttributeError, TypeError) as exc:
+                    what = type(exc).__name__
+                    deltas = None
+                if deltas is None:
+                    raise LLMMalformedReply(
+                        f"chat stream from {self.endpoint.address} sent a malformed chunk ({what})"
+                    )
+                for delta in deltas:
+                    if delta:
+                        parts.append(delta)
+                        yield delta
         except BaseException as exc:  # GeneratorExit too: the record says the stream was cut short
             failure = exc
             raise

@@ -10,7 +10,8 @@ With `chat_replies`, it answers /v1/chat/completions with those texts in turn (t
 when they run out): as one JSON response with usage, or streamed as server-sent events without usage,
 word by word (or, with `stream_chunk_chars`, in pieces of that many characters); with
 `stream_error_after`, a stream sends that many pieces, then an error event, as a server whose model
-fails mid-answer does.
+fails mid-answer does; `finish_reason` is what its replies end with ("length": cut at max_tokens);
+with `chat_gate`, each chat request waits until that event is set (an answer held in flight).
 """
 
 from __future__ import annotations
@@ -34,7 +35,11 @@ class EmbeddingsServer:
         chat_replies: list[str] | None = None,
         stream_chunk_chars: int | None = None,
         stream_error_after: int | None = None,
+        finish_reason: str = "stop",
+        chat_gate: threading.Event | None = None,
     ) -> None:
+        self.finish_reason = finish_reason
+        self.chat_gate = chat_gate
         self.embedder = embedder
         self.chat_replies = list(chat_replies) if chat_replies is not None else None
         self.echo_status = echo_status
@@ -100,6 +105,8 @@ class EmbeddingsServer:
                     error = {"error": {"message": "try again", "type": "rate_limit"}}
                     self._send(server.fail_first.pop(0), error, headers)
                     return
+                if self.path == "/v1/chat/completions" and server.chat_gate is not None:
+                    server.chat_gate.wait()  # held until the test lets it through
                 if self.path == "/v1/chat/completions" and server.chat_replies:
                     reply = (
                         server.chat_replies.pop(0) if len(server.chat_replies) > 1 else server.chat_replies[0]
@@ -129,7 +136,7 @@ class EmbeddingsServer:
                 base = {"id": "chat-1", "created": 0, "model": body["model"]}
                 if not body.get("stream"):
                     message = {"role": "assistant", "content": reply}
-                    choice = {"index": 0, "message": message, "finish_reason": "stop"}
+                    choice = {"index": 0, "message": message, "finish_reason": server.finish_reason}
                     usage = {"prompt_tokens": 11, "completion_tokens": 7, "total_tokens": 18}
                     self._send(
                         200, {**base, "object": "chat.completion", "choices": [choice], "usage": usage}
@@ -149,7 +156,7 @@ class EmbeddingsServer:
                         error = {"error": {"message": "the model crashed", "type": "server_error"}}
                         self.wfile.write(f"data: {json.dumps(error)}\n\n".encode())
                         return
-                    finish = "stop" if i == len(words) - 1 else None
+                    finish = server.finish_reason if i == len(words) - 1 else None
                     choice = {"index": 0, "delta": {"content": word}, "finish_reason": finish}
                     chunk = {**base, "object": "chat.completion.chunk", "choices": [choice]}
                     self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())

@@ -5,9 +5,11 @@ API key, token budgets, and bad bodies."""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import shutil
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -20,8 +22,10 @@ from ragline.answer.pipeline import build_answerer
 from ragline.cli import build_api
 from ragline.config import CacheSettings, EscalationRule, LLMSettings, ModelSettings, RoutingSettings
 from ragline.retrieval.search import build_retriever
+from ragline.serving.answers import failure
 from ragline.serving.app import create_app
 from ragline.storage.db import Database
+from ragline.types import DatabaseError
 from tests.conftest import EXAMPLES, drop_database, fresh_database, local_embedder, run, write_project
 from tests.llm_server import MODEL_NAME, local_llm_server
 from tests.openai_server import EmbeddingsServer
@@ -72,6 +76,19 @@ def sse_events(response: httpx.Response) -> list[tuple[str, dict[str, Any]]]:
             events.append((event, json.loads("\n".join(data))))
             event, data = None, []
     return events
+
+
+@contextlib.contextmanager
+def scripted_api(project: dict[str, Any], server: EmbeddingsServer, **blocks: Any) -> Iterator[str]:
+    """The API (no auth) over the project's database with a scripted chat server as its llm:
+    block, some other blocks replaced; yields its base URL."""
+    llm = LLMSettings(model="scripted", base_url=server.base_url, max_retries=0)
+    settings = dataclasses.replace(project["settings"], llm=llm, **blocks)
+    with Database(project["url"], max_size=4) as db:
+        retriever = build_retriever(settings, db, local_embedder())
+        answerer = build_answerer(settings, db, retriever=retriever)
+        with serving(create_app(settings, db, retriever=retriever, answerer=answerer, auth=False)) as api:
+            yield api
 
 
 def client(project: dict[str, Any], key: str) -> openai.OpenAI:
@@ -150,6 +167,9 @@ def test_answer_streams_tokens_then_citations_then_the_checked_answer(project) -
         f"{project['api']}/v1/answer", json={"question": EXPENSES}, headers=bearer(key), timeout=120
     )
     assert cached.status_code == 200, cached.text
+    if done["finish_reason"] == "length":  # cut at max_tokens: not cached, asked again
+        assert cached.json()["cached"] is False
+        return
     assert cached.json()["cached"] is True and cached.json()["prompt_tokens"] == 0
     assert cached.json()["text"] == done["text"]
     # The cache hit streamed: no tokens, the answer at once.
@@ -168,18 +188,26 @@ def test_spent_budget_answers_429_on_both_routes(project) -> None:
     assert first.status_code == 200 and first.json()["prompt_tokens"] > 20
     again = httpx.post(f"{project['api']}/v1/answer", json={"question": VACATION}, headers=bearer(key))
     assert again.status_code == 429 and "token budget" in again.json()["detail"]
-    with pytest.raises(openai.RateLimitError, match="token budget"):
-        client(project, key).chat.completions.create(
-            model="ragline", messages=[{"role": "user", "content": VACATION}]
-        )
+    # OpenAI's shape for a spent quota, which its client does not retry (it would retry a rate limit).
+    patient = openai.OpenAI(base_url=f"{project['api']}/v1", api_key=key, max_retries=2, timeout=120)
+    with pytest.raises(openai.RateLimitError, match="token budget") as raised:
+        patient.chat.completions.create(model="ragline", messages=[{"role": "user", "content": VACATION}])
+    assert raised.value.code == "insufficient_quota" and raised.value.type == "insufficient_quota"
+    refused = rows(
+        project["url"],
+        "SELECT r.status FROM ragline.api_requests r JOIN ragline.api_keys k USING (key_id) "
+        "WHERE k.name = 'budget' AND r.route = '/v1/chat/completions'",
+    )
+    assert refused == [(429,)]
 
 
 def test_bad_bodies_answer_4xx_never_500(project) -> None:
     key = new_key(project, "bad")
     chat = client(project, key)
     ok = [{"role": "user", "content": VACATION}]
-    with pytest.raises(openai.NotFoundError, match="does not exist"):
+    with pytest.raises(openai.NotFoundError, match="does not exist") as missing:
         chat.chat.completions.create(model="gpt-4o", messages=ok)
+    assert missing.value.code == "model_not_found" and missing.value.type == "invalid_request_error"
     for messages, match in [
         ([], "messages"),
         ([{"role": "system", "content": "hi"}], "no message with role 'user'"),
@@ -249,6 +277,7 @@ def test_a_model_failing_mid_stream_ends_the_stream_with_an_error_event(project)
                 with pytest.raises(openai.APIError, match="broke off"):
                     for chunk in chat.chat.completions.create(model="ragline", messages=ask, stream=True):
                         received.append(chunk.choices[0].delta.content)
+                metrics = httpx.get(f"{api}/metrics").text
     assert [e for e, _ in events] == ["token"] * 3 + ["error"]
     assert events[-1][1]["status"] == 503 and "broke off" in events[-1][1]["detail"]
     assert "".join(received) == "You get twenty "
@@ -256,9 +285,14 @@ def test_a_model_failing_mid_stream_ends_the_stream_with_an_error_event(project)
         project["url"],
         "SELECT status, error FROM ragline.api_requests WHERE error LIKE '%mid-stream%' ORDER BY request_id",
     )
-    assert [s for s, _ in logged] == [200, 200] and "503 mid-stream: the chat model is unavailable" in logged[
-        0
-    ][1]
+    # Logged and counted with the stream's in-band status, not the 200 its headers went out with.
+    assert [s for s, _ in logged] == [503, 503]
+    assert "503 mid-stream: the chat model is unavailable" in logged[0][1]
+    for route in ("/v1/answer", "/v1/chat/completions"):
+        assert f'ragline_api_errors_total{{route="{route}"}} 1.0' in metrics
+    # A database failure mid-stream is a 503 error event too, not a 500 with a traceback.
+    mid = failure(DatabaseError("connection refused"), lambda: False)
+    assert mid.status_code == 503 and "database is unavailable" in mid.detail
 
 
 def test_a_client_that_leaves_mid_stream_is_logged_and_the_model_call_closed(project) -> None:
@@ -319,3 +353,89 @@ def test_the_keys_budget_left_reaches_the_router(project) -> None:
         "not escalated to large" in r.json()["route"]
         and "budget_left_tokens 1000 < 5000" in r.json()["route"]
     )
+
+
+def test_a_repaired_stream_reaches_the_openai_client_whole(project) -> None:
+    """blocklist: repair: the stream stops at the term; the chat client then gets the rest of the
+    repaired text as one more delta (finish "stop"), and /v1/answer's answer event carries it."""
+    reply = "Ask Project Falcon about your twenty five vacation days [1]."
+    repaired = "Ask [removed] about your twenty five vacation days [1]."
+    guardrails = dataclasses.replace(
+        project["settings"].guardrails,
+        blocklist=("Project Falcon",),
+        actions=dataclasses.replace(project["settings"].guardrails.actions, blocklist="repair"),
+    )
+    with (
+        EmbeddingsServer(chat_replies=[reply]) as scripted,
+        scripted_api(project, scripted, cache=CacheSettings(enabled=False), guardrails=guardrails) as api,
+    ):
+        chat = openai.OpenAI(base_url=f"{api}/v1", api_key="unused", max_retries=0)
+        ask = [{"role": "user", "content": VACATION}]
+        chunks = list(chat.chat.completions.create(model="ragline", messages=ask, stream=True))
+        with httpx.stream(
+            "POST", f"{api}/v1/answer", json={"question": VACATION, "stream": True}, timeout=60
+        ) as r:
+            events = sse_events(r)
+    deltas = [c.choices[0].delta.content or "" for c in chunks if c.choices]
+    assert "".join(deltas) == repaired and "Falcon" not in "".join(deltas)
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "stop"
+    tokens = "".join(e["text"] for kind, e in events if kind == "token")
+    answer = next(e for kind, e in events if kind == "answer")
+    assert tokens == "Ask " and answer["text"] == repaired and answer["replaced"] is True
+
+
+def test_an_answer_cut_at_max_tokens_says_length_and_is_not_cached(project) -> None:
+    """The model stopped at max_tokens: finish_reason "length" on the JSON and the streamed chat
+    response and on /v1/answer; the stub is not cached, so asking again calls the model again."""
+    question = "How many vacation days do I get per year, in short?"
+    ask = [{"role": "user", "content": question}]
+    with (
+        EmbeddingsServer(chat_replies=["You get twenty five"], finish_reason="length") as scripted,
+        scripted_api(project, scripted) as api,
+    ):
+        chat = openai.OpenAI(base_url=f"{api}/v1", api_key="unused", max_retries=0)
+        whole = chat.chat.completions.create(model="ragline", messages=ask)
+        chunks = list(chat.chat.completions.create(model="ragline", messages=ask, stream=True))
+        answered = httpx.post(f"{api}/v1/answer", json={"question": question}, timeout=60).json()
+        calls = len(scripted.requests)
+    assert whole.choices[0].finish_reason == "length"
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "length"
+    assert answered["finish_reason"] == "length" and answered["cached"] is False
+    assert not whole.model_extra["ragline"]["cached"] and calls == 3
+
+
+def test_answers_have_their_own_slots_and_one_too_many_gets_503(project) -> None:
+    """serve.max_concurrent_answers: 1 and one answer held at the model: a second answer gets 503
+    with Retry-After on both routes, while /healthz and /v1/search still answer; once the first is
+    done the slot is free again."""
+    gate = threading.Event()
+    serve = dataclasses.replace(project["settings"].serve, max_concurrent_answers=1)
+    with (
+        EmbeddingsServer(chat_replies=["Twenty five days [1]."], chat_gate=gate) as scripted,
+        scripted_api(project, scripted, serve=serve, cache=CacheSettings(enabled=False)) as api,
+    ):
+        held: list[httpx.Response] = []
+        first = threading.Thread(
+            target=lambda: held.append(
+                httpx.post(f"{api}/v1/answer", json={"question": VACATION}, timeout=60)
+            )
+        )
+        first.start()
+        while not scripted.requests:  # the first answer is at the model (not a timing: a wait)
+            time.sleep(0.02)
+        busy = httpx.post(f"{api}/v1/answer", json={"question": EXPENSES}, timeout=30)
+        chat = httpx.post(
+            f"{api}/v1/chat/completions",
+            json={"model": "ragline", "messages": [{"role": "user", "content": EXPENSES}]},
+            timeout=30,
+        )
+        health = httpx.get(f"{api}/healthz", timeout=30)
+        search = httpx.post(f"{api}/v1/search", json={"query": EXPENSES, "k": 2}, timeout=30)
+        gate.set()
+        first.join()
+        again = httpx.post(f"{api}/v1/answer", json={"question": EXPENSES}, timeout=60)
+    assert busy.status_code == 503 and busy.headers["Retry-After"] == "1"
+    assert "max_concurrent_answers" in busy.json()["detail"]
+    assert chat.status_code == 503 and chat.json()["error"]["type"] == "server_error"
+    assert health.status_code == 200 and search.status_code == 200, search.text
+    assert held[0].status_code == 200 and again.status_code == 200

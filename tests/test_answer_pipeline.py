@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import psycopg
 import pytest
 
@@ -334,13 +335,16 @@ def _config_with(corpus: dict, **blocks: Any) -> Settings:
 def test_answer_command_caches_and_gc_purges_dead_entries(
     corpus: dict, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    config = str(corpus["settings"].path)
     question = "Is there paid leave for a wedding?"
     first_id = _last_call_id(corpus["url"])
-    assert main(["--config", config, "answer", question, "--json", "--no-log"]) == 0
-    first = json.loads(capsys.readouterr().out)
-    assert main(["--config", config, "answer", question, "--no-log"]) == 0
-    printed = capsys.readouterr().out
+    # A scripted model that finishes its answer (one cut at max_tokens would not be cached).
+    with EmbeddingsServer(chat_replies=["Yes, two days of paid wedding leave [1]."]) as server:
+        llm = {"model": "scripted", "base_url": server.base_url, "context_window": 2048}
+        config = str(_config_with(corpus, llm=llm).path)
+        assert main(["--config", config, "answer", question, "--json", "--no-log"]) == 0
+        first = json.loads(capsys.readouterr().out)
+        assert main(["--config", config, "answer", question, "--no-log"]) == 0
+        printed = capsys.readouterr().out
     assert not first["cached"] and "from the answer cache, 0 tokens" in printed
     calls = _chat_calls(corpus["url"], first_id)
     assert [(c["cached"], c["caller_kind"]) for c in calls] == [(False, "cli"), (True, "cli")]
@@ -487,3 +491,22 @@ def test_a_stream_never_sends_a_blocklisted_term_or_text_past_the_length_limit(c
     assert tokens[1] == replies[1] and not finals[1].replaced and finals[1].text == replies[1]
     assert tokens[2] == replies[2][:60] and finals[2].replaced
     assert finals[2].guardrails["output"]["violations"] == ["answer longer than 60 characters"]
+
+
+def test_the_local_model_embeds_the_real_query_even_when_loaded_in_the_background(corpus: dict) -> None:
+    """The CLI and `ragline serve` wrap the local model in BackgroundEmbedder: a query with an
+    e-mail is still embedded as written (nothing leaves the machine), not redacted."""
+    from ragline.index.background import BackgroundEmbedder
+
+    model = corpus["retriever"].embedder
+    retriever = build_retriever(corpus["settings"], corpus["db"], BackgroundEmbedder(lambda: model))
+    question = "Whom do I write at payroll.desk@example.com about my vacation days?"
+    assert retriever.redact_query is None
+    assert np.allclose(retriever._embed_query(None, question), model.embed([question])[0])
+    # Under a remote provider the same wrapper is taken for what it is: the query goes out redacted.
+    from ragline.config import EmbeddingSettings
+
+    remote = EmbeddingSettings(provider="openai", model="remote-minilm", base_url="http://127.0.0.1:9/v1")
+    settings = dataclasses.replace(corpus["settings"], embedding=remote)
+    redacted = build_retriever(settings, corpus["db"], BackgroundEmbedder(lambda: model)).redact_query
+    assert redacted is not None and "payroll.desk@example.com" not in redacted(question)

@@ -440,9 +440,10 @@ def _chat_reply(choice: dict[str, Any]) -> dict[str, Any]:
 
 def test_a_trial_call_that_raises_anything_settles_the_circuit_and_a_refusal_never_opens_it(tmp_path) -> None:
     """With the real ChatClient against a scripted server: a 400 refusal leaves the circuit closed;
-    a 500 opens it; after the cooldown the trial call gets a malformed reply (a TypeError-like
-    error, not LLMError) which is raised and re-opens the circuit; after the next cooldown a call
-    goes through again (before the fix the unsettled trial kept the circuit open for good)."""
+    a 500 opens it; after the cooldown the trial call gets a malformed reply (a choice without a
+    message: LLMMalformedReply, reported to the ledger once) which re-opens the circuit; after the
+    next cooldown a call goes through again (before the fix the unsettled trial kept the circuit
+    open for good)."""
     refusal = {"error": {"message": "bad request", "type": "invalid_request_error"}}
     message = {"role": "assistant", "content": "hi"}
     good = _chat_reply({"index": 0, "message": message, "finish_reason": "stop"})
@@ -465,11 +466,34 @@ def test_a_trial_call_that_raises_anything_settles_the_circuit_and_a_refusal_nev
         assert router.breaker.state(endpoint) == "open"
         now[0] = 61.0
         assert router.breaker.state(endpoint) == "half-open"
-        with pytest.raises(Exception) as raised:
+        calls: list[CallRecord] = []
+        with calls_recorded_by(calls.append), pytest.raises(LLMError, match=r"malformed reply \(Attr"):
             router.select(RouteFeatures()).chat(ASK, max_tokens=4)
-        assert not isinstance(raised.value, LLMError)  # the malformed reply's own error, re-raised
         assert router.breaker.state(endpoint) == "open"
+        assert [c.ok for c in calls] == [False] and "malformed reply" in calls[0].error
         now[0] = 122.0
         assert router.breaker.state(endpoint) == "half-open"
         assert router.select(RouteFeatures()).chat(ASK, max_tokens=4).text == "hi"
         assert router.breaker.state(endpoint) == "closed" and server.replies == []
+
+
+def test_a_reply_with_no_choices_is_a_failure_the_circuit_counts_and_the_router_falls_back(tmp_path) -> None:
+    """A 200 with no choices is not an answer: reported once as failed, it opens the circuit and the
+    router falls back (a plain LLMError, a refusal, would have kept the circuit closed)."""
+    empty = {"id": "c", "object": "chat.completion", "created": 0, "model": "m", "choices": []}
+    with ScriptedReplies([(200, empty)]) as server, EmbeddingsServer(chat_replies=["hello"]) as good:
+        settings = settings_with(
+            tmp_path,
+            models={
+                "first": {"model": "m", "base_url": server.base_url, "max_retries": 0},
+                "good": {"model": "g", "base_url": good.base_url},
+            },
+            routing={"fallback": ["good"], "circuit": {"failures": 1, "cooldown_seconds": 60}},
+        )
+        router = Router(settings, clock=lambda: 0.0)
+        calls: list[CallRecord] = []
+        with calls_recorded_by(calls.append):
+            reply = router.select(RouteFeatures()).chat(ASK, max_tokens=4)
+    assert reply.text == "hello" and "malformed reply (no choices)" in reply.route
+    assert router.breaker.state(router.endpoint("first")) == "open"
+    assert [(c.model, c.ok) for c in calls] == [("m", False), ("g", True)]

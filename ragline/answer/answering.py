@@ -81,6 +81,8 @@ class Answer:
     # answer_stream(): the output checks changed the text after its tokens were streamed; `text`
     # (repaired, or the refusal) replaces what the tokens spelled out.
     replaced: bool = False
+    # Why the model stopped ("stop", "length": cut at max_tokens), as it said; None without a call.
+    finish_reason: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready: what `ragline answer --json` prints and the API returns."""
@@ -454,8 +456,11 @@ def _finish(
     )
     # Keyed by the chosen model: an answer another model gave (a fallback) is not stored, or a
     # lookup for the chosen model would be served the weaker model's answer.
+    out.finish_reason = completion.finish_reason
     fallback = completion.model != r.model.model
-    if cache is not None and r.cache_keys is not None and not _refused(out) and not fallback:
+    # An answer cut at max_tokens is not kept: the same request would be served the stub for the TTL.
+    cut = completion.finish_reason == "length"
+    if cache is not None and r.cache_keys is not None and not _refused(out) and not fallback and not cut:
         exact, semantic = r.cache_keys
         # The model's own text, placeholders and all: the key is of the redacted messages, so a
         # request with other values behind the same placeholders hits it and restores its own.

@@ -555,6 +555,7 @@ def build_retriever(
     log_queries: bool | None = None,
 ) -> Retriever:
     """The retriever ragline.yaml describes: the pipeline's own, or an evaluation variant's."""
+    from ragline.index.background import BackgroundEmbedder
     from ragline.index.local_model import LocalMiniLM
     from ragline.retrieval.reranking import build_reranker
 
@@ -569,7 +570,11 @@ def build_retriever(
     # With guardrails on, nothing a search sends to an external endpoint carries personal data or
     # credentials: the LLM reranker's requests, and the query a remote embedding model embeds.
     redact = guard_redactor(settings.guardrails) if settings.guardrails.enabled else None
-    remote = embedder is not None and not isinstance(embedder, LocalMiniLM)
+    # Decided from the configuration: the CLI and `ragline serve` hand in the local model wrapped
+    # (BackgroundEmbedder). An embedder of another kind under a local provider counts as remote.
+    provider = (variant.embedding if variant and variant.embedding else settings.embedding).provider
+    local = isinstance(embedder, LocalMiniLM | BackgroundEmbedder)
+    remote = embedder is not None and (provider != "local" or not local)
     return Retriever(
         db,
         embedder,

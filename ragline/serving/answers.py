@@ -10,13 +10,16 @@ import re
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
+import psycopg
+import psycopg_pool
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
-from starlette.concurrency import iterate_in_threadpool
+from starlette.types import Receive, Scope, Send
 
 from ragline.answer.answering import Answer, AnswerError
 from ragline.config import ConfigError, Settings
@@ -32,7 +35,7 @@ from ragline.serving.schemas import (
     ErrorResponse,
     OpenAIErrorResponse,
 )
-from ragline.types import EmbeddingError, Filters, RetrievalError
+from ragline.types import DatabaseError, EmbeddingError, Filters, RetrievalError
 
 if TYPE_CHECKING:
     from ragline.answer.pipeline import Answerer
@@ -57,10 +60,29 @@ def public_text(text: str, limit: int = 500) -> str:
     return printable(_URL.sub("<endpoint>", scrub(text)), limit)
 
 
-def openai_error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+class CodedHTTPException(HTTPException):
+    """An HTTP error that OpenAI's API gives a type and code of its own (model_not_found,
+    insufficient_quota): the OpenAI-compatible routes answer with them."""
+
+    def __init__(
+        self, status: int, detail: str, *, kind: str, code: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(status, detail, headers=headers)
+        self.kind = kind
+        self.code = code
+
+
+def openai_error(
+    status: int,
+    message: str,
+    headers: dict[str, str] | None = None,
+    *,
+    kind: str | None = None,
+    code: str | int | None = None,
+) -> JSONResponse:
     """An error body as OpenAI's API sends it (its clients read error.message)."""
-    kind = _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
-    body = {"error": {"message": message, "type": kind, "param": None, "code": status}}
+    kind = kind or _ERROR_TYPES.get(status, "server_error" if status >= 500 else "invalid_request_error")
+    body = {"error": {"message": message, "type": kind, "param": None, "code": code or status}}
     return JSONResponse(body, status, headers=headers)
 
 
@@ -81,6 +103,10 @@ def failure(exc: Exception, nothing_published: Callable[[], bool]) -> HTTPExcept
         return HTTPException(422, detail)
     if isinstance(exc, ConfigError):  # the server's configuration (a prompt file, a model), not the request
         return HTTPException(503, f"the answer pipeline is misconfigured: {detail}")
+    if isinstance(exc, DatabaseError | psycopg.OperationalError):
+        return HTTPException(503, f"the database is unavailable: {detail}")
+    if isinstance(exc, psycopg_pool.PoolTimeout):
+        return HTTPException(503, f"the database is busy: {detail}")
     raise exc
 
 
@@ -132,6 +158,33 @@ def add_answer_routes(
     """/v1/answer, /v1/chat/completions and /v1/models on the app (501 without an answerer)."""
     limits = settings.serve
     configured_max = settings.answer.max_tokens
+    # Made at the first answer (in the event loop): slots admit answers, threads run them.
+    pools: dict[str, anyio.CapacityLimiter] = {}
+
+    def limiter(name: str) -> anyio.CapacityLimiter:
+        if name not in pools:
+            pools[name] = anyio.CapacityLimiter(limits.max_concurrent_answers)
+        return pools[name]
+
+    async def admitted(work: Callable[[], Response]) -> Response:
+        """The answer route's response, made on the answers' own threads; 503 with Retry-After
+        when max_concurrent_answers are in progress (streams until their last byte)."""
+        slots, borrower = limiter("slots"), object()
+        try:
+            slots.acquire_on_behalf_of_nowait(borrower)
+        except anyio.WouldBlock:
+            raise HTTPException(
+                503,
+                f"{limits.max_concurrent_answers} answers are in progress (serve.max_concurrent_answers); "
+                "retry shortly",
+                headers={"Retry-After": "1"},
+            ) from None
+        try:
+            response = await anyio.to_thread.run_sync(work, limiter=limiter("threads"))
+        except BaseException:
+            slots.release_on_behalf_of(borrower)
+            raise
+        return _Releasing(response, partial(slots.release_on_behalf_of, borrower))
 
     def ready() -> Answerer:
         if answerer is None:
@@ -194,6 +247,7 @@ def add_answer_routes(
                 log.exception("an answer stream failed")
                 http = HTTPException(500, "internal error; see the server's log")
             record.error = f"{http.status_code} mid-stream: {http.detail}"
+            record.status = http.status_code  # the log and the error counter: not the headers' 200
             yield "log", None
             yield "error", http
         finally:
@@ -203,18 +257,24 @@ def add_answer_routes(
         """Server-sent events from a synchronous generator (run in the thread pool); None in it
         logs the request there and then, so a client that has the last event finds it logged."""
 
+        threads = limiter("threads")
+        end = object()
+
         async def body() -> AsyncIterator[str]:
             try:
-                async for piece in iterate_in_threadpool(events):
+                while True:
+                    piece = await anyio.to_thread.run_sync(next, events, end, limiter=threads)
+                    if piece is end:
+                        break
                     if piece is None:
                         await request.scope["state"]["log_now"]()
                     else:
-                        yield piece
+                        yield piece  # type: ignore[misc]
             finally:
                 # A client that went away cancels this task: close the answer's stream now (which
                 # closes the model's, so its server stops generating), not whenever it is collected.
                 with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(events.close)
+                    await anyio.to_thread.run_sync(events.close, limiter=threads)
 
         return StreamingResponse(body(), media_type="text/event-stream", headers=_NO_BUFFERING)
 
@@ -232,10 +292,13 @@ def add_answer_routes(
         },
         tags=["answers"],
     )
-    def post_answer(body: AnswerRequest, request: Request) -> Response:
+    async def post_answer(body: AnswerRequest, request: Request) -> Response:
         """An answer with citations, or an abstention. stream=true: server-sent events `token`*,
         `citations`, `answer` (the checked text; replaced=true if it differs from the tokens), `done`;
         a failure after the first event is an `error` event."""
+        return await admitted(partial(answer_response, body, request))
+
+    def answer_response(body: AnswerRequest, request: Request) -> Response:
         check_question(body.question, "question")
         if body.k > limits.max_k:
             raise HTTPException(422, f"k: at most {limits.max_k}, got {body.k}")
@@ -292,13 +355,21 @@ def add_answer_routes(
         },
         tags=["answers"],
     )
-    def post_chat(body: ChatCompletionRequest, request: Request) -> Response:
+    async def post_chat(body: ChatCompletionRequest, request: Request) -> Response:
         """OpenAI-compatible chat over the corpus, streaming too: model "ragline"; the last user
         message is the question (earlier messages are not read); the reply cites passages as [n],
         listed in the extension field `citations`."""
+        return await admitted(partial(chat_response, body, request))
+
+    def chat_response(body: ChatCompletionRequest, request: Request) -> Response:
         if body.model != CHAT_MODEL:
             name = printable(body.model, 80)
-            raise HTTPException(404, f"the model '{name}' does not exist; this server has '{CHAT_MODEL}'")
+            raise CodedHTTPException(
+                404,
+                f"the model '{name}' does not exist; this server has '{CHAT_MODEL}'",
+                kind="invalid_request_error",
+                code="model_not_found",
+            )
         question = question_of(body.messages)
         check_question(question, "messages")
         requested = body.max_completion_tokens or body.max_tokens or configured_max
@@ -339,17 +410,27 @@ def add_answer_routes(
 
         def stream() -> Iterator[str | None]:
             yield chunk({"role": "assistant", "content": ""})
-            streamed = False
+            sent: list[str] = []
             for kind, value in events_of(record, *result):
                 if kind == "log":
                     yield None
                 elif kind == "token":
-                    streamed = True
+                    sent.append(value)
                     yield chunk({"content": value})
                 elif kind == "answer":
-                    if not streamed:  # an abstention or a cache hit: the whole text at once
+                    finish = _finish_reason(value)
+                    if not sent:  # an abstention or a cache hit: the whole text at once
                         yield chunk({"content": value.text})
-                    yield chunk({}, _finish_reason(value), **_extension(value))
+                    elif value.replaced:
+                        # The stream stopped where the checks would change it (a blocklisted term):
+                        # a repair that keeps what went out sends the rest; anything else (a
+                        # refusal, a cut to length) cannot be spelled as more deltas.
+                        spelled = "".join(sent).lstrip()
+                        if not value.text.startswith(spelled):
+                            finish = "content_filter"
+                        elif rest := value.text[len(spelled) :]:
+                            yield chunk({"content": rest})
+                    yield chunk({}, finish, **_extension(value))
                     if include_usage:
                         usage = {
                             "id": completion_id,
@@ -379,9 +460,29 @@ def add_answer_routes(
 _NO_BUFFERING = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
+class _Releasing(Response):
+    """A response that frees its answer slot once sent (a stream: after its last byte), or when
+    sending it fails or is cancelled."""
+
+    def __init__(self, inner: Response, release: Callable[[], None]) -> None:
+        self.inner = inner
+        self.release = release
+        self.status_code = inner.status_code
+        self.background = inner.background
+        self.raw_headers = inner.raw_headers
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.inner(scope, receive, send)
+        finally:
+            self.release()
+
+
 def _finish_reason(a: Answer) -> str:
     refused = a.guardrails.get("output", {}).get("action") == "refused"
-    return "content_filter" if refused else "stop"
+    if refused:
+        return "content_filter"
+    return "length" if a.finish_reason == "length" else "stop"
 
 
 def _usage(a: Answer) -> dict[str, int]:

@@ -25,7 +25,13 @@ from ragline.endpoints import calls_recorded_by
 from ragline.retrieval.context import assemble_context, tokenizer_for
 from ragline.retrieval.search import Retriever, result_json
 from ragline.safe_text import printable, scrub
-from ragline.serving.answers import NOTHING_PUBLISHED, OPENAI_ROUTES, add_answer_routes, openai_error
+from ragline.serving.answers import (
+    NOTHING_PUBLISHED,
+    OPENAI_ROUTES,
+    CodedHTTPException,
+    add_answer_routes,
+    openai_error,
+)
 from ragline.serving.keys import ApiKey, RequestRecord, log_request, lookup_key, take_rate
 from ragline.serving.schemas import (
     ContextRequest,
@@ -147,11 +153,12 @@ class RequestLog:
             if template is not None:
                 record.route = template
             seconds = time.perf_counter() - started
-            self.metrics.observe(template or "unmatched", record.method, status, seconds, record)
+            logged_status = record.status or status
+            self.metrics.observe(template or "unmatched", record.method, logged_status, seconds, record)
             if template in ("/healthz", "/metrics") and status < 400:
                 return  # probes and scrapes every few seconds are not worth a row each
             try:
-                await anyio.to_thread.run_sync(self._write, record, status, 1000 * seconds)
+                await anyio.to_thread.run_sync(self._write, record, logged_status, 1000 * seconds)
             except Exception as exc:  # the answer stands even if its log row cannot be written
                 log.warning("could not log an API request: %s", printable(scrub(str(exc)), 300))
 
@@ -234,11 +241,17 @@ def _record(request: Request) -> RequestRecord:
 
 
 def error_response(
-    path: str, status: int, detail: str, headers: dict[str, str] | None = None
+    path: str,
+    status: int,
+    detail: str,
+    headers: dict[str, str] | None = None,
+    coded: CodedHTTPException | None = None,
 ) -> JSONResponse:
-    """An error body: {"detail": ...}, or OpenAI's {"error": {...}} on the OpenAI-compatible routes."""
+    """An error body: {"detail": ...}, or OpenAI's {"error": {...}} on the OpenAI-compatible routes
+    (with OpenAI's own type and code where it has one)."""
     if path in OPENAI_ROUTES:  # OpenAI's API answers an invalid request 400; its clients expect that
-        return openai_error(400 if status == 422 else status, detail, headers)
+        kind, code = (coded.kind, coded.code) if coded is not None else (None, None)
+        return openai_error(400 if status == 422 else status, detail, headers, kind=kind, code=code)
     return JSONResponse({"detail": detail}, status, headers=headers)
 
 
@@ -286,10 +299,14 @@ def create_app(
             if found.revoked:
                 raise error(403, f"the API key {found.name!r} has been revoked")
             if found.budget_left == 0:
-                raise error(
+                # OpenAI's shape for a spent quota; x-should-retry: the openai client does not retry it.
+                raise CodedHTTPException(
                     429,
                     f"the token budget of key {found.name!r} is spent: {found.tokens_used:,} of "
                     f"{found.token_budget:,} tokens used; ask for a new key or a larger budget",
+                    kind="insufficient_quota",
+                    code="insufficient_quota",
+                    headers={"x-should-retry": "false"},
                 )
             wait = take_rate(conn, found)
         if wait > 0:
@@ -438,7 +455,8 @@ def create_app(
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code >= 400:
             _record(request).error = str(exc.detail)
-        return error_response(request.url.path, exc.status_code, str(exc.detail), exc.headers)
+        coded = exc if isinstance(exc, CodedHTTPException) else None
+        return error_response(request.url.path, exc.status_code, str(exc.detail), exc.headers, coded)
 
     def handler(status: int, what: str) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
         async def handle(request: Request, exc: Exception) -> JSONResponse:

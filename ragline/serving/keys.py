@@ -131,6 +131,9 @@ class RequestRecord:
     cost: float | None = None
     cached: bool = False
     error: str | None = None
+    # A streamed response's in-band status (its error event's), logged and counted instead of the
+    # 200 its headers went out with.
+    status: int | None = None
 
 
 def log_request(conn: psycopg.Connection, record: RequestRecord, *, status: int, latency_ms: float) -> None:

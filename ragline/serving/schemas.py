@@ -138,6 +138,9 @@ class AnswerResponse(BaseModel):
     data: dict[str, Any] | None = None
     support: float | None = None
     replaced: bool = Field(False, description="stream: the output checks changed the streamed text")
+    finish_reason: str | None = Field(
+        None, description="why the model stopped: 'stop', or 'length' (cut at max_tokens); None if not called"
+    )
 
 
 class ChatMessage(BaseModel):
