@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from ragline.cli import main
-from ragline.storage.db import migrations
+from ragline.storage.db import migrations, stop_embedded
 from tests.conftest import REPO, TEST_DATA_DIR, run, write_project
 
 
@@ -340,4 +340,5 @@ def test_a_closed_pipe_ends_the_command_quietly(tmp_path):
         )
     finally:
         os.close(write_end)
+        stop_embedded(tmp_path / "data")  # `ragline env` started the project's embedded server
     assert (done.returncode, done.stderr) == (141, "")
