@@ -278,20 +278,7 @@ def _cmd_context(args: argparse.Namespace, settings: Settings) -> int:
     finally:
         db.close()
     if args.json:
-        print(
-            json.dumps(
-                {
-                    "query": result.query,
-                    "budget": context.budget,
-                    "tokens": context.tokens,
-                    "tokenizer": context.tokenizer,
-                    "dropped": context.dropped,
-                    "context": context.text(),
-                    "citations": context.citations(),
-                },
-                indent=2,
-            )
-        )
+        print(json.dumps(context.as_json(result.query), indent=2))
         return 0
     # Line breaks of the passages are kept; any other control character shows escaped (--json has
     # the exact text).

@@ -71,6 +71,18 @@ class Context:
     def text(self) -> str:
         return "\n\n".join(f"[{p.number}] {p.hit.text}" for p in self.passages)
 
+    def as_json(self, query: str) -> dict[str, object]:
+        """The context as JSON (`ragline context --json`, the API's /v1/context)."""
+        return {
+            "query": query,
+            "budget": self.budget,
+            "tokens": self.tokens,
+            "tokenizer": self.tokenizer,
+            "dropped": self.dropped,
+            "context": self.text(),
+            "citations": self.citations(),
+        }
+
     def citations(self) -> list[dict[str, object]]:
         return [
             {

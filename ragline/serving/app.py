@@ -384,15 +384,7 @@ def create_app(
                 chunk_set=retriever.chunk_set,
                 order=body.order,
             )
-        return ContextResponse(
-            query=result.query,
-            budget=context.budget,
-            tokens=context.tokens,
-            tokenizer=context.tokenizer,
-            dropped=context.dropped,
-            context=context.text(),
-            citations=context.citations(),
-        )
+        return ContextResponse(**context.as_json(result.query))
 
     add_answer_routes(
         app,
