@@ -286,3 +286,19 @@ def test_bootstrap_rejects_bad_input():
         paired_bootstrap([0.1, float("nan")], [0.1, 0.2])
     with pytest.raises(ValueError, match="confidence"):
         paired_bootstrap([0.1, 0.2], [0.2, 0.1], confidence=1.0)
+
+
+def test_bootstrap_ci_of_a_mean():
+    from ragline.evaluation.metrics import bootstrap_ci
+
+    r = bootstrap_ci([1.0, 0.0, 1.0, 1.0, 0.5], samples=4000)
+    assert r.mean == pytest.approx(0.7) and r.n == 5
+    assert r.spread == pytest.approx(math.sqrt(0.2))  # sample variance (ddof=1) of the five values
+    assert 0.0 <= r.low < 0.7 < r.high <= 1.0
+    assert bootstrap_ci([1.0, 0.0, 1.0, 1.0, 0.5], samples=4000) == r  # seeded: reproducible
+    one = bootstrap_ci([0.25])
+    assert (one.mean, one.low, one.high, one.spread) == (0.25, 0.25, 0.25, 0.0)
+    with pytest.raises(ValueError, match="unmeasured"):
+        bootstrap_ci([0.5, float("nan")])
+    with pytest.raises(ValueError, match="non-empty"):
+        bootstrap_ci([])

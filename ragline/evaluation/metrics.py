@@ -293,3 +293,39 @@ def paired_bootstrap(
         samples=samples,
         n=n,
     )
+
+
+@dataclass(frozen=True)
+class MeanInterval:
+    """A mean with its bootstrap confidence interval and the spread (sample standard deviation)."""
+
+    mean: float
+    low: float
+    high: float
+    spread: float  # standard deviation, ddof=1; 0.0 for a single value
+    n: int
+
+
+def bootstrap_ci(
+    values: Sequence[float], *, samples: int = 2000, confidence: float = 0.95, seed: int = 0
+) -> MeanInterval:
+    """Percentile-bootstrap interval of the mean of independent values (a judge's k samples, or the
+    per-question scores of one variant); seeded, so the same values give the same interval."""
+    arr = np.asarray(values, dtype=np.float64)
+    if arr.ndim != 1 or len(arr) == 0:
+        raise ValueError("bootstrap_ci needs a flat, non-empty sequence of values")
+    if not np.isfinite(arr).all():
+        raise ValueError("bootstrap_ci: values must be finite (leave unmeasured values out and count them)")
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    spread = float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
+    if np.all(arr == arr[0]):
+        v = float(arr[0])
+        return MeanInterval(v, v, v, spread, len(arr))
+    rng = np.random.default_rng(seed)
+    means = arr[rng.integers(0, len(arr), size=(samples, len(arr)))].mean(axis=1)
+    tail = (1.0 - confidence) / 2.0 * 100.0
+    low, high = (float(x) for x in np.percentile(means, [tail, 100.0 - tail]))
+    return MeanInterval(float(arr.mean()), low, high, spread, len(arr))
