@@ -63,6 +63,8 @@ def test_krippendorff_alpha_rejects_bad_input():
         krippendorff_alpha([[1, 2], [1, 2, 3]])
     with pytest.raises(ValueError, match="unit 1 .ordinal level.: 'yes' is not a number"):
         krippendorff_alpha([[1, 2], ["yes", 1]], "ordinal")
+    with pytest.raises(ValueError, match="unit 0 .interval level.: inf is not a finite number"):
+        krippendorff_alpha([[1, math.inf], [1, 2]], "interval")
 
 
 def test_cohen_kappa_matches_the_wikipedia_example():
@@ -110,3 +112,5 @@ def test_spearman_rejects_bad_input():
         spearman([1, 1, 1], [1, 2, 3])
     with pytest.raises(ValueError, match=r"x\[1\]: 'high' is not a number"):
         spearman([1, "high"], [1, 2])
+    with pytest.raises(ValueError, match=r"y\[0\]: inf is not a finite number"):
+        spearman([1, 2], [math.inf, 2])

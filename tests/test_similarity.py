@@ -19,6 +19,7 @@ from ragline.evaluation.similarity import (
     similarity_scores,
     token_f1,
 )
+from ragline.types import EmbeddingError
 from tests.conftest import local_embedder
 
 
@@ -109,6 +110,11 @@ def test_embedding_cosine_by_hand_with_known_vectors():
     assert scores == pytest.approx([0.6, 0.0, 0.96, 1.0, 0.0, 0.0])
     with pytest.raises(ValueError, match="2 predictions but 1 references"):
         embedding_cosine(known, ["u", "v"], ["u"])
+    broken = KnownVectors({"u": [[1, 0]], "v": [[np.nan, 0]]})
+    with pytest.raises(EmbeddingError, match="non-finite"):
+        embedding_cosine(broken, ["u"], ["v"])  # an error, never a silent 0 or NaN score
+    with pytest.raises(EmbeddingError, match="non-finite"):
+        bertscore(broken, "u", "v")
 
 
 def test_bertscore_by_hand_with_known_token_vectors():

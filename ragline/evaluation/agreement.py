@@ -19,12 +19,14 @@ LEVELS = ("nominal", "ordinal", "interval")
 
 
 def _missing(value: object) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
+    return value is None or (isinstance(value, float | np.floating) and math.isnan(value))
 
 
 def _number(value: object, where: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
         raise ValueError(f"{where}: {value!r} is not a number")
+    if not math.isfinite(value):
+        raise ValueError(f"{where}: {value!r} is not a finite number")
     return float(value)
 
 

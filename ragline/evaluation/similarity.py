@@ -19,7 +19,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ragline.types import Embedder
+from ragline.types import Embedder, EmbeddingError
 
 EXACT_MATCH = "exact_match"
 TOKEN_F1 = "token_f1"
@@ -143,6 +143,8 @@ def embedding_cosine(
     vectors = np.asarray(
         embedder.embed([predictions[i] for i in todo] + [references[i] for i in todo]), dtype=np.float64
     )
+    if not np.isfinite(vectors).all():
+        raise EmbeddingError("the embedder returned non-finite vectors: no cosine can be computed")
     vectors /= np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
     cosines = (vectors[: len(todo)] * vectors[len(todo) :]).sum(axis=1)
     for i, cosine in zip(todo, cosines, strict=True):
@@ -167,6 +169,8 @@ def bertscore(model: TokenVectors, prediction: str, reference: str) -> BertScore
     if fixed is not None:
         return BertScore(fixed, fixed, fixed)
     cosines = np.asarray(pred, dtype=np.float64) @ np.asarray(ref, dtype=np.float64).T
+    if not np.isfinite(cosines).all():
+        raise EmbeddingError("the model returned non-finite token vectors: no match can be computed")
     best = np.clip(cosines, 0.0, 1.0)
     precision = float(best.max(axis=1).mean())
     recall = float(best.max(axis=0).mean())
