@@ -374,10 +374,19 @@ def similarity_values(embedder: Embedder, qa: QuestionAnswer, metrics: Sequence[
         for m in wanted:
             qa.metrics[m] = MetricValue(m, "similarity", None, samples=[None], reasons=[qa.failed])
         return
-    from ragline.evaluation.similarity import similarity_scores
+    from ragline.evaluation import similarity
 
-    token_model = embedder if hasattr(embedder, "token_vectors") else None
-    values = similarity_scores(embedder, token_model, qa.answer, qa.reference)
+    if hasattr(embedder, "token_vectors"):
+        values: dict[str, float | None] = dict(
+            similarity.similarity_scores(embedder, embedder, qa.answer, qa.reference)  # type: ignore[arg-type]
+        )
+    else:  # a remote embedding model gives no contextual token vectors: no BERTScore-style score
+        values = {
+            "exact_match": similarity.exact_match(qa.answer, qa.reference),
+            "token_f1": similarity.token_f1(qa.answer, qa.reference),
+            "rouge_l": similarity.rouge_l(qa.answer, qa.reference),
+            "embedding_cosine": similarity.embedding_cosine(embedder, [qa.answer], [qa.reference])[0],
+        }
     for m in wanted:
         value = values.get(m)
         reason = "" if value is not None else "the embedding model gives no token vectors"
