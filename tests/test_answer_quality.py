@@ -268,8 +268,8 @@ def test_failed_judgements_are_counted_as_unmeasured(corpus: dict[str, Any]) -> 
     assert sum(s.unmeasured for _v, _n, s in scores.scores) == sum(stored[m]["unmeasured"] for m in JUDGED)
 
 
-# What the scripted judge endpoint replies after its failures (a parseable verdict).
-JUDGE_REPLY = "7"
+# What the scripted judge endpoint replies after its failures: a parseable grade (correctness@1).
+JUDGE_REPLY = '{"score": 3}'
 
 
 def test_without_a_chat_model_the_asset_skips_and_the_gate_is_not_tested(corpus: dict[str, Any]) -> None:

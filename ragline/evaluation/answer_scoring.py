@@ -503,7 +503,6 @@ def answer_config(
     """Everything that decides what an answer variant answers and how it is judged, stored beside
     its scores."""
     rv = retrieval_variant(settings, variant)
-    judge_settings = getattr(judge, "settings", None)
     return {
         "retrieval_variant": rv.name if rv else None,
         "retrieval": variant_config(rv, settings) if rv else dataclasses.asdict(settings.retrieval),
@@ -518,10 +517,10 @@ def answer_config(
             "context_tokens": settings.answer.context_tokens,
         },
         "judge": {
-            "model": getattr(getattr(judge, "model", None), "model", None),
-            "prompts": dict(getattr(judge, "prompt_versions", {}) or {}),
-            "samples": getattr(judge_settings, "samples", None),
-            "temperature": getattr(judge_settings, "temperature", None),
+            "model": judge.model.model,
+            "prompts": dict(judge.prompt_versions),
+            "samples": judge.settings.samples,
+            "temperature": judge.settings.temperature,
         },
     }
 
