@@ -228,14 +228,15 @@ def _client(server: EmbeddingsServer) -> ChatClient:
     return ChatClient(base_url=server.base_url, model="scripted", api_key=None, max_retries=0)
 
 
-def _project(corpus: dict[str, Any], name: str, llm_url: str | None) -> Settings:
+def _project(corpus: dict[str, Any], name: str, llm_url: str | None, **evaluation: Any) -> Settings:
     """The same corpus and eval set (and database) under another ragline.yaml: its llm: block
-    answers from llm_url (none: no chat model)."""
+    answers (and judges) from llm_url (none: no chat model)."""
     root = corpus["root"] / name
     root.mkdir()
     for item in ("corpus", "golden.jsonl"):
         (root / item).symlink_to(corpus["root"] / item)
-    return _config(root, {"model": "scripted", "base_url": llm_url, "max_retries": 0} if llm_url else None)
+    llm = {"model": "scripted", "base_url": llm_url, "max_retries": 0} if llm_url else None
+    return _config(root, llm, **evaluation)
 
 
 def test_failed_judgements_are_counted_as_unmeasured(corpus: dict[str, Any]) -> None:
@@ -297,6 +298,43 @@ def test_without_a_chat_model_the_asset_skips_and_the_gate_is_not_tested(corpus:
     assert check.check_name == ANSWER_SCORES_HAVE_NOT_REGRESSED and not check.passed
     assert check.severity == dg.AssetCheckSeverity.WARN
     assert check.metadata["not_tested"].value == NO_CHAT_MODEL
+
+
+def test_the_asset_scores_judges_and_gates_through_dagster(corpus: dict[str, Any]) -> None:
+    """The asset with a chat model (a scripted endpoint that answers and judges): metered calls,
+    the score, A/B and gate tables in its metadata, and its check (a first partition: not tested)."""
+    from assets.answer_quality import answer_scores_asset
+    from orchestration.automation import FOLLOW_UPSTREAM
+    from orchestration.partitions import daily_partitions
+    from orchestration.resources import EmbedderResource, RaglineResource
+
+    with EmbeddingsServer(chat_replies=[JUDGE_REPLY]) as server:
+        settings = _project(
+            corpus,
+            "asset",
+            server.base_url,
+            variants=[{"name": "scripted"}, {"name": "other", "prompt": "answer@1"}],
+        )
+        days = daily_partitions(settings)
+        result = dg.materialize(
+            [answer_scores_asset(days, FOLLOW_UPSTREAM)],
+            partition_key=days.get_last_partition_key(),
+            resources={
+                "ragline": RaglineResource(config_path=str(settings.path), start_embedded=False),
+                "embedder": EmbedderResource(),
+            },
+            instance=dg.DagsterInstance.ephemeral(),
+        )
+    [mat] = result.asset_materializations_for_node("answer_scores")
+    meta = {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
+    assert meta["dagster/row_count"] == 6  # two variants x three questions
+    assert "| scripted / golden | correctness |" in meta["scores"] and "pointwise" not in meta["ab"]
+    assert "| other vs scripted / golden | token_f1 |" in meta["ab"]
+    assert "first scored partition" in meta["gate"]
+    assert meta["judge_samples"] > 0 and meta["model_calls"] > 0
+    [check] = result.get_asset_check_evaluations()
+    assert check.check_name == ANSWER_SCORES_HAVE_NOT_REGRESSED and not check.passed
+    assert check.metadata["not_tested"].value.startswith("compared 0: first scored partition")
 
 
 @pytest.mark.parametrize(
