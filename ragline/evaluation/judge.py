@@ -319,12 +319,12 @@ class Judge:
             try:
                 score, details = sample(seed)
                 result = _Sample(float(score), "", details)
-            except Unmeasurable as exc:  # the model's reply: deterministic per seed, so cached
+            # The model's reply, unusable: the same seed would most likely give it again, so cached.
+            except Unmeasurable as exc:
                 raw = {"raw": printable(exc.raw, _RAW_CHARS)} if exc.raw else {}
                 result = _Sample(None, printable(str(exc), _REASON_CHARS), raw)
-            except (
-                LLMError
-            ) as exc:  # no reply (unreachable, refused, every model failed): asked again next time
+            # No reply (unreachable, refused, every model failed): not cached, asked again next time.
+            except LLMError as exc:
                 kind = "unavailable" if isinstance(exc, LLMUnavailable) else "failed"
                 result = _Sample(None, printable(f"judge call {kind}: {exc}", _REASON_CHARS), {})
                 keep = False
