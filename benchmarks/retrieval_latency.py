@@ -1267,7 +1267,7 @@ class BeforeWorker:
         import pickle
         import subprocess
 
-        facts = work / "before_worker_vectors.pkl"
+        facts = self._facts = work / "before_worker_vectors.pkl"
         with facts.open("wb") as f:
             pickle.dump({"model_id": model_id, "dim": dim, "vectors": vectors, "ef_search": EF_SEARCH}, f)
         self.proc = subprocess.Popen(
@@ -1299,6 +1299,7 @@ class BeforeWorker:
     def close(self) -> None:
         self._in.close()
         self.proc.wait(timeout=120)
+        self._facts.unlink(missing_ok=True)
 
 
 def load_memory_index(retriever: Retriever) -> dict[str, Any]:
