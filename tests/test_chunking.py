@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ragline.config import ChunkingSettings
+from ragline.index import local_model
 from ragline.index.local_model import WordPieceTokenizer, model_dir
 from ragline.ingest.chunking import Chunker, chunk_id
 from tests.conftest import EXAMPLES, local_embedder
@@ -89,14 +90,21 @@ TRICKY = [
     "[CLS] [SEP] [MASK]x special tokens in text",
     "pneumonoultramicroscopicsilicovolcanoconiosis" * 3 + " a word past 100 characters",
     "punctuation,without;spaces.and?marks!(nested)[brackets]{braces}",
+    "words of no tokens: \x00 \u200b \x0b\x0c and after them",
 ]
 
 
-def test_word_counts_equal_a_full_tokenization(tokenizer):
+def test_word_counts_equal_a_full_tokenization(tokenizer, monkeypatch):
     fresh = WordPieceTokenizer(str(model_dir() / "tokenizer.json"), tokenizer.name)
     for text in [*TRICKY, TEXT, " ".join(TRICKY)]:
         assert fresh.count(text) == len(tokenizer.encode(text)), repr(text[:60])
         assert fresh.count(text) == len(tokenizer.encode(text))  # remembered the second time
+    # A full memo is emptied and filled again with the text's words.
+    monkeypatch.setattr(local_model, "WORD_COUNT_MEMO", 50)
+    small = WordPieceTokenizer(str(model_dir() / "tokenizer.json"), tokenizer.name)
+    assert small.count(" ".join(TRICKY)) == len(tokenizer.encode(" ".join(TRICKY)))
+    assert small.count(TEXT) == len(tokenizer.encode(TEXT))
+    assert len(small._word_counts) <= len(set(TEXT.split(" "))) + 1
 
 
 def test_counted_chunks_equal_chunks_of_a_tokenizer_without_counts(tokenizer):
