@@ -50,10 +50,10 @@ def answer_scores_asset(
                 data_version=dg.DataVersion(provenance.combined_version("skipped")),
                 check_results=check_results([outcome], level, context.partition_key),
             )
-        from ragline.evaluation.judge import Judge, judge_model
+        from ragline.evaluation.judge import build_judge
 
         db = ragline.database()
-        judge = Judge(judge_model(settings), settings.judge, db)
+        judge = build_judge(settings, db)  # redacts what it sends when guardrails are on
         scores = score_answers(db, settings, embedder.embedder(), judge, day, context.log.info)
         outcome = answer_gate_outcome(scores.gates, settings, day)
         return dg.MaterializeResult(
