@@ -4,6 +4,7 @@ import os
 
 import dagster as dg
 
+from assets.answer_quality import answer_scores_asset
 from assets.chunks import chunks_asset
 from assets.costs import LLM_COSTS_JOB, llm_costs_asset, llm_costs_schedule
 from assets.documents import raw_documents_asset
@@ -70,6 +71,7 @@ def build_definitions(settings: Settings, executor: str | None = None) -> dg.Def
         retrieval_scores_asset(days, quality, blocking=settings.evaluation.severity == "error"),
         variant_comparison_asset(days, quality),
         drift_metrics_asset(days, quality, blocking=settings.drift.severity == "error"),
+        answer_scores_asset(days, quality, blocking=settings.answer_evaluation.severity == "error"),
     ]
     policy = freshness_policy(settings.freshness)
     assets = [
@@ -105,7 +107,7 @@ def build_definitions(settings: Settings, executor: str | None = None) -> dg.Def
     quality_job = dg.define_asset_job(
         QUALITY_JOB,
         selection=dg.AssetSelection.assets(*quality_assets) - dg.AssetSelection.checks(*freshness),
-        description="One day's retrieval scores, variant comparison and drift metrics.",
+        description="One day's retrieval scores, variant comparison, drift metrics and answer scores.",
     )
     return dg.Definitions(
         assets=[*assets, llm_costs],
