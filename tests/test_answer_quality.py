@@ -195,6 +195,14 @@ def test_gate_fails_on_answers_from_the_wrong_context_and_passes_on_a_rerun(corp
         DAY1,
     )
     assert all(r["wrong"] != r["own"] for r in moved if r["own"])
+    # ragline.answers keeps the question that was asked, not the one whose context was fed in.
+    stored = _rows(
+        url,
+        "SELECT r.question, a.question AS stored FROM ragline.answer_results r "
+        "JOIN ragline.answers a USING (answer_id) WHERE r.partition = %s",
+        DAY2,
+    )
+    assert stored and all(r["stored"] == r["question"] for r in stored)
     rerun = _score(corpus, DAY3)
     outcome = answer_gate_outcome(rerun.gates, settings, DAY3)
     assert outcome.passed and not outcome.untested, outcome.metadata

@@ -106,7 +106,7 @@ class _Request:
     timings: dict[str, float]
     started: float
     served: dict[str, Any] | None  # what search served when retrieval began (ragline.served_data)
-    searched: str  # the question as searched and stored: redacted when guardrails are on
+    searched: str  # the question as stored: redacted when guardrails are on
     guardrails: dict[str, Any] = field(default_factory=dict)
     redaction: Redaction | None = None
     cache_keys: tuple[str, SemanticKey | None] | None = None
@@ -224,6 +224,8 @@ def _prepare(
     # requests that differ only in a redacted value retrieve the same context (one cache entry).
     wanted = overrides.get("search_text") or question
     searched = wanted if guard is None else guard.redact([wanted]).texts[0]
+    # ragline.answers keeps the question asked (redacted); search_text only changes what is retrieved.
+    asked = searched if wanted is question else question if guard is None else guard.redact([question]).texts[0]
     result = retriever.search(
         searched,
         k=overrides.get("k"),
@@ -261,7 +263,7 @@ def _prepare(
             None,
             support=support if result.hits else None,
         )
-        out.answer_id = _record(db, out, searched, prompt, [], result.query_id, served)
+        out.answer_id = _record(db, out, asked, prompt, [], result.query_id, served)
         return out
 
     if not result.hits:
@@ -313,7 +315,7 @@ def _prepare(
         timings,
         started,
         served,
-        searched,
+        asked,
     )
 
     if guard is not None:
@@ -667,7 +669,7 @@ def _record(
     served: dict[str, Any],
 ) -> int:
     """Store the answer in ragline.answers with the published generations it was answered from;
-    question: as searched (redacted when guardrails are on: the table keeps no secret of it)."""
+    question: as asked (redacted when guardrails are on: the table keeps no secret of it)."""
     with db.connection() as conn:
         row = conn.execute(
             query("insert_answer"),
