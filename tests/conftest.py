@@ -45,12 +45,15 @@ def database_at(server_url: str, name: str) -> str:
     return server_url.replace("/ragline?", f"/{name}?")
 
 
-def fresh_database(server_url: str, migrated: bool = True) -> tuple[str, str]:
-    """A new database: a copy of the migrated template, or empty (for the migrations' own tests)."""
+def fresh_database(
+    server_url: str, migrated: bool = True, template: str = MIGRATED_TEMPLATE
+) -> tuple[str, str]:
+    """A new database: a copy of a template (default: migrated, no data), or empty (for the
+    migrations' own tests)."""
     name = "t_" + uuid.uuid4().hex[:12]
     create = psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name))
     if migrated:
-        create += psycopg.sql.SQL(" TEMPLATE {}").format(psycopg.sql.Identifier(MIGRATED_TEMPLATE))
+        create += psycopg.sql.SQL(" TEMPLATE {}").format(psycopg.sql.Identifier(template))
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(create)
     return name, database_at(server_url, name)
@@ -83,6 +86,16 @@ def empty_db_url(server_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[s
     monkeypatch.setenv("DATABASE_URL", url)
     yield url
     drop_database(server_url, name)
+
+
+@pytest.fixture(scope="session")
+def llm_url() -> Iterator[str]:
+    """llama.cpp serving SmolLM2-135M on loopback, one server for the session (one thread, to
+    spare the cores). Modules that need their own server state start their own."""
+    from tests.llm_server import local_llm_server
+
+    with local_llm_server(n_threads=1) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

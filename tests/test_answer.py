@@ -28,18 +28,12 @@ from ragline.retrieval.search import build_retriever
 from ragline.storage.db import Database
 from ragline.types import CallRecord, Completion
 from tests.conftest import EXAMPLES, drop_database, fresh_database, local_embedder, run, write_project
-from tests.llm_server import MODEL_NAME, local_llm_server
+from tests.llm_server import MODEL_NAME
 from tests.openai_server import EmbeddingsServer
 
 VACATION = "How many vacation days do I get per year?"
 OFF_TOPIC = "Who won the 1998 FIFA World Cup?"
 FILES = ["paid-time-off.md", "expenses-and-travel.md", "meeting-norms.md"]
-
-
-@pytest.fixture(scope="module")
-def llm_url() -> Iterator[str]:
-    with local_llm_server(n_threads=1) as url:
-        yield url
 
 
 def _config(root: Path, llm: dict[str, Any] | None, **answer: Any) -> Settings:
