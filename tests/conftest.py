@@ -98,6 +98,41 @@ def llm_url() -> Iterator[str]:
         yield url
 
 
+# The small corpus that answer-plane modules share: three handbook pages, materialized (data plane)
+# once per session into a template database; each module answers over its own copy of it.
+HANDBOOK = ("paid-time-off.md", "expenses-and-travel.md", "meeting-norms.md")
+
+
+def handbook_project(root: Path, **overrides: Any) -> Settings:
+    """root/corpus/handbook holding the HANDBOOK pages, and a ragline.yaml over them; overrides may
+    only add blocks that the data plane does not read (llm, answer, prices of chat models, cache,
+    guardrails, serve), so that the shared template holds what this project would materialize."""
+    folder = root / "corpus" / "handbook"
+    folder.mkdir(parents=True, exist_ok=True)
+    for file in HANDBOOK:
+        shutil.copy(EXAMPLES / "handbook" / file, folder / file)
+    sources = [{"name": "handbook", "root": "corpus/handbook", "chunking": {"strategy": "markdown"}}]
+    return write_project(root, sources, **overrides)
+
+
+@pytest.fixture(scope="session")
+def handbook_template(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The name of a database holding the HANDBOOK project materialized (data plane and indexes);
+    never use it directly: `fresh_database(server_url, template=handbook_template)` copies it."""
+    from orchestration.resources import close_databases
+
+    name, url = fresh_database(server_url)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("DATABASE_URL", url)
+    try:
+        run(handbook_project(tmp_path_factory.mktemp("handbook")), quality=False)
+    finally:
+        mp.undo()
+    close_databases()  # a template must have no open connections when it is copied
+    yield name
+    drop_database(server_url, name)
+
+
 @pytest.fixture(scope="session")
 def demo(server_url: str) -> Iterator[dict[str, Any]]:
     """The repository's ragline.yaml over examples/, materialized twice in a fresh database (the
