@@ -45,12 +45,15 @@ def database_at(server_url: str, name: str) -> str:
     return server_url.replace("/ragline?", f"/{name}?")
 
 
-def fresh_database(server_url: str, migrated: bool = True) -> tuple[str, str]:
-    """A new database: a copy of the migrated template, or empty (for the migrations' own tests)."""
+def fresh_database(
+    server_url: str, migrated: bool = True, template: str = MIGRATED_TEMPLATE
+) -> tuple[str, str]:
+    """A new database: a copy of a template (default: migrated, no data), or empty (for the
+    migrations' own tests)."""
     name = "t_" + uuid.uuid4().hex[:12]
     create = psycopg.sql.SQL("CREATE DATABASE {}").format(psycopg.sql.Identifier(name))
     if migrated:
-        create += psycopg.sql.SQL(" TEMPLATE {}").format(psycopg.sql.Identifier(MIGRATED_TEMPLATE))
+        create += psycopg.sql.SQL(" TEMPLATE {}").format(psycopg.sql.Identifier(template))
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(create)
     return name, database_at(server_url, name)
@@ -82,6 +85,51 @@ def empty_db_url(server_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[s
     name, url = fresh_database(server_url, migrated=False)
     monkeypatch.setenv("DATABASE_URL", url)
     yield url
+    drop_database(server_url, name)
+
+
+@pytest.fixture(scope="session")
+def llm_url() -> Iterator[str]:
+    """llama.cpp serving SmolLM2-135M on loopback, one server for the session (one thread, to
+    spare the cores). Modules that need their own server state start their own."""
+    from tests.llm_server import local_llm_server
+
+    with local_llm_server(n_threads=1) as url:
+        yield url
+
+
+# The small corpus that answer-plane modules share: three handbook pages, materialized (data plane)
+# once per session into a template database; each module answers over its own copy of it.
+HANDBOOK = ("paid-time-off.md", "expenses-and-travel.md", "meeting-norms.md")
+
+
+def handbook_project(root: Path, **overrides: Any) -> Settings:
+    """root/corpus/handbook holding the HANDBOOK pages, and a ragline.yaml over them; overrides may
+    only add blocks that the data plane does not read (llm, answer, prices of chat models, cache,
+    guardrails, serve), so that the shared template holds what this project would materialize."""
+    folder = root / "corpus" / "handbook"
+    folder.mkdir(parents=True, exist_ok=True)
+    for file in HANDBOOK:
+        shutil.copy(EXAMPLES / "handbook" / file, folder / file)
+    sources = [{"name": "handbook", "root": "corpus/handbook", "chunking": {"strategy": "markdown"}}]
+    return write_project(root, sources, **overrides)
+
+
+@pytest.fixture(scope="session")
+def handbook_template(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The name of a database holding the HANDBOOK project materialized (data plane and indexes);
+    never use it directly: `fresh_database(server_url, template=handbook_template)` copies it."""
+    from orchestration.resources import close_databases
+
+    name, url = fresh_database(server_url)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("DATABASE_URL", url)
+    try:
+        run(handbook_project(tmp_path_factory.mktemp("handbook")), quality=False)
+    finally:
+        mp.undo()
+    close_databases()  # a template must have no open connections when it is copied
+    yield name
     drop_database(server_url, name)
 
 

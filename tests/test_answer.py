@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import socket
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,44 +26,38 @@ from ragline.retrieval.context import assemble_context, tokenizer_for
 from ragline.retrieval.search import build_retriever
 from ragline.storage.db import Database
 from ragline.types import CallRecord, Completion
-from tests.conftest import EXAMPLES, drop_database, fresh_database, local_embedder, run, write_project
-from tests.llm_server import MODEL_NAME, local_llm_server
+from tests.conftest import drop_database, fresh_database, handbook_project, local_embedder, write_project
+from tests.llm_server import MODEL_NAME
 from tests.openai_server import EmbeddingsServer
 
 VACATION = "How many vacation days do I get per year?"
 OFF_TOPIC = "Who won the 1998 FIFA World Cup?"
-FILES = ["paid-time-off.md", "expenses-and-travel.md", "meeting-norms.md"]
 
 
-@pytest.fixture(scope="module")
-def llm_url() -> Iterator[str]:
-    with local_llm_server(n_threads=1) as url:
-        yield url
-
-
-def _config(root: Path, llm: dict[str, Any] | None, **answer: Any) -> Settings:
-    sources = [{"name": "handbook", "root": "corpus/handbook", "chunking": {"strategy": "markdown"}}]
+def _blocks(llm: dict[str, Any] | None, **answer: Any) -> dict[str, Any]:
     # A small context: SmolLM2 on one thread reads ~600 prompt tokens in a few seconds.
     extra: dict[str, Any] = {"answer": {"max_tokens": 48, "context_tokens": 400, **answer}}
     if llm is not None:
         extra["llm"] = llm
-    return write_project(root, sources, **extra)
+    return extra
+
+
+def _config(root: Path, llm: dict[str, Any] | None, **answer: Any) -> Settings:
+    sources = [{"name": "handbook", "root": "corpus/handbook", "chunking": {"strategy": "markdown"}}]
+    return write_project(root, sources, **_blocks(llm, **answer))
 
 
 @pytest.fixture(scope="module")
 def corpus(
-    server_url: str, tmp_path_factory: pytest.TempPathFactory, llm_url: str
+    server_url: str, tmp_path_factory: pytest.TempPathFactory, llm_url: str, handbook_template: str
 ) -> Iterator[dict[str, Any]]:
-    """Three handbook pages materialized (data plane) in a fresh database; DATABASE_URL points at it."""
-    name, url = fresh_database(server_url)
+    """Three handbook pages materialized (data plane): a copy of the session's handbook template;
+    DATABASE_URL points at it."""
+    name, url = fresh_database(server_url, template=handbook_template)
     mp = pytest.MonkeyPatch()
     mp.setenv("DATABASE_URL", url)
-    root = tmp_path_factory.mktemp("answer")
-    (root / "corpus" / "handbook").mkdir(parents=True)
-    for file in FILES:
-        shutil.copy(EXAMPLES / "handbook" / file, root / "corpus" / "handbook" / file)
-    settings = _config(root, {"model": MODEL_NAME, "base_url": llm_url, "context_window": 2048})
-    run(settings, quality=False)
+    llm = {"model": MODEL_NAME, "base_url": llm_url, "context_window": 2048}
+    settings = handbook_project(tmp_path_factory.mktemp("answer"), **_blocks(llm))
     db = Database(url, max_size=2)
     retriever = build_retriever(settings, db, local_embedder())
     yield {"url": url, "settings": settings, "db": db, "retriever": retriever}

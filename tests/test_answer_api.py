@@ -27,7 +27,7 @@ from ragline.serving.app import create_app
 from ragline.storage.db import Database
 from ragline.types import DatabaseError
 from tests.conftest import EXAMPLES, drop_database, fresh_database, local_embedder, run, write_project
-from tests.llm_server import MODEL_NAME, local_llm_server
+from tests.llm_server import MODEL_NAME
 from tests.openai_server import EmbeddingsServer
 from tests.test_serving import bearer, new_key, rows, serving
 
@@ -37,7 +37,9 @@ PRICES = {MODEL_NAME: {"input_per_1m": 2.0, "output_per_1m": 8.0}}
 
 
 @pytest.fixture(scope="module")
-def project(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def project(
+    server_url: str, tmp_path_factory: pytest.TempPathFactory, llm_url: str
+) -> Iterator[dict[str, Any]]:
     """Two handbook pages materialized in a fresh database; the llm: block is llama.cpp on loopback."""
     root = tmp_path_factory.mktemp("answer-api")
     folder = root / "corpus" / "handbook"
@@ -47,19 +49,18 @@ def project(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     name, url = fresh_database(server_url)
     mp = pytest.MonkeyPatch()
     mp.setenv("DATABASE_URL", url)
-    with local_llm_server(n_threads=1) as llm_url:
-        settings = write_project(
-            root,
-            [{"name": "handbook", "root": "corpus/handbook", "chunking": {"strategy": "markdown"}}],
-            llm={"model": MODEL_NAME, "base_url": llm_url, "context_window": 2048},
-            # A short answer from a small context: SmolLM2 on one thread answers in a few seconds.
-            answer={"max_tokens": 24, "context_tokens": 300},
-            prices=PRICES,
-        )
-        run(settings, quality=False)
-        app = build_api(settings)
-        with serving(app) as base:
-            yield {"settings": settings, "url": url, "api": base}
+    settings = write_project(
+        root,
+        [{"name": "handbook", "root": "corpus/handbook", "chunking": {"strategy": "markdown"}}],
+        llm={"model": MODEL_NAME, "base_url": llm_url, "context_window": 2048},
+        # A short answer from a small context: SmolLM2 on one thread answers in a few seconds.
+        answer={"max_tokens": 24, "context_tokens": 300},
+        prices=PRICES,
+    )
+    run(settings, quality=False)
+    app = build_api(settings)
+    with serving(app) as base:
+        yield {"settings": settings, "url": url, "api": base}
     mp.undo()
     drop_database(server_url, name)
 

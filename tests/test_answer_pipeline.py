@@ -30,7 +30,7 @@ from ragline.retrieval.search import build_retriever
 from ragline.storage.db import Database
 from tests.capturing_proxy import CapturingProxy
 from tests.conftest import EXAMPLES, drop_database, fresh_database, local_embedder, run, write_project
-from tests.llm_server import MODEL_NAME, local_llm_server
+from tests.llm_server import MODEL_NAME
 from tests.openai_server import EmbeddingsServer
 
 PAYROLL = """# Payroll contacts
@@ -60,9 +60,10 @@ VACATION = "How many vacation days do I get per year?"
 
 
 @pytest.fixture(scope="module")
-def llm() -> Iterator[CapturingProxy]:
-    """SmolLM2 on llama.cpp, behind a proxy that records every request body sent to it."""
-    with local_llm_server(n_threads=1) as url, CapturingProxy(url) as proxy:
+def llm(llm_url: str) -> Iterator[CapturingProxy]:
+    """SmolLM2 on llama.cpp (the session's server), behind a proxy that records every request
+    body sent to it."""
+    with CapturingProxy(llm_url) as proxy:
         yield proxy
 
 

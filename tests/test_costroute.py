@@ -25,7 +25,7 @@ from ragline.llm import LLMError, LLMUnavailable
 from ragline.storage.db import Database
 from ragline.types import CallRecord, Completion, RouteFeatures
 from tests.conftest import metadata, run
-from tests.llm_server import MODEL_NAME, local_llm_server
+from tests.llm_server import MODEL_NAME
 from tests.openai_server import EmbeddingsServer
 
 PRICES = {MODEL_NAME: {"input_per_1m": 2.0, "output_per_1m": 8.0}}
@@ -90,12 +90,6 @@ class OpenAIChat:
         tokens = {"prompt_tokens": usage.prompt_tokens, "completion_tokens": usage.completion_tokens}
         self._record(started, **tokens)
         yield Completion(text="".join(text), model=self.model, endpoint=self.host, latency_ms=0.0, **tokens)
-
-
-@pytest.fixture(scope="module")
-def llm_url() -> Iterator[str]:
-    with local_llm_server(n_threads=1) as url:
-        yield url
 
 
 def dead_url() -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import sys
 import threading
+from collections.abc import Iterator
 
 import dagster as dg
 import psycopg
@@ -14,6 +15,7 @@ import yaml
 
 from orchestration.commands import run_pipeline
 from orchestration.definitions import build_definitions
+from orchestration.resources import close_databases
 from ragline.cli import main
 from ragline.config import load_settings
 from ragline.index import embedding_ledger
@@ -24,7 +26,17 @@ from ragline.ingest.chunking import Chunker
 from ragline.retrieval.search import build_retriever
 from ragline.storage.db import Database, query
 from ragline.types import Filters, PublishError
-from tests.conftest import EXAMPLES, checks, local_embedder, metadata, run
+from tests.conftest import (
+    EXAMPLES,
+    MIGRATED_TEMPLATE,
+    checks,
+    drop_database,
+    fresh_database,
+    local_embedder,
+    metadata,
+    run,
+    write_project,
+)
 from tests.test_embedding_ledger import FailsAfter
 
 HANDBOOK = sorted(p.name for p in (EXAMPLES / "handbook").glob("*.md"))
@@ -51,12 +63,46 @@ def check(result: dg.ExecuteInProcessResult, name: str) -> bool:
     return next(e.passed for e in result.get_asset_check_evaluations() if e.check_name == name)
 
 
+@pytest.fixture(scope="module")
+def published_handbook(server_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A template database: the twelve handbook pages as `project` lays them out, published once
+    per module (each test that uses `handbook` gets its own copy)."""
+    root = tmp_path_factory.mktemp("published-handbook")
+    (root / "corpus" / "handbook").mkdir(parents=True)
+    for name in HANDBOOK:
+        shutil.copy(EXAMPLES / "handbook" / name, root / "corpus" / "handbook" / name)
+    sources = [{"name": "handbook", "root": "corpus/handbook", "chunking": {"strategy": "markdown"}}]
+    name, url = fresh_database(server_url)
+    mp = pytest.MonkeyPatch()
+    mp.setenv("DATABASE_URL", url)
+    try:
+        run(write_project(root, sources), quality=False)
+    finally:
+        mp.undo()
+    close_databases()  # a template must have no open connections when it is copied
+    yield name
+    drop_database(server_url, name)
+
+
+@pytest.fixture
+def db_url(server_url: str, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Iterator[str]:
+    """conftest's db_url; for a test that uses `handbook`, a copy of the published handbook."""
+    template = (
+        request.getfixturevalue("published_handbook")
+        if "handbook" in request.fixturenames
+        else MIGRATED_TEMPLATE
+    )
+    name, url = fresh_database(server_url, template=template)
+    monkeypatch.setenv("DATABASE_URL", url)
+    yield url
+    drop_database(server_url, name)
+
+
 @pytest.fixture
 def handbook(project):
-    """One source with the twelve handbook pages, published once."""
-    settings = project({"handbook": [f"handbook/{n}" for n in HANDBOOK]})
-    run(settings, quality=False)
-    return settings
+    """One source with the twelve handbook pages, published once (its database: a copy of
+    published_handbook)."""
+    return project({"handbook": [f"handbook/{n}" for n in HANDBOOK]})
 
 
 def test_search_never_misses_a_live_document_while_a_source_is_edited_and_rechunked(handbook, db_url):
