@@ -225,7 +225,9 @@ def _prepare(
     wanted = overrides.get("search_text") or question
     searched = wanted if guard is None else guard.redact([wanted]).texts[0]
     # ragline.answers keeps the question asked (redacted); search_text only changes what is retrieved.
-    asked = searched if wanted is question else question if guard is None else guard.redact([question]).texts[0]
+    asked = searched
+    if wanted is not question:
+        asked = question if guard is None else guard.redact([question]).texts[0]
     result = retriever.search(
         searched,
         k=overrides.get("k"),
