@@ -30,7 +30,6 @@ from ragline.config import (
 )
 from ragline.costs import ROLLUPS
 from ragline.endpoints import calls_recorded_by
-from ragline.evaluation.annotation import AnnotationError
 from ragline.llm import LLMError
 from ragline.safe_text import printable
 from ragline.storage.db import (
@@ -901,7 +900,6 @@ def main(argv: list[str] | None = None) -> int:
         EmbeddingError,
         LLMError,
         AnswerError,
-        AnnotationError,
     ) as exc:
         print(f"ragline: error: {printable(str(exc).strip())}", file=sys.stderr)
         return 2

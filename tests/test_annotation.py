@@ -511,3 +511,46 @@ def test_a_label_entered_with_the_keyboard_in_chromium_lands_in_human_labels(db_
         1.0,
     )
     assert (label["note"], label["source"]) == ("reads well", "web")
+
+
+def test_the_annotation_queue_asset_queues_a_day_and_shows_agreement_and_calibration(db_url, tmp_path):
+    import dagster as dg
+
+    from assets.annotation import annotation_queue_asset
+    from orchestration.partitions import daily_partitions
+    from orchestration.resources import RaglineResource
+    from tests.conftest import table_rows
+
+    # Today's partition: a day's agreement counts the labels given until that day's end.
+    today = dt.datetime.now(dt.UTC).date()
+    (tmp_path / "docs").mkdir()
+    settings = write_project(
+        tmp_path,
+        [{"name": "docs", "root": "docs"}],
+        evaluation={"start_date": (today - dt.timedelta(days=3)).isoformat()},
+        annotation={"random_count": 0},
+    )
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        # One answer queued and labelled earlier in the day: the judge said 0.95 (yes), the people's
+        # mean is 0.75, a yes too.
+        add_answer(
+            conn, today, "x1", judge={"correctness": (0.95, 0.9, 1.0, 0)}, similarity={"token_f1": 0.1}
+        )
+        [(item_id, _)] = annotation.store_queue(
+            conn, annotation.select_queue(conn, today, settings.annotation)
+        )
+        for who, correct in (("ann", 1.0), ("bob", 0.5)):
+            annotation.save_label(conn, annotation.Label(item_id, who, None, None, correct, source="cli"))
+        queue_day(conn, today)
+    asset = annotation_queue_asset(daily_partitions(settings), dg.AutomationCondition.eager())
+    resources = {"ragline": RaglineResource(config_path=str(settings.path))}
+    result = dg.materialize([asset], resources=resources, partition_key=today.isoformat())
+    [mat] = result.asset_materializations_for_node("annotation_queue")
+    meta = {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
+    by_reason = {r["reason"]: r["items"] for r in table_rows(meta["queued_by_reason"])}
+    assert by_reason == {"low_confidence": "2", "disagreement": "1", "random": "0"}
+    assert meta["queued"] == 3 and (meta["items_open"], meta["items_labelled"]) == (3, 1)
+    agreement = {(r["label"], r["between annotators"]): r for r in table_rows(meta["agreement"])}
+    assert agreement["correct", "cohen_kappa"]["n"] == "1"
+    calibration = {r["judge metric"]: r for r in table_rows(meta["calibration"])}
+    assert calibration["correctness"]["n"] == "1" and calibration["correctness"]["bin match"] == "1.0000"

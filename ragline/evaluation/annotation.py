@@ -22,7 +22,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from ragline.answer.citations import cited_numbers
-from ragline.config import AnnotationSettings
+from ragline.config import AnnotationSettings, ConfigError
 from ragline.evaluation import label_studio
 from ragline.evaluation.agreement import cohen_kappa, krippendorff_alpha, spearman
 from ragline.safe_text import printable
@@ -43,8 +43,9 @@ MAX_ANNOTATOR_CHARS = 100
 KIND = "human"  # the golden lines' kind
 
 
-class AnnotationError(ValueError):
-    """A label, item or file that cannot be taken as given (the message says why)."""
+class AnnotationError(ConfigError):
+    """A label, item or file that cannot be taken as given (the message says why): bad input, so
+    the CLI's exit 2 and the API's 422 like any ConfigError."""
 
 
 # --- the queue -------------------------------------------------------------------------------------
