@@ -306,7 +306,12 @@ def test_label_studio_export_then_import_into_a_fresh_database_gives_the_same_la
     settings = project(tmp_path)
     with psycopg.connect(db_url, autocommit=True) as conn:
         label_items(
-            conn, {"l1": [("ann", 1.0, 0.5, None), ("bob", 0.0, 1.0, 1.0)], "l2": [("ann", None, None, 0.5)]}
+            conn,
+            {
+                "l1": [("ann", 1.0, 0.5, None), ("bob", 0.0, 1.0, 1.0)],
+                "l2": [("ann", None, None, 0.5)],
+                "l3": [],
+            },
         )
         conn.execute(
             "UPDATE ragline.human_labels SET note = 'cites [1] \"twice\"\nsee §2' WHERE annotator = 'bob'"
@@ -314,7 +319,7 @@ def test_label_studio_export_then_import_into_a_fresh_database_gives_the_same_la
     exported = tmp_path / "tasks.json"
     assert main(["--config", str(settings.path), "label", "export", "--label-studio", str(exported)]) == 0
     tasks = json.loads(exported.read_text())
-    assert len(tasks) == 2 and {"question", "answer", "context", "reference", "item_id"} <= set(
+    assert len(tasks) == 3 and {"question", "answer", "context", "reference", "item_id"} <= set(
         tasks[0]["data"]
     )
     assert (tmp_path / "tasks.json.config.xml").read_text().startswith("<View")

@@ -25,11 +25,10 @@ from ragline.answer.citations import cited_numbers
 from ragline.config import AnnotationSettings, ConfigError
 from ragline.evaluation import label_studio
 from ragline.evaluation.agreement import cohen_kappa, krippendorff_alpha, spearman
+from ragline.evaluation.label_studio import CHOICES, LABELS
 from ragline.safe_text import printable
 from ragline.storage.db import query
 
-LABELS = ("faithful", "relevant", "correct")
-CHOICES = {"yes": 1.0, "partly": 0.5, "no": 0.0}
 CHOICE_NAMES = {value: name for name, value in CHOICES.items()}
 SOURCES = ("web", "cli", "label_studio")
 # The judge metric each human label is compared with.
@@ -556,7 +555,7 @@ def export_tasks(conn: psycopg.Connection) -> list[dict[str, Any]]:
     """Every item with its labels as Label Studio tasks; each task's data also carries the item's
     key, context passages and judge scores under "ragline", so an import elsewhere rebuilds it."""
     items = items_with_labels(conn)
-    tasks = label_studio.to_tasks([_ls_item(item) for item in items])
+    tasks = label_studio.to_tasks([row for item in items for row in _ls_rows(item)])
     for task, item in zip(tasks, items, strict=True):
         task["data"][RAGLINE_KEY] = {
             key: item[key]
@@ -574,24 +573,26 @@ def export_tasks(conn: psycopg.Connection) -> list[dict[str, Any]]:
     return tasks
 
 
-def _ls_item(item: dict[str, Any]) -> dict[str, Any]:
-    return {
+def _ls_rows(item: dict[str, Any]) -> list[dict[str, Any]]:
+    """An item as label_studio's rows: one per label, or one without an annotator if it has none."""
+    texts = {
         "item_id": item["item_id"],
         "question": item["question"],
         "answer": item["answer"],
         "context": context_text(item["context"] or []),
-        "reference": item["reference"] or "",
-        "labels": [
-            {
-                "item_id": item["item_id"],
-                "annotator": label["annotator"],
-                **{kind: label[kind] for kind in LABELS},
-                "note": label["note"],
-                "created_at": label["created_at"],
-            }
-            for label in item["labels"]
-        ],
+        "reference": item["reference"],
     }
+    unlabelled = {"annotator": None, **dict.fromkeys(LABELS), "note": None, "created_at": None}
+    return [
+        texts
+        | {
+            "annotator": label["annotator"],
+            **{kind: label[kind] for kind in LABELS},
+            "note": label["note"] or None,
+            "created_at": dt.datetime.fromisoformat(label["created_at"]),
+        }
+        for label in item["labels"]
+    ] or [texts | unlabelled]
 
 
 @dataclass(frozen=True)
@@ -619,6 +620,8 @@ def import_tasks(conn: psycopg.Connection, tasks: Any) -> Imported:
             item_of[data.get("item_id")] = item_id
             created += new
         for raw in labels:
+            if raw["annotator"] is None:
+                continue  # a task nobody labelled
             if raw["item_id"] not in item_of:
                 raise AnnotationError(
                     f"a label names item {printable(raw['item_id'], 40)}, which no task carries"
