@@ -184,11 +184,14 @@ def test_labels_are_checked_and_a_relabel_replaces_the_label(db_url):
             ({"faithful": "maybe"}, "faithful: expected yes, partly or no"),
             ({"correct": 0.7}, "correct: expected"),
             ({}, "nothing to save"),
+            ({"faithful": "yes", "note": "a\x00b"}, "without NUL"),  # Postgres text holds none
         ):
             with pytest.raises(annotation.AnnotationError, match=message):
                 annotation.make_label(item_id, "ann", **bad)
         with pytest.raises(annotation.AnnotationError, match="annotator"):
             annotation.make_label(item_id, "a\x1b[2Jb", faithful="yes")
+        with pytest.raises(annotation.AnnotationError, match="item_id must be"):
+            annotation.make_label(2**63, "ann", faithful="yes")  # past bigint
         with pytest.raises(annotation.AnnotationError, match="no annotation item 999"):
             annotation.save_label(conn, annotation.make_label(999, "ann", faithful="yes"))
         first = annotation.save_label(conn, annotation.make_label(item_id, "ann", faithful="yes", note="ok"))

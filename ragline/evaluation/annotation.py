@@ -39,6 +39,7 @@ REASONS = ("low_confidence", "disagreement", "random")
 RANDOM_DEFAULT = 3  # control items per day when neither random_share nor random_count is given
 MAX_NOTE_CHARS = 4_000
 MAX_ANNOTATOR_CHARS = 100
+MAX_ID = 2**63 - 1  # bigint
 KIND = "human"  # the golden lines' kind
 
 
@@ -244,13 +245,13 @@ def make_label(
     created_at: dt.datetime | None = None,
 ) -> Label:
     """A label from outside input, every field checked (AnnotationError says which is wrong)."""
-    if isinstance(item_id, bool) or not isinstance(item_id, int) or item_id < 1:
+    if isinstance(item_id, bool) or not isinstance(item_id, int) or not 1 <= item_id <= MAX_ID:
         raise AnnotationError(f"item_id must be a whole number of at least 1, got '{printable(item_id, 40)}'")
     if source not in SOURCES:
         raise AnnotationError(f"source must be one of {SOURCES}")
     note = "" if note is None else note
-    if not isinstance(note, str) or len(note) > MAX_NOTE_CHARS:
-        raise AnnotationError(f"note: text of at most {MAX_NOTE_CHARS:,} characters")
+    if not isinstance(note, str) or len(note) > MAX_NOTE_CHARS or "\x00" in note:
+        raise AnnotationError(f"note: text of at most {MAX_NOTE_CHARS:,} characters, without NUL")
     label = Label(
         item_id,
         annotator_name(annotator),
@@ -653,12 +654,28 @@ def _timestamp(value: Any) -> dt.datetime | None:
     return stamp if stamp.tzinfo else stamp.replace(tzinfo=dt.UTC)
 
 
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(v) for v in value)
+    return False
+
+
 def _task_item(conn: psycopg.Connection, data: dict[str, Any], where: str) -> tuple[int, bool]:
     """The item a task is about (id, created now?)."""
     question, answer = data.get("question"), data.get("answer")
     if not isinstance(question, str) or not isinstance(answer, str):
         raise AnnotationError(f"{where}: data needs the question and answer texts")
+    if _holds_nul(data):  # Postgres text and jsonb hold no NUL
+        raise AnnotationError(f"{where}: the task's data holds a NUL character")
     extra = data.get(RAGLINE_KEY) if isinstance(data.get(RAGLINE_KEY), dict) else {}
+    shapes = {"context": list, "judge": dict, "similarity": dict, "reasons": list}
+    wrong = [k for k, kind in shapes.items() if extra.get(k) is not None and not isinstance(extra[k], kind)]
+    if wrong or not all(isinstance(p, dict) for p in extra.get("context") or []):
+        raise AnnotationError(f"{where}: data.{RAGLINE_KEY} is malformed ({', '.join(wrong) or 'context'})")
     answer_hash = hashlib.sha256(answer.encode("utf-8")).hexdigest()
     key = {
         "eval_set": str(extra.get("eval_set") or "label_studio"),

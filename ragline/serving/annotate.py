@@ -35,7 +35,7 @@ class LabelRequest(BaseModel):
     """One label from the page: yes / partly / no (or null: skipped) per judgement, and a note."""
 
     model_config = ConfigDict(extra="forbid")
-    item_id: int
+    item_id: int = Field(ge=1, le=2**63 - 1)
     faithful: str | None = None
     relevant: str | None = None
     correct: str | None = None
