@@ -608,21 +608,25 @@ def _cmd_label(args: argparse.Namespace, settings: Settings) -> int:
         annotator = annotation.annotator_name(args.annotator or getpass.getuser())
         saved = 0
         echo(f"labelling as {annotator}: {LABEL_PROMPT}; r shows the reference")
+        skipped: set[int] = set()  # asked once per session
         try:
-            while items := annotation.items_for(conn, annotator, 50):
+            while items := [
+                i for i in annotation.items_for(conn, annotator, 1000) if i["item_id"] not in skipped
+            ]:
                 left = annotation.open_count(conn, annotator)
-                skipped = 0
                 for k, item in enumerate(items, start=1):
                     verdicts = _label_item(item, f"{k} of {left} open")
-                    if verdicts is None or not any(verdicts.values()):
-                        skipped += 1
+                    try:
+                        if verdicts is None or not any(verdicts.values()):
+                            raise annotation.AnnotationError("skipped")
+                        label = annotation.make_label(item["item_id"], annotator, source="cli", **verdicts)
+                    except annotation.AnnotationError as exc:
+                        skipped.add(item["item_id"])
+                        echo(f"not saved: {exc}")
                         continue
-                    label = annotation.make_label(item["item_id"], annotator, source="cli", **verdicts)
                     annotation.save_label(conn, label)
                     saved += 1
                     echo(f"saved ({saved} this session)")
-                if skipped == len(items):
-                    break  # only skipped ones are left
         except (EOFError, KeyboardInterrupt):
             echo(f"\nstopped; {saved} label(s) saved")
             return 0

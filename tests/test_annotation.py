@@ -225,6 +225,12 @@ def test_labelling_in_the_terminal_keeps_what_was_saved_at_the_end_of_input(
         (1.0, None, None, ""),
     ]
     assert order[2] not in labels
+    # Again: the item left is skipped (s), and the loop ends instead of asking it again.
+    monkeypatch.setattr("sys.stdin", io.StringIO("s\n"))
+    assert main(["--config", str(settings.path), "label", "--annotator", "cli-person"]) == 0
+    assert (
+        "1 of 1 open" in (out := capsys.readouterr().out) and "nothing left to label; 0 label(s) saved" in out
+    )
     labels = list(labels.values())
     assert {x["annotator"] for x in labels} == {"cli-person"} and {x["source"] for x in labels} == {"cli"}
     # Bad input: a message and exit code 2.
