@@ -304,6 +304,12 @@ def test_agreement_between_annotators_and_with_the_judge_is_computed_and_stored(
     assert got["judge", "correct", "spearman"] == (pytest.approx(spearman(judge, mean)), 4)
     [calibration] = [c for c in annotation.calibration(rows) if c.metric == "correctness"]
     assert (calibration.n, calibration.bin_match, calibration.kappa) == (4, 1.0, 1.0)
+    with psycopg.connect(db_url) as conn:
+        summary = annotation.agreement_summary(conn)  # for status and the board: the latest day
+    assert len(summary) == 3 and summary[2].startswith(
+        f"correctness vs people ({DAY + dt.timedelta(days=30)}): "
+    )
+    assert "kappa 1.00" in summary[2] and "bins match 1.00 (n=4)" in summary[2]
     # Both days stored, the earlier one with nothing to compute from.
     assert len(stored) == len(rows) + len(before)
     assert all(r.value is None and r.n == 0 for r in before)

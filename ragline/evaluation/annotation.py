@@ -427,6 +427,31 @@ def calibration(rows: Sequence[AgreementRow]) -> list[Calibration]:
     return out
 
 
+def agreement_summary(conn: psycopg.Connection) -> list[str]:
+    """The latest day's agreement, one line per judge metric, for `ragline status` and the board:
+    the judge against people (kappa, Spearman, matching bins, n) and people among themselves."""
+    rows = conn.execute(query("latest_annotation_agreement")).fetchall()
+    if not rows:
+        return []
+    day = rows[0][0]
+    stats = {(scope, label, statistic): (value, n) for _day, scope, label, statistic, value, n in rows}
+
+    def shown(scope: str, kind: str, statistic: str) -> str:
+        value, _n = stats.get((scope, kind, statistic), (None, 0))
+        return "-" if value is None else f"{value:.2f}"
+
+    lines = []
+    for kind in LABELS:
+        n = stats.get(("judge", kind, "bin_match"), (None, 0))[1]
+        pairs = stats.get(("annotators", kind, "krippendorff_alpha"), (None, 0))[1]
+        lines.append(
+            f"{JUDGE_METRIC[kind]} vs people ({day}): kappa {shown('judge', kind, 'cohen_kappa')}, "
+            f"Spearman {shown('judge', kind, 'spearman')}, bins match {shown('judge', kind, 'bin_match')} "
+            f"(n={n}); annotators alpha {shown('annotators', kind, 'krippendorff_alpha')} (n={pairs})"
+        )
+    return lines
+
+
 # --- promotion into a golden set -------------------------------------------------------------------
 
 _MARKERS = re.compile(r"\s*\[\d{1,4}(?:\s*(?:[,;]|-|–)\s*\d{1,4})*\]")
