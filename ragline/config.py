@@ -231,6 +231,40 @@ class AnswerSettings:
     json_schema: bool = True  # send response_format json_schema (OpenAI, vLLM, llama.cpp); else prompt only
 
 
+JUDGE_PROMPT_ROLES = (
+    "claims",  # faithfulness, first call: the answer's claims
+    "faithfulness",  # faithfulness, second call: a verdict per claim against the passages
+    "relevance",
+    "context_precision",
+    "context_recall",
+    "correctness",
+    "pairwise",
+)
+
+
+@dataclass(frozen=True)
+class JudgeSettings:
+    """The LLM judge of answer quality: which model, how many samples per judgement, and its cache."""
+
+    model: str | None = None  # a name of the models: block; None: the llm: block's model
+    samples: int = 3  # k: separate calls per judgement, each with its own seed
+    temperature: float = 0.7  # > 0, or the k samples cannot vary
+    max_tokens: int = 384  # of one judge reply
+    prompt_dir: Path | None = None  # the project's own judge prompt files (<name>@<version>.md)
+    bootstrap_samples: int = 2000
+    confidence: float = 0.95
+    # Keep each sample's verdict in ragline.judgements: the same judgement is not asked twice.
+    cache: bool = True
+    json_schema: bool = True  # send response_format json_schema (OpenAI, vLLM, llama.cpp); else prompt only
+    # A role (JUDGE_PROMPT_ROLES) -> the prompt version it uses, e.g. {correctness: correctness@2};
+    # a role not given uses <role>@1.
+    prompts: dict[str, str] = field(default_factory=dict)
+
+    def prompt_ref(self, role: str) -> str:
+        """name@version of the prompt file a judge role uses."""
+        return self.prompts.get(role, f"{role}@1")
+
+
 @dataclass(frozen=True)
 class EvalSetSettings:
     name: str
@@ -534,6 +568,7 @@ class Settings:
     routing: RoutingSettings = field(default_factory=RoutingSettings)
     prices: tuple[ModelPrice, ...] = ()
     costs: CostSettings = field(default_factory=CostSettings)
+    judge: JudgeSettings = field(default_factory=JudgeSettings)
     annotation: AnnotationSettings = field(default_factory=AnnotationSettings)
 
     @property
@@ -595,6 +630,7 @@ def parse_settings(raw: dict[str, Any], file: Path) -> Settings:
             "routing",
             "prices",
             "costs",
+            "judge",
             "annotation",
         },
         str(file),
@@ -757,6 +793,7 @@ def parse_settings(raw: dict[str, Any], file: Path) -> Settings:
             f"such as '0 4 * * *', got {str(automation.quality)[:60]!r}"
         )
     serve = _serve(raw.get("serve") or {})
+    models_and_costs = _models_and_costs(raw, llm)
     return Settings(
         file,
         data_dir,
@@ -776,8 +813,9 @@ def parse_settings(raw: dict[str, Any], file: Path) -> Settings:
         guardrails=parse_guardrails(raw.get("guardrails")),
         answer=_answer(raw.get("answer") or {}, base, llm),
         serve=serve,
+        **models_and_costs,
+        judge=parse_judge(raw.get("judge"), base, models_and_costs["models"] or _llm_as_model(llm)),
         annotation=_annotation(raw.get("annotation") or {}, base),
-        **_models_and_costs(raw, llm),
     )
 
 
@@ -956,6 +994,49 @@ def _costs(raw: dict[str, Any]) -> CostSettings:
     if budget.warn is not None and budget.fail is not None and budget.warn > budget.fail:
         raise ConfigError("costs.daily_budget: warn must not exceed fail")
     return CostSettings(daily_budget=budget)
+
+
+def parse_judge(raw: Any, base: Path, models: tuple[ModelSettings, ...]) -> JudgeSettings:
+    """The judge: block, validated: its model is one of the configured chat models."""
+    if raw is None:
+        return JudgeSettings()
+    if not isinstance(raw, dict):
+        raise ConfigError("judge must be a mapping, e.g. {samples: 5}")
+    item = dict(raw)
+    if item.get("prompt_dir") is not None:
+        item["prompt_dir"] = (base / str(item["prompt_dir"])).resolve()
+    prompts = item.get("prompts") or {}
+    if not isinstance(prompts, dict):
+        raise ConfigError(f"judge.prompts must map roles {list(JUDGE_PROMPT_ROLES)} to name@version")
+    for role, ref in prompts.items():
+        if role not in JUDGE_PROMPT_ROLES:
+            raise ConfigError(
+                f"judge.prompts: unknown role {_shown(role)!r}; roles: {list(JUDGE_PROMPT_ROLES)}"
+            )
+        if not isinstance(ref, str) or not _PROMPT_REF.match(ref):
+            raise ConfigError(f"judge.prompts.{role} must be <name>@<version> such as {role}@2")
+    item["prompts"] = dict(prompts)
+    judge = _build(JudgeSettings, item, "judge")
+    names = [m.name for m in models]
+    if judge.model is not None and judge.model not in names:
+        raise ConfigError(
+            f"judge.model: {_shown(judge.model)!r} is not a configured chat model; models: {names}"
+        )
+    whole = (judge.samples, judge.max_tokens, judge.bootstrap_samples)
+    if any(isinstance(v, bool) or not isinstance(v, int) for v in whole):
+        raise ConfigError("judge: samples, max_tokens and bootstrap_samples must be whole numbers")
+    if not 1 <= judge.samples <= 100 or judge.max_tokens < 1 or judge.bootstrap_samples < 100:
+        raise ConfigError("judge: samples from 1 to 100, max_tokens >= 1 and bootstrap_samples >= 100")
+    numbers = (judge.temperature, judge.confidence)
+    if any(isinstance(v, bool) or not isinstance(v, int | float) for v in numbers):
+        raise ConfigError("judge.temperature and judge.confidence must be numbers")
+    if not 0 <= judge.temperature <= 2:
+        raise ConfigError("judge.temperature must be from 0 to 2")
+    if not 0.5 <= judge.confidence < 1:
+        raise ConfigError("judge.confidence must be in [0.5, 1)")
+    if not isinstance(judge.cache, bool) or not isinstance(judge.json_schema, bool):
+        raise ConfigError("judge.cache and judge.json_schema must be true or false")
+    return judge
 
 
 def _retrieval(raw: dict[str, Any], where: str, base: RetrievalSettings | None = None) -> RetrievalSettings:

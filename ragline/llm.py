@@ -93,10 +93,14 @@ class ChatClient:
         max_tokens: int,
         temperature: float = 0.0,
         response_format: dict[str, Any] | None = None,
+        seed: int | None = None,
     ) -> Completion:
-        """One completion: the first choice's text with its usage; reported once, success or not."""
+        """One completion: the first choice's text with its usage; reported once, success or not.
+        `seed` asks the server for reproducible sampling (servers that support it: OpenAI, llama.cpp)."""
         started = time.perf_counter()
-        extra = {"response_format": response_format} if response_format is not None else {}
+        extra: dict[str, Any] = {"response_format": response_format} if response_format is not None else {}
+        if seed is not None:
+            extra["seed"] = seed
         try:
             response = self._create("chat request", messages, max_tokens, temperature, **extra)
             try:

@@ -158,6 +158,7 @@ class ChatModel(Protocol):
         max_tokens: int,
         temperature: float = 0.0,
         response_format: dict[str, Any] | None = None,
+        seed: int | None = None,
     ) -> Completion: ...
 
     def stream(

@@ -1,5 +1,6 @@
 """Versioned prompt files: <name>@<version>.md with a front matter, a system part and a user
-template; loaded, validated and identified by name@version and a hash of the file's text."""
+template; loaded, validated and identified by name@version and a hash of the file's text. The answer
+plane's prompts take {{passages}} and {{question}}; other prompt families (the judge's) name their own."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from ragline.config import ConfigError
 from ragline.safe_text import printable
 
 PROMPT_DIR = Path(__file__).resolve().parent / "prompts"
-PLACEHOLDERS = ("passages", "question")  # each must appear in the user template, nothing else
+PLACEHOLDERS = ("passages", "question")  # an answer prompt's: each once in the user template, nothing else
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 _FRONT_MATTER = re.compile(r"\A---\n(.*?)\n---\n", re.DOTALL)
 _PART = re.compile(r"^# (system|user)[ \t]*$", re.MULTILINE)
@@ -22,7 +23,7 @@ _PART = re.compile(r"^# (system|user)[ \t]*$", re.MULTILINE)
 
 @dataclass(frozen=True)
 class Prompt:
-    """One prompt version: the system message and the user template with {{passages}}, {{question}}."""
+    """One prompt version: the system message and the user template with its placeholders."""
 
     name: str
     version: int
@@ -36,26 +37,32 @@ class Prompt:
         """name@version, as recorded with every answer."""
         return f"{self.name}@{self.version}"
 
-    def messages(self, *, passages: str, question: str) -> list[dict[str, str]]:
-        """The chat messages for one question (values are inserted once, never re-expanded)."""
-        values = {"passages": passages, "question": question}
+    def messages(self, **values: str) -> list[dict[str, str]]:
+        """The chat messages for these placeholder values (inserted once, never re-expanded)."""
         user = _PLACEHOLDER.sub(lambda m: values[m.group(1)], self.user)
         return [{"role": "system", "content": self.system}, {"role": "user", "content": user}]
 
 
-def load_prompt(ref: str, prompt_dir: Path | None = None) -> Prompt:
-    """The prompt named name@version: from prompt_dir if it has the file, else ragline's own."""
-    candidates = [d / f"{ref}.md" for d in (prompt_dir, PROMPT_DIR) if d is not None]
+def load_prompt(
+    ref: str,
+    prompt_dir: Path | None = None,
+    *,
+    builtin: Path = PROMPT_DIR,
+    placeholders: tuple[str, ...] = PLACEHOLDERS,
+) -> Prompt:
+    """The prompt named name@version: from prompt_dir if it has the file, else ragline's own
+    (`builtin`: the folder of that prompt family)."""
+    candidates = [d / f"{ref}.md" for d in (prompt_dir, builtin) if d is not None]
     path = next((p for p in candidates if p.is_file()), None)
     if path is None:
         where = " or ".join(str(p.parent) for p in candidates)
         raise ConfigError(f"no prompt file {printable(ref, 80)}.md in {where}")
-    return parse_prompt(path.read_text(encoding="utf-8"), path.name)
+    return parse_prompt(path.read_text(encoding="utf-8"), path.name, placeholders)
 
 
-def parse_prompt(text: str, filename: str) -> Prompt:
+def parse_prompt(text: str, filename: str, placeholders: tuple[str, ...] = PLACEHOLDERS) -> Prompt:
     """Validate a prompt file's text: front matter name and version match the file name, both
-    parts are present and the user template has exactly the known placeholders."""
+    parts are present and the user template holds each of `placeholders` once, and nothing else."""
     where = f"prompt {printable(filename, 120)}"
     text = text.replace("\r\n", "\n")
     head = _FRONT_MATTER.match(text)
@@ -83,10 +90,11 @@ def parse_prompt(text: str, filename: str) -> Prompt:
     if _PLACEHOLDER.search(system):
         raise ConfigError(f"{where}: placeholders belong in the user part only")
     found = [m.group(1) for m in _PLACEHOLDER.finditer(user)]
-    unknown = sorted(set(found) - set(PLACEHOLDERS))
-    if unknown or sorted(found) != sorted(PLACEHOLDERS):
+    unknown = sorted(set(found) - set(placeholders))
+    if unknown or sorted(found) != sorted(placeholders):
+        wanted = " and ".join(f"{{{{{p}}}}}" for p in placeholders)
         raise ConfigError(
-            f"{where}: the user part must hold {{{{passages}}}} and {{{{question}}}} once each"
+            f"{where}: the user part must hold {wanted} once each"
             + (f"; unknown: {unknown}" if unknown else "")
         )
     return Prompt(

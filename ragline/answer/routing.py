@@ -235,6 +235,7 @@ class RoutedModel:
         max_tokens: int,
         temperature: float = 0.0,
         response_format: dict[str, Any] | None = None,
+        seed: int | None = None,
     ) -> Completion:
         notes: list[str] = []
         for name in self.chain:
@@ -250,6 +251,8 @@ class RoutedModel:
                         max_tokens=max_tokens,
                         temperature=temperature,
                         response_format=response_format,
+                        # Only when asked: a ChatModel without seed support still serves the rest.
+                        **({"seed": seed} if seed is not None else {}),
                     )
             except BaseException as exc:
                 outcome = exc
