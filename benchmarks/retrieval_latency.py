@@ -120,6 +120,9 @@ PAIRS = [
     ("ragline", "lexical_memory"),
     ("ragline", "hybrid_memory"),
     ("ragline", "hybrid_memory_serial"),
+    # --before: the same two modes with earlier code, in a worker process, interleaved with these.
+    ("before", "lexical_memory"),
+    ("before", "hybrid_memory"),
     ("llamaindex", "dense"),
     ("llamaindex", "text_search"),
     ("llamaindex", "hybrid"),
@@ -133,6 +136,8 @@ MODE_LABELS = {
     ("ragline", "lexical_memory"): "ragline lexical (BM25), lexical_index: memory",
     ("ragline", "hybrid_memory"): "ragline hybrid (RRF of dense 50 + BM25 50), lexical_index: memory",
     ("ragline", "hybrid_memory_serial"): "ragline hybrid, lexical_index: memory, sides one after the other",
+    ("before", "lexical_memory"): "the code before (--before): lexical (BM25), lexical_index: memory",
+    ("before", "hybrid_memory"): "the code before (--before): hybrid, lexical_index: memory",
     ("llamaindex", "dense"): "LlamaIndex dense (DEFAULT)",
     ("llamaindex", "text_search"): "LlamaIndex text search (ts_rank, OR)",
     ("llamaindex", "hybrid"): "LlamaIndex HYBRID (dense 10 + text 10 appended)",
@@ -1031,12 +1036,20 @@ def run_queries(
         ef_search=EF_SEARCH,
         concurrent=False,
     )
+    before = (
+        BeforeWorker(db.url, args.before, args.work_dir.resolve(), model.model_id, model.dim, vectors)
+        if args.before
+        else None
+    )
     minor = Filters.of(sources=[SOURCE_MINOR])
     llama_filter = MetadataFilters(filters=[MetadataFilter(key="source", value=SOURCE_MINOR)])
     as_list = {t: v.astype(np.float32).tolist() for t, v in vectors.items()}
 
     def call(system: str, mode: str, q: dict) -> tuple[float, list[str], dict[str, float]]:
         text = q["text"]
+        if system == "before":
+            assert before is not None
+            return before.search(text, mode.split("_")[0])
         if system == "ragline":
             strategy = "dense" if mode == "dense_filtered" else mode.split("_")[0]
             filters = minor if mode == "dense_filtered" else Filters()
@@ -1067,7 +1080,10 @@ def run_queries(
         ms = 1000 * (time.perf_counter() - t0)
         return ms, list(res.ids or []), {}
 
-    pairs = [p for p in PAIRS if store is not None or p[0] == "ragline"]
+    systems = (
+        {"ragline"} | ({"llamaindex"} if store is not None else set()) | ({"before"} if before else set())
+    )
+    pairs = [p for p in PAIRS if p[0] in systems]
     log(f"warm-up: {len(warm)} queries x {len(pairs)} system/mode pairs (untimed)")
     for q in warm:
         for system, mode in pairs:
@@ -1082,6 +1098,7 @@ def run_queries(
             "recall_tie_aware": [],
             "source_hit": [],
             "timings_ms": [],
+            "ids": [],
         }
         for s, m in pairs
     }
@@ -1095,6 +1112,7 @@ def run_queries(
             rec = recall(ids, lambda top, v=vectors[q["text"]]: true_scores(v, top), gt)
             r = raw[key]
             r["latency_ms"].append(ms)
+            r["ids"].append(ids)
             r["rows"].append(len(ids))
             r["recall_by_id"].append(rec["by_id"])
             r["recall_tie_aware"].append(rec["tie_aware"])
@@ -1136,9 +1154,23 @@ def run_queries(
             ).fetchall()
         ]
     memory_index["searches"] = dict(in_memory.bm25.counts)  # type: ignore[attr-defined]
+    before_facts = None
+    if before is not None:
+        before.close()
+        same_hits = {}
+        for mode in ("lexical_memory", "hybrid_memory"):
+            # The same chunk ids in the same order, this code and the code before, per timed query.
+            now, then = raw[f"ragline/{mode}"]["ids"], raw[f"before/{mode}"]["ids"]
+            same_hits[mode] = float(np.mean([a == b for a, b in zip(now, then, strict=True)]))
+        before_facts = {
+            "source": str(args.before),
+            "ragline_file": before.ragline_file,
+            "same_hits": same_hits,
+        }
     return {
         "modes": summary,
         "memory_index": memory_index,
+        "before": before_facts,
         "raw": {
             k: {"latency_ms": v["latency_ms"], "rows": v["rows"], "recall_by_id": v["recall_by_id"]}
             for k, v in raw.items()
@@ -1191,6 +1223,83 @@ def fresh_process_index_rss(url: str, chunk_set: str) -> dict[str, Any]:
         f"{facts['rss_before_mb']:.0f} -> {facts['rss_after_mb']:.0f} MB"
     )
     return facts
+
+
+_BEFORE_WORKER = """
+import json, pickle, sys, time
+sys.path.insert(0, sys.argv[2])
+import numpy as np
+import ragline
+from ragline.config import RetrievalSettings
+from ragline.retrieval.search import Retriever
+from ragline.storage.db import Database
+
+class Precomputed:
+    def __init__(self, model_id, dim, vectors):
+        self.model_id, self.dim, self._vectors = model_id, dim, vectors
+    def embed(self, texts):
+        return np.vstack([self._vectors[t] for t in texts])
+
+with open(sys.argv[3], "rb") as f:
+    facts = pickle.load(f)
+db = Database(sys.argv[1])
+settings = RetrievalSettings(log_queries=False, lexical_index="memory")
+embedder = Precomputed(facts["model_id"], facts["dim"], facts["vectors"])
+retriever = Retriever(db, embedder, settings, ef_search=facts["ef_search"])
+retriever.bm25.warm(retriever.chunk_set)
+print(json.dumps({"ragline": ragline.__file__}), flush=True)
+for line in sys.stdin:
+    ask = json.loads(line)
+    t0 = time.perf_counter()
+    res = retriever.search(ask["text"], k=ask["k"], strategy=ask["strategy"], log=False)
+    ms = 1000 * (time.perf_counter() - t0)
+    ids = [h.chunk_id for h in res.hits]
+    print(json.dumps({"ms": ms, "ids": ids, "timings": res.timings_ms}), flush=True)
+"""
+
+
+class BeforeWorker:
+    """Earlier ragline code (--before: a checkout, or a `git archive` export of its ragline/ and sql/)
+    answering the same searches in a process of its own, one at a time between this run's: a ratio
+    taken in the same run survives the load of a shared machine. It times itself, as `call` does."""
+
+    def __init__(self, url: str, source: Path, work: Path, model_id: str, dim: int, vectors: dict) -> None:
+        import pickle
+        import subprocess
+
+        facts = self._facts = work / "before_worker_vectors.pkl"
+        with facts.open("wb") as f:
+            pickle.dump({"model_id": model_id, "dim": dim, "vectors": vectors, "ef_search": EF_SEARCH}, f)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _BEFORE_WORKER, url, str(source), str(facts)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None and self.proc.stdin is not None
+        self._in, self._out = self.proc.stdin, self.proc.stdout
+        ready = self._out.readline()
+        if not ready:
+            raise RuntimeError(f"the --before worker ({source}) did not start")
+        self.ragline_file = json.loads(ready)["ragline"]
+        if not Path(self.ragline_file).resolve().is_relative_to(source.resolve()):
+            self.close()
+            raise RuntimeError(f"the --before worker imported {self.ragline_file}, not the code in {source}")
+        log(f"--before worker: ragline from {self.ragline_file}")
+
+    def search(self, text: str, strategy: str) -> tuple[float, list[str], dict[str, float]]:
+        self._in.write(json.dumps({"text": text, "k": K, "strategy": strategy}) + "\n")
+        self._in.flush()
+        line = self._out.readline()
+        if not line:
+            raise RuntimeError("the --before worker ended")
+        got = json.loads(line)
+        return got["ms"], got["ids"], got["timings"]
+
+    def close(self) -> None:
+        self._in.close()
+        self.proc.wait(timeout=120)
+        self._facts.unlink(missing_ok=True)
 
 
 def load_memory_index(retriever: Retriever) -> dict[str, Any]:
@@ -1736,6 +1845,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "search_plans": search_plan,
         "bm25_agreement": agreement,
         "bm25_agreement_memory": agreement_memory,
+        "now_over_before": {
+            mode: {
+                q: modes[f"ragline/{mode}"]["latency_ms"][q] / modes[f"before/{mode}"]["latency_ms"][q]
+                for q in ("p50", "p95")
+            }
+            for mode in ("lexical_memory", "hybrid_memory")
+            if f"before/{mode}" in modes
+        },
         "memory_over_sql": {
             mode: {
                 q: modes[f"ragline/{mode}_memory"]["latency_ms"][q]
@@ -1811,6 +1928,18 @@ def _targets_and_agreement(r: dict[str, Any]) -> list[str]:
                 f"exactly tied scores {a['top10_equal_up_to_exact_ties']:.1%}; largest |ragline score - "
                 f"exhaustive score| {a['max_score_error']:.2e}.",
             ]
+    before = r.get("query_loop", {}).get("before")
+    if before:
+        ratio = r["now_over_before"]
+        out += [
+            "",
+            f"**This code / the code before** (`--before {before['source']}`, searching in a worker "
+            "process of its own, one search at a time between this run's, same queries, same rotation): "
+            + "; ".join(f"{m} p50 {v['p50']:.2f}, p95 {v['p95']:.2f}" for m, v in ratio.items())
+            + ". Identical top-10 chunk ids for "
+            + ", ".join(f"{m} {v:.1%}" for m, v in before["same_hits"].items())
+            + " of the timed queries.",
+        ]
     mem = r.get("query_loop", {}).get("memory_index")
     if mem:
         ratio = r.get("memory_over_sql", {})
@@ -2185,6 +2314,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-llamaindex", action="store_true")
     p.add_argument("--rebuild-llamaindex", action="store_true", help="drop and refill the LlamaIndex table")
     p.add_argument("--keep-server", action="store_true", help="leave the embedded Postgres running")
+    p.add_argument(
+        "--before",
+        type=Path,
+        default=None,
+        help="earlier ragline code to compare with in the same run (a checkout, or `git archive REV ragline "
+        "sql` unpacked): its memory lexical and hybrid searches run in a worker process",
+    )
     args = p.parse_args(argv)
     if os.environ.get(DATABASE_URL_ENV):
         p.error(f"unset {DATABASE_URL_ENV}: this benchmark uses its own embedded Postgres in --work-dir")

@@ -15,15 +15,17 @@ from typing import Any
 
 import pytest
 
-from ragline.config import ConfigError, JudgeSettings, parse_settings
+from ragline.config import ConfigError, GuardrailSettings, JudgeSettings, parse_settings
 from ragline.endpoints import calls_recorded_by
 from ragline.evaluation.judge import (
     JUDGE_PROMPT_DIR,
     Judge,
     average_precision,
+    build_judge,
     judge_model,
     reference_statements,
 )
+from ragline.guardrails import Guard
 from ragline.llm import ChatClient
 from ragline.storage.db import Database
 from ragline.types import CallRecord
@@ -226,12 +228,74 @@ def test_claim_passage_and_statement_verdicts_score_as_defined() -> None:
         judge.correctness(QUESTION, ANSWER, " ")
 
 
+# Personal data and keys in every kind of text the judge is given; none may reach the judge model.
+PLANTED = [
+    "alice.j@example.org",
+    "4111 1111 1111 1111",
+    "4111111111111111",
+    "sk-live-planted0123456789abcdefXYZ",
+]
+PII_QUESTION = "I am alice.j@example.org: whom do I write to about card 4111 1111 1111 1111?"
+PII_ANSWER = "Write from alice.j@example.org to the payroll desk."
+PII_PASSAGES = ["The export authenticates with sk-live-planted0123456789abcdefXYZ.", PASSAGES[1]]
+PII_REFERENCE = (
+    "Card 4111 1111 1111 1111 questions go to payroll. Keys like sk-live-planted0123456789abcdefXYZ rotate."
+)
+
+
+def _judge_pii(judge: Judge) -> list[dict[str, Any]]:
+    """Faithfulness, context recall, correctness and pairwise over the planted texts: their details."""
+    return [
+        judge.faithfulness(PII_QUESTION, PII_ANSWER, PII_PASSAGES).details,
+        judge.context_recall(PII_PASSAGES, PII_REFERENCE).details,
+        judge.correctness(PII_QUESTION, PII_ANSWER, PII_REFERENCE).details,
+        judge.pairwise(PII_QUESTION, PII_ANSWER, "Ask 4111 1111 1111 1111's bank.", PII_PASSAGES).details,
+    ]
+
+
+def test_with_a_guard_no_pii_or_secret_reaches_the_judge_model(db: Database) -> None:
+    """Behind a capturing proxy: with the guardrails' guard no request body of faithfulness, context
+    recall, correctness or pairwise holds a planted e-mail, card number or key (one placeholder per
+    value across a judgement's texts), and nothing stored or returned holds one; without it they leak."""
+    replies = [
+        '{"claims": ["Write from <EMAIL_1> to payroll."]}',
+        '{"verdicts": ["yes"]}',
+        '{"verdicts": ["yes", "no"]}',
+        '{"score": 3}',
+        '{"better": "tie"}',
+    ]
+    one = dataclasses.replace(SETTINGS, samples=1)
+    with EmbeddingsServer(chat_replies=replies) as server, CapturingProxy(server.base_url) as proxy:
+        client = ChatClient(base_url=proxy.base_url, model="guarded", api_key=None, max_retries=0)
+        details = _judge_pii(Judge(client, one, db, guard=Guard(GuardrailSettings())))
+    sent = proxy.bodies()
+    assert len(proxy.captured) == 6 and not [v for v in PLANTED if v in sent]
+    claims_prompt = json.loads(proxy.captured[0][1])["messages"][1]["content"]
+    assert claims_prompt.count("<EMAIL_1>") == 2 and "<CARD_1>" in claims_prompt  # question and answer
+    assert details[0]["claims"] == [{"claim": "Write from <EMAIL_1> to payroll.", "supported": True}]
+    with db.connection() as conn:
+        stored = conn.execute(
+            "SELECT details::text FROM ragline.judgements WHERE judge_model = 'guarded'"
+        ).fetchall()
+    kept = json.dumps(details) + "".join(row[0] for row in stored)
+    assert len(stored) == 4 and "<CARD_1>" in kept and not [v for v in PLANTED if v in kept]
+    with EmbeddingsServer(chat_replies=replies) as server, CapturingProxy(server.base_url) as proxy:
+        client = ChatClient(base_url=proxy.base_url, model="unguarded", api_key=None, max_retries=0)
+        _judge_pii(Judge(client, one))
+    assert all(v in proxy.bodies() for v in (PLANTED[0], PLANTED[1], PLANTED[3]))  # as written
+
+
 def test_the_judge_block_and_its_model(tmp_path: Path) -> None:
     file = tmp_path / "ragline.yaml"
     base = {"sources": [{"name": "docs", "root": "docs"}]}
     models = {"models": {"small": {"model": "s", "base_url": "http://127.0.0.1:9/v1"}}}
     settings = parse_settings({**base, **models, "judge": {"model": "small", "samples": 5}}, file)
     assert settings.judge.samples == 5 and judge_model(settings).model == "s"
+    assert isinstance(build_judge(settings).guard, Guard)  # guardrails are on by default
+    off = parse_settings(
+        {**base, **models, "judge": {"model": "small"}, "guardrails": {"enabled": False}}, file
+    )
+    assert build_judge(off).guard is None and build_judge(off).model.model == "s"
     assert parse_settings(base, file).judge == JudgeSettings()
     for judge, message in (
         ({"model": "big"}, "'big' is not a configured chat model"),

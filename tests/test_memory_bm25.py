@@ -227,9 +227,9 @@ def test_a_failed_first_load_is_a_database_error_naming_no_secret(corpus):
     assert "hunter2secret" not in str(raised.value)
 
 
-def test_nbytes_can_be_read_while_searches_replace_the_norms(corpus):
+def test_nbytes_can_be_read_while_searches_replace_the_denominators(corpus):
     """nbytes (a server's /metrics) while other threads' searches with new (k1, b) clear the cached
-    norms: it never fails with 'dictionary changed size during iteration'."""
+    denominators: it never fails with 'dictionary changed size during iteration'."""
     import sys
     import threading
 
@@ -241,7 +241,7 @@ def test_nbytes_can_be_read_while_searches_replace_the_norms(corpus):
         i = 0
         while not stop.is_set():
             i += 1
-            index._norm(1.0 + (i % 9) / 10, 0.75)
+            index._denominator(1.0 + (i % 9) / 10, 0.75)
 
     interval = sys.getswitchinterval()
     sys.setswitchinterval(1e-6)

@@ -163,6 +163,23 @@ def test_reciprocal_rank_fusion_weights(retriever):
         1 / (60 + r) for lst in (dense, lexical) for r, h in enumerate(lst, 1) if h.chunk_id == top.chunk_id
     )
     assert top.score == pytest.approx(expected)
+    # Only the best `limit` fused hits (what a hybrid search without reranking or MMR keeps).
+    assert reciprocal_rank_fusion([dense, lexical], [1.0, 1.0], rrf_k=60, limit=2) == both[:2]
+
+
+def test_a_dense_searchs_scan_settings_reach_it_and_end_with_it(retriever, db):
+    """Dense search sends its scan settings and the search in one pipeline (an implicit transaction):
+    a wide search gets more rows than the default ef_search (40) allows, and the connection goes
+    back to the pool without the settings."""
+    qvec = local_embedder().embed([VACATION])[0]
+    with db.connection() as conn:
+        wide = retriever.dense(conn, qvec, 60, Filters())
+        assert len(wide) == 60 and len({h.chunk_id for h in wide}) == 60
+        left = conn.execute(
+            "SELECT current_setting('hnsw.ef_search', true), current_setting('hnsw.iterative_scan', true), "
+            "current_setting('plan_cache_mode')"
+        ).fetchone()
+        assert left[0] in ("", "40") and left[1] in ("", "off") and left[2] == "auto"
 
 
 def test_bm25_matches_the_formula_and_follows_chunk_changes(tmp_path, db_url):

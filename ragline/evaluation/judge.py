@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from psycopg.types.json import Jsonb
 
@@ -24,6 +24,9 @@ from ragline.llm import LLMError, LLMUnavailable, chat_client
 from ragline.safe_text import printable
 from ragline.storage.db import Database, query
 from ragline.types import ChatModel
+
+if TYPE_CHECKING:
+    from ragline.guardrails import Guard
 
 log = logging.getLogger(__name__)
 
@@ -141,11 +144,31 @@ def judge_model(settings: Settings) -> ChatModel:
     return client
 
 
-class Judge:
-    """Judges answers with a chat model: pointwise metrics and pairwise preferences, k samples each."""
+def build_judge(settings: Settings, db: Database | None = None) -> Judge:
+    """The judge ragline.yaml describes: its model, its judge: block, and the guardrails' redaction
+    when guardrails are enabled (the judge model is an external call like the answer model)."""
+    guard = None
+    if settings.guardrails.enabled:
+        from ragline.guardrails import Guard
 
-    def __init__(self, model: ChatModel, settings: JudgeSettings, db: Database | None = None) -> None:
+        guard = Guard(settings.guardrails)
+    return Judge(judge_model(settings), settings.judge, db, guard=guard)
+
+
+class Judge:
+    """Judges answers with a chat model: pointwise metrics and pairwise preferences, k samples each;
+    with a guard, every text is redacted before it is sent (one Redaction per judgement)."""
+
+    def __init__(
+        self,
+        model: ChatModel,
+        settings: JudgeSettings,
+        db: Database | None = None,
+        *,
+        guard: Guard | None = None,
+    ) -> None:
         self.model = model
+        self.guard = guard
         self.settings = settings
         self.db = db if settings.cache else None
         self.prompts: dict[str, Prompt] = {
@@ -165,6 +188,7 @@ class Judge:
 
     def faithfulness(self, question: str, answer: str, passages: Sequence[str]) -> Judgement:
         """The share of the answer's claims that the passages support (claims extracted, then judged)."""
+        question, answer, passages = self._redacted(question, answer, passages)
         if not answer.strip():
             return self._fixed("faithfulness", 1.0, {"abstained": True})
 
@@ -181,6 +205,7 @@ class Judge:
 
     def relevance(self, question: str, answer: str) -> Judgement:
         """Does the answer address the question: the rubric's grade 0-4, scored grade / 4."""
+        question, answer = self._redacted(question, answer)
         if not answer.strip():
             return self._fixed("relevance", 0.0, {"abstained": True})
         values = {"question": question, "answer": answer}
@@ -188,6 +213,7 @@ class Judge:
 
     def context_precision(self, question: str, passages: Sequence[str], reference: str) -> Judgement:
         """Average precision over the passages' ranks of those useful for the reference (ragas)."""
+        question, passages, reference = self._redacted(question, passages, reference)
         _require_reference(reference, "context_precision")
         if not passages:
             return self._fixed("context_precision", 0.0, {"no_passages": True})
@@ -203,6 +229,7 @@ class Judge:
 
     def context_recall(self, passages: Sequence[str], reference: str) -> Judgement:
         """The share of the reference's statements (its sentences) that the passages support."""
+        passages, reference = self._redacted(passages, reference)
         _require_reference(reference, "context_recall")
         statements = reference_statements(reference)
         if not passages:
@@ -223,6 +250,7 @@ class Judge:
 
     def correctness(self, question: str, answer: str, reference: str) -> Judgement:
         """The answer against the reference answer: the rubric's grade 0-4, scored grade / 4."""
+        question, answer, reference = self._redacted(question, answer, reference)
         _require_reference(reference, "correctness")
         if not answer.strip():
             return self._fixed("correctness", 0.0, {"abstained": True})
@@ -233,6 +261,7 @@ class Judge:
         self, question: str, answer_a: str, answer_b: str, passages: Sequence[str]
     ) -> PairwiseJudgement:
         """The preference of B (candidate) over A (baseline): each sample judges both orders."""
+        question, answer_a, answer_b, passages = self._redacted(question, answer_a, answer_b, passages)
         shown = {"question": question, "passages": _numbered(passages, "passage")}
 
         def sample(seed: int) -> tuple[float, dict]:
@@ -263,7 +292,18 @@ class Judge:
             details=_details(samples, self.prompt_versions[PAIRWISE_METRIC]),
         )
 
-    # --- sampling, caching ---------------------------------------------------------------------------
+    # --- redaction, sampling, caching ------------------------------------------------------------------
+
+    def _redacted(self, *inputs: str | Sequence[str]) -> tuple[Any, ...]:
+        """The inputs (texts, or lists of texts) with personal data and secrets replaced by
+        placeholders stable across all of them; as given without a guard. Never restored: the
+        model's replies (claims, details) keep the placeholders, so nothing stored holds a value."""
+        if self.guard is None:
+            return inputs
+        lists = [[item] if isinstance(item, str) else list(item) for item in inputs]
+        redacted = iter(self.guard.redact([text for texts in lists for text in texts]).texts)
+        out = [[next(redacted) for _ in texts] for texts in lists]
+        return tuple(o[0] if isinstance(i, str) else o for i, o in zip(inputs, out, strict=True))
 
     def _graded(self, role: str, values: dict[str, str], seed: int) -> tuple[float, dict]:
         reply = self._ask(role, values, seed, _GRADE)
@@ -319,12 +359,12 @@ class Judge:
             try:
                 score, details = sample(seed)
                 result = _Sample(float(score), "", details)
-            except Unmeasurable as exc:  # the model's reply: deterministic per seed, so cached
+            # The model's reply, unusable: the same seed would most likely give it again, so cached.
+            except Unmeasurable as exc:
                 raw = {"raw": printable(exc.raw, _RAW_CHARS)} if exc.raw else {}
                 result = _Sample(None, printable(str(exc), _REASON_CHARS), raw)
-            except (
-                LLMError
-            ) as exc:  # no reply (unreachable, refused, every model failed): asked again next time
+            # No reply (unreachable, refused, every model failed): not cached, asked again next time.
+            except LLMError as exc:
                 kind = "unavailable" if isinstance(exc, LLMUnavailable) else "failed"
                 result = _Sample(None, printable(f"judge call {kind}: {exc}", _REASON_CHARS), {})
                 keep = False
