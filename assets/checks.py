@@ -48,6 +48,11 @@ CHECK_DESCRIPTIONS = {
         "Per-question nDCG@10 against the previous (or pinned) partition: fails only when the paired "
         "bootstrap interval lies wholly below zero."
     ),
+    "answer_scores_have_not_regressed": (
+        "Each gate metric of each answer variant (per-question judge and similarity scores) against the "
+        "previous good (or pinned) partition: fails only when the paired bootstrap interval lies wholly "
+        "below zero and the drop is at least answer_evaluation.min_effect; unmeasured questions are left out."
+    ),
     "corpus_has_not_drifted": (
         "Corpus vectors against the pinned baseline, per source: fails when the share of rows unlike the "
         "baseline is significant and at least drift.min_new_share."
@@ -163,6 +168,9 @@ WHAT_TO_DO = {
     "eval_set_lines_are_valid": "fix the named line of the eval set file (first_rejected says why)",
     "ndcg_at_10_has_not_regressed": (
         "see the comparisons table and failed_questions; ragline.retrieval_results holds every question"
+    ),
+    "answer_scores_have_not_regressed": (
+        "see the gate table; ragline.answer_metric_results holds every question's samples and reasons"
     ),
     "corpus_has_not_drifted": "see the drift table; `ragline drift pin` re-pins the baseline",
     "queries_have_not_drifted": "see the drift table; add eval questions for the new topics",

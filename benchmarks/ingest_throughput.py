@@ -454,13 +454,15 @@ class Stages:
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.peak_rss_mb: dict[str, float] = {}  # the process's peak RSS when each stage ended
         self._t0 = time.perf_counter()
 
     def run(self, name: str, fn: Callable[[], Any]) -> Any:
         t0 = time.perf_counter()
         out = fn()
         self.seconds[name] = time.perf_counter() - t0
-        log(f"  {name}: {self.seconds[name]:.2f}s")
+        self.peak_rss_mb[name] = peak_rss_mb()
+        log(f"  {name}: {self.seconds[name]:.2f}s, peak RSS {self.peak_rss_mb[name]:.0f} MB")
         return out
 
     def total(self) -> float:
@@ -519,6 +521,7 @@ def ragline_pass(
         "label": label,
         "wall_seconds": total,
         "stage_seconds": st.seconds,
+        "stage_peak_rss_mb": st.peak_rss_mb,
         "documents": asdict(docs),
         "chunks": asdict(chunks),
         "embed": {**asdict(emb), "chunks_per_second": emb.chunks_per_second},

@@ -41,6 +41,7 @@ ASSET_ORDER = (
     "retrieval_scores",
     "variant_comparison",
     "drift_metrics",
+    "answer_scores",
 )
 
 
@@ -239,6 +240,11 @@ def quality_summary(settings: Settings, now: dt.datetime | None = None) -> dict[
     """The latest retrieval scores with their change since the previous partition and the regression
     gate's interval, the latest A/B comparisons, drift, and what the database records of the day's
     work (`now`'s UTC day)."""
+    from ragline.evaluation.answer_scoring import (
+        judge_agreement_rows,
+        latest_answer_comparisons,
+        latest_answer_scores,
+    )
     from ragline.evaluation.scoring import latest_comparisons, latest_gates, latest_scores
     from ragline.monitoring.drift import latest_drift
     from ragline.monitoring.usage import usage_since
@@ -256,6 +262,9 @@ def quality_summary(settings: Settings, now: dt.datetime | None = None) -> dict[
             "confidence": settings.evaluation.confidence,
             "drift": latest_drift(conn),
             "usage": usage_since(conn, day_start),
+            "answers": latest_answer_scores(conn),
+            "answer_comparisons": latest_answer_comparisons(conn),
+            "judge_agreement": judge_agreement_rows(conn),
         }
 
 
@@ -443,6 +452,7 @@ def _format_quality(quality: dict[str, Any], pinned: bool = False) -> list[str]:
                 f"  {r['variant']:<20} {r['eval_set']:<14} {r['ndcg']:>8.4f} {delta:>8} {r['recall']:>7.3f} "
                 f"{r['mrr']:>6.3f} {r['latency_p95_ms']:>7.1f}"
             )
+    lines.extend(_format_answers(quality))
     drift = quality.get("drift") or []
     if drift:
         lines += ["", f"drift ({drift[0]['partition']})"]
@@ -463,4 +473,35 @@ def _format_quality(quality: dict[str, Any], pinned: bool = False) -> list[str]:
             f"model calls today: {llm['calls']} ({llm['failed']} failed), tokens in/out {tokens}, "
             f"${llm['cost_usd']:.4f}{printable(unpriced, 200)}",
         ]
+    return lines
+
+
+def _format_answers(quality: dict[str, Any]) -> list[str]:
+    """The latest answer scores: mean [interval], change since the previous partition, the gate's
+    paired interval and verdict, and the unmeasured questions; then the A/B rows."""
+    answers = quality.get("answers") or []
+    if not answers:
+        return []
+    lines = ["", f"answer scores ({answers[0]['partition']}; change since {answers[0]['previous'] or '-'})"]
+    header = ("variant", "eval set", "metric", "mean [interval]", "change", "gate [interval]", "unmeasured")
+    lines.append("  {:<14} {:<12} {:<18} {:<22} {:>8}  {:<40} {}".format(*header))
+    for r in answers:
+        mean = f"{r['mean']:.3f} [{r['low']:.3f}, {r['high']:.3f}]" if r["mean"] is not None else "-"
+        delta = f"{r['delta']:+.3f}" if r["delta"] is not None else "-"
+        if r["gate_diff"] is not None:
+            gate = f"{r['gate_diff']:+.3f} [{r['gate_low']:+.3f}, {r['gate_high']:+.3f}] {r['gate_verdict']}"
+        else:
+            gate = (r.get("gate_details") or {}).get("reason") or r.get("gate_verdict") or "not gated"
+        lines.append(
+            f"  {printable(r['variant'], 14):<14} {printable(r['eval_set'], 12):<12} {r['metric']:<18} "
+            f"{mean:<22} {delta:>8}  {printable(gate, 40):<40} {r['unmeasured']}/{r['questions']}"
+        )
+    for c in quality.get("answer_comparisons") or []:
+        diff = f"{c['diff']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}]" if c["diff"] is not None else "-"
+        lines.append(
+            f"  A/B {printable(c['candidate'], 14)} vs {printable(c['baseline'], 14)} on "
+            f"{printable(c['eval_set'], 12)}: {c['metric']} {diff} {c['verdict']}"
+        )
+    for a in quality.get("judge_agreement") or []:
+        lines.append(f"  judge agreement: {printable(a, 160)}")
     return lines

@@ -5,6 +5,7 @@ import os
 import dagster as dg
 
 from assets.annotation import annotation_queue_asset
+from assets.answer_quality import answer_scores_asset
 from assets.chunks import chunks_asset
 from assets.costs import LLM_COSTS_JOB, llm_costs_asset, llm_costs_schedule
 from assets.documents import raw_documents_asset
@@ -71,6 +72,7 @@ def build_definitions(settings: Settings, executor: str | None = None) -> dg.Def
         retrieval_scores_asset(days, quality, blocking=settings.evaluation.severity == "error"),
         variant_comparison_asset(days, quality),
         drift_metrics_asset(days, quality, blocking=settings.drift.severity == "error"),
+        answer_scores_asset(days, quality, blocking=settings.answer_evaluation.severity == "error"),
     ]
     # Not on-call's: no freshness policy (a queue nobody labels from is no outage).
     annotation_queue = annotation_queue_asset(days, quality)
@@ -110,7 +112,7 @@ def build_definitions(settings: Settings, executor: str | None = None) -> dg.Def
         QUALITY_JOB,
         selection=dg.AssetSelection.assets(*quality_assets, annotation_queue)
         - dg.AssetSelection.checks(*freshness),
-        description="One day's retrieval scores, variant comparison, drift metrics and annotation queue.",
+        description="One day's retrieval and answer scores, A/B, drift metrics and annotation queue.",
     )
     return dg.Definitions(
         assets=[*assets, llm_costs],

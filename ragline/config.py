@@ -544,6 +544,43 @@ class CostSettings:
     daily_budget: DailyBudget = field(default_factory=DailyBudget)
 
 
+# Answer quality (issue 12): metric names as stored in ragline.answer_metric_results and answer_scores.
+JUDGE_METRICS = ("faithfulness", "relevance", "context_precision", "context_recall", "correctness")
+SIMILARITY_METRICS = ("exact_match", "token_f1", "rouge_l", "embedding_cosine", "bertscore_f1")
+ANSWER_METRICS = JUDGE_METRICS + SIMILARITY_METRICS
+ANSWER_CONTEXTS = ("retrieved", "other_question")
+
+
+@dataclass(frozen=True)
+class AnswerVariantSettings:
+    """One answer configuration under evaluation: retrieval variant x generation model x prompt."""
+
+    name: str
+    retrieval: str | None = None  # a variants: name; None: the first (or only) one
+    model: str | None = None  # a models: name ("llm" for the llm: block); None: the default model
+    prompt: str | None = None  # name@version; None: answer.prompt
+    # other_question: a NEGATIVE CONTROL that answers each question from the context retrieved for
+    # another question of the set (a seeded pairing): answers with the wrong context fed in.
+    context: str = "retrieved"
+
+
+@dataclass(frozen=True)
+class AnswerEvaluationSettings:
+    """The answer_scores asset: which answer variants answer which eval sets, scored how, gated how."""
+
+    variants: tuple[AnswerVariantSettings, ...] = (AnswerVariantSettings("default"),)
+    eval_sets: tuple[str, ...] = ()  # (): every eval set whose questions carry reference answers
+    metrics: tuple[str, ...] = ANSWER_METRICS
+    gate_metrics: tuple[str, ...] = ("faithfulness", "correctness", "token_f1", "embedding_cosine")
+    control: str | None = None  # the A/B control answer variant; default: the first
+    pairwise: bool = True  # also ask the judge which of two answers is better (both orders)
+    min_effect: float = 0.05  # a significant drop smaller than this is reported, not acted on
+    severity: str = "error"  # of answer_scores_have_not_regressed: error blocks downstream, warn does not
+    max_questions: int | None = None  # per eval set, the first N by question id (judging is slow)
+    baseline: str | None = None  # a pinned partition date (YYYY-MM-DD); default: evaluation.baseline
+    seed: int = 0  # of the other_question pairing
+
+
 @dataclass(frozen=True)
 class Settings:
     path: Path
@@ -568,6 +605,7 @@ class Settings:
     routing: RoutingSettings = field(default_factory=RoutingSettings)
     prices: tuple[ModelPrice, ...] = ()
     costs: CostSettings = field(default_factory=CostSettings)
+    answer_evaluation: AnswerEvaluationSettings = field(default_factory=AnswerEvaluationSettings)
     judge: JudgeSettings = field(default_factory=JudgeSettings)
     annotation: AnnotationSettings = field(default_factory=AnnotationSettings)
 
@@ -630,6 +668,7 @@ def parse_settings(raw: dict[str, Any], file: Path) -> Settings:
             "routing",
             "prices",
             "costs",
+            "answer_evaluation",
             "judge",
             "annotation",
         },
@@ -794,6 +833,12 @@ def parse_settings(raw: dict[str, Any], file: Path) -> Settings:
         )
     serve = _serve(raw.get("serve") or {})
     models_and_costs = _models_and_costs(raw, llm)
+    answer_evaluation = parse_answer_evaluation(
+        raw.get("answer_evaluation"),
+        variants=[v.name for v in variants],
+        models=[m.name for m in models_and_costs["models"] or _llm_as_model(llm)],
+        eval_sets=[e.name for e in eval_sets],
+    )
     return Settings(
         file,
         data_dir,
@@ -814,6 +859,7 @@ def parse_settings(raw: dict[str, Any], file: Path) -> Settings:
         answer=_answer(raw.get("answer") or {}, base, llm),
         serve=serve,
         **models_and_costs,
+        answer_evaluation=answer_evaluation,
         judge=parse_judge(raw.get("judge"), base, models_and_costs["models"] or _llm_as_model(llm)),
         annotation=_annotation(raw.get("annotation") or {}, base),
     )
@@ -846,6 +892,80 @@ def _annotation(raw: dict[str, Any], base: Path) -> AnnotationSettings:
     if a.random_count is not None and (not whole(a.random_count) or a.random_count < 0):
         raise ConfigError("annotation.random_count must be a whole number of at least 0")
     return a
+
+
+def parse_answer_evaluation(
+    raw: Any, *, variants: list[str], models: list[str], eval_sets: list[str]
+) -> AnswerEvaluationSettings:
+    """The answer_evaluation: block, checked against the configured variants, models and eval sets."""
+    where = "answer_evaluation"
+    if raw is None:
+        return AnswerEvaluationSettings()
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where} must be a mapping")
+    item = dict(raw)
+    if isinstance(item.get("baseline"), date):
+        item["baseline"] = item["baseline"].isoformat()
+    raw_variants = item.pop("variants", None)
+    out = []
+    for i, v in enumerate(raw_variants if raw_variants is not None else [{"name": "default"}]):
+        at = f"{where}.variants[{i}]"
+        variant = _build(AnswerVariantSettings, v, at)
+        if not isinstance(variant.name, str) or not _SOURCE_NAME.match(variant.name):
+            raise ConfigError(f"{at}.name must match {_SOURCE_NAME.pattern}, got {_shown(variant.name)!r}")
+        if variant.retrieval is not None and variant.retrieval not in variants:
+            raise ConfigError(
+                f"{at} ({variant.name}): retrieval {_shown(variant.retrieval)!r} is not a configured "
+                f"variant; variants: {variants}"
+            )
+        if variant.model is not None and variant.model not in models:
+            raise ConfigError(
+                f"{at} ({variant.name}): model {_shown(variant.model)!r} is not a configured chat model; "
+                f"models: {models or 'none (add a models: or llm: block)'}"
+            )
+        if variant.prompt is not None and (
+            not isinstance(variant.prompt, str) or not _PROMPT_REF.match(variant.prompt)
+        ):
+            raise ConfigError(f"{at}.prompt must be <name>@<version> such as answer@1")
+        if variant.context not in ANSWER_CONTEXTS:
+            raise ConfigError(
+                f"{at}.context must be one of {ANSWER_CONTEXTS}, got {_shown(variant.context)!r}"
+            )
+        out.append(variant)
+    if not out:
+        raise ConfigError(f"{where}.variants must not be empty")
+    _require_unique("answer variant", [v.name for v in out])
+    for key, allowed in (("metrics", ANSWER_METRICS), ("gate_metrics", ANSWER_METRICS), ("eval_sets", None)):
+        if key in item:
+            item[key] = _names(item[key], f"{where}.{key}", tuple(allowed or eval_sets))
+    s = _build(AnswerEvaluationSettings, {**item, "variants": tuple(out)}, where)
+    if not s.metrics:
+        raise ConfigError(f"{where}.metrics must name at least one metric")
+    ungated = sorted(set(s.gate_metrics) - set(s.metrics))
+    if ungated:
+        raise ConfigError(f"{where}.gate_metrics {ungated} are not in {where}.metrics")
+    if s.control is not None and s.control not in [v.name for v in out]:
+        raise ConfigError(f"{where}.control {_shown(s.control)!r} is not an answer variant")
+    if s.severity not in SEVERITIES:
+        raise ConfigError(f"{where}.severity must be one of {SEVERITIES}")
+    if (
+        isinstance(s.min_effect, bool)
+        or not isinstance(s.min_effect, int | float)
+        or not 0 <= s.min_effect <= 1
+    ):
+        raise ConfigError(f"{where}.min_effect must be a number from 0 to 1")
+    if s.max_questions is not None and (
+        isinstance(s.max_questions, bool) or not isinstance(s.max_questions, int) or s.max_questions < 1
+    ):
+        raise ConfigError(f"{where}.max_questions must be a whole number of at least 1")
+    if not isinstance(s.pairwise, bool) or isinstance(s.seed, bool) or not isinstance(s.seed, int):
+        raise ConfigError(f"{where}: pairwise must be true or false, seed a whole number")
+    if s.baseline is not None:
+        try:
+            date.fromisoformat(str(s.baseline))
+        except ValueError as exc:
+            raise ConfigError(f"{where}.baseline: {_shown(s.baseline)!r} is not a YYYY-MM-DD date") from exc
+    return s
 
 
 def _serve(raw: dict[str, Any]) -> ServeSettings:

@@ -306,6 +306,7 @@ def test_freshness_checks_per_partition_fail_when_missing_or_late_and_recover(db
         "retrieval_scores",
         "variant_comparison",
         "drift_metrics",
+        "answer_scores",
     }
     [request] = first.run_requests
     assert request.tags["dagster/partition"] == "handbook"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import pytest
 
 from ragline.config import ChunkingSettings
+from ragline.index import local_model
+from ragline.index.local_model import WordPieceTokenizer, model_dir
 from ragline.ingest.chunking import Chunker, chunk_id
 from tests.conftest import EXAMPLES, local_embedder
 
@@ -66,3 +68,48 @@ def test_chunk_ids_are_deterministic_and_distinct():
         )
         == 5
     )
+
+
+class EncodeOnly:
+    """The same tokenizer without its remembered word counts: every count tokenizes the text."""
+
+    def __init__(self, tokenizer) -> None:
+        self.name = tokenizer.name
+        self.encode = tokenizer.encode
+        self.prefix_end = tokenizer.prefix_end
+
+
+TRICKY = [
+    "",
+    "   ",
+    "Café naïve façade – ÉCOLE déjà vu",  # accents are stripped, case folded
+    "e\u0301 combining \u0301accent after a space",
+    "tabs\tand\nnew\r\nlines  double  spaces ",
+    "controls\x0bjoin\x1fwords\x00and\ufffdvanish",  # removed by the normalizer, joining neighbours
+    "non\u00a0breaking\u2003space and 漢字かな mixed",
+    "[CLS] [SEP] [MASK]x special tokens in text",
+    "pneumonoultramicroscopicsilicovolcanoconiosis" * 3 + " a word past 100 characters",
+    "punctuation,without;spaces.and?marks!(nested)[brackets]{braces}",
+    "words of no tokens: \x00 \u200b \x0b\x0c and after them",
+]
+
+
+def test_word_counts_equal_a_full_tokenization(tokenizer, monkeypatch):
+    fresh = WordPieceTokenizer(str(model_dir() / "tokenizer.json"), tokenizer.name)
+    for text in [*TRICKY, TEXT, " ".join(TRICKY)]:
+        assert fresh.count(text) == len(tokenizer.encode(text)), repr(text[:60])
+        assert fresh.count(text) == len(tokenizer.encode(text))  # remembered the second time
+    # A full memo is emptied and filled again with the text's words.
+    monkeypatch.setattr(local_model, "WORD_COUNT_MEMO", 50)
+    small = WordPieceTokenizer(str(model_dir() / "tokenizer.json"), tokenizer.name)
+    assert small.count(" ".join(TRICKY)) == len(tokenizer.encode(" ".join(TRICKY)))
+    assert small.count(TEXT) == len(tokenizer.encode(TEXT))
+    assert len(small._word_counts) <= len(set(TEXT.split(" "))) + 1
+
+
+def test_counted_chunks_equal_chunks_of_a_tokenizer_without_counts(tokenizer):
+    for strategy in ("sentence", "token", "markdown"):
+        settings = ChunkingSettings(strategy=strategy, chunk_size=96, chunk_overlap=10, min_tokens=8)
+        text = TEXT + "\n\n" + "\n\n".join(TRICKY)
+        expected = Chunker(settings, EncodeOnly(tokenizer)).split(text)
+        assert Chunker(settings, tokenizer).split(text) == expected

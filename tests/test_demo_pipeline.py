@@ -33,6 +33,8 @@ def test_every_run_and_check_passes(demo):
         "retrieval_scores.ndcg_at_10_has_not_regressed": UNTESTED,
         "drift_metrics.corpus_has_not_drifted": UNTESTED,
         "drift_metrics.queries_have_not_drifted": UNTESTED,
+        # No chat model in the demo's ragline.yaml: answers are not scored, and the gate says so.
+        "answer_scores.answer_scores_have_not_regressed": UNTESTED,
     }
 
 

@@ -17,6 +17,7 @@ from ragline.ingest.chunking import Chunker
 from ragline.ingest.documents import store_scan
 from ragline.ingest.sources import Document, ScanResult, file_id, scan_source
 from ragline.storage.db import Database
+from ragline.types import DatabaseError
 from tests.conftest import EXAMPLES, checks, local_embedder, metadata, run, write_project
 
 GOOD_TEXT = "# Refunds\n\nCustomers may return hardware within thirty days for a full refund.\n"
@@ -467,3 +468,20 @@ def test_any_loader_exception_quarantines_its_file_and_the_rest_loads(tmp_path, 
     [rejection] = scan.rejections
     assert (rejection.path, rejection.reason) == ("page.html", "loader_error")
     assert rejection.detail.startswith("RecursionError: maximum recursion depth")
+
+
+def test_a_version_another_writer_stored_with_other_text_is_refused_whole(tmp_path, conn):
+    source = SourceSettings(name="s", root=tmp_path)
+    (tmp_path / "a.md").write_text("# A\n\nThe first text.")
+    assert store_scan(conn, "s", scan_source(source)).new == 1
+    # Version 2 of a.md already holds another text (a writer that bypassed the source lock).
+    conn.execute(
+        "INSERT INTO ragline.document_versions (source, doc_id, version, content_hash, text, metadata,"
+        " char_count) VALUES ('s', 'a.md', 2, 'other', 'other', '{}', 5)"
+    )
+    (tmp_path / "a.md").write_text("# A\n\nThe second text.")
+    (tmp_path / "b.md").write_text("# B\n\nA new document.")
+    with pytest.raises(DatabaseError, match=r"s:a\.md version 2 is already stored with another text"):
+        store_scan(conn, "s", scan_source(source))
+    rows = conn.execute("SELECT doc_id, version FROM ragline.documents ORDER BY doc_id").fetchall()
+    assert rows == [("a.md", 1)]  # nothing of the refused scan, not even the new document

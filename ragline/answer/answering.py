@@ -43,7 +43,9 @@ __all__ = ["ABSTAIN_TEXT", "Answer", "AnswerError", "Citation", "answer", "answe
 
 ABSTAIN_TEXT = "not in the documents"
 # What answer() takes besides its named arguments: retrieval's, and the answer block's own.
-_RETRIEVAL_OVERRIDES = {"k", "strategy", "filters", "mmr_lambda", "log", "budget_left_tokens"}
+# search_text: retrieve for this text instead of the question (answer evaluation's negative control
+# feeds in another question's context).
+_RETRIEVAL_OVERRIDES = {"k", "strategy", "filters", "mmr_lambda", "log", "budget_left_tokens", "search_text"}
 _SETTINGS_OVERRIDES = {"prompt", "max_tokens", "temperature", "min_support", "context_tokens", "max_retries"}
 # Chat formats add a few tokens per message (role markers); counted so that the budget holds.
 _MESSAGE_OVERHEAD_TOKENS = 8
@@ -220,7 +222,8 @@ def _prepare(
     filters = overrides.get("filters") or Filters()
     # Search for the redacted question: an embedding endpoint is an external call too, and two
     # requests that differ only in a redacted value retrieve the same context (one cache entry).
-    searched = question if guard is None else guard.redact([question]).texts[0]
+    wanted = overrides.get("search_text") or question
+    searched = wanted if guard is None else guard.redact([wanted]).texts[0]
     result = retriever.search(
         searched,
         k=overrides.get("k"),

@@ -212,6 +212,13 @@ def build_bert_graph(weights: dict[str, np.ndarray], config: dict):
     return model
 
 
+# A space is a word boundary for BERT's normalizer and pre-tokenizer: no word piece spans one, and
+# normalization (clean-up, NFD accent stripping, lowercasing) works a character at a time, so a
+# text's word pieces are the concatenation of its space-separated parts' word pieces.
+# Parts whose word-piece count is remembered, at most; the memo is emptied when it is full.
+WORD_COUNT_MEMO = 100_000
+
+
 class WordPieceTokenizer:
     """The model's own Hugging Face tokenizer, without special tokens (chunk sizes count these)."""
 
@@ -222,9 +229,33 @@ class WordPieceTokenizer:
         self._tok = Tokenizer.from_file(path)
         self._tok.no_truncation()
         self._tok.no_padding()
+        self._word_counts: dict[str, int] = {"": 0}
 
     def encode(self, text: str) -> list[int]:
         return self._tok.encode(text, add_special_tokens=False).ids
+
+    def count(self, text: str) -> int:
+        """len(encode(text)), from remembered counts of its space-separated words: splitters count
+        the same words many times over, and tokenizing costs more than a dictionary look-up."""
+        words = text.split(" ")
+        counts = self._word_counts
+        try:
+            return sum(map(counts.__getitem__, words))
+        except KeyError:
+            pass
+        missing = list({w for w in words if w not in counts})
+        if len(counts) + len(missing) > WORD_COUNT_MEMO:
+            counts.clear()
+            counts[""] = 0
+            missing = list(set(words) - {""})
+        # One call for all new words (a call costs far more than its words): each word piece of
+        # the joined words lies within one word, found by its start offset.
+        starts = np.cumsum([0] + [len(w) + 1 for w in missing[:-1]])
+        offsets = self._tok.encode(" ".join(missing), add_special_tokens=False).offsets
+        owners = np.searchsorted(starts, [start for start, _end in offsets], side="right") - 1
+        for word, n in zip(missing, np.bincount(owners, minlength=len(missing)).tolist(), strict=True):
+            counts[word] = n
+        return sum(map(counts.__getitem__, words))
 
     def prefix_end(self, text: str, max_tokens: int) -> int:
         offsets = self._tok.encode(text, add_special_tokens=False).offsets

@@ -11,6 +11,9 @@ from psycopg.types.json import Jsonb
 from ragline.ingest.chunking import Chunker, chunk_id, text_hash
 from ragline.storage.db import SOURCE_LOCK, query, xact_lock
 
+# Documents read from the cursor and chunked per COPY statement.
+DOCUMENTS_PER_COPY = 200
+
 
 @dataclass
 class ChunkStats:
@@ -46,6 +49,29 @@ def chunk_rows(
         )
 
 
+def _copy_chunks(
+    conn: psycopg.Connection, chunker: Chunker, source: str, documents: list[tuple], unchunkable: list[str]
+) -> int:
+    """COPY the chunks of (doc_id, version, content_hash, text) rows; returns how many. A document
+    without chunks is added to `unchunkable`."""
+    added = 0
+    with (
+        conn.cursor() as cur,
+        cur.copy(
+            "COPY ragline.chunks (chunk_id, source, doc_id, doc_version, chunk_index, text,"
+            " text_hash, token_count, start_char, end_char, metadata, chunker) FROM STDIN"
+        ) as copy,
+    ):
+        for doc_id, version, content_hash, text in documents:
+            before = added
+            for row in chunk_rows(chunker, source, doc_id, version, content_hash, text):
+                copy.write_row(row)
+                added += 1
+            if added == before:
+                unchunkable.append(doc_id)
+    return added
+
+
 def rechunk_source(conn: psycopg.Connection, source: str, chunker: Chunker) -> ChunkStats:
     """Chunk live documents that have no chunks under this chunker; drop chunks that are not
     current (older document versions, deleted documents, other chunker settings) unless a generation
@@ -59,25 +85,15 @@ def rechunk_source(conn: psycopg.Connection, source: str, chunker: Chunker) -> C
         stats.chunks_removed = conn.execute(
             query("delete_stale_chunks"), {"source": source, "chunker": chunker.id}
         ).rowcount
-        todo = conn.execute(
-            query("documents_needing_chunks"), {"source": source, "chunker": chunker.id}
-        ).fetchall()
-        with (
-            conn.cursor() as cur,
-            cur.copy(
-                "COPY ragline.chunks (chunk_id, source, doc_id, doc_version, chunk_index, text,"
-                " text_hash, token_count, start_char, end_char, metadata, chunker) FROM STDIN"
-            ) as copy,
-        ):
-            for doc_id, version, content_hash, text in todo:
-                added = 0
-                for row in chunk_rows(chunker, source, doc_id, version, content_hash, text):
-                    copy.write_row(row)
-                    added += 1
-                if not added:
-                    unchunkable.append(doc_id)
-                stats.chunks_added += added
-        stats.documents_chunked = len(todo) - len(unchunkable)
+        documents = 0
+        # A server-side cursor streams the documents (their snapshot is the cursor's, so the chunks
+        # written meanwhile change nothing it returns): memory does not grow with the source.
+        with conn.cursor(name="documents_needing_chunks") as todo:
+            todo.execute(query("documents_needing_chunks"), {"source": source, "chunker": chunker.id})
+            while batch := todo.fetchmany(DOCUMENTS_PER_COPY):
+                documents += len(batch)
+                stats.chunks_added += _copy_chunks(conn, chunker, source, batch, unchunkable)
+        stats.documents_chunked = documents - len(unchunkable)
         if unchunkable:
             # A text the tokenizer reads as nothing is quarantined, not a failed check for the
             # whole source; raw_documents keeps it out until its content changes.

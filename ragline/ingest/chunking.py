@@ -49,17 +49,24 @@ class Chunker:
         self.settings = settings
         self.tokenizer = tokenizer
         self.id = chunker_id(settings, tokenizer)
+        # The model's own count when it has one (the word-piece tokenizer remembers its words').
+        self.count = getattr(tokenizer, "count", None) or self._encoded_count
         common = {
             "chunk_size": settings.chunk_size,
             "chunk_overlap": settings.chunk_overlap,
-            "tokenizer": tokenizer.encode,
+            # llama-index's splitters only take len() of what their tokenizer returns.
+            "tokenizer": self._counted,
         }
         self._sentence = SentenceSplitter(paragraph_separator="\n\n", **common)
         self._token = TokenTextSplitter(**common)
         self._markdown = MarkdownNodeParser()
 
-    def count(self, text: str) -> int:
+    def _encoded_count(self, text: str) -> int:
         return len(self.tokenizer.encode(text))
+
+    def _counted(self, text: str) -> range:
+        """A sequence as long as the text's token list, without building that list."""
+        return range(self.count(text))
 
     def split(self, text: str) -> list[Chunk]:
         """Chunks of one document, in order, each within [1, chunk_size] tokens."""

@@ -50,6 +50,7 @@ def store_scan(conn: psycopg.Connection, source: str, scan: ScanResult) -> Inges
         # Documents the chunks stage found no chunk in stay out until their content changes.
         unchunkable = {row[0] for row in conn.execute(query("unchunkable_documents"), {"source": source})}
         still_unchunkable: list[str] = []
+        writes: list[dict] = []  # new and changed documents, written in two pipelined statements
         for doc in scan.documents:
             digest = doc.content_hash
             row = existing.get(doc.doc_id)
@@ -76,34 +77,19 @@ def store_scan(conn: psycopg.Connection, source: str, scan: ScanResult) -> Inges
                     continue
                 version += 1
                 stats.changed += 1
-            conn.execute(
-                query("upsert_document"),
+            writes.append(
                 {
                     "source": source,
                     "doc_id": doc.doc_id,
                     "path": doc.path,
                     "version": version,
                     "content_hash": digest,
-                },
-            )
-            stored = conn.execute(
-                query("insert_document_version"),
-                {
-                    "source": source,
-                    "doc_id": doc.doc_id,
-                    "version": version,
-                    "content_hash": digest,
                     "text": doc.text,
                     "metadata": Jsonb(doc.metadata),
                     "char_count": len(doc.text),
-                },
-            ).fetchone()
-            if stored is None or stored[0] != digest:
-                raise DatabaseError(
-                    f"{source}:{printable(doc.doc_id)} version {version} is already stored with another "
-                    f"text (hash {stored[0][:12] if stored else 'unknown'}, this scan {digest[:12]}); "
-                    "nothing of this scan was written"
-                )
+                }
+            )
+        _write_versions(conn, writes)
         seen = {d.doc_id for d in scan.documents}
         vanished = [
             doc_id
@@ -136,3 +122,23 @@ def store_scan(conn: psycopg.Connection, source: str, scan: ScanResult) -> Inges
         )
         stats.live_documents = conn.execute(query("count_live_documents"), {"source": source}).fetchone()[0]
     return stats
+
+
+def _write_versions(conn: psycopg.Connection, writes: list[dict]) -> None:
+    """Point each document at its new version and store the version's text: one pipelined
+    executemany per statement instead of two round trips per document. A version already stored
+    with another text is refused."""
+    if not writes:
+        return
+    with conn.cursor() as cur:
+        cur.executemany(query("upsert_document"), writes)
+        cur.executemany(query("insert_document_version"), writes, returning=True)
+        for params, _ in zip(writes, cur.results(), strict=True):
+            stored = cur.fetchone()
+            digest = params["content_hash"]
+            if stored is None or stored[0] != digest:
+                raise DatabaseError(
+                    f"{params['source']}:{printable(params['doc_id'])} version {params['version']} is "
+                    f"already stored with another text (hash {stored[0][:12] if stored else 'unknown'}, "
+                    f"this scan {digest[:12]}); nothing of this scan was written"
+                )

@@ -73,6 +73,12 @@ def _problem_counts(report: dict[str, Any]) -> list[tuple[int, str, str]]:
         # or warnings (severity warn in ragline.yaml), so they do not decide health a second time.
         (sum(bool(d["alarm"]) for d in quality.get("drift") or []), "drift alarm", "drift alarms", WARN),
         (sum(g["verdict"] == "worse" for g in quality.get("gates") or []), "regression", "regressions", WARN),
+        (
+            sum(a.get("gate_verdict") == "worse" for a in quality.get("answers") or []),
+            "answer regression",
+            "answer regressions",
+            WARN,
+        ),
         (sum(a["freshness"] == "warn" for a in assets), "late", "late", WARN),
         (len(report.get("untested_checks", ())), "not tested", "not tested", WARN),
         (len(report.get("warning_checks", ())), "warning", "warnings", WARN),
@@ -103,6 +109,7 @@ def render_board(report: dict[str, Any], *, base_url: str = DEFAULT_DAGSTER_URL)
             _attention(report, links, now),
             _assets(report, links, now),
             _scores(quality),
+            _answers(quality),
             _drift(quality.get("drift") or [], pinned_this_run(report)),
             _usage(quality.get("usage")),
             '<footer class="meta">A snapshot: run <code>ragline status --html FILE</code> again to refresh. '
@@ -187,6 +194,14 @@ def _attention(report: dict[str, Any], links: _Links, now: dt.datetime) -> str:
             change = _interval(g["diff"], g["ci_low"], g["ci_high"])
             what = f"{_t(g['candidate'])} on {_t(g['eval_set'])}, {change} against {_t(g['baseline'])}"
             items.append((BAD, 3, f"nDCG@10 <b>regressed</b>: {what}"))
+    for a in quality.get("answers") or []:
+        if a.get("gate_verdict") == "worse":
+            change = _interval(a["gate_diff"], a["gate_low"], a["gate_high"])
+            what = (
+                f"{_t(a['metric'])} of {_t(a['variant'])} on {_t(a['eval_set'])}, {change} against "
+                f"{_t(a['gate_baseline'])}"
+            )
+            items.append((BAD, 3, f"answers <b>regressed</b>: {what}"))
     if not items:
         return '<section id="attention"><h2>Needs attention</h2><p>nothing</p></section>'
     items.sort(key=lambda item: (_ORDER.index(item[0]), item[1]))
@@ -332,6 +347,75 @@ def _scores(quality: dict[str, Any]) -> str:
         )
         out.append("</table>")
     return "".join(out) + "</section>"
+
+
+def _answers(quality: dict[str, Any]) -> str:
+    """The latest answer scores per variant and metric: mean [interval], change since the previous
+    partition, the gate's paired interval and verdict, unmeasured questions; the A/B; agreement."""
+    answers = quality.get("answers") or []
+    if not answers:
+        return '<section id="answers"><h2>Answer scores</h2><p class="dim">none stored yet</p></section>'
+    rows = []
+    for a in answers:
+        if a["gate_diff"] is not None:
+            verdict = a["gate_verdict"]
+            gate = (
+                f"{_interval(a['gate_diff'], a['gate_low'], a['gate_high'])} vs {_t(a['gate_baseline'])} "
+                f"{_badge(verdict, _VERDICT_LEVEL.get(verdict, WARN))}"
+            )
+        else:
+            reason = (a.get("gate_details") or {}).get("reason") or a.get("gate_verdict") or "not gated"
+            gate = _badge(reason, NEUTRAL)
+        mean = (
+            f"{_fixed(a['mean'], 3)} [{_fixed(a['low'], 3)}, {_fixed(a['high'], 3)}]"
+            if a["mean"] is not None
+            else _NONE
+        )
+        unmeasured = a["unmeasured"]
+        level = WARN if unmeasured else GOOD
+        counted = f"{unmeasured} of {a['questions']}"
+        rows.append(
+            f'<tr data-variant="{_t(a["variant"])}" data-metric="{_t(a["metric"])}" '
+            f'data-eval-set="{_t(a["eval_set"])}"><td>{_t(a["variant"])}</td><td>{_t(a["eval_set"])}</td>'
+            f"<td>{_t(a['metric'])}</td><td class=num>{mean}</td>"
+            f"{_num(_signed(a['delta']))}<td>{gate}</td>"
+            f"<td class=num>{_badge(counted, level)}</td></tr>"
+        )
+    out = [
+        f'<section id="answers"><h2>Answer scores, {_t(answers[0]["partition"])}</h2>',
+        "<p class=meta>Mean over the questions measured with its bootstrap interval; change since the "
+        "previous partition; the gate: the paired per-question difference from its baseline partition "
+        "with its interval. Unmeasured: questions whose every judge sample failed (never counted as 0).</p>",
+        "<table><tr><th>variant</th><th>eval set</th><th>metric</th><th class=num>mean [interval]</th>"
+        "<th class=num>change</th><th>gate [interval], verdict</th><th class=num>unmeasured</th></tr>"
+        f"{''.join(rows)}</table>",
+    ]
+    comparisons = quality.get("answer_comparisons") or []
+    if comparisons:
+        out.append(
+            "<h3>Answer A/B against the control</h3><table><tr><th>candidate</th><th>control</th>"
+            "<th>eval set</th><th>metric</th><th class=num>questions</th><th>difference [interval]</th>"
+            "<th>verdict</th></tr>"
+        )
+        out.extend(
+            f'<tr data-answer-ab="{_t(c["candidate"])}"><td>{_t(c["candidate"])}</td>'
+            f"<td>{_t(c['baseline'])}</td><td>{_t(c['eval_set'])}</td><td>{_t(c['metric'])}</td>"
+            f"<td class=num>{_number(c['questions'])}</td>"
+            f"<td>{_interval(c['diff'], c['low'], c['high'])}</td>"
+            f"<td>{_badge(c['verdict'], NEUTRAL)}</td></tr>"
+            for c in comparisons
+        )
+        out.append("</table>")
+    agreement = quality.get("judge_agreement") or []
+    if agreement:
+        out.append("<h3>Judge agreement</h3><ul>")
+        out.extend(f"<li>{_t(row)}</li>" for row in agreement)
+        out.append("</ul>")
+    return "".join(out) + "</section>"
+
+
+def _signed(value: float | None) -> str:
+    return "—" if value is None or not math.isfinite(value) else f"{value:+.3f}"
 
 
 def pinned_this_run(report: dict[str, Any]) -> bool:

@@ -38,6 +38,7 @@ SEARCH_INDEX_LOCK = 7_246_318  # building or dropping serving indexes, any model
 DRIFT_BASELINE_LOCK = 7_246_319  # name: the model id; pinning its drift baseline
 RUN_LOCK = 7_246_320  # name: the partition (or job) of a Dagster run; held for the whole run
 ALERT_DELIVERY_LOCK = 7_246_321  # one alert delivery at a time (its sends happen outside transactions)
+ANSWER_SCORES_LOCK = 7_246_330  # name: partition, variant / A/B, eval set; writing its answer rows
 
 
 def sql_dir() -> Path:
