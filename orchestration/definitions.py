@@ -4,6 +4,7 @@ import os
 
 import dagster as dg
 
+from assets.annotation import annotation_queue_asset
 from assets.answer_quality import answer_scores_asset
 from assets.chunks import chunks_asset
 from assets.costs import LLM_COSTS_JOB, llm_costs_asset, llm_costs_schedule
@@ -73,12 +74,15 @@ def build_definitions(settings: Settings, executor: str | None = None) -> dg.Def
         drift_metrics_asset(days, quality, blocking=settings.drift.severity == "error"),
         answer_scores_asset(days, quality, blocking=settings.answer_evaluation.severity == "error"),
     ]
+    # Not on-call's: no freshness policy (a queue nobody labels from is no outage).
+    annotation_queue = annotation_queue_asset(days, quality)
     policy = freshness_policy(settings.freshness)
     assets = [
         with_freshness(raw_documents, policy),
         *source_assets[1:],
         *index_assets,
         *(with_freshness(a, policy) for a in quality_assets),
+        annotation_queue,
     ]
     # The freshness checks are recorded by the freshness_checks sensor, not by the pipeline's runs.
     freshness = freshness_checks(assets, settings)
@@ -106,8 +110,9 @@ def build_definitions(settings: Settings, executor: str | None = None) -> dg.Def
     )
     quality_job = dg.define_asset_job(
         QUALITY_JOB,
-        selection=dg.AssetSelection.assets(*quality_assets) - dg.AssetSelection.checks(*freshness),
-        description="One day's retrieval scores, variant comparison, drift metrics and answer scores.",
+        selection=dg.AssetSelection.assets(*quality_assets, annotation_queue)
+        - dg.AssetSelection.checks(*freshness),
+        description="One day's retrieval and answer scores, A/B, drift metrics and annotation queue.",
     )
     return dg.Definitions(
         assets=[*assets, llm_costs],

@@ -544,6 +544,125 @@ def _cmd_keys(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+LABEL_PROMPT = "y yes · p partly · n no · Enter skips · s skips the item · q quits"
+
+
+def _ask(question: str) -> str:
+    """One answer from the terminal (EOFError at the end of input)."""
+    return input(question).strip()
+
+
+def _label_item(item: dict, position: str) -> dict | None:
+    """Ask for one item's verdicts and note; None when the item is skipped."""
+    from ragline.evaluation.annotation import CHOICES
+
+    echo(
+        f"\n── item {item['item_id']} · {position} · {item['eval_set']} / {item['variant']} / "
+        f"{item['question_id']} · {', '.join(item['reasons'])}"
+    )
+    echo(f"question: {item['question']}")
+    echo(f"answer:   {item['answer'] or '(no answer: it abstained)'}")
+    for p in item["context"] or []:
+        echo(f"  [{p.get('number')}] {p.get('document', '')}: {printable(p.get('text', ''), 300)}")
+    if item["reference"]:
+        echo("reference: (r at a prompt shows it)")
+    verdicts: dict[str, str | None] = {}
+    for kind in ("faithful", "relevant", "correct"):
+        while True:
+            raw = _ask(f"{kind}? [y/p/n] ").lower()
+            if raw == "r" and item["reference"]:
+                echo(f"reference: {item['reference']}")
+                continue
+            if raw in ("q", "quit"):
+                raise EOFError
+            if raw == "s":
+                return None
+            named = {"y": "yes", "p": "partly", "n": "no"}.get(raw, raw)
+            if raw == "" or named in CHOICES:
+                verdicts[kind] = named or None
+                break
+            echo(f"  '{printable(raw, 20)}': {LABEL_PROMPT}")
+    verdicts["note"] = _ask("note (Enter for none): ")
+    return verdicts
+
+
+def _cmd_label(args: argparse.Namespace, settings: Settings) -> int:
+    import getpass
+
+    from ragline.evaluation import annotation
+    from ragline.storage.db import Database
+
+    with Database(_database_url(settings), max_size=1) as db, db.connection() as conn:
+        if args.label_command == "export":
+            return _label_export(conn, Path(args.label_studio))
+        if args.label_command == "import":
+            return _label_import(conn, Path(args.label_studio))
+        if args.label_command == "promote":
+            path = Path(args.path) if args.path else settings.annotation.golden_path
+            done = annotation.promote(conn, path, args.item)
+            echo(
+                f"promoted {len(done.written)} item(s) to {path}"
+                + (f"; {len(done.already)} already there" if done.already else "")
+            )
+            return 0
+        annotator = annotation.annotator_name(args.annotator or getpass.getuser())
+        saved = 0
+        echo(f"labelling as {annotator}: {LABEL_PROMPT}; r shows the reference")
+        skipped: set[int] = set()  # asked once per session
+        try:
+            while items := [
+                i for i in annotation.items_for(conn, annotator, 1000) if i["item_id"] not in skipped
+            ]:
+                left = annotation.open_count(conn, annotator)
+                for k, item in enumerate(items, start=1):
+                    verdicts = _label_item(item, f"{k} of {left} open")
+                    try:
+                        if verdicts is None or not any(verdicts.values()):
+                            raise annotation.AnnotationError("skipped")
+                        label = annotation.make_label(item["item_id"], annotator, source="cli", **verdicts)
+                    except annotation.AnnotationError as exc:
+                        skipped.add(item["item_id"])
+                        echo(f"not saved: {exc}")
+                        continue
+                    annotation.save_label(conn, label)
+                    saved += 1
+                    echo(f"saved ({saved} this session)")
+        except (EOFError, KeyboardInterrupt):
+            echo(f"\nstopped; {saved} label(s) saved")
+            return 0
+        echo(f"nothing left to label; {saved} label(s) saved")
+    return 0
+
+
+def _label_export(conn, path: Path) -> int:
+    from ragline.evaluation.annotation import export_tasks
+    from ragline.evaluation.label_studio import LABELING_CONFIG
+
+    tasks = export_tasks(conn)
+    config = path.with_name(path.name + ".config.xml")
+    try:
+        path.write_text(json.dumps(tasks, indent=2, default=str), encoding="utf-8")
+        config.write_text(LABELING_CONFIG, encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot write {printable(path)}: {printable(exc.strerror)}") from None
+    echo(f"wrote {len(tasks)} task(s) to {path}; Label Studio labeling config: {config}")
+    return 0
+
+
+def _label_import(conn, path: Path) -> int:
+    from ragline.evaluation.annotation import import_tasks
+
+    try:
+        tasks = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read {printable(path)}: {printable(exc.strerror)}") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"{printable(path)}: not a JSON file: {printable(exc, 200)}") from None
+    done = import_tasks(conn, tasks)
+    echo(f"imported {done.labels_saved} label(s) from {path} ({done.items_created} new item(s))")
+    return 0
+
+
 class _CliLedger:
     """The CLI's call sink: every model call of a command goes to llm_calls as made by the CLI. The
     database is opened on the first call (a lexical search makes none, and opens nothing)."""
@@ -725,6 +844,16 @@ def parser() -> argparse.ArgumentParser:
     key_list.add_argument("--json", action="store_true")
     revoke = keys.add_parser("revoke", help="revoke a key: its requests answer 403")
     revoke.add_argument("name")
+    label = sub.add_parser("label", help="label queued answers in the terminal; Label Studio; promotion")
+    label.add_argument("--annotator", help="your name (default: the login name)")
+    label_sub = label.add_subparsers(dest="label_command")
+    export = label_sub.add_parser("export", help="every queued item and its labels as Label Studio tasks")
+    export.add_argument("--label-studio", metavar="FILE", required=True, help="the JSON file to write")
+    imported = label_sub.add_parser("import", help="labels from a Label Studio export into human_labels")
+    imported.add_argument("--label-studio", metavar="FILE", required=True, help="the JSON file to read")
+    promote = label_sub.add_parser("promote", help="append approved answers to the golden set file")
+    promote.add_argument("--item", type=_count(1), action="append", help="only this item id (repeatable)")
+    promote.add_argument("--path", help="the golden JSONL file (default: annotation.golden_path)")
     for name, help_text in (
         ("search", "retrieve the best chunks for a question"),
         ("context", "assemble a token-budgeted, cited prompt context for a question"),
@@ -812,6 +941,8 @@ def _dispatch(args: argparse.Namespace, settings: Settings) -> int:
         return _cmd_keys(args, settings)
     if args.command == "cost":
         return _cmd_cost(args, settings)
+    if args.command == "label":
+        return _cmd_label(args, settings)
     return _cmd_orchestrated(args, settings)
 
 

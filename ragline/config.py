@@ -307,6 +307,22 @@ class EvaluationSettings:
 
 
 @dataclass(frozen=True)
+class AnnotationSettings:
+    """The annotation queue (annotation: block): which answers people are asked to label each day."""
+
+    queue_size: int = 20  # items queued per day at most
+    # A judge metric whose interval is wider than this (or with an unmeasured sample) is low confidence.
+    max_interval_width: float = 0.3
+    # |correctness - token_f1| or |correctness - embedding_cosine| above this: the judge and the
+    # similarity metrics disagree.
+    disagreement: float = 0.4
+    random_share: float | None = None  # the random control sample: a share of the day's answers,
+    random_count: int | None = None  # or a count (neither given: 3 answers)
+    seed: int = 0
+    golden_path: Path | None = None  # where promoted pairs go; default <project>/golden/human.jsonl
+
+
+@dataclass(frozen=True)
 class DriftSettings:
     alpha: float = 0.01  # significance of the permutation test
     # Estimated share of current rows unlike the baseline that must also be reached (0-1). Calibrated in
@@ -591,6 +607,7 @@ class Settings:
     costs: CostSettings = field(default_factory=CostSettings)
     answer_evaluation: AnswerEvaluationSettings = field(default_factory=AnswerEvaluationSettings)
     judge: JudgeSettings = field(default_factory=JudgeSettings)
+    annotation: AnnotationSettings = field(default_factory=AnnotationSettings)
 
     @property
     def project_dir(self) -> Path:
@@ -653,6 +670,7 @@ def parse_settings(raw: dict[str, Any], file: Path) -> Settings:
             "costs",
             "answer_evaluation",
             "judge",
+            "annotation",
         },
         str(file),
     )
@@ -843,7 +861,37 @@ def parse_settings(raw: dict[str, Any], file: Path) -> Settings:
         **models_and_costs,
         answer_evaluation=answer_evaluation,
         judge=parse_judge(raw.get("judge"), base, models_and_costs["models"] or _llm_as_model(llm)),
+        annotation=_annotation(raw.get("annotation") or {}, base),
     )
+
+
+def _annotation(raw: dict[str, Any], base: Path) -> AnnotationSettings:
+    if not isinstance(raw, dict):
+        raise ConfigError("annotation must be a mapping")
+    item = dict(raw)
+    item["golden_path"] = (base / str(item.get("golden_path") or "golden/human.jsonl")).resolve()
+    a = _build(AnnotationSettings, item, "annotation")
+
+    def whole(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    def number(value: Any) -> bool:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+
+    if not whole(a.queue_size) or a.queue_size < 1:
+        raise ConfigError("annotation.queue_size must be a whole number of at least 1")
+    if not whole(a.seed):
+        raise ConfigError("annotation.seed must be a whole number")
+    for name in ("max_interval_width", "disagreement"):
+        if not number(getattr(a, name)) or not 0 <= getattr(a, name) <= 1:
+            raise ConfigError(f"annotation.{name} must be a number from 0 to 1")
+    if a.random_share is not None and a.random_count is not None:
+        raise ConfigError("annotation: give random_share or random_count, not both")
+    if a.random_share is not None and (not number(a.random_share) or not 0 <= a.random_share <= 1):
+        raise ConfigError("annotation.random_share must be a number from 0 to 1")
+    if a.random_count is not None and (not whole(a.random_count) or a.random_count < 0):
+        raise ConfigError("annotation.random_count must be a whole number of at least 0")
+    return a
 
 
 def parse_answer_evaluation(

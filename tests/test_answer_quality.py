@@ -361,3 +361,47 @@ def test_answer_evaluation_config_errors_name_what_is_wrong(
 ) -> None:
     with pytest.raises(ConfigError, match=named):
         _config(tmp_path, {"model": "m", "base_url": "http://127.0.0.1:9/v1"}, **block)
+
+
+def test_the_annotation_queue_copies_what_score_answers_stored(
+    corpus: dict[str, Any], tmp_path: Path
+) -> None:
+    """Human evaluation over real scored answers (the input contract of annotation_queue): every
+    answer of the last scored day is queued with a copy of its texts and scores, a label on it is
+    stored, and the approved answer is promoted into a golden file that load_golden reads."""
+    from ragline.config import AnnotationSettings
+    from ragline.evaluation import annotation
+    from ragline.evaluation.eval_sets import load_golden
+
+    url = corpus["url"]
+    [day] = [r["day"] for r in _rows(url, "SELECT max(partition) AS day FROM ragline.answer_results")]
+    answers = {
+        r["question_id"]: r
+        for r in _rows(url, "SELECT * FROM ragline.answer_results WHERE partition = %s", day)
+    }
+    metrics = _rows(url, "SELECT * FROM ragline.answer_metric_results WHERE partition = %s", day)
+    with psycopg.connect(url, autocommit=True) as conn:
+        # A control sample as large as the day: every answer is queued, whatever the judge said.
+        settings = AnnotationSettings(random_count=len(answers), queue_size=len(answers))
+        stored = annotation.store_queue(conn, annotation.select_queue(conn, day, settings))
+        assert sorted(i.question_id for _id, i in stored) == sorted(answers)
+        for _item_id, item in stored:
+            a = answers[item.question_id]
+            assert (item.question, item.answer, item.reference, item.context) == (
+                a["question"],
+                a["answer"],
+                a["reference"],
+                a["context"],
+            )
+            mine = {m["metric"]: m for m in metrics if m["question_id"] == item.question_id}
+            assert item.judge["correctness"]["mean"] == mine["correctness"]["mean"]
+            assert item.similarity["token_f1"] == mine["token_f1"]["mean"]
+        # Any answer with a context (an abstention too): its documents become the relevant ones.
+        item_id, item = next((i, q) for i, q in stored if q.context)
+        annotation.save_label(
+            conn, annotation.make_label(item_id, "tester", faithful="yes", correct="yes", source="cli")
+        )
+        golden = tmp_path / "human.jsonl"
+        assert [line["question"] for line in annotation.promote(conn, golden).written] == [item.question]
+    loaded = load_golden(golden, "human")
+    assert loaded.rejected == [] and [q.question for q in loaded.questions] == [item.question]

@@ -844,7 +844,9 @@ def latest_answer_comparisons(conn: psycopg.Connection) -> list[dict[str, Any]]:
     return [{**r, "partition": r["partition"].isoformat()} for r in rows]
 
 
-def judge_agreement_rows(conn: psycopg.Connection) -> list[dict[str, Any]]:
-    """Judge-vs-people and between-annotator agreement for status and the board (annotation fills
-    this in; until then there is none)."""
-    return []
+def judge_agreement_rows(conn: psycopg.Connection) -> list[str]:
+    """Judge-vs-people and between-annotator agreement for status and the board: the latest day of
+    ragline.annotation_agreement, one line per judge metric (none before anyone labelled)."""
+    from ragline.evaluation.annotation import agreement_summary
+
+    return agreement_summary(conn)

@@ -25,6 +25,7 @@ from ragline.endpoints import calls_recorded_by
 from ragline.retrieval.context import assemble_context, tokenizer_for
 from ragline.retrieval.search import Retriever, result_json
 from ragline.safe_text import printable, scrub
+from ragline.serving.annotate import add_annotation_routes
 from ragline.serving.answers import (
     NOTHING_PUBLISHED,
     OPENAI_ROUTES,
@@ -394,6 +395,8 @@ def create_app(
         errors=ERRORS,
         nothing_published=lambda: published_sources() == 0,
     )
+
+    add_annotation_routes(app, db=db, keyed=keyed, errors=ERRORS)
 
     @app.get("/healthz", response_model=Health, responses={503: {"model": Health}}, tags=["operations"])
     def healthz() -> JSONResponse:

@@ -1,0 +1,1 @@
+SELECT count(*) FROM ragline.annotation_items WHERE partition = %(partition)s

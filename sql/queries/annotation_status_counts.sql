@@ -1,0 +1,1 @@
+SELECT status, count(*) FROM ragline.annotation_items GROUP BY status

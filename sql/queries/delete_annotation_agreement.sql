@@ -1,0 +1,1 @@
+DELETE FROM ragline.annotation_agreement WHERE partition = %(partition)s
