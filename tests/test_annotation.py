@@ -533,6 +533,35 @@ def test_a_label_entered_with_the_keyboard_in_chromium_lands_in_human_labels(db_
     assert (label["note"], label["source"]) == ("reads well", "web")
 
 
+def test_with_keys_the_annotator_is_the_keys_name_and_a_name_is_given_only_without_auth(db_url, tmp_path):
+    """A key holder cannot write (or replace) another annotator's label by naming them: 403, nothing
+    stored; without auth (`ragline serve --no-auth`) the page's name is taken, else `local`."""
+    settings = project(tmp_path)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        add_answer(conn, DAY, "n1", judge={"faithfulness": (0.5, 0.0, 1.0, 0)})
+        [(item, _)] = annotation.store_queue(
+            conn, annotation.select_queue(conn, DAY, AnnotationSettings(random_count=0))
+        )
+        key = create_key(conn, "mallory").key
+    label = {"item_id": item, "faithful": "no"}
+    with Database(db_url, max_size=2) as db:
+        with serving(create_app(settings, db, retriever=None)) as base:  # type: ignore[arg-type]
+            auth = {"Authorization": f"Bearer {key}"}
+            forged = httpx.post(f"{base}/annotate/labels", headers=auth, json=label | {"annotator": "alice"})
+            assert forged.status_code == 403 and "ragline serve --no-auth" in forged.json()["detail"]
+            peek = httpx.get(f"{base}/annotate/items", headers=auth, params={"annotator": "alice"})
+            assert peek.status_code == 403
+            assert stored_labels(db_url) == []
+            own = httpx.post(f"{base}/annotate/labels", headers=auth, json=label | {"annotator": " mallory "})
+            assert own.status_code == 200 and own.json()["annotator"] == "mallory"
+        with serving(create_app(settings, db, retriever=None, auth=False)) as base:  # type: ignore[arg-type]
+            named = httpx.post(f"{base}/annotate/labels", json=label | {"annotator": "alice"})
+            unnamed = httpx.post(f"{base}/annotate/labels", json=label)
+            assert (named.status_code, unnamed.status_code) == (200, 200)
+            assert httpx.get(f"{base}/annotate/items", params={"annotator": "alice"}).json()["open"] == 0
+    assert [x["annotator"] for x in stored_labels(db_url)] == ["alice", "local", "mallory"]
+
+
 def test_the_annotation_queue_asset_queues_a_day_and_shows_agreement_and_calibration(db_url, tmp_path):
     import dagster as dg
 
