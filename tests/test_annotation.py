@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import html
 import io
 import itertools
 import json
@@ -28,6 +29,7 @@ from ragline.config import AnnotationSettings, ConfigError, Settings
 from ragline.evaluation import annotation
 from ragline.evaluation.agreement import cohen_kappa, krippendorff_alpha, spearman
 from ragline.evaluation.eval_sets import load_golden
+from ragline.monitoring.board import render_board
 from ragline.serving.app import create_app
 from ragline.serving.keys import create_key
 from ragline.storage.db import Database
@@ -267,7 +269,9 @@ def label_items(
     return ids
 
 
-def test_agreement_between_annotators_and_with_the_judge_is_computed_and_stored(db_url):
+def test_agreement_between_annotators_and_with_the_judge_is_computed_stored_and_shown_on_call(
+    db_url, tmp_path
+):
     people = {
         "a1": [("ann", 1.0, 1.0, 0.0), ("bob", 1.0, 0.5, 0.0)],
         "a2": [("ann", 0.5, 1.0, 0.0), ("bob", 0.5, 1.0, 0.5)],
@@ -313,6 +317,33 @@ def test_agreement_between_annotators_and_with_the_judge_is_computed_and_stored(
     # Both days stored, the earlier one with nothing to compute from.
     assert len(stored) == len(rows) + len(before)
     assert all(r.value is None and r.n == 0 for r in before)
+    # On call: `ragline status` and the board show these lines under the day's answer scores.
+    from orchestration.commands import _format_answers, quality_summary
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO ragline.answer_scores (partition, eval_set, variant, metric, kind, questions, "
+            "measured, unmeasured, mean, low, high) VALUES (%s, 'golden', 'default', 'correctness', "
+            "'judge', 4, 4, 0, 0.5, 0.2, 0.8)",
+            (DAY + dt.timedelta(days=30),),
+        )
+    quality = quality_summary(project(tmp_path))
+    assert quality["judge_agreement"] == summary
+    status = _format_answers(quality)
+    assert [line for line in status if "judge agreement" in line] == [
+        f"  judge agreement: {s}" for s in summary
+    ]
+    page = render_board(
+        {
+            "generated_at": dt.datetime.now(dt.UTC).isoformat(),
+            "freshness_window": {"warn_hours": 26, "fail_hours": 50},
+            "assets": [],
+            "failing_checks": [],
+            "stale": [],
+            "quality": quality,
+        }
+    )
+    assert "<h3>Judge agreement</h3>" in page and all(html.escape(s) in page for s in summary)
 
 
 def test_label_studio_export_then_import_into_a_fresh_database_gives_the_same_labels(
