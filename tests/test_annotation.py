@@ -253,11 +253,15 @@ def test_labelling_in_the_terminal_keeps_what_was_saved_at_the_end_of_input(
 
 
 def label_items(
-    conn: psycopg.Connection, verdicts: dict[str, list[tuple[str, float | None, float | None, float | None]]]
+    conn: psycopg.Connection,
+    verdicts: dict[str, list[tuple[str, float | None, float | None, float | None]]],
+    answers: dict[str, str] | None = None,
 ) -> dict[str, int]:
-    """Queue one answer per question id and label it: qid -> [(annotator, faithful, relevant, correct)]."""
+    """Queue one answer per question id and label it: qid -> [(annotator, faithful, relevant, correct)]
+    (answers: qid -> its answer, else "25 days [1].")."""
     for n, qid in enumerate(verdicts):
-        add_answer(conn, DAY, qid, judge={"correctness": (n / max(len(verdicts) - 1, 1), 0.0, 1.0, 0)})
+        judge = {"correctness": (n / max(len(verdicts) - 1, 1), 0.0, 1.0, 0)}
+        add_answer(conn, DAY, qid, answer=(answers or {}).get(qid, "25 days [1]."), judge=judge)
     items = annotation.store_queue(
         conn, annotation.select_queue(conn, DAY, AnnotationSettings(queue_size=50))
     )
@@ -394,31 +398,52 @@ def test_label_studio_export_then_import_into_a_fresh_database_gives_the_same_la
         drop_database(server_url, name)
 
 
-def test_promotion_writes_a_golden_line_once(db_url, tmp_path):
+def test_promotion_writes_a_golden_line_once_and_only_for_a_cited_answer(db_url, tmp_path, capsys):
     golden = tmp_path / "golden" / "human.jsonl"
+    settings = project(tmp_path)
+    approve = [("ann", 1.0, 1.0, 1.0)]
     with psycopg.connect(db_url, autocommit=True) as conn:
         ids = label_items(
-            conn, {"p1": [("ann", 1.0, 1.0, 1.0), ("bob", 0.5, 1.0, 1.0)], "p2": [("ann", 1.0, 1.0, 0.5)]}
+            conn,
+            {
+                "p1": [("ann", 1.0, 1.0, 1.0), ("bob", 0.5, 1.0, 1.0)],
+                "p2": [("ann", 1.0, 1.0, 0.5)],
+                "p3": approve,  # an abstention people called correct
+                "p4": approve,  # a correct answer that cites nothing
+                "p5": approve,  # cites passage 2 only
+            },
+            answers={"p3": "", "p4": "25 days.", "p5": "Dental is covered [2]."},
         )
         with pytest.raises(
             annotation.AnnotationError, match=r"item \d+: not every annotator judged it correct"
         ):
             annotation.promote(conn, golden, [ids["p2"], ids["p1"]])
+        with pytest.raises(
+            annotation.AnnotationError, match=r"item \d+: its answer is empty \(an abstention\)"
+        ):
+            annotation.promote(conn, golden, [ids["p3"]])
         assert not golden.exists()  # all named items or none
+    capsys.readouterr()
+    promote = ["--config", str(settings.path), "label", "promote", "--path", str(golden), "--item"]
+    assert main([*promote, str(ids["p4"])]) == 2
+    assert f"item {ids['p4']}: its answer cites no document of its context" in capsys.readouterr().err
+    assert not golden.exists()
+    with psycopg.connect(db_url, autocommit=True) as conn:
         first = annotation.promote(conn, golden)
-        second = annotation.promote(conn, golden)
-        assert annotation.status_counts(conn)["promoted"] == 1
-    assert [line["id"] for line in first.written] == [f"human-{ids['p1']}"] and second.written == []
+    assert [line["id"] for line in first.written] == [f"human-{ids['p1']}", f"human-{ids['p5']}"]
+    assert set(first.skipped) == {ids["p3"], ids["p4"]}
+    assert main(promote[:-1]) == 0  # again, all approved items: nothing new, and it says why not
+    out = capsys.readouterr().out
+    assert out.startswith(f"promoted 0 item(s) to {golden}") and f"not promoted: item {ids['p3']}: its" in out
+    with psycopg.connect(db_url) as conn:
+        assert annotation.status_counts(conn)["promoted"] == 2
     loaded = load_golden(golden, "human")
-    assert loaded.rejected == [] and len(loaded.questions) == 1
-    [q] = loaded.questions
-    # The answer cites passage [1]: its document is the relevant one; the marker is dropped.
-    assert (q.question, q.answer, q.kind, q.relevant) == (
-        "Question p1?",
-        "25 days.",
-        "human",
-        {"handbook:paid-time-off.md": 1.0},
-    )
+    assert loaded.rejected == [] and len(loaded.questions) == 2
+    # Each answer's relevant documents are those it cites (not its whole context); markers dropped.
+    assert [(q.question, q.answer, q.kind, q.relevant) for q in loaded.questions] == [
+        ("Question p1?", "25 days.", "human", {"handbook:paid-time-off.md": 1.0}),
+        ("Question p5?", "Dental is covered.", "human", {"handbook:benefits.md": 1.0}),
+    ]
 
 
 CDP_IDS = itertools.count(1)
