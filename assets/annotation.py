@@ -24,7 +24,7 @@ def annotation_queue_asset(
         name="annotation_queue",
         partitions_def=partitions,
         deps=["answer_scores"],
-        group_name="ragline",
+        group_name="quality",
         kinds={"python", "postgres"},
         description="Answers for people to label (low judge confidence, judge-similarity disagreement, "
         "random control), and the agreement of their labels with each other and the judge.",

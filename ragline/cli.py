@@ -604,6 +604,8 @@ def _cmd_label(args: argparse.Namespace, settings: Settings) -> int:
                 f"promoted {len(done.written)} item(s) to {path}"
                 + (f"; {len(done.already)} already there" if done.already else "")
             )
+            for item_id, why in sorted(done.skipped.items()):
+                echo(f"not promoted: item {item_id}: {why}")
             return 0
         annotator = annotation.annotator_name(args.annotator or getpass.getuser())
         saved = 0

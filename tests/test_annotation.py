@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import html
 import io
 import itertools
 import json
@@ -28,6 +29,7 @@ from ragline.config import AnnotationSettings, ConfigError, Settings
 from ragline.evaluation import annotation
 from ragline.evaluation.agreement import cohen_kappa, krippendorff_alpha, spearman
 from ragline.evaluation.eval_sets import load_golden
+from ragline.monitoring.board import render_board
 from ragline.serving.app import create_app
 from ragline.serving.keys import create_key
 from ragline.storage.db import Database
@@ -251,11 +253,15 @@ def test_labelling_in_the_terminal_keeps_what_was_saved_at_the_end_of_input(
 
 
 def label_items(
-    conn: psycopg.Connection, verdicts: dict[str, list[tuple[str, float | None, float | None, float | None]]]
+    conn: psycopg.Connection,
+    verdicts: dict[str, list[tuple[str, float | None, float | None, float | None]]],
+    answers: dict[str, str] | None = None,
 ) -> dict[str, int]:
-    """Queue one answer per question id and label it: qid -> [(annotator, faithful, relevant, correct)]."""
+    """Queue one answer per question id and label it: qid -> [(annotator, faithful, relevant, correct)]
+    (answers: qid -> its answer, else "25 days [1].")."""
     for n, qid in enumerate(verdicts):
-        add_answer(conn, DAY, qid, judge={"correctness": (n / max(len(verdicts) - 1, 1), 0.0, 1.0, 0)})
+        judge = {"correctness": (n / max(len(verdicts) - 1, 1), 0.0, 1.0, 0)}
+        add_answer(conn, DAY, qid, answer=(answers or {}).get(qid, "25 days [1]."), judge=judge)
     items = annotation.store_queue(
         conn, annotation.select_queue(conn, DAY, AnnotationSettings(queue_size=50))
     )
@@ -267,7 +273,9 @@ def label_items(
     return ids
 
 
-def test_agreement_between_annotators_and_with_the_judge_is_computed_and_stored(db_url):
+def test_agreement_between_annotators_and_with_the_judge_is_computed_stored_and_shown_on_call(
+    db_url, tmp_path
+):
     people = {
         "a1": [("ann", 1.0, 1.0, 0.0), ("bob", 1.0, 0.5, 0.0)],
         "a2": [("ann", 0.5, 1.0, 0.0), ("bob", 0.5, 1.0, 0.5)],
@@ -313,6 +321,33 @@ def test_agreement_between_annotators_and_with_the_judge_is_computed_and_stored(
     # Both days stored, the earlier one with nothing to compute from.
     assert len(stored) == len(rows) + len(before)
     assert all(r.value is None and r.n == 0 for r in before)
+    # On call: `ragline status` and the board show these lines under the day's answer scores.
+    from orchestration.commands import _format_answers, quality_summary
+
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        conn.execute(
+            "INSERT INTO ragline.answer_scores (partition, eval_set, variant, metric, kind, questions, "
+            "measured, unmeasured, mean, low, high) VALUES (%s, 'golden', 'default', 'correctness', "
+            "'judge', 4, 4, 0, 0.5, 0.2, 0.8)",
+            (DAY + dt.timedelta(days=30),),
+        )
+    quality = quality_summary(project(tmp_path))
+    assert quality["judge_agreement"] == summary
+    status = _format_answers(quality)
+    assert [line for line in status if "judge agreement" in line] == [
+        f"  judge agreement: {s}" for s in summary
+    ]
+    page = render_board(
+        {
+            "generated_at": dt.datetime.now(dt.UTC).isoformat(),
+            "freshness_window": {"warn_hours": 26, "fail_hours": 50},
+            "assets": [],
+            "failing_checks": [],
+            "stale": [],
+            "quality": quality,
+        }
+    )
+    assert "<h3>Judge agreement</h3>" in page and all(html.escape(s) in page for s in summary)
 
 
 def test_label_studio_export_then_import_into_a_fresh_database_gives_the_same_labels(
@@ -363,31 +398,52 @@ def test_label_studio_export_then_import_into_a_fresh_database_gives_the_same_la
         drop_database(server_url, name)
 
 
-def test_promotion_writes_a_golden_line_once(db_url, tmp_path):
+def test_promotion_writes_a_golden_line_once_and_only_for_a_cited_answer(db_url, tmp_path, capsys):
     golden = tmp_path / "golden" / "human.jsonl"
+    settings = project(tmp_path)
+    approve = [("ann", 1.0, 1.0, 1.0)]
     with psycopg.connect(db_url, autocommit=True) as conn:
         ids = label_items(
-            conn, {"p1": [("ann", 1.0, 1.0, 1.0), ("bob", 0.5, 1.0, 1.0)], "p2": [("ann", 1.0, 1.0, 0.5)]}
+            conn,
+            {
+                "p1": [("ann", 1.0, 1.0, 1.0), ("bob", 0.5, 1.0, 1.0)],
+                "p2": [("ann", 1.0, 1.0, 0.5)],
+                "p3": approve,  # an abstention people called correct
+                "p4": approve,  # a correct answer that cites nothing
+                "p5": approve,  # cites passage 2 only
+            },
+            answers={"p3": "", "p4": "25 days.", "p5": "Dental is covered [2]."},
         )
         with pytest.raises(
             annotation.AnnotationError, match=r"item \d+: not every annotator judged it correct"
         ):
             annotation.promote(conn, golden, [ids["p2"], ids["p1"]])
+        with pytest.raises(
+            annotation.AnnotationError, match=r"item \d+: its answer is empty \(an abstention\)"
+        ):
+            annotation.promote(conn, golden, [ids["p3"]])
         assert not golden.exists()  # all named items or none
+    capsys.readouterr()
+    promote = ["--config", str(settings.path), "label", "promote", "--path", str(golden), "--item"]
+    assert main([*promote, str(ids["p4"])]) == 2
+    assert f"item {ids['p4']}: its answer cites no document of its context" in capsys.readouterr().err
+    assert not golden.exists()
+    with psycopg.connect(db_url, autocommit=True) as conn:
         first = annotation.promote(conn, golden)
-        second = annotation.promote(conn, golden)
-        assert annotation.status_counts(conn)["promoted"] == 1
-    assert [line["id"] for line in first.written] == [f"human-{ids['p1']}"] and second.written == []
+    assert [line["id"] for line in first.written] == [f"human-{ids['p1']}", f"human-{ids['p5']}"]
+    assert set(first.skipped) == {ids["p3"], ids["p4"]}
+    assert main(promote[:-1]) == 0  # again, all approved items: nothing new, and it says why not
+    out = capsys.readouterr().out
+    assert out.startswith(f"promoted 0 item(s) to {golden}") and f"not promoted: item {ids['p3']}: its" in out
+    with psycopg.connect(db_url) as conn:
+        assert annotation.status_counts(conn)["promoted"] == 2
     loaded = load_golden(golden, "human")
-    assert loaded.rejected == [] and len(loaded.questions) == 1
-    [q] = loaded.questions
-    # The answer cites passage [1]: its document is the relevant one; the marker is dropped.
-    assert (q.question, q.answer, q.kind, q.relevant) == (
-        "Question p1?",
-        "25 days.",
-        "human",
-        {"handbook:paid-time-off.md": 1.0},
-    )
+    assert loaded.rejected == [] and len(loaded.questions) == 2
+    # Each answer's relevant documents are those it cites (not its whole context); markers dropped.
+    assert [(q.question, q.answer, q.kind, q.relevant) for q in loaded.questions] == [
+        ("Question p1?", "25 days.", "human", {"handbook:paid-time-off.md": 1.0}),
+        ("Question p5?", "Dental is covered.", "human", {"handbook:benefits.md": 1.0}),
+    ]
 
 
 CDP_IDS = itertools.count(1)
@@ -531,6 +587,35 @@ def test_a_label_entered_with_the_keyboard_in_chromium_lands_in_human_labels(db_
         1.0,
     )
     assert (label["note"], label["source"]) == ("reads well", "web")
+
+
+def test_with_keys_the_annotator_is_the_keys_name_and_a_name_is_given_only_without_auth(db_url, tmp_path):
+    """A key holder cannot write (or replace) another annotator's label by naming them: 403, nothing
+    stored; without auth (`ragline serve --no-auth`) the page's name is taken, else `local`."""
+    settings = project(tmp_path)
+    with psycopg.connect(db_url, autocommit=True) as conn:
+        add_answer(conn, DAY, "n1", judge={"faithfulness": (0.5, 0.0, 1.0, 0)})
+        [(item, _)] = annotation.store_queue(
+            conn, annotation.select_queue(conn, DAY, AnnotationSettings(random_count=0))
+        )
+        key = create_key(conn, "mallory").key
+    label = {"item_id": item, "faithful": "no"}
+    with Database(db_url, max_size=2) as db:
+        with serving(create_app(settings, db, retriever=None)) as base:  # type: ignore[arg-type]
+            auth = {"Authorization": f"Bearer {key}"}
+            forged = httpx.post(f"{base}/annotate/labels", headers=auth, json=label | {"annotator": "alice"})
+            assert forged.status_code == 403 and "ragline serve --no-auth" in forged.json()["detail"]
+            peek = httpx.get(f"{base}/annotate/items", headers=auth, params={"annotator": "alice"})
+            assert peek.status_code == 403
+            assert stored_labels(db_url) == []
+            own = httpx.post(f"{base}/annotate/labels", headers=auth, json=label | {"annotator": " mallory "})
+            assert own.status_code == 200 and own.json()["annotator"] == "mallory"
+        with serving(create_app(settings, db, retriever=None, auth=False)) as base:  # type: ignore[arg-type]
+            named = httpx.post(f"{base}/annotate/labels", json=label | {"annotator": "alice"})
+            unnamed = httpx.post(f"{base}/annotate/labels", json=label)
+            assert (named.status_code, unnamed.status_code) == (200, 200)
+            assert httpx.get(f"{base}/annotate/items", params={"annotator": "alice"}).json()["open"] == 0
+    assert [x["annotator"] for x in stored_labels(db_url)] == ["alice", "local", "mallory"]
 
 
 def test_the_annotation_queue_asset_queues_a_day_and_shows_agreement_and_calibration(db_url, tmp_path):

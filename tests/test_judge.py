@@ -31,7 +31,7 @@ from ragline.storage.db import Database
 from ragline.types import CallRecord
 from tests.capturing_proxy import CapturingProxy
 from tests.conftest import drop_database, fresh_database
-from tests.llm_server import MODEL_NAME, local_llm_server
+from tests.llm_server import MODEL_NAME
 from tests.openai_server import EmbeddingsServer
 
 QUESTION = "How many vacation days do I get per year?"
@@ -67,12 +67,12 @@ def _cached_rows(db: Database, model: str) -> list[tuple]:
         ).fetchall()
 
 
-def test_k_samples_of_the_real_model_report_their_variance(db: Database) -> None:
+def test_k_samples_of_the_real_model_report_their_variance(db: Database, llm_url: str) -> None:
     """SmolLM2 judges relevance 3 times, each call metered and seeded apart at temperature 0.7: the
     grades differ, and mean, interval and spread are those of the 3 samples; asked again, the
     judgement comes from the cache without a model call."""
     calls: list[CallRecord] = []
-    with local_llm_server(n_threads=1) as url, CapturingProxy(url) as proxy:
+    with CapturingProxy(llm_url) as proxy:
         client = ChatClient(base_url=proxy.base_url, model=MODEL_NAME, api_key=None, max_retries=0)
         judge = Judge(client, SETTINGS, db)
         with calls_recorded_by(calls.append):

@@ -472,11 +472,10 @@ def approved(item: dict[str, Any]) -> str | None:
 
 def golden_line(item: dict[str, Any]) -> dict[str, Any]:
     """An item as a golden-set line (examples/golden/questions.jsonl's format): its relevant
-    documents are those the answer cites, or every document of its context if it cites none."""
-    context = item["context"] or []
+    documents are those the answer cites (none when it cites none), its answer without the markers."""
     cited = set(cited_numbers(item["answer"]))
     documents = [
-        p["document"] for p in context if p.get("document") and (not cited or p.get("number") in cited)
+        p["document"] for p in item["context"] or [] if p.get("document") and p.get("number") in cited
     ]
     return {
         "id": f"human-{item['item_id']}",
@@ -487,6 +486,15 @@ def golden_line(item: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def unpromotable(line: dict[str, Any]) -> str | None:
+    """Why a golden line would be false (an empty answer, or no cited document), else None."""
+    if not line["answer"]:
+        return "its answer is empty (an abstention): a golden line needs an answer"
+    if not line["relevant_documents"]:
+        return "its answer cites no document of its context, so none can be recorded as relevant"
+    return None
+
+
 @dataclass
 class Promotion:
     """What a promotion did: lines written, items already in the file, items refused and why."""
@@ -494,6 +502,7 @@ class Promotion:
     written: list[dict[str, Any]] = field(default_factory=list)
     already: list[int] = field(default_factory=list)
     refused: dict[int, str] = field(default_factory=dict)
+    skipped: dict[int, str] = field(default_factory=dict)  # approved, not promotable (unnamed runs)
 
 
 def _normalised(text: str) -> str:
@@ -503,7 +512,8 @@ def _normalised(text: str) -> str:
 def promote(conn: psycopg.Connection, path: Path, item_ids: Sequence[int] | None = None) -> Promotion:
     """Append approved items (all, or these) to the golden JSONL file at `path` and mark them
     promoted. The file is rewritten atomically; an item whose id or question is in it already is
-    not written again. If a named item cannot be promoted, nothing is, and the error says why."""
+    not written again; an empty or uncited answer never is. If a named item cannot be promoted,
+    nothing is, and the error says why."""
     items = items_with_labels(conn, item_ids)
     result = Promotion()
     if item_ids is not None:
@@ -528,13 +538,14 @@ def promote(conn: psycopg.Connection, path: Path, item_ids: Sequence[int] | None
             done.append(item["item_id"])
             continue
         why = approved(item)
-        if why is None and not line["relevant_documents"]:
-            why = "its context names no document"
-        if why is None and _normalised(line["question"]) in questions:
+        false_line = unpromotable(line) if why is None else None
+        if why is None and false_line is None and _normalised(line["question"]) in questions:
             why = "the golden set has this question already"
-        if why is not None:
+        if why is not None or false_line is not None:
             if item_ids is not None:
-                result.refused[item["item_id"]] = why
+                result.refused[item["item_id"]] = why or str(false_line)
+            elif false_line is not None:
+                result.skipped[item["item_id"]] = false_line
             continue
         result.written.append(line)
         ids.add(line["id"])

@@ -3,7 +3,7 @@ relevant and correct (yes / partly / no) with a note, one item at a time, from t
 
 The page itself carries no data; its script reads the items and saves labels through two keyed
 JSON routes (Authorization: Bearer <key>, as every /v1 route), and the annotator is the key's name
-unless the page gives one."""
+(a name the page gives is taken only without auth, `ragline serve --no-auth`)."""
 
 from __future__ import annotations
 
@@ -25,6 +25,7 @@ from ragline.evaluation.annotation import (
     open_count,
     save_label,
 )
+from ragline.safe_text import printable
 from ragline.storage.db import Database
 
 NO_AUTH_ANNOTATOR = "local"  # the annotator of `ragline serve --no-auth` when the page names none
@@ -44,14 +45,21 @@ class LabelRequest(BaseModel):
 
 
 def _annotator(request: Request, given: str | None) -> str:
-    """The name given by the page, else the API key's name (else `local` without auth)."""
+    """The API key's name; a name given by the page only without auth (`ragline serve --no-auth`)."""
+    key = getattr(request.state, "key", None)
+    name = given.strip() if given is not None else ""
+    if key is not None:
+        if name and name != key.name:
+            raise HTTPException(
+                403,
+                f"the annotator is the API key's name ({printable(key.name, 100)!r}); another name "
+                f"({printable(name, 60)!r}) is accepted only by `ragline serve --no-auth`",
+            )
+        return key.name
     try:
-        if given is not None and given.strip():
-            return annotator_name(given)
+        return annotator_name(name) if name else NO_AUTH_ANNOTATOR
     except AnnotationError as exc:
         raise HTTPException(422, str(exc)) from None
-    key = getattr(request.state, "key", None)
-    return key.name if key is not None else NO_AUTH_ANNOTATOR
 
 
 def _item_json(item: dict[str, Any]) -> dict[str, Any]:
