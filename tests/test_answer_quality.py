@@ -405,3 +405,29 @@ def test_the_annotation_queue_copies_what_score_answers_stored(
         assert [line["question"] for line in annotation.promote(conn, golden).written] == [item.question]
     loaded = load_golden(golden, "human")
     assert loaded.rejected == [] and [q.question for q in loaded.questions] == [item.question]
+
+
+def test_the_gate_is_not_tested_when_the_judge_compared_nothing(tmp_path: Path) -> None:
+    """Similarity metrics unchanged but correctness compared on no question (the judge measured
+    nothing): NOT TESTED naming the metric and variant/set, never green; a real drop still fails."""
+    from ragline.evaluation.answer_scoring import MetricComparison
+    from ragline.evaluation.metrics import paired_bootstrap
+    from ragline.evaluation.scoring import Comparison
+
+    settings = _config(tmp_path, {"model": "m", "base_url": "http://127.0.0.1:9/v1"})
+    same = paired_bootstrap([0.5, 0.6, 0.7], [0.5, 0.6, 0.7])
+    gates = [
+        MetricComparison(
+            "correctness", Comparison(DAY1.isoformat(), "main", "golden", None, "none measured")
+        ),
+        MetricComparison("token_f1", Comparison(DAY1.isoformat(), "main", "golden", same)),
+        MetricComparison("embedding_cosine", Comparison(DAY1.isoformat(), "main", "golden", same)),
+    ]
+    outcome = answer_gate_outcome(gates, settings, DAY2)
+    assert outcome.untested == "judge metrics not compared: correctness on main/golden", outcome.metadata
+    drop = paired_bootstrap([0.9, 0.8, 0.9], [0.1, 0.2, 0.1])
+    gates[1] = MetricComparison(
+        "token_f1", Comparison(DAY1.isoformat(), "main", "golden", drop, min_effect=0.05)
+    )
+    outcome = answer_gate_outcome(gates, settings, DAY2)
+    assert not outcome.passed and outcome.untested is None

@@ -795,6 +795,10 @@ def answer_gate_outcome(
     skipped = "; ".join(f"{reason} ({n} variant/set/metric)" for reason, n in reasons.items())
     if untested is None and not compared:
         untested = f"compared 0: {skipped or 'no answer variant and eval set were scored'}"
+    blind = judge_not_compared(gates)
+    if untested is None and blind and not dropped:
+        # Similarity metrics alone cannot pass the gate when the judge measured nothing comparable.
+        untested = f"judge metrics not compared: {blind}"
     evaluation = gate_settings(settings)
     return CheckOutcome(
         ANSWER_SCORES_HAVE_NOT_REGRESSED,
@@ -808,6 +812,7 @@ def answer_gate_outcome(
             )
             or "none",
             "unmeasured_left_out": sum(g.left_out for g in gates),
+            "judge_not_compared": blind or "none",
             "gate_metrics": ", ".join(settings.answer_evaluation.gate_metrics),
             "confidence": evaluation.confidence,
             "min_effect": evaluation.min_effect,
@@ -818,6 +823,16 @@ def answer_gate_outcome(
             ),
         },
     )
+
+
+def judge_not_compared(gates: Sequence[MetricComparison]) -> str:
+    """The gate's judge metrics that compared no question, by variant/set ('' when none)."""
+    blind: dict[str, list[str]] = {}
+    for g in gates:
+        if g.metric in JUDGE_METRICS and g.comparison.result is None:
+            where = f"{g.comparison.candidate}/{g.comparison.eval_set}"
+            blind.setdefault(where, []).append(g.metric)
+    return "; ".join(f"{', '.join(metrics)} on {where}" for where, metrics in blind.items())
 
 
 def latest_answer_scores(conn: psycopg.Connection) -> list[dict[str, Any]]:
