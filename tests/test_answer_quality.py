@@ -431,3 +431,23 @@ def test_the_gate_is_not_tested_when_the_judge_compared_nothing(tmp_path: Path) 
     )
     outcome = answer_gate_outcome(gates, settings, DAY2)
     assert not outcome.passed and outcome.untested is None
+
+
+def test_the_negative_control_never_touches_the_answer_cache(corpus: dict[str, Any]) -> None:
+    """With the semantic cache on, the control (another question's context) is never served a
+    cached answer and stores none in ragline.answer_cache."""
+    url, day = corpus["url"], dt.date(2026, 11, 21)
+    with (
+        EmbeddingsServer(chat_replies=[ANSWER_REPLY]) as answers,
+        EmbeddingsServer(chat_replies=[JUDGE_REPLY]) as judging,
+    ):
+        settings = _project(corpus, "control_cache", answers.base_url)
+        settings = dataclasses.replace(
+            settings, cache=dataclasses.replace(settings.cache, semantic=True, semantic_threshold=0.0)
+        )
+        judge = Judge(_client(judging), JUDGE, corpus["db"])
+        _score(corpus, day, settings, judge)  # fills the cache with the real questions' answers
+        before = _rows(url, "SELECT count(*) AS n FROM ragline.answer_cache")[0]["n"]
+        control = _score(corpus, day, _with_context(settings, "other_question"), judge)
+    assert before > 0 and control.answers_cached == 0
+    assert _rows(url, "SELECT count(*) AS n FROM ragline.answer_cache")[0]["n"] == before

@@ -272,7 +272,11 @@ def answer_questions(
     """Answer every question (with another question's context for the negative control) and read
     back the context each answer was given. The surrounding call sink records the model calls."""
     prompt = variant.prompt or answerer.settings.answer.prompt
-    others = other_questions(questions, seed) if variant.context == "other_question" else {}
+    control = variant.context == "other_question"
+    others = other_questions(questions, seed) if control else {}
+    # The negative control never reads or writes the answer cache: a (semantic) hit would serve
+    # another question's answer, and its own answers would land under real questions' keys.
+    cache = None if control else answerer.cache
     out = []
     for q in questions:
         extra = {"search_text": others[q.question_id]} if q.question_id in others else {}
@@ -284,7 +288,7 @@ def answer_questions(
                 retriever=answerer.retriever,
                 models=answerer.models,
                 guard=answerer.guard,
-                cache=answerer.cache,
+                cache=cache,
                 prompt=prompt,
                 log=False,
                 **extra,
