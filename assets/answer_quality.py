@@ -16,6 +16,7 @@ from ragline.evaluation.answer_scoring import (
     has_chat_model,
     score_answers,
 )
+from ragline.monitoring.board import ab_verdict
 from ragline.storage import provenance
 
 
@@ -115,7 +116,7 @@ def ab_markdown(scores: AnswerDayScores) -> str:
             r["metric"],
             str(r["questions"]),
             f"{_f(r['diff'], 4)} [{_f(r['low'], 4)}, {_f(r['high'], 4)}]",
-            r["verdict"],
+            ab_verdict(r),
         ]
         for r in [c.row() for c in scores.pointwise] + [p.row() for p in scores.pairwise]
     ]

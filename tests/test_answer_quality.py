@@ -451,3 +451,28 @@ def test_the_negative_control_never_touches_the_answer_cache(corpus: dict[str, A
         control = _score(corpus, day, _with_context(settings, "other_question"), judge)
     assert before > 0 and control.answers_cached == 0
     assert _rows(url, "SELECT count(*) AS n FROM ragline.answer_cache")[0]["n"] == before
+
+
+def test_pairwise_counts_the_pairs_where_an_answer_failed(tmp_path: Path) -> None:
+    """A/B pairs where either answer failed are counted (failed) and shown, not silently dropped."""
+    from ragline.evaluation.answer_scoring import QuestionAnswer, pairwise_ab
+
+    def qa(qid: str, failed: str = "") -> QuestionAnswer:
+        return QuestionAnswer(qid, "h", "q?", "ref", "" if failed else "a", False, None, [], failed=failed)
+
+    settings = _config(tmp_path, {"model": "m", "base_url": "http://127.0.0.1:9/v1"})
+    unreachable = ChatClient(base_url="http://127.0.0.1:9/v1", model="m", api_key=None, max_retries=0)
+    p, samples, _cached = pairwise_ab(
+        Judge(unreachable, JUDGE),
+        "golden",
+        "main",
+        "other",
+        [qa("q1", "the answer failed: 500"), qa("q2")],
+        [qa("q1"), qa("q2", "the answer failed: timeout")],
+        settings.evaluation,
+    )
+    assert samples == 0 and p.details["failed"] == 2 and p.verdict == "not compared"
+    from assets.answer_quality import ab_markdown
+    from ragline.evaluation.answer_scoring import AnswerDayScores
+
+    assert "| not compared (2 failed answer pairs not judged) |" in ab_markdown(AnswerDayScores(pairwise=[p]))

@@ -683,14 +683,18 @@ def pairwise_ab(
     evaluation: EvaluationSettings,
 ) -> tuple[PairwiseComparison, int, int]:
     """The judge's preference per question (both orders; the control's context as the passages),
-    its mean with a bootstrap interval; also the samples judged and how many came from the cache."""
+    its mean with a bootstrap interval; questions where either answer failed are counted (failed),
+    not judged; also the samples judged and how many came from the cache."""
     theirs = {r.key: r for r in cand}
     means: list[float] = []
-    unmeasured = consistent = measured_samples = samples = cached = ties = 0
+    unmeasured = consistent = measured_samples = samples = cached = ties = failed = 0
     biases: list[float] = []
     for a in base:
         b = theirs.get(a.key)
-        if b is None or a.failed or b.failed:
+        if b is None:
+            continue
+        if a.failed or b.failed:
+            failed += 1  # no answer to prefer: counted and shown, not judged
             continue
         p = judge.pairwise(a.question, a.answer, b.answer, a.passages)
         samples += len(p.samples)
@@ -710,6 +714,7 @@ def pairwise_ab(
         else None
     )
     details = {
+        "failed": failed,
         "unmeasured": unmeasured,
         "ties": ties,
         "position_consistent_share": round(consistent / measured_samples, 4) if measured_samples else None,

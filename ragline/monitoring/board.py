@@ -402,7 +402,7 @@ def _answers(quality: dict[str, Any]) -> str:
             f"<td>{_t(c['baseline'])}</td><td>{_t(c['eval_set'])}</td><td>{_t(c['metric'])}</td>"
             f"<td class=num>{_number(c['questions'])}</td>"
             f"<td>{_interval(c['diff'], c['low'], c['high'])}</td>"
-            f"<td>{_badge(c['verdict'], NEUTRAL)}</td></tr>"
+            f"<td>{_badge(ab_verdict(c), NEUTRAL)}</td></tr>"
             for c in comparisons
         )
         out.append("</table>")
@@ -412,6 +412,12 @@ def _answers(quality: dict[str, Any]) -> str:
         out.extend(f"<li>{_t(row)}</li>" for row in agreement)
         out.append("</ul>")
     return "".join(out) + "</section>"
+
+
+def ab_verdict(row: dict[str, Any]) -> str:
+    """An A/B row's verdict with the questions left out because an answer failed, if any."""
+    failed = (row.get("details") or {}).get("failed")
+    return f"{row['verdict']} ({failed} failed answer pairs not judged)" if failed else row["verdict"]
 
 
 def _signed(value: float | None) -> str:
