@@ -476,3 +476,16 @@ def test_pairwise_counts_the_pairs_where_an_answer_failed(tmp_path: Path) -> Non
     from ragline.evaluation.answer_scoring import AnswerDayScores
 
     assert "| not compared (2 failed answer pairs not judged) |" in ab_markdown(AnswerDayScores(pairwise=[p]))
+
+
+def test_a_changed_reference_answer_is_never_paired_with_the_old() -> None:
+    """The answer tables' question hash covers the reference: the gate and the A/B pair a question
+    only with the same question, relevance judgements and reference answer."""
+    from ragline.evaluation.answer_scoring import _answer_row
+    from ragline.evaluation.eval_sets import EvalQuestion
+
+    old = EvalQuestion("q1", "How many days of leave?", {"pto.md": 1.0}, answer="25 days.")
+    new = dataclasses.replace(old, answer="30 days.")
+    keys = {_answer_row(q, "a", False, None, []).key for q in (old, new)}
+    assert len(keys) == 2
+    assert _answer_row(old, "a", False, None, []).key == _answer_row(old, "b", False, None, []).key

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
+import json
 import random
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -200,6 +202,12 @@ def pair_key(question_id: str, question_hash: str) -> str:
     return f"{question_id}#{question_hash}"
 
 
+def answer_question_hash(q: EvalQuestion) -> str:
+    """Identifies a question with its judgements and its reference answer: a question whose
+    reference changed is a new question to the answer gate and the A/B, never paired with the old."""
+    return hashlib.sha256(json.dumps([question_hash(q), q.answer]).encode()).hexdigest()[:16]
+
+
 def has_chat_model(settings: Settings) -> bool:
     return bool(chat_models(settings))
 
@@ -317,7 +325,7 @@ def _answer_row(
 ) -> QuestionAnswer:
     return QuestionAnswer(
         q.question_id,
-        question_hash(q),
+        answer_question_hash(q),
         q.question,
         q.answer,
         text,
