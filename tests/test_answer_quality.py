@@ -489,3 +489,14 @@ def test_a_changed_reference_answer_is_never_paired_with_the_old() -> None:
     keys = {_answer_row(q, "a", False, None, []).key for q in (old, new)}
     assert len(keys) == 2
     assert _answer_row(old, "a", False, None, []).key == _answer_row(old, "b", False, None, []).key
+
+
+def test_citation_markers_do_not_count_against_similarity() -> None:
+    """An answer that cites its passages ([1], [1, 2]) matches a reference without markers."""
+    from ragline.evaluation.answer_scoring import _answer_row, similarity_values
+    from ragline.evaluation.eval_sets import EvalQuestion
+
+    q = EvalQuestion("q1", "How many days of leave?", {}, answer="You get 25 days of annual leave.")
+    qa = _answer_row(q, "You get 25 days of annual leave [1, 2].", False, None, [])
+    similarity_values(local_embedder(), qa, ["exact_match", "token_f1", "rouge_l"])
+    assert {m: v.mean for m, v in qa.metrics.items()} == {"exact_match": 1.0, "token_f1": 1.0, "rouge_l": 1.0}

@@ -19,6 +19,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from ragline.answer.answering import answer
+from ragline.answer.citations import without_citations
 from ragline.answer.pipeline import Answerer, build_answerer, model_selector
 from ragline.config import (
     JUDGE_METRICS,
@@ -388,16 +389,18 @@ def similarity_values(embedder: Embedder, qa: QuestionAnswer, metrics: Sequence[
         return
     from ragline.evaluation import similarity
 
+    # A reference carries no [n] markers: left in, they would cost every cited answer its match.
+    text = without_citations(qa.answer)
     if hasattr(embedder, "token_vectors"):
         values: dict[str, float | None] = dict(
-            similarity.similarity_scores(embedder, embedder, qa.answer, qa.reference)  # type: ignore[arg-type]
+            similarity.similarity_scores(embedder, embedder, text, qa.reference)  # type: ignore[arg-type]
         )
     else:  # a remote embedding model gives no contextual token vectors: no BERTScore-style score
         values = {
-            "exact_match": similarity.exact_match(qa.answer, qa.reference),
-            "token_f1": similarity.token_f1(qa.answer, qa.reference),
-            "rouge_l": similarity.rouge_l(qa.answer, qa.reference),
-            "embedding_cosine": similarity.embedding_cosine(embedder, [qa.answer], [qa.reference])[0],
+            "exact_match": similarity.exact_match(text, qa.reference),
+            "token_f1": similarity.token_f1(text, qa.reference),
+            "rouge_l": similarity.rouge_l(text, qa.reference),
+            "embedding_cosine": similarity.embedding_cosine(embedder, [text], [qa.reference])[0],
         }
     for m in wanted:
         value = values.get(m)
