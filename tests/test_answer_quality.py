@@ -32,7 +32,7 @@ from ragline.llm import ChatClient
 from ragline.monitoring.board import render_board
 from ragline.storage.db import Database
 from tests.conftest import EXAMPLES, REPO, drop_database, fresh_database, local_embedder, run, write_project
-from tests.llm_server import MODEL_NAME, local_llm_server
+from tests.llm_server import MODEL_NAME
 from tests.openai_server import EmbeddingsServer
 
 FILES = ["paid-time-off.md", "expenses-and-travel.md", "meeting-norms.md"]
@@ -57,18 +57,13 @@ def _config(root: Path, llm: dict[str, Any] | None, **evaluation: Any) -> Settin
             "metrics": [*JUDGED, "exact_match", "token_f1", "embedding_cosine"],
             "gate_metrics": list(GATED),
             "pairwise": False,
+            "min_questions": 3,  # the three golden questions of this corpus
             **evaluation,
         },
     }
     if llm is not None:
         extra["llm"] = llm
     return write_project(root, sources, **extra)
-
-
-@pytest.fixture(scope="module")
-def llm_url() -> Iterator[str]:
-    with local_llm_server(n_threads=1) as url:
-        yield url
 
 
 @pytest.fixture(scope="module")
@@ -336,8 +331,10 @@ def test_the_asset_scores_judges_and_gates_through_dagster(corpus: dict[str, Any
     [mat] = result.asset_materializations_for_node("answer_scores")
     meta = {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
     assert meta["dagster/row_count"] == 6  # two variants x three questions
-    assert "| scripted / golden | correctness |" in meta["scores"] and "pointwise" not in meta["ab"]
-    assert "| other vs scripted / golden | token_f1 |" in meta["ab"]
+    assert "| scripted / golden | correctness |" in meta["scores"]
+    # pairwise: false: one pointwise row per metric for the candidate against the control, no preference.
+    ab = [line.split(" | ")[:2] for line in meta["ab"].splitlines()[2:]]
+    assert ab == [["| other vs scripted / golden", m] for m in settings.answer_evaluation.metrics]
     assert "first scored partition" in meta["gate"]
     assert meta["judge_samples"] > 0 and meta["model_calls"] > 0
     [check] = result.get_asset_check_evaluations()
@@ -374,7 +371,9 @@ def test_the_annotation_queue_copies_what_score_answers_stored(
     from ragline.evaluation.eval_sets import load_golden
 
     url = corpus["url"]
-    [day] = [r["day"] for r in _rows(url, "SELECT max(partition) AS day FROM ragline.answer_results")]
+    # A day answered by one variant only (the asset's day has two): one answer per question id.
+    one = "SELECT max(partition) AS day FROM ragline.answer_results WHERE variant = 'main'"
+    [day] = [r["day"] for r in _rows(url, one)]
     answers = {
         r["question_id"]: r
         for r in _rows(url, "SELECT * FROM ragline.answer_results WHERE partition = %s", day)

@@ -33,8 +33,8 @@ from ragline.config import (
     chat_models,
 )
 from ragline.evaluation.eval_sets import EvalQuestion, stored_questions
-from ragline.evaluation.metrics import MeanInterval, bootstrap_ci
-from ragline.evaluation.scoring import Comparison, compare, question_hash, variant_config
+from ragline.evaluation.metrics import MeanInterval, bootstrap_ci, paired_bootstrap_nested
+from ragline.evaluation.scoring import Comparison, baseline_partition, compare, question_hash, variant_config
 from ragline.expectations import CheckOutcome
 from ragline.llm import LLMError
 from ragline.retrieval.search import build_retriever
@@ -438,25 +438,25 @@ def gate_settings(settings: Settings) -> EvaluationSettings:
     )
 
 
-def answer_baseline_partition(
-    conn: psycopg.Connection, day: dt.date, variant: str, eval_set: str, settings: EvaluationSettings
-) -> dt.date | None:
-    """The pinned baseline partition if configured (and earlier), else the latest earlier partition
-    of this variant and eval set whose gate did not fail on any metric."""
-    if settings.baseline:
-        pinned = dt.date.fromisoformat(settings.baseline)
-        return pinned if pinned < day else None
-    key = {"partition": day, "variant": variant, "eval_set": eval_set}
-    row = conn.execute(query("previous_answer_partition"), key).fetchone()
-    return row[0] if row else None
-
-
 def per_question_metric(
     conn: psycopg.Connection, day: dt.date, variant: str, eval_set: str, metric: str
-) -> dict[str, float | None]:
-    """A metric's per-question mean (None: unmeasured) keyed by question id and question hash."""
+) -> tuple[dict[str, float | None], dict[str, list[float]]]:
+    """A metric's per-question mean (None: unmeasured) and measured samples, keyed by question id
+    and question hash."""
     key = {"partition": day, "variant": variant, "eval_set": eval_set, "metric": metric}
-    return {pair_key(q, h): mean for q, h, mean in conn.execute(query("answer_question_metric"), key)}
+    means: dict[str, float | None] = {}
+    samples: dict[str, list[float]] = {}
+    for q, h, mean, values in conn.execute(query("answer_question_metric"), key):
+        means[pair_key(q, h)] = mean
+        samples[pair_key(q, h)] = [v for v in values or [] if v is not None]
+    return means, samples
+
+
+def measured_samples(results: Sequence[QuestionAnswer], metric: str) -> dict[str, list[float]]:
+    """Each question's measured samples of a metric (a similarity metric: its one value)."""
+    return {
+        r.key: [v for v in r.metrics[metric].samples if v is not None] for r in results if metric in r.metrics
+    }
 
 
 def paired(
@@ -467,9 +467,12 @@ def paired(
     labels: tuple[str, str],
     eval_set: str,
     settings: EvaluationSettings,
+    min_questions: int = 1,
+    samples: tuple[dict[str, list[float]], dict[str, list[float]]] | None = None,
 ) -> MetricComparison:
-    """compare() over the questions both sides measured; the questions in common that either side
-    left unmeasured are counted, not paired."""
+    """compare() over the questions both sides measured (the questions in common that either side
+    left unmeasured are counted, not paired); fewer than min_questions pairs: not compared; a judge
+    metric with its samples: the two-level bootstrap (questions, then each question's samples)."""
     shared = set(baseline) & set(candidate)
     left_out = sum(baseline[k] is None or candidate[k] is None for k in shared)
     measured_base = {k: v for k, v in baseline.items() if v is not None}
@@ -477,6 +480,21 @@ def paired(
     c = compare(measured_base, measured_cand, labels=labels, eval_set=eval_set, settings=settings)
     if c.result is None and shared:
         c.reason = f"no question measured on both sides ({left_out} in common unmeasured)"
+    elif c.result is not None and c.result.n < min_questions:
+        reason = (
+            f"{c.result.n} questions paired, fewer than answer_evaluation.min_questions ({min_questions})"
+        )
+        c = Comparison(*labels, eval_set, None, reason)
+    elif c.result is not None and samples is not None and metric in JUDGE_METRICS:
+        keys = sorted(set(measured_base) & set(measured_cand))
+        sb, sc = samples
+        result = paired_bootstrap_nested(
+            [sb.get(k) or [measured_base[k]] for k in keys],
+            [sc.get(k) or [measured_cand[k]] for k in keys],
+            samples=settings.bootstrap_samples,
+            confidence=settings.confidence,
+        )
+        c = Comparison(*labels, eval_set, result, min_effect=settings.min_effect)
     return MetricComparison(metric, c, left_out)
 
 
@@ -491,7 +509,7 @@ def against_baseline(
     """The regression gate: each gate metric of a partition's answers (before they are stored)
     against its baseline partition's."""
     evaluation = gate_settings(settings)
-    base = answer_baseline_partition(conn, day, variant, eval_set, evaluation)
+    base = baseline_partition(conn, day, variant, eval_set, evaluation, "previous_answer_partition")
     out = []
     for metric in settings.answer_evaluation.gate_metrics:
         candidate = {r.key: r.metrics[metric].mean for r in results if metric in r.metrics}
@@ -499,14 +517,17 @@ def against_baseline(
             c = Comparison("-", variant, eval_set, None, "first scored partition")
             out.append(MetricComparison(metric, c))
             continue
+        means, samples = per_question_metric(conn, base, variant, eval_set, metric)
         out.append(
             paired(
-                per_question_metric(conn, base, variant, eval_set, metric),
+                means,
                 candidate,
                 metric=metric,
                 labels=(base.isoformat(), variant),
                 eval_set=eval_set,
                 settings=evaluation,
+                min_questions=settings.answer_evaluation.min_questions,
+                samples=(samples, measured_samples(results, metric)),
             )
         )
     return out
@@ -669,6 +690,7 @@ def pointwise_ab(
     cand: Sequence[QuestionAnswer],
     metrics: Sequence[str],
     evaluation: EvaluationSettings,
+    min_questions: int = 1,
 ) -> list[MetricComparison]:
     """Each metric of a variant against the control, paired bootstrap over the questions both measured."""
     return [
@@ -679,6 +701,8 @@ def pointwise_ab(
             labels=(control, candidate),
             eval_set=eval_set,
             settings=evaluation,
+            min_questions=min_questions,
+            samples=(measured_samples(base, m), measured_samples(cand, m)),
         )
         for m in metrics
     ]
@@ -786,7 +810,9 @@ def score_answers(
             if variant.name == control:
                 continue
             base, cand = answered[(control, name)], answered[(variant.name, name)]
-            pointwise += pointwise_ab(name, control, variant.name, base, cand, ae.metrics, evaluation)
+            pointwise += pointwise_ab(
+                name, control, variant.name, base, cand, ae.metrics, evaluation, ae.min_questions
+            )
             if ae.pairwise:
                 log(f"pairwise: {variant.name} against {control} on {name}")
                 p, samples, cached = pairwise_ab(judge, name, control, variant.name, base, cand, evaluation)
