@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import random
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -499,3 +500,42 @@ def test_citation_markers_do_not_count_against_similarity() -> None:
     qa = _answer_row(q, "You get 25 days of annual leave [1, 2].", False, None, [])
     similarity_values(local_embedder(), qa, ["exact_match", "token_f1", "rouge_l"])
     assert {m: v.mean for m, v in qa.metrics.items()} == {"exact_match": 1.0, "token_f1": 1.0, "rouge_l": 1.0}
+
+
+def test_judge_noise_between_days_does_not_fail_the_gate(corpus: dict[str, Any]) -> None:
+    """The same answers on two days, judged by an endpoint whose grades vary at random (seeded, the
+    same distribution both days, judge cache off): the per-question means differ by chance, the
+    two-level bootstrap (questions, then each question's samples) sees noise: the gate passes.
+    With these grades a bootstrap over the question means alone flags a drop."""
+    rng = random.Random(32)
+    grades = [json.dumps({"score": rng.randint(1, 4)}) for _ in range(12)]
+    days = (dt.date(2026, 11, 25), dt.date(2026, 11, 26))
+    with EmbeddingsServer(chat_replies=[ANSWER_REPLY]) as answers:
+        settings = _project(corpus, "noisy", answers.base_url, variants=[{"name": "noisy"}])
+        for day, replies in zip(days, (grades[:6], grades[6:]), strict=True):
+            with EmbeddingsServer(chat_replies=replies) as judging:
+                judge = Judge(_client(judging), dataclasses.replace(JUDGE, cache=False), corpus["db"])
+                scores = _score(corpus, day, settings, judge)
+    [correctness] = [g for g in scores.gates if g.metric == "correctness"]
+    r = correctness.comparison.result
+    assert r is not None and r.n == 3 and r.mean_diff < -0.05, r  # the means moved by chance
+    outcome = answer_gate_outcome(scores.gates, settings, days[1])
+    assert outcome.passed and not outcome.untested, outcome.metadata
+
+
+def test_a_metric_with_fewer_paired_questions_than_min_questions_is_not_compared(tmp_path: Path) -> None:
+    """Three paired questions with min_questions 5: not compared, the reason says why."""
+    from ragline.evaluation.answer_scoring import paired
+
+    settings = _config(tmp_path, {"model": "m", "base_url": "http://127.0.0.1:9/v1"})
+    m = paired(
+        {"a": 0.9, "b": 0.9, "c": 0.9},
+        {"a": 0.1, "b": 0.1, "c": 0.1},
+        metric="token_f1",
+        labels=("2026-11-01", "main"),
+        eval_set="golden",
+        settings=settings.evaluation,
+        min_questions=5,
+    )
+    assert m.comparison.result is None
+    assert m.comparison.reason == "3 questions paired, fewer than answer_evaluation.min_questions (5)"
