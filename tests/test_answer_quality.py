@@ -111,6 +111,20 @@ def _rows(url: str, sql: str, *params: Any) -> list[dict[str, Any]]:
         return cur.execute(sql, params).fetchall()
 
 
+def _board(quality: dict[str, Any]) -> str:
+    """The status board with only its quality section filled."""
+    return render_board(
+        {
+            "generated_at": dt.datetime.now(dt.UTC).isoformat(),
+            "freshness_window": {"warn_hours": 26, "fail_hours": 50},
+            "assets": [],
+            "failing_checks": [],
+            "stale": [],
+            "quality": quality,
+        }
+    )
+
+
 def _counts(url: str) -> dict[str, int]:
     tables = ("answer_results", "answer_metric_results", "answer_scores", "answer_comparisons")
     return {t: _rows(url, f"SELECT count(*) AS n FROM ragline.{t}")[0]["n"] for t in tables}
@@ -169,16 +183,7 @@ def test_gate_fails_on_answers_from_the_wrong_context_and_passes_on_a_rerun(corp
             "answers": latest_answer_scores(conn),
             "answer_comparisons": latest_answer_comparisons(conn),
         }
-    page = render_board(
-        {
-            "generated_at": dt.datetime.now(dt.UTC).isoformat(),
-            "freshness_window": {"warn_hours": 26, "fail_hours": 50},
-            "assets": [],
-            "failing_checks": [],
-            "stale": [],
-            "quality": quality,
-        }
-    )
+    page = _board(quality)
     assert 'id="answers"' in page and "answers <b>regressed</b>" in page
     status = "\n".join(_format_answers(quality))
     assert "answer scores (2026-11-02; change since 2026-11-01)" in status and " worse" in status
@@ -271,6 +276,26 @@ def test_failed_judgements_are_counted_as_unmeasured(corpus: dict[str, Any]) -> 
         assert stored[metric]["unmeasured"] == len(whole)
         assert stored[metric]["measured"] + stored[metric]["unmeasured"] == 3
     assert sum(s.unmeasured for _v, _n, s in scores.scores) == sum(stored[m]["unmeasured"] for m in JUDGED)
+    # Unmeasured samples reach on-call: stored beside the scores, shown by the asset, status, the board.
+    whole = stored["correctness"]["unmeasured"]
+    shown = f"4 of 6 samples ({whole} of 3 questions)"
+    assert stored["correctness"]["config"]["samples"] == {"total": 6, "unmeasured": 4}
+    from assets.answer_quality import score_markdown
+
+    assert f"| {shown} |" in score_markdown(scores)
+    row = {
+        **stored["correctness"],
+        "samples": stored["correctness"]["config"]["samples"],
+        "partition": day.isoformat(),
+        "previous": None,
+        "delta": None,
+        "gate_diff": None,
+        "gate_details": {},
+        "gate_verdict": None,
+    }
+    assert shown in "\n".join(_format_answers({"answers": [row]}))
+    page = _board({"answers": [row]})
+    assert shown in page
 
 
 # What the scripted judge endpoint replies after its failures: a parseable grade (correctness@1).

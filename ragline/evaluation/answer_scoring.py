@@ -109,6 +109,8 @@ class MetricScore:
     measured: int
     unmeasured: int
     interval: MeanInterval | None
+    samples: int = 0  # every sample of every question (a similarity metric: one per question)
+    unmeasured_samples: int = 0  # of those, how many have no value (a failed or unparseable call)
 
     @property
     def mean(self) -> float | None:
@@ -425,7 +427,18 @@ def aggregate(
             else None
         )
         kind = "judge" if metric in JUDGE_METRICS else "similarity"
-        out.append(MetricScore(metric, kind, len(results), len(values), len(present) - len(values), interval))
+        out.append(
+            MetricScore(
+                metric,
+                kind,
+                len(results),
+                len(values),
+                len(present) - len(values),
+                interval,
+                sum(len(v.samples) for v in present),
+                sum(v.unmeasured for v in present),
+            )
+        )
     return out
 
 
@@ -643,7 +656,10 @@ def store_answers(
                         "mean": s.mean,
                         "low": s.interval.low if s.interval else None,
                         "high": s.interval.high if s.interval else None,
-                        "config": Jsonb(config),
+                        # The sample counts ride in config (no column for them in 0011).
+                        "config": Jsonb(
+                            {**config, "samples": {"total": s.samples, "unmeasured": s.unmeasured_samples}}
+                        ),
                         "gate_passed": verdicts.get(s.metric),
                     }
                     for s in scores
