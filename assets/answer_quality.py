@@ -16,6 +16,7 @@ from ragline.evaluation.answer_scoring import (
     has_chat_model,
     score_answers,
 )
+from ragline.monitoring.board import ab_verdict, unmeasured_summary
 from ragline.storage import provenance
 
 
@@ -67,6 +68,7 @@ def answer_scores_asset(
                 "answers_cached": scores.answers_cached,
                 "answers_failed": scores.answers_failed,
                 "unmeasured": sum(s.unmeasured for _v, _n, s in scores.scores),
+                "unmeasured_samples": sum(s.unmeasured_samples for _v, _n, s in scores.scores),
                 "detail": f"ragline.answer_results, answer_metric_results WHERE partition = '{day}'",
             },
             data_version=dg.DataVersion(
@@ -91,7 +93,7 @@ def _md(header: list[str], rows: list[list[str]]) -> str:
 
 
 def score_markdown(scores: AnswerDayScores) -> str:
-    """Every metric per variant and eval set: mean [interval], measured / unmeasured questions."""
+    """Every metric per variant and eval set: mean [interval], measured, unmeasured samples/questions."""
     return _md(
         ["variant / set", "metric", "mean [interval]", "measured", "unmeasured"],
         [
@@ -100,7 +102,9 @@ def score_markdown(scores: AnswerDayScores) -> str:
                 s.metric,
                 f"{_f(s.mean)} [{_f(s.interval.low)}, {_f(s.interval.high)}]" if s.interval else "—",
                 str(s.measured),
-                str(s.unmeasured),
+                unmeasured_summary(
+                    s.questions, s.unmeasured, {"total": s.samples, "unmeasured": s.unmeasured_samples}
+                ),
             ]
             for v, n, s in scores.scores
         ],
@@ -115,7 +119,7 @@ def ab_markdown(scores: AnswerDayScores) -> str:
             r["metric"],
             str(r["questions"]),
             f"{_f(r['diff'], 4)} [{_f(r['low'], 4)}, {_f(r['high'], 4)}]",
-            r["verdict"],
+            ab_verdict(r),
         ]
         for r in [c.row() for c in scores.pointwise] + [p.row() for p in scores.pairwise]
     ]

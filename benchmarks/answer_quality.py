@@ -82,6 +82,7 @@ def main() -> None:
                     metrics=METRICS,
                     gate_metrics=("correctness", "token_f1"),
                     max_questions=args.max_questions,
+                    min_questions=1,  # a few questions measure the cost; the A/B rows still get made
                 ),
             )
             client = ChatClient(

@@ -23,7 +23,14 @@ from orchestration.health import (
 )
 from orchestration.launch import DEFINITIONS_MODULE
 from ragline.config import Settings
-from ragline.monitoring.board import BAD, drift_verdict, headline, pinned_this_run
+from ragline.monitoring.board import (
+    BAD,
+    ab_verdict,
+    drift_verdict,
+    headline,
+    pinned_this_run,
+    unmeasured_summary,
+)
 from ragline.safe_text import printable
 from ragline.storage.db import DAGSTER_STORAGE_LOCK, database_url, locked, migrate
 
@@ -494,13 +501,14 @@ def _format_answers(quality: dict[str, Any]) -> list[str]:
             gate = (r.get("gate_details") or {}).get("reason") or r.get("gate_verdict") or "not gated"
         lines.append(
             f"  {printable(r['variant'], 14):<14} {printable(r['eval_set'], 12):<12} {r['metric']:<18} "
-            f"{mean:<22} {delta:>8}  {printable(gate, 40):<40} {r['unmeasured']}/{r['questions']}"
+            f"{mean:<22} {delta:>8}  {printable(gate, 40):<40} "
+            f"{unmeasured_summary(r['questions'], r['unmeasured'], r.get('samples'))}"
         )
     for c in quality.get("answer_comparisons") or []:
         diff = f"{c['diff']:+.3f} [{c['low']:+.3f}, {c['high']:+.3f}]" if c["diff"] is not None else "-"
         lines.append(
             f"  A/B {printable(c['candidate'], 14)} vs {printable(c['baseline'], 14)} on "
-            f"{printable(c['eval_set'], 12)}: {c['metric']} {diff} {c['verdict']}"
+            f"{printable(c['eval_set'], 12)}: {c['metric']} {diff} {printable(ab_verdict(c), 80)}"
         )
     for a in quality.get("judge_agreement") or []:
         lines.append(f"  judge agreement: {printable(a, 160)}")

@@ -579,6 +579,7 @@ class AnswerEvaluationSettings:
     max_questions: int | None = None  # per eval set, the first N by question id (judging is slow)
     baseline: str | None = None  # a pinned partition date (YYYY-MM-DD); default: evaluation.baseline
     seed: int = 0  # of the other_question pairing
+    min_questions: int = 5  # paired questions a metric needs to be compared (gate and A/B)
 
 
 @dataclass(frozen=True)
@@ -941,6 +942,8 @@ def parse_answer_evaluation(
     s = _build(AnswerEvaluationSettings, {**item, "variants": tuple(out)}, where)
     if not s.metrics:
         raise ConfigError(f"{where}.metrics must name at least one metric")
+    if not isinstance(s.min_questions, int) or isinstance(s.min_questions, bool) or s.min_questions < 1:
+        raise ConfigError(f"{where}.min_questions must be an integer >= 1, got {_shown(s.min_questions)!r}")
     ungated = sorted(set(s.gate_metrics) - set(s.metrics))
     if ungated:
         raise ConfigError(f"{where}.gate_metrics {ungated} are not in {where}.metrics")

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import random
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,7 +33,7 @@ from ragline.llm import ChatClient
 from ragline.monitoring.board import render_board
 from ragline.storage.db import Database
 from tests.conftest import EXAMPLES, REPO, drop_database, fresh_database, local_embedder, run, write_project
-from tests.llm_server import MODEL_NAME, local_llm_server
+from tests.llm_server import MODEL_NAME
 from tests.openai_server import EmbeddingsServer
 
 FILES = ["paid-time-off.md", "expenses-and-travel.md", "meeting-norms.md"]
@@ -57,18 +58,13 @@ def _config(root: Path, llm: dict[str, Any] | None, **evaluation: Any) -> Settin
             "metrics": [*JUDGED, "exact_match", "token_f1", "embedding_cosine"],
             "gate_metrics": list(GATED),
             "pairwise": False,
+            "min_questions": 3,  # the three golden questions of this corpus
             **evaluation,
         },
     }
     if llm is not None:
         extra["llm"] = llm
     return write_project(root, sources, **extra)
-
-
-@pytest.fixture(scope="module")
-def llm_url() -> Iterator[str]:
-    with local_llm_server(n_threads=1) as url:
-        yield url
 
 
 @pytest.fixture(scope="module")
@@ -113,6 +109,20 @@ def _with_context(settings: Settings, context: str) -> Settings:
 def _rows(url: str, sql: str, *params: Any) -> list[dict[str, Any]]:
     with psycopg.connect(url) as conn, conn.cursor(row_factory=psycopg.rows.dict_row) as cur:
         return cur.execute(sql, params).fetchall()
+
+
+def _board(quality: dict[str, Any]) -> str:
+    """The status board with only its quality section filled."""
+    return render_board(
+        {
+            "generated_at": dt.datetime.now(dt.UTC).isoformat(),
+            "freshness_window": {"warn_hours": 26, "fail_hours": 50},
+            "assets": [],
+            "failing_checks": [],
+            "stale": [],
+            "quality": quality,
+        }
+    )
 
 
 def _counts(url: str) -> dict[str, int]:
@@ -173,16 +183,7 @@ def test_gate_fails_on_answers_from_the_wrong_context_and_passes_on_a_rerun(corp
             "answers": latest_answer_scores(conn),
             "answer_comparisons": latest_answer_comparisons(conn),
         }
-    page = render_board(
-        {
-            "generated_at": dt.datetime.now(dt.UTC).isoformat(),
-            "freshness_window": {"warn_hours": 26, "fail_hours": 50},
-            "assets": [],
-            "failing_checks": [],
-            "stale": [],
-            "quality": quality,
-        }
-    )
+    page = _board(quality)
     assert 'id="answers"' in page and "answers <b>regressed</b>" in page
     status = "\n".join(_format_answers(quality))
     assert "answer scores (2026-11-02; change since 2026-11-01)" in status and " worse" in status
@@ -275,6 +276,26 @@ def test_failed_judgements_are_counted_as_unmeasured(corpus: dict[str, Any]) -> 
         assert stored[metric]["unmeasured"] == len(whole)
         assert stored[metric]["measured"] + stored[metric]["unmeasured"] == 3
     assert sum(s.unmeasured for _v, _n, s in scores.scores) == sum(stored[m]["unmeasured"] for m in JUDGED)
+    # Unmeasured samples reach on-call: stored beside the scores, shown by the asset, status, the board.
+    whole = stored["correctness"]["unmeasured"]
+    shown = f"4 of 6 samples ({whole} of 3 questions)"
+    assert stored["correctness"]["config"]["samples"] == {"total": 6, "unmeasured": 4}
+    from assets.answer_quality import score_markdown
+
+    assert f"| {shown} |" in score_markdown(scores)
+    row = {
+        **stored["correctness"],
+        "samples": stored["correctness"]["config"]["samples"],
+        "partition": day.isoformat(),
+        "previous": None,
+        "delta": None,
+        "gate_diff": None,
+        "gate_details": {},
+        "gate_verdict": None,
+    }
+    assert shown in "\n".join(_format_answers({"answers": [row]}))
+    page = _board({"answers": [row]})
+    assert shown in page
 
 
 # What the scripted judge endpoint replies after its failures: a parseable grade (correctness@1).
@@ -336,8 +357,10 @@ def test_the_asset_scores_judges_and_gates_through_dagster(corpus: dict[str, Any
     [mat] = result.asset_materializations_for_node("answer_scores")
     meta = {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
     assert meta["dagster/row_count"] == 6  # two variants x three questions
-    assert "| scripted / golden | correctness |" in meta["scores"] and "pointwise" not in meta["ab"]
-    assert "| other vs scripted / golden | token_f1 |" in meta["ab"]
+    assert "| scripted / golden | correctness |" in meta["scores"]
+    # pairwise: false: one pointwise row per metric for the candidate against the control, no preference.
+    ab = [line.split(" | ")[:2] for line in meta["ab"].splitlines()[2:]]
+    assert ab == [["| other vs scripted / golden", m] for m in settings.answer_evaluation.metrics]
     assert "first scored partition" in meta["gate"]
     assert meta["judge_samples"] > 0 and meta["model_calls"] > 0
     [check] = result.get_asset_check_evaluations()
@@ -374,7 +397,9 @@ def test_the_annotation_queue_copies_what_score_answers_stored(
     from ragline.evaluation.eval_sets import load_golden
 
     url = corpus["url"]
-    [day] = [r["day"] for r in _rows(url, "SELECT max(partition) AS day FROM ragline.answer_results")]
+    # A day answered by one variant only (the asset's day has two): one answer per question id.
+    one = "SELECT max(partition) AS day FROM ragline.answer_results WHERE variant = 'main'"
+    [day] = [r["day"] for r in _rows(url, one)]
     answers = {
         r["question_id"]: r
         for r in _rows(url, "SELECT * FROM ragline.answer_results WHERE partition = %s", day)
@@ -405,3 +430,137 @@ def test_the_annotation_queue_copies_what_score_answers_stored(
         assert [line["question"] for line in annotation.promote(conn, golden).written] == [item.question]
     loaded = load_golden(golden, "human")
     assert loaded.rejected == [] and [q.question for q in loaded.questions] == [item.question]
+
+
+def test_the_gate_is_not_tested_when_the_judge_compared_nothing(tmp_path: Path) -> None:
+    """Similarity metrics unchanged but correctness compared on no question (the judge measured
+    nothing): NOT TESTED naming the metric and variant/set, never green; a real drop still fails."""
+    from ragline.evaluation.answer_scoring import MetricComparison
+    from ragline.evaluation.metrics import paired_bootstrap
+    from ragline.evaluation.scoring import Comparison
+
+    settings = _config(tmp_path, {"model": "m", "base_url": "http://127.0.0.1:9/v1"})
+    same = paired_bootstrap([0.5, 0.6, 0.7], [0.5, 0.6, 0.7])
+    gates = [
+        MetricComparison(
+            "correctness", Comparison(DAY1.isoformat(), "main", "golden", None, "none measured")
+        ),
+        MetricComparison("token_f1", Comparison(DAY1.isoformat(), "main", "golden", same)),
+        MetricComparison("embedding_cosine", Comparison(DAY1.isoformat(), "main", "golden", same)),
+    ]
+    outcome = answer_gate_outcome(gates, settings, DAY2)
+    assert outcome.untested == "judge metrics not compared: correctness on main/golden", outcome.metadata
+    drop = paired_bootstrap([0.9, 0.8, 0.9], [0.1, 0.2, 0.1])
+    gates[1] = MetricComparison(
+        "token_f1", Comparison(DAY1.isoformat(), "main", "golden", drop, min_effect=0.05)
+    )
+    outcome = answer_gate_outcome(gates, settings, DAY2)
+    assert not outcome.passed and outcome.untested is None
+
+
+def test_the_negative_control_never_touches_the_answer_cache(corpus: dict[str, Any]) -> None:
+    """With the semantic cache on, the control (another question's context) is never served a
+    cached answer and stores none in ragline.answer_cache."""
+    url, day = corpus["url"], dt.date(2026, 11, 21)
+    with (
+        EmbeddingsServer(chat_replies=[ANSWER_REPLY]) as answers,
+        EmbeddingsServer(chat_replies=[JUDGE_REPLY]) as judging,
+    ):
+        settings = _project(corpus, "control_cache", answers.base_url)
+        settings = dataclasses.replace(
+            settings, cache=dataclasses.replace(settings.cache, semantic=True, semantic_threshold=0.0)
+        )
+        judge = Judge(_client(judging), JUDGE, corpus["db"])
+        _score(corpus, day, settings, judge)  # fills the cache with the real questions' answers
+        before = _rows(url, "SELECT count(*) AS n FROM ragline.answer_cache")[0]["n"]
+        control = _score(corpus, day, _with_context(settings, "other_question"), judge)
+    assert before > 0 and control.answers_cached == 0
+    assert _rows(url, "SELECT count(*) AS n FROM ragline.answer_cache")[0]["n"] == before
+
+
+def test_pairwise_counts_the_pairs_where_an_answer_failed(tmp_path: Path) -> None:
+    """A/B pairs where either answer failed are counted (failed) and shown, not silently dropped."""
+    from ragline.evaluation.answer_scoring import QuestionAnswer, pairwise_ab
+
+    def qa(qid: str, failed: str = "") -> QuestionAnswer:
+        return QuestionAnswer(qid, "h", "q?", "ref", "" if failed else "a", False, None, [], failed=failed)
+
+    settings = _config(tmp_path, {"model": "m", "base_url": "http://127.0.0.1:9/v1"})
+    unreachable = ChatClient(base_url="http://127.0.0.1:9/v1", model="m", api_key=None, max_retries=0)
+    p, samples, _cached = pairwise_ab(
+        Judge(unreachable, JUDGE),
+        "golden",
+        "main",
+        "other",
+        [qa("q1", "the answer failed: 500"), qa("q2")],
+        [qa("q1"), qa("q2", "the answer failed: timeout")],
+        settings.evaluation,
+    )
+    assert samples == 0 and p.details["failed"] == 2 and p.verdict == "not compared"
+    from assets.answer_quality import ab_markdown
+    from ragline.evaluation.answer_scoring import AnswerDayScores
+
+    assert "| not compared (2 failed answer pairs not judged) |" in ab_markdown(AnswerDayScores(pairwise=[p]))
+
+
+def test_a_changed_reference_answer_is_never_paired_with_the_old() -> None:
+    """The answer tables' question hash covers the reference: the gate and the A/B pair a question
+    only with the same question, relevance judgements and reference answer."""
+    from ragline.evaluation.answer_scoring import _answer_row
+    from ragline.evaluation.eval_sets import EvalQuestion
+
+    old = EvalQuestion("q1", "How many days of leave?", {"pto.md": 1.0}, answer="25 days.")
+    new = dataclasses.replace(old, answer="30 days.")
+    keys = {_answer_row(q, "a", False, None, []).key for q in (old, new)}
+    assert len(keys) == 2
+    assert _answer_row(old, "a", False, None, []).key == _answer_row(old, "b", False, None, []).key
+
+
+def test_citation_markers_do_not_count_against_similarity() -> None:
+    """An answer that cites its passages ([1], [1, 2]) matches a reference without markers."""
+    from ragline.evaluation.answer_scoring import _answer_row, similarity_values
+    from ragline.evaluation.eval_sets import EvalQuestion
+
+    q = EvalQuestion("q1", "How many days of leave?", {}, answer="You get 25 days of annual leave.")
+    qa = _answer_row(q, "You get 25 days of annual leave [1, 2].", False, None, [])
+    similarity_values(local_embedder(), qa, ["exact_match", "token_f1", "rouge_l"])
+    assert {m: v.mean for m, v in qa.metrics.items()} == {"exact_match": 1.0, "token_f1": 1.0, "rouge_l": 1.0}
+
+
+def test_judge_noise_between_days_does_not_fail_the_gate(corpus: dict[str, Any]) -> None:
+    """The same answers on two days, judged by an endpoint whose grades vary at random (seeded, the
+    same distribution both days, judge cache off): the per-question means differ by chance, the
+    two-level bootstrap (questions, then each question's samples) sees noise: the gate passes.
+    With these grades a bootstrap over the question means alone flags a drop."""
+    rng = random.Random(32)
+    grades = [json.dumps({"score": rng.randint(1, 4)}) for _ in range(12)]
+    days = (dt.date(2026, 11, 25), dt.date(2026, 11, 26))
+    with EmbeddingsServer(chat_replies=[ANSWER_REPLY]) as answers:
+        settings = _project(corpus, "noisy", answers.base_url, variants=[{"name": "noisy"}])
+        for day, replies in zip(days, (grades[:6], grades[6:]), strict=True):
+            with EmbeddingsServer(chat_replies=replies) as judging:
+                judge = Judge(_client(judging), dataclasses.replace(JUDGE, cache=False), corpus["db"])
+                scores = _score(corpus, day, settings, judge)
+    [correctness] = [g for g in scores.gates if g.metric == "correctness"]
+    r = correctness.comparison.result
+    assert r is not None and r.n == 3 and r.mean_diff < -0.05, r  # the means moved by chance
+    outcome = answer_gate_outcome(scores.gates, settings, days[1])
+    assert outcome.passed and not outcome.untested, outcome.metadata
+
+
+def test_a_metric_with_fewer_paired_questions_than_min_questions_is_not_compared(tmp_path: Path) -> None:
+    """Three paired questions with min_questions 5: not compared, the reason says why."""
+    from ragline.evaluation.answer_scoring import paired
+
+    settings = _config(tmp_path, {"model": "m", "base_url": "http://127.0.0.1:9/v1"})
+    m = paired(
+        {"a": 0.9, "b": 0.9, "c": 0.9},
+        {"a": 0.1, "b": 0.1, "c": 0.1},
+        metric="token_f1",
+        labels=("2026-11-01", "main"),
+        eval_set="golden",
+        settings=settings.evaluation,
+        min_questions=5,
+    )
+    assert m.comparison.result is None
+    assert m.comparison.reason == "3 questions paired, fewer than answer_evaluation.min_questions (5)"

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from ragline.retrieval.context import Context
 
 # [3], [1, 2], [1][2], [2-4]: every number cited; a range counts each number in it.
-_MARKER = re.compile(r"\[(\d{1,4}(?:\s*(?:[,;]|-|–)\s*\d{1,4})*)\]")
+CITATION_MARKER = re.compile(r"\[(\d{1,4}(?:\s*(?:[,;]|-|–)\s*\d{1,4})*)\]")
 _RANGE = re.compile(r"(\d+)\s*[-–]\s*(\d+)")
 _MAX_RANGE = 50  # a wider "range" is two separate numbers, not fifty citations
 # A passage may not close its own block (or the list) and pose as prompt text after it.
@@ -28,6 +28,11 @@ class Citation:
     end_char: int | None
 
 
+def without_citations(text: str) -> str:
+    """The text with its [n] citation markers removed (what similarity metrics compare)."""
+    return re.sub(r"[ \t]+([.,;:!?])", r"\1", CITATION_MARKER.sub("", text)).strip()
+
+
 def passages_block(context: Context) -> str:
     """The context's passages in prompt order, each in a <passage n=...> block marked as data."""
     blocks = []
@@ -41,7 +46,7 @@ def passages_block(context: Context) -> str:
 def cited_numbers(text: str) -> list[int]:
     """The distinct numbers the text cites, in order of first citation."""
     out: list[int] = []
-    for marker in _MARKER.finditer(text):
+    for marker in CITATION_MARKER.finditer(text):
         for part in re.split(r"\s*[,;]\s*", marker.group(1)):
             bounds = _RANGE.fullmatch(part)
             if bounds and 0 < int(bounds.group(2)) - int(bounds.group(1)) <= _MAX_RANGE:

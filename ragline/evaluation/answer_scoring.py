@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import hashlib
+import json
 import random
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -17,6 +19,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
 from ragline.answer.answering import answer
+from ragline.answer.citations import without_citations
 from ragline.answer.pipeline import Answerer, build_answerer, model_selector
 from ragline.config import (
     JUDGE_METRICS,
@@ -30,8 +33,8 @@ from ragline.config import (
     chat_models,
 )
 from ragline.evaluation.eval_sets import EvalQuestion, stored_questions
-from ragline.evaluation.metrics import MeanInterval, bootstrap_ci
-from ragline.evaluation.scoring import Comparison, compare, question_hash, variant_config
+from ragline.evaluation.metrics import MeanInterval, bootstrap_ci, paired_bootstrap_nested
+from ragline.evaluation.scoring import Comparison, baseline_partition, compare, question_hash, variant_config
 from ragline.expectations import CheckOutcome
 from ragline.llm import LLMError
 from ragline.retrieval.search import build_retriever
@@ -106,6 +109,8 @@ class MetricScore:
     measured: int
     unmeasured: int
     interval: MeanInterval | None
+    samples: int = 0  # every sample of every question (a similarity metric: one per question)
+    unmeasured_samples: int = 0  # of those, how many have no value (a failed or unparseable call)
 
     @property
     def mean(self) -> float | None:
@@ -200,6 +205,12 @@ def pair_key(question_id: str, question_hash: str) -> str:
     return f"{question_id}#{question_hash}"
 
 
+def answer_question_hash(q: EvalQuestion) -> str:
+    """Identifies a question with its judgements and its reference answer: a question whose
+    reference changed is a new question to the answer gate and the A/B, never paired with the old."""
+    return hashlib.sha256(json.dumps([question_hash(q), q.answer]).encode()).hexdigest()[:16]
+
+
 def has_chat_model(settings: Settings) -> bool:
     return bool(chat_models(settings))
 
@@ -272,7 +283,11 @@ def answer_questions(
     """Answer every question (with another question's context for the negative control) and read
     back the context each answer was given. The surrounding call sink records the model calls."""
     prompt = variant.prompt or answerer.settings.answer.prompt
-    others = other_questions(questions, seed) if variant.context == "other_question" else {}
+    control = variant.context == "other_question"
+    others = other_questions(questions, seed) if control else {}
+    # The negative control never reads or writes the answer cache: a (semantic) hit would serve
+    # another question's answer, and its own answers would land under real questions' keys.
+    cache = None if control else answerer.cache
     out = []
     for q in questions:
         extra = {"search_text": others[q.question_id]} if q.question_id in others else {}
@@ -284,7 +299,7 @@ def answer_questions(
                 retriever=answerer.retriever,
                 models=answerer.models,
                 guard=answerer.guard,
-                cache=answerer.cache,
+                cache=cache,
                 prompt=prompt,
                 log=False,
                 **extra,
@@ -313,7 +328,7 @@ def _answer_row(
 ) -> QuestionAnswer:
     return QuestionAnswer(
         q.question_id,
-        question_hash(q),
+        answer_question_hash(q),
         q.question,
         q.answer,
         text,
@@ -376,16 +391,18 @@ def similarity_values(embedder: Embedder, qa: QuestionAnswer, metrics: Sequence[
         return
     from ragline.evaluation import similarity
 
+    # A reference carries no [n] markers: left in, they would cost every cited answer its match.
+    text = without_citations(qa.answer)
     if hasattr(embedder, "token_vectors"):
         values: dict[str, float | None] = dict(
-            similarity.similarity_scores(embedder, embedder, qa.answer, qa.reference)  # type: ignore[arg-type]
+            similarity.similarity_scores(embedder, embedder, text, qa.reference)  # type: ignore[arg-type]
         )
     else:  # a remote embedding model gives no contextual token vectors: no BERTScore-style score
         values = {
-            "exact_match": similarity.exact_match(qa.answer, qa.reference),
-            "token_f1": similarity.token_f1(qa.answer, qa.reference),
-            "rouge_l": similarity.rouge_l(qa.answer, qa.reference),
-            "embedding_cosine": similarity.embedding_cosine(embedder, [qa.answer], [qa.reference])[0],
+            "exact_match": similarity.exact_match(text, qa.reference),
+            "token_f1": similarity.token_f1(text, qa.reference),
+            "rouge_l": similarity.rouge_l(text, qa.reference),
+            "embedding_cosine": similarity.embedding_cosine(embedder, [text], [qa.reference])[0],
         }
     for m in wanted:
         value = values.get(m)
@@ -410,7 +427,18 @@ def aggregate(
             else None
         )
         kind = "judge" if metric in JUDGE_METRICS else "similarity"
-        out.append(MetricScore(metric, kind, len(results), len(values), len(present) - len(values), interval))
+        out.append(
+            MetricScore(
+                metric,
+                kind,
+                len(results),
+                len(values),
+                len(present) - len(values),
+                interval,
+                sum(len(v.samples) for v in present),
+                sum(v.unmeasured for v in present),
+            )
+        )
     return out
 
 
@@ -423,25 +451,25 @@ def gate_settings(settings: Settings) -> EvaluationSettings:
     )
 
 
-def answer_baseline_partition(
-    conn: psycopg.Connection, day: dt.date, variant: str, eval_set: str, settings: EvaluationSettings
-) -> dt.date | None:
-    """The pinned baseline partition if configured (and earlier), else the latest earlier partition
-    of this variant and eval set whose gate did not fail on any metric."""
-    if settings.baseline:
-        pinned = dt.date.fromisoformat(settings.baseline)
-        return pinned if pinned < day else None
-    key = {"partition": day, "variant": variant, "eval_set": eval_set}
-    row = conn.execute(query("previous_answer_partition"), key).fetchone()
-    return row[0] if row else None
-
-
 def per_question_metric(
     conn: psycopg.Connection, day: dt.date, variant: str, eval_set: str, metric: str
-) -> dict[str, float | None]:
-    """A metric's per-question mean (None: unmeasured) keyed by question id and question hash."""
+) -> tuple[dict[str, float | None], dict[str, list[float]]]:
+    """A metric's per-question mean (None: unmeasured) and measured samples, keyed by question id
+    and question hash."""
     key = {"partition": day, "variant": variant, "eval_set": eval_set, "metric": metric}
-    return {pair_key(q, h): mean for q, h, mean in conn.execute(query("answer_question_metric"), key)}
+    means: dict[str, float | None] = {}
+    samples: dict[str, list[float]] = {}
+    for q, h, mean, values in conn.execute(query("answer_question_metric"), key):
+        means[pair_key(q, h)] = mean
+        samples[pair_key(q, h)] = [v for v in values or [] if v is not None]
+    return means, samples
+
+
+def measured_samples(results: Sequence[QuestionAnswer], metric: str) -> dict[str, list[float]]:
+    """Each question's measured samples of a metric (a similarity metric: its one value)."""
+    return {
+        r.key: [v for v in r.metrics[metric].samples if v is not None] for r in results if metric in r.metrics
+    }
 
 
 def paired(
@@ -452,9 +480,12 @@ def paired(
     labels: tuple[str, str],
     eval_set: str,
     settings: EvaluationSettings,
+    min_questions: int = 1,
+    samples: tuple[dict[str, list[float]], dict[str, list[float]]] | None = None,
 ) -> MetricComparison:
-    """compare() over the questions both sides measured; the questions in common that either side
-    left unmeasured are counted, not paired."""
+    """compare() over the questions both sides measured (the questions in common that either side
+    left unmeasured are counted, not paired); fewer than min_questions pairs: not compared; a judge
+    metric with its samples: the two-level bootstrap (questions, then each question's samples)."""
     shared = set(baseline) & set(candidate)
     left_out = sum(baseline[k] is None or candidate[k] is None for k in shared)
     measured_base = {k: v for k, v in baseline.items() if v is not None}
@@ -462,6 +493,21 @@ def paired(
     c = compare(measured_base, measured_cand, labels=labels, eval_set=eval_set, settings=settings)
     if c.result is None and shared:
         c.reason = f"no question measured on both sides ({left_out} in common unmeasured)"
+    elif c.result is not None and c.result.n < min_questions:
+        reason = (
+            f"{c.result.n} questions paired, fewer than answer_evaluation.min_questions ({min_questions})"
+        )
+        c = Comparison(*labels, eval_set, None, reason)
+    elif c.result is not None and samples is not None and metric in JUDGE_METRICS:
+        keys = sorted(set(measured_base) & set(measured_cand))
+        sb, sc = samples
+        result = paired_bootstrap_nested(
+            [sb.get(k) or [measured_base[k]] for k in keys],
+            [sc.get(k) or [measured_cand[k]] for k in keys],
+            samples=settings.bootstrap_samples,
+            confidence=settings.confidence,
+        )
+        c = Comparison(*labels, eval_set, result, min_effect=settings.min_effect)
     return MetricComparison(metric, c, left_out)
 
 
@@ -476,7 +522,7 @@ def against_baseline(
     """The regression gate: each gate metric of a partition's answers (before they are stored)
     against its baseline partition's."""
     evaluation = gate_settings(settings)
-    base = answer_baseline_partition(conn, day, variant, eval_set, evaluation)
+    base = baseline_partition(conn, day, variant, eval_set, evaluation, "previous_answer_partition")
     out = []
     for metric in settings.answer_evaluation.gate_metrics:
         candidate = {r.key: r.metrics[metric].mean for r in results if metric in r.metrics}
@@ -484,14 +530,17 @@ def against_baseline(
             c = Comparison("-", variant, eval_set, None, "first scored partition")
             out.append(MetricComparison(metric, c))
             continue
+        means, samples = per_question_metric(conn, base, variant, eval_set, metric)
         out.append(
             paired(
-                per_question_metric(conn, base, variant, eval_set, metric),
+                means,
                 candidate,
                 metric=metric,
                 labels=(base.isoformat(), variant),
                 eval_set=eval_set,
                 settings=evaluation,
+                min_questions=settings.answer_evaluation.min_questions,
+                samples=(samples, measured_samples(results, metric)),
             )
         )
     return out
@@ -607,7 +656,10 @@ def store_answers(
                         "mean": s.mean,
                         "low": s.interval.low if s.interval else None,
                         "high": s.interval.high if s.interval else None,
-                        "config": Jsonb(config),
+                        # The sample counts ride in config (no column for them in 0011).
+                        "config": Jsonb(
+                            {**config, "samples": {"total": s.samples, "unmeasured": s.unmeasured_samples}}
+                        ),
                         "gate_passed": verdicts.get(s.metric),
                     }
                     for s in scores
@@ -654,6 +706,7 @@ def pointwise_ab(
     cand: Sequence[QuestionAnswer],
     metrics: Sequence[str],
     evaluation: EvaluationSettings,
+    min_questions: int = 1,
 ) -> list[MetricComparison]:
     """Each metric of a variant against the control, paired bootstrap over the questions both measured."""
     return [
@@ -664,6 +717,8 @@ def pointwise_ab(
             labels=(control, candidate),
             eval_set=eval_set,
             settings=evaluation,
+            min_questions=min_questions,
+            samples=(measured_samples(base, m), measured_samples(cand, m)),
         )
         for m in metrics
     ]
@@ -679,14 +734,18 @@ def pairwise_ab(
     evaluation: EvaluationSettings,
 ) -> tuple[PairwiseComparison, int, int]:
     """The judge's preference per question (both orders; the control's context as the passages),
-    its mean with a bootstrap interval; also the samples judged and how many came from the cache."""
+    its mean with a bootstrap interval; questions where either answer failed are counted (failed),
+    not judged; also the samples judged and how many came from the cache."""
     theirs = {r.key: r for r in cand}
     means: list[float] = []
-    unmeasured = consistent = measured_samples = samples = cached = ties = 0
+    unmeasured = consistent = measured_samples = samples = cached = ties = failed = 0
     biases: list[float] = []
     for a in base:
         b = theirs.get(a.key)
-        if b is None or a.failed or b.failed:
+        if b is None:
+            continue
+        if a.failed or b.failed:
+            failed += 1  # no answer to prefer: counted and shown, not judged
             continue
         p = judge.pairwise(a.question, a.answer, b.answer, a.passages)
         samples += len(p.samples)
@@ -706,6 +765,7 @@ def pairwise_ab(
         else None
     )
     details = {
+        "failed": failed,
         "unmeasured": unmeasured,
         "ties": ties,
         "position_consistent_share": round(consistent / measured_samples, 4) if measured_samples else None,
@@ -766,7 +826,9 @@ def score_answers(
             if variant.name == control:
                 continue
             base, cand = answered[(control, name)], answered[(variant.name, name)]
-            pointwise += pointwise_ab(name, control, variant.name, base, cand, ae.metrics, evaluation)
+            pointwise += pointwise_ab(
+                name, control, variant.name, base, cand, ae.metrics, evaluation, ae.min_questions
+            )
             if ae.pairwise:
                 log(f"pairwise: {variant.name} against {control} on {name}")
                 p, samples, cached = pairwise_ab(judge, name, control, variant.name, base, cand, evaluation)
@@ -795,6 +857,10 @@ def answer_gate_outcome(
     skipped = "; ".join(f"{reason} ({n} variant/set/metric)" for reason, n in reasons.items())
     if untested is None and not compared:
         untested = f"compared 0: {skipped or 'no answer variant and eval set were scored'}"
+    blind = judge_not_compared(gates)
+    if untested is None and blind and not dropped:
+        # Similarity metrics alone cannot pass the gate when the judge measured nothing comparable.
+        untested = f"judge metrics not compared: {blind}"
     evaluation = gate_settings(settings)
     return CheckOutcome(
         ANSWER_SCORES_HAVE_NOT_REGRESSED,
@@ -808,6 +874,7 @@ def answer_gate_outcome(
             )
             or "none",
             "unmeasured_left_out": sum(g.left_out for g in gates),
+            "judge_not_compared": blind or "none",
             "gate_metrics": ", ".join(settings.answer_evaluation.gate_metrics),
             "confidence": evaluation.confidence,
             "min_effect": evaluation.min_effect,
@@ -818,6 +885,16 @@ def answer_gate_outcome(
             ),
         },
     )
+
+
+def judge_not_compared(gates: Sequence[MetricComparison]) -> str:
+    """The gate's judge metrics that compared no question, by variant/set ('' when none)."""
+    blind: dict[str, list[str]] = {}
+    for g in gates:
+        if g.metric in JUDGE_METRICS and g.comparison.result is None:
+            where = f"{g.comparison.candidate}/{g.comparison.eval_set}"
+            blind.setdefault(where, []).append(g.metric)
+    return "; ".join(f"{', '.join(metrics)} on {where}" for where, metrics in blind.items())
 
 
 def latest_answer_scores(conn: psycopg.Connection) -> list[dict[str, Any]]:

@@ -329,3 +329,60 @@ def bootstrap_ci(
     tail = (1.0 - confidence) / 2.0 * 100.0
     low, high = (float(x) for x in np.percentile(means, [tail, 100.0 - tail]))
     return MeanInterval(float(arr.mean()), low, high, spread, len(arr))
+
+
+def paired_bootstrap_nested(
+    baseline: Sequence[Sequence[float]],
+    candidate: Sequence[Sequence[float]],
+    *,
+    samples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> BootstrapResult:
+    """Two-level paired bootstrap of the mean per-question change: resample the questions, and within
+    each question its measured samples on each side (a judge's per-question mean is itself an
+    estimate from k samples), so judge noise widens the interval instead of reading as a change."""
+    if len(baseline) != len(candidate):
+        raise ValueError(
+            f"paired questions differ in number: baseline {len(baseline)}, candidate {len(candidate)}"
+        )
+    if len(baseline) == 0:
+        raise ValueError("paired_bootstrap_nested needs at least one question")
+    sides = [[np.asarray(q, dtype=np.float64) for q in side] for side in (baseline, candidate)]
+    for side in sides:
+        for q in side:
+            if q.ndim != 1 or len(q) == 0 or not np.isfinite(q).all():
+                raise ValueError("every question needs at least one finite measured sample per side")
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    base_means = np.array([q.mean() for q in sides[0]])
+    cand_means = np.array([q.mean() for q in sides[1]])
+    n = len(base_means)
+    diffs = cand_means - base_means
+    diffs[np.abs(diffs) < _DIFF_NOISE] = 0.0
+    rng = np.random.default_rng(seed)
+    # Per question, `samples` resampled means of its samples on each side: shape (samples, n).
+    inner = [
+        np.stack([q[rng.integers(0, len(q), size=(samples, len(q)))].mean(axis=1) for q in side], axis=1)
+        for side in sides
+    ]
+    within = inner[1] - inner[0]
+    picked = rng.integers(0, n, size=(samples, n))
+    resampled = np.take_along_axis(within, picked, axis=1).mean(axis=1)
+    tail = (1.0 - confidence) / 2.0 * 100.0
+    low, high = (float(x) for x in np.percentile(resampled, [tail, 100.0 - tail]))
+    mean_diff = float(diffs.mean())
+    if np.all(np.abs(within - diffs) < _DIFF_NOISE) and np.all(diffs == diffs[0]):
+        low = high = mean_diff  # nothing varies: every resample has the same mean
+    return BootstrapResult(
+        mean_baseline=float(base_means.mean()),
+        mean_candidate=float(cand_means.mean()),
+        mean_diff=mean_diff,
+        low=low,
+        high=high,
+        confidence=confidence,
+        samples=samples,
+        n=n,
+    )

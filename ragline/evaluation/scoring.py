@@ -185,15 +185,21 @@ def per_question_ndcg(
 
 
 def baseline_partition(
-    conn: psycopg.Connection, partition: dt.date, variant: str, eval_set: str, settings: EvaluationSettings
+    conn: psycopg.Connection,
+    partition: dt.date,
+    variant: str,
+    eval_set: str,
+    settings: EvaluationSettings,
+    previous: str = "previous_scored_partition",
 ) -> dt.date | None:
     """The pinned baseline partition if configured (and earlier), else the latest earlier partition
-    whose gate did not fail: after a real drop, later days keep comparing with the last good day."""
+    whose gate did not fail (the `previous` query): after a real drop, later days keep comparing
+    with the last good day."""
     if settings.baseline:
         pinned = dt.date.fromisoformat(settings.baseline)
         return pinned if pinned < partition else None
     key = {"partition": partition, "variant": variant, "eval_set": eval_set}
-    row = conn.execute(query("previous_scored_partition"), key).fetchone()
+    row = conn.execute(query(previous), key).fetchone()
     return row[0] if row else None
 
 

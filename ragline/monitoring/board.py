@@ -371,9 +371,9 @@ def _answers(quality: dict[str, Any]) -> str:
             if a["mean"] is not None
             else _NONE
         )
-        unmeasured = a["unmeasured"]
-        level = WARN if unmeasured else GOOD
-        counted = f"{unmeasured} of {a['questions']}"
+        samples = a.get("samples")
+        level = WARN if a["unmeasured"] or (samples and samples["unmeasured"]) else GOOD
+        counted = unmeasured_summary(a["questions"], a["unmeasured"], samples)
         rows.append(
             f'<tr data-variant="{_t(a["variant"])}" data-metric="{_t(a["metric"])}" '
             f'data-eval-set="{_t(a["eval_set"])}"><td>{_t(a["variant"])}</td><td>{_t(a["eval_set"])}</td>'
@@ -385,7 +385,8 @@ def _answers(quality: dict[str, Any]) -> str:
         f'<section id="answers"><h2>Answer scores, {_t(answers[0]["partition"])}</h2>',
         "<p class=meta>Mean over the questions measured with its bootstrap interval; change since the "
         "previous partition; the gate: the paired per-question difference from its baseline partition "
-        "with its interval. Unmeasured: questions whose every judge sample failed (never counted as 0).</p>",
+        "with its interval. Unmeasured: judge samples that failed, and questions whose every sample "
+        "failed (never counted as 0).</p>",
         "<table><tr><th>variant</th><th>eval set</th><th>metric</th><th class=num>mean [interval]</th>"
         "<th class=num>change</th><th>gate [interval], verdict</th><th class=num>unmeasured</th></tr>"
         f"{''.join(rows)}</table>",
@@ -402,7 +403,7 @@ def _answers(quality: dict[str, Any]) -> str:
             f"<td>{_t(c['baseline'])}</td><td>{_t(c['eval_set'])}</td><td>{_t(c['metric'])}</td>"
             f"<td class=num>{_number(c['questions'])}</td>"
             f"<td>{_interval(c['diff'], c['low'], c['high'])}</td>"
-            f"<td>{_badge(c['verdict'], NEUTRAL)}</td></tr>"
+            f"<td>{_badge(ab_verdict(c), NEUTRAL)}</td></tr>"
             for c in comparisons
         )
         out.append("</table>")
@@ -412,6 +413,20 @@ def _answers(quality: dict[str, Any]) -> str:
         out.extend(f"<li>{_t(row)}</li>" for row in agreement)
         out.append("</ul>")
     return "".join(out) + "</section>"
+
+
+def unmeasured_summary(questions: int, unmeasured: int, samples: dict[str, int] | None) -> str:
+    """Unmeasured samples and questions of one answer metric: "2 of 30 samples (1 of 10 questions)"."""
+    counted = f"{unmeasured} of {questions} questions"
+    if not samples:  # a partition stored before sample counts were kept
+        return counted
+    return f"{samples['unmeasured']} of {samples['total']} samples ({counted})"
+
+
+def ab_verdict(row: dict[str, Any]) -> str:
+    """An A/B row's verdict with the questions left out because an answer failed, if any."""
+    failed = (row.get("details") or {}).get("failed")
+    return f"{row['verdict']} ({failed} failed answer pairs not judged)" if failed else row["verdict"]
 
 
 def _signed(value: float | None) -> str:

@@ -2,7 +2,7 @@
 -- partition's mean and the regression gate's paired interval against its baseline partition.
 WITH latest AS (SELECT max(partition) AS day FROM ragline.answer_scores)
 SELECT s.partition, s.eval_set, s.variant, s.metric, s.kind, s.questions, s.measured, s.unmeasured,
-       s.mean, s.low, s.high, s.gate_passed, p.partition AS previous, p.mean AS previous_mean,
+       s.mean, s.low, s.high, s.gate_passed, s.config -> 'samples' AS samples, p.partition AS previous, p.mean AS previous_mean,
        g.baseline AS gate_baseline, g.questions AS gate_questions, g.diff AS gate_diff,
        g.low AS gate_low, g.high AS gate_high, g.verdict AS gate_verdict, g.details AS gate_details
 FROM ragline.answer_scores s
