@@ -392,6 +392,7 @@ def test_the_annotation_queue_copies_what_score_answers_stored(
     """Human evaluation over real scored answers (the input contract of annotation_queue): every
     answer of the last scored day is queued with a copy of its texts and scores, a label on it is
     stored, and the approved answer is promoted into a golden file that load_golden reads."""
+    from ragline.answer.citations import cited_numbers
     from ragline.config import AnnotationSettings
     from ragline.evaluation import annotation
     from ragline.evaluation.eval_sets import load_golden
@@ -421,12 +422,19 @@ def test_the_annotation_queue_copies_what_score_answers_stored(
             mine = {m["metric"]: m for m in metrics if m["question_id"] == item.question_id}
             assert item.judge["correctness"]["mean"] == mine["correctness"]["mean"]
             assert item.similarity["token_f1"] == mine["token_f1"]["mean"]
-        # Any answer with a context (an abstention too): its documents become the relevant ones.
+        # Promotion: an answer that cites a passage of its context is promoted (its cited documents
+        # relevant); an abstention or an uncited answer is refused, never written.
         item_id, item = next((i, q) for i, q in stored if q.context)
         annotation.save_label(
             conn, annotation.make_label(item_id, "tester", faithful="yes", correct="yes", source="cli")
         )
         golden = tmp_path / "human.jsonl"
+        numbers = {p.get("number") for p in item.context}
+        if not (item.answer.strip() and set(cited_numbers(item.answer)) & numbers):
+            with pytest.raises(annotation.AnnotationError, match="its answer (is empty|cites no document)"):
+                annotation.promote(conn, golden, [item_id])
+            assert not golden.exists()
+            return
         assert [line["question"] for line in annotation.promote(conn, golden).written] == [item.question]
     loaded = load_golden(golden, "human")
     assert loaded.rejected == [] and [q.question for q in loaded.questions] == [item.question]

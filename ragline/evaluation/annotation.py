@@ -10,7 +10,6 @@ import json
 import math
 import os
 import random
-import re
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -21,7 +20,7 @@ import psycopg
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 
-from ragline.answer.citations import cited_numbers
+from ragline.answer.citations import cited_numbers, without_citations
 from ragline.config import AnnotationSettings, ConfigError
 from ragline.evaluation import label_studio
 from ragline.evaluation.agreement import cohen_kappa, krippendorff_alpha, spearman
@@ -454,8 +453,6 @@ def agreement_summary(conn: psycopg.Connection) -> list[str]:
 
 # --- promotion into a golden set -------------------------------------------------------------------
 
-_MARKERS = re.compile(r"\s*\[\d{1,4}(?:\s*(?:[,;]|-|–)\s*\d{1,4})*\]")
-
 
 def approved(item: dict[str, Any]) -> str | None:
     """None when people approved the item's answer (every label that judges correctness says yes,
@@ -481,7 +478,7 @@ def golden_line(item: dict[str, Any]) -> dict[str, Any]:
         "id": f"human-{item['item_id']}",
         "question": item["question"],
         "relevant_documents": list(dict.fromkeys(documents)),
-        "answer": _MARKERS.sub("", item["answer"]).strip(),
+        "answer": without_citations(item["answer"]),
         "kind": KIND,
     }
 
