@@ -1,13 +1,11 @@
 -- After a source stops serving a generation: its texts that no published generation serves any more
--- leave the served lexical set and the served vectors.
-WITH texts AS (
-    SELECT DISTINCT text_hash
-    FROM ragline.generation_texts
-    WHERE source = %(source)s AND generation = %(generation)s
-), gone AS (
-    SELECT t.text_hash FROM texts t
-    WHERE NOT EXISTS (
-        SELECT 1 FROM ragline.corpus_chunks c WHERE c.chunk_set = 'default' AND c.text_hash = t.text_hash)
+-- leave the served lexical set and the served vectors. EXCEPT, not NOT EXISTS: a set operation
+-- reads the served chunks once whatever the planner's statistics say (right after a build they
+-- may have none, and an anti join that re-read the view per text took minutes).
+WITH gone AS (
+    SELECT text_hash FROM ragline.generation_texts WHERE source = %(source)s AND generation = %(generation)s
+    EXCEPT
+    SELECT text_hash FROM ragline.corpus_chunks WHERE chunk_set = 'default'
 ), lexical AS (
     DELETE FROM ragline.indexed_texts i USING gone g
     WHERE i.chunk_set = 'default' AND i.text_hash = g.text_hash

@@ -1,0 +1,200 @@
+"""Publish's BM25 maintenance before and after migration 0014, in one run.
+
+For each variant, a fresh database on one embedded PostgreSQL (benchmarks/.work/publish/pgdata):
+the seeded synthetic corpus of benchmarks/ingest_throughput.py, ragline's full build, a no-op
+rerun and a rerun after editing one sentence in 1% of the documents (the stand-in hash model: the
+model is not what this measures). "before" puts back migration 0004's trigger functions and the
+NOT EXISTS form of unindex_generation_texts.sql (from git, --before-commit); "after" keeps the
+current ones. With autovacuum off on ragline's tables (default; --autovacuum keeps it), every
+statement is planned without statistics of the rows the build just loaded, as a publish that runs
+before autovacuum gets to them: the case that made edit reruns take minutes now and then.
+Reports publish_source's seconds per pass and after/before ratios, in
+benchmarks/results/ingest_build/publish-maintenance-<docs>-docs/.
+
+    uv run --frozen python benchmarks/publish_maintenance.py --docs 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+if str(REPO) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(REPO))
+
+import psycopg  # noqa: E402
+
+from benchmarks.ingest_throughput import (  # noqa: E402
+    CHUNK_OVERLAP,
+    CHUNK_SIZE,
+    EDIT_FRACTION,
+    SOURCE_NAME,
+    StandInModel,
+    edit_corpus,
+    generate_corpus,
+    log,
+    ragline_pass,
+)
+from ragline.config import ChunkingSettings, IndexSettings, SourceSettings  # noqa: E402
+from ragline.index import publishing  # noqa: E402
+from ragline.storage.db import (  # noqa: E402
+    DATABASE_URL_ENV,
+    embedded_server,
+    migrate,
+    query,
+    sql_dir,
+    stop_embedded,
+)
+
+VARIANTS = ("before", "after")
+UNINDEX = "sql/queries/unindex_generation_texts.sql"
+_FUNCTION = re.compile(r"CREATE FUNCTION (ragline\.(?:index|unindex)_lexical_texts\(\).*?\n\$\$;)", re.S)
+
+
+def functions_of_0004() -> list[str]:
+    """Migration 0004's two trigger functions, as CREATE OR REPLACE statements."""
+    text = (sql_dir() / "migrations" / "0004_bm25_impact_postings.sql").read_text(encoding="utf-8")
+    found = [f"CREATE OR REPLACE FUNCTION {body}" for body in _FUNCTION.findall(text)]
+    assert len(found) == 2, "0004's trigger functions not found"
+    return found
+
+
+def old_unindex(commit: str) -> str:
+    """unindex_generation_texts.sql as it was at commit."""
+    return subprocess.run(
+        ["git", "show", f"{commit}:{UNINDEX}"], cwd=REPO, check=True, capture_output=True, text=True
+    ).stdout
+
+
+def variant_run(variant: str, work: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Full build, no-op rerun and edit rerun on a fresh corpus and database; publish seconds each."""
+    corpus = work / f"corpus-{variant}"
+    shutil.rmtree(corpus, ignore_errors=True)
+    docs, seed = args.docs, args.seed
+    generate_corpus(corpus, docs, seed)
+    admin = embedded_server(work).get_uri()
+    name = f"publish_{variant}"
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = embedded_server(work).get_uri(database=name)
+    migrate(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        if not args.autovacuum:
+            for (table,) in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = 'ragline'"
+            ).fetchall():
+                conn.execute(f'ALTER TABLE ragline."{table}" SET (autovacuum_enabled = off)')
+        if variant == "before":
+            for statement in functions_of_0004():
+                conn.execute(statement)
+    old = old_unindex(args.before_commit)
+    publishing.query = (
+        (lambda name: old if name == "unindex_generation_texts" else query(name))
+        if variant == "before"
+        else query
+    )
+    model = StandInModel()
+    chunking = ChunkingSettings(strategy="sentence", chunk_size=CHUNK_SIZE, chunk_overlap=CHUNK_OVERLAP)
+    source = SourceSettings(name=SOURCE_NAME, root=corpus, glob="**/*.md", chunking=chunking)
+    index = IndexSettings()
+    full, db = ragline_pass(f"{variant} full build", url, None, source, model, index)
+    noop, db = ragline_pass(f"{variant} no-op rerun", url, db, source, model, index)
+    edited = edit_corpus(corpus, EDIT_FRACTION, seed)
+    edit, db = ragline_pass(f"{variant} edit rerun", url, db, source, model, index)
+    with db.connection() as conn:
+        counts = conn.execute(
+            "SELECT (SELECT count(*) FROM ragline.lexical_texts), "
+            "(SELECT count(*) FROM ragline.lexical_postings)"
+        ).fetchone()
+    db.close()
+    shutil.rmtree(corpus, ignore_errors=True)
+    return {
+        "publish_seconds": {
+            "full_build": full["stage_seconds"]["publish_source"],
+            "noop_rerun": noop["stage_seconds"]["publish_source"],
+            "edit_rerun": edit["stage_seconds"]["publish_source"],
+        },
+        "wall_seconds": {"full_build": full["wall_seconds"], "edit_rerun": edit["wall_seconds"]},
+        "edited_documents": len(edited),
+        "current_chunks": full["current_chunks"],
+        "lexical_texts": counts[0],
+        "lexical_postings": counts[1],
+    }
+
+
+def markdown(r: dict[str, Any]) -> str:
+    before, after = (r["variants"][v]["publish_seconds"] for v in VARIANTS)
+    lines = [
+        f"# Publish's BM25 maintenance before and after 0014 ({r['documents']} documents)",
+        "",
+        f"One run, same corpus (seed {r['seed']}), stand-in hash model, autovacuum "
+        f"{'on' if r['autovacuum'] else 'off'}; before = {r['before_commit']}'s 0004 triggers and "
+        "unindex_generation_texts.sql; "
+        f"{r['variants']['after']['lexical_texts']} lexical texts, "
+        f"{r['variants']['after']['lexical_postings']} postings after the edit rerun; "
+        f"{r['variants']['after']['edited_documents']} documents edited.",
+        "",
+        "| publish_source | before (s) | after (s) | after / before |",
+        "|---|---|---|---|",
+    ]
+    for key in ("full_build", "noop_rerun", "edit_rerun"):
+        ratio = after[key] / before[key] if before[key] else float("nan")
+        lines.append(f"| {key.replace('_', ' ')} | {before[key]:.2f} | {after[key]:.2f} | {ratio:.3f} |")
+    lines += ["", f"Machine load at the end: {r['load_average_end']}", ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--docs", type=int, default=500)
+    p.add_argument("--seed", type=int, default=20261128)
+    p.add_argument("--work-dir", type=Path, default=BENCH_DIR / ".work" / "publish")
+    p.add_argument("--before-commit", default="2da75f5", help="where the 'before' query text comes from")
+    p.add_argument("--autovacuum", action="store_true", help="leave autovacuum on (timing-dependent plans)")
+    p.add_argument("--results-dir", type=Path, default=BENCH_DIR / "results" / "ingest_build")
+    args = p.parse_args(argv)
+    if os.environ.get(DATABASE_URL_ENV):
+        p.error(f"unset {DATABASE_URL_ENV}: this benchmark uses its own embedded Postgres in --work-dir")
+    work = args.work_dir.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    try:
+        variants = {v: variant_run(v, work, args) for v in VARIANTS}
+    finally:
+        stop_embedded(work)
+    result = {
+        "benchmark": "publish_maintenance",
+        "documents": args.docs,
+        "seed": args.seed,
+        "autovacuum": args.autovacuum,
+        "before_commit": args.before_commit,
+        "variants": variants,
+        "ratios_after_over_before": {
+            k: variants["after"]["publish_seconds"][k] / variants["before"]["publish_seconds"][k]
+            for k in variants["before"]["publish_seconds"]
+            if variants["before"]["publish_seconds"][k]
+        },
+        "load_average_end": list(os.getloadavg()),
+        "total_run_seconds": time.perf_counter() - started,
+    }
+    out = args.results_dir / f"publish-maintenance-{args.docs}-docs"
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "publish_maintenance.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    (out / "publish_maintenance.md").write_text(markdown(result), encoding="utf-8")
+    log(markdown(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
