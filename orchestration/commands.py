@@ -49,6 +49,7 @@ ASSET_ORDER = (
     "variant_comparison",
     "drift_metrics",
     "answer_scores",
+    "annotation_queue",
 )
 
 

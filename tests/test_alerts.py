@@ -307,6 +307,7 @@ def test_freshness_checks_per_partition_fail_when_missing_or_late_and_recover(db
         "variant_comparison",
         "drift_metrics",
         "answer_scores",
+        "annotation_queue",
     }
     [request] = first.run_requests
     assert request.tags["dagster/partition"] == "handbook"

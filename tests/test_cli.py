@@ -108,6 +108,7 @@ def test_materialize_then_status_with_runs_stored_in_postgres(tmp_path, db_url, 
         ("variant_comparison", today),
         ("drift_metrics", today),
         ("answer_scores", today),
+        ("annotation_queue", today),
     }
     assert {a["freshness"] for a in report["assets"]} == {"pass"}
     # No eval set configured: nothing to score, and drift pinned its baseline on this first run.

@@ -224,6 +224,7 @@ def test_nothing_reruns_for_nothing_and_an_edit_reruns_only_what_depends_on_it(p
         "variant_comparison": {today},
         "drift_metrics": {today},
         "answer_scores": {today},
+        "annotation_queue": {today},
     }
     assert quality.execute_in_process(instance=instance, partition_key=today).success
     tick = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=tick.cursor)
