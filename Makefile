@@ -18,7 +18,7 @@ demo: install
 test: install
 	$(RUN) ruff check .
 	$(RUN) lint-imports
-	$(RUN) pytest
+	$(RUN) pytest -n 2 --dist loadfile
 
 dev: install
 	eval "$$($(RUN) ragline env)" && $(RUN) ragline db migrate && exec $(RUN) dg dev

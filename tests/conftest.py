@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import uuid
 from collections.abc import Callable, Iterator
@@ -18,7 +19,9 @@ from ragline.storage.db import database_url, migrate, stop_embedded
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLES = REPO / "examples" / "corpus"
-TEST_DATA_DIR = REPO / ".ragline" / "test"
+# One embedded server per pytest-xdist worker (gw0, gw1, ...): workers never share a data dir.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+TEST_DATA_DIR = REPO / ".ragline" / (f"test-{_WORKER}" if _WORKER else "test")
 # Migrated once per session (the explicit step, as `ragline db migrate`); test databases are copies.
 MIGRATED_TEMPLATE = "t_migrated_template"
 
