@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import base64
+import sys
+import threading
+
 import pytest
 
 from ragline.config import ChunkingSettings
@@ -113,3 +117,47 @@ def test_counted_chunks_equal_chunks_of_a_tokenizer_without_counts(tokenizer):
         text = TEXT + "\n\n" + "\n\n".join(TRICKY)
         expected = Chunker(settings, EncodeOnly(tokenizer)).split(text)
         assert Chunker(settings, tokenizer).split(text) == expected
+
+
+def test_word_counts_are_right_while_threads_empty_a_small_memo(tokenizer, monkeypatch):
+    """Four threads count texts against a memo of 200 words, emptied over and over:
+    each count still equals a full tokenization (a memo emptied mid-count raised KeyError)."""
+    monkeypatch.setattr(local_model, "WORD_COUNT_MEMO", 200)
+    shared = WordPieceTokenizer(str(model_dir() / "tokenizer.json"), tokenizer.name)
+    words = TEXT.split()
+    # Mostly remembered words and a few new ones: a count fills in its new words only, while another
+    # thread empties the memo.
+    texts = [" ".join(words[:40] + [f"new{i}x{j}" for j in range(10)]) for i in range(400)]
+    expected = [len(tokenizer.encode(t)) for t in texts]
+    failures: list[BaseException] = []
+
+    def worker(offset: int) -> None:
+        try:
+            for i in range(len(texts)):
+                n = (i + offset * 100) % len(texts)
+                assert shared.count(texts[n]) == expected[n]
+        except BaseException as exc:  # reported by the main thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(4)]
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-5)  # threads take turns within a count, as on a loaded machine
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+    assert failures == []
+
+
+def test_long_space_free_words_are_counted_but_not_remembered(tokenizer):
+    """Base64 paragraphs are counted right, and the memo keeps none of their long "words"."""
+    fresh = WordPieceTokenizer(str(model_dir() / "tokenizer.json"), tokenizer.name)
+    blob = base64.b64encode(bytes(range(256)) * 40).decode()
+    text = f"an attachment: {blob} and {blob[:65]} end"
+    assert fresh.count(text) == len(tokenizer.encode(text))
+    assert fresh.count(text) == len(tokenizer.encode(text))
+    assert max(map(len, fresh._word_counts)) <= local_model.MEMO_WORD_CHARS
+    assert "attachment:" in fresh._word_counts

@@ -254,3 +254,47 @@ def test_nbytes_can_be_read_while_searches_replace_the_denominators(corpus):
         stop.set()
         worker.join()
         sys.setswitchinterval(interval)
+
+
+def test_the_denominator_cache_evicts_the_least_recently_used_pair(corpus):
+    db, _texts = corpus
+    index = MemoryBm25(db).warm("default")
+    for pair in ((1.2, 0.75), (2.0, 0.5), (1.2, 0.75), (0.5, 0.3)):
+        index._denominator(*pair)
+    assert list(index._denominators) == [(1.2, 0.75), (0.5, 0.3)]
+
+
+def test_threads_searching_one_index_with_mixed_k1_get_the_single_thread_results(corpus):
+    """Four threads search one in-memory index at once, with three (k1, b) pairs that keep evicting
+    each other's denominators: every result equals the single-thread one."""
+    import threading
+
+    db, texts = corpus
+    backend = MemoryBm25(db)
+    backend.warm("default")
+    jobs = [(q, 1.2 + 0.4 * (i % 3), 0.75) for i, q in enumerate(random_queries(texts, 24, seed=5))]
+
+    def search(job: tuple[str, float, float]) -> list:
+        with db.connection() as conn:
+            return backend.top_texts(conn, "default", job[0], 10, k1=job[1], b=job[2]).texts
+
+    expected = [search(job) for job in jobs]
+    got: dict[tuple[int, int], list] = {}
+    failures: list[BaseException] = []
+
+    def worker(offset: int) -> None:
+        try:
+            for i in range(len(jobs)):
+                n = (i + offset * 6) % len(jobs)
+                got[(offset, n)] = search(jobs[n])
+        except BaseException as exc:  # reported by the main thread
+            failures.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert failures == [] and len(got) == 4 * len(jobs)
+    assert all(texts_found == expected[n] for (_offset, n), texts_found in got.items())
+    assert backend.counts["sql"] == 0

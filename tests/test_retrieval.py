@@ -167,19 +167,41 @@ def test_reciprocal_rank_fusion_weights(retriever):
     assert reciprocal_rank_fusion([dense, lexical], [1.0, 1.0], rrf_k=60, limit=2) == both[:2]
 
 
-def test_a_dense_searchs_scan_settings_reach_it_and_end_with_it(retriever, db):
-    """Dense search sends its scan settings and the search in one pipeline (an implicit transaction):
-    a wide search gets more rows than the default ef_search (40) allows, and the connection goes
-    back to the pool without the settings."""
+SCAN_SETTINGS = (
+    "SELECT current_setting('hnsw.ef_search', true), current_setting('hnsw.iterative_scan', true), "
+    "current_setting('plan_cache_mode')"
+)
+DEFAULT_SCAN_SETTINGS = {("", "off", "auto"), ("40", "off", "auto")}
+
+
+def test_a_dense_searchs_scan_settings_reach_it_and_end_with_it(retriever, db, monkeypatch):
+    """The search's own connection has its scan settings after the index scan's fetches, and has the
+    defaults again once the search is over, also inside a transaction the caller holds open."""
+    seen: list[tuple] = []
+    widening = Retriever._widening
+
+    def widening_then_read(conn: psycopg.Connection, *args, **kwargs):
+        rows = widening(conn, *args, **kwargs)
+        seen.append(conn.execute(SCAN_SETTINGS).fetchone())
+        return rows
+
+    monkeypatch.setattr(Retriever, "_widening", staticmethod(widening_then_read))
     qvec = local_embedder().embed([VACATION])[0]
     with db.connection() as conn:
         wide = retriever.dense(conn, qvec, 60, Filters())
         assert len(wide) == 60 and len({h.chunk_id for h in wide}) == 60
-        left = conn.execute(
-            "SELECT current_setting('hnsw.ef_search', true), current_setting('hnsw.iterative_scan', true), "
-            "current_setting('plan_cache_mode')"
-        ).fetchone()
-        assert left[0] in ("", "40") and left[1] in ("", "off") and left[2] == "auto"
+        assert seen == [("60", "relaxed_order", "force_generic_plan")]
+        assert conn.execute(SCAN_SETTINGS).fetchone() in DEFAULT_SCAN_SETTINGS
+        filtered = retriever.dense(conn, qvec, 5, Filters.of(sources=["policies"]))
+        assert {h.source for h in filtered} == {"policies"}
+        assert seen[-1] == ("40", "relaxed_order", "auto")  # custom plans see the filter values
+        assert conn.execute(SCAN_SETTINGS).fetchone() in DEFAULT_SCAN_SETTINGS
+        with conn.transaction():
+            again = retriever.dense(conn, qvec, 60, Filters())
+            assert seen[-1] == ("60", "relaxed_order", "force_generic_plan")
+            assert conn.execute(SCAN_SETTINGS).fetchone() in DEFAULT_SCAN_SETTINGS
+            assert conn.info.transaction_status == psycopg.pq.TransactionStatus.INTRANS
+        assert [h.chunk_id for h in again] == [h.chunk_id for h in wide]
 
 
 def test_bm25_matches_the_formula_and_follows_chunk_changes(tmp_path, db_url):

@@ -217,6 +217,9 @@ def build_bert_graph(weights: dict[str, np.ndarray], config: dict):
 # text's word pieces are the concatenation of its space-separated parts' word pieces.
 # Parts whose word-piece count is remembered, at most; the memo is emptied when it is full.
 WORD_COUNT_MEMO = 100_000
+# Longer parts (base64, URLs, minified code) are counted but not remembered: the memo is bounded
+# by entries, and a few 40 KB space-free "words" would otherwise hold megabytes of keys.
+MEMO_WORD_CHARS = 64
 
 
 class WordPieceTokenizer:
@@ -243,19 +246,28 @@ class WordPieceTokenizer:
             return sum(map(counts.__getitem__, words))
         except KeyError:
             pass
-        missing = list({w for w in words if w not in counts})
-        if len(counts) + len(missing) > WORD_COUNT_MEMO:
-            counts.clear()
-            counts[""] = 0
-            missing = list(set(words) - {""})
+        # A miss sums this call's own counts: another thread may empty the shared memo meanwhile,
+        # and the memo's updates are best effort.
+        mine: dict[str, int] = {"": 0}
+        missing = []
+        for word in set(words):
+            n = counts.get(word)
+            if n is not None:
+                mine[word] = n
+            elif word:
+                missing.append(word)
         # One call for all new words (a call costs far more than its words): each word piece of
         # the joined words lies within one word, found by its start offset.
         starts = np.cumsum([0] + [len(w) + 1 for w in missing[:-1]])
         offsets = self._tok.encode(" ".join(missing), add_special_tokens=False).offsets
         owners = np.searchsorted(starts, [start for start, _end in offsets], side="right") - 1
-        for word, n in zip(missing, np.bincount(owners, minlength=len(missing)).tolist(), strict=True):
-            counts[word] = n
-        return sum(map(counts.__getitem__, words))
+        mine.update(zip(missing, np.bincount(owners, minlength=len(missing)).tolist(), strict=True))
+        kept = {w: mine[w] for w in missing if len(w) <= MEMO_WORD_CHARS}
+        if len(counts) + len(kept) > WORD_COUNT_MEMO:
+            counts.clear()
+            counts[""] = 0
+        counts.update(kept)
+        return sum(map(mine.__getitem__, words))
 
     def prefix_end(self, text: str, max_tokens: int) -> int:
         offsets = self._tok.encode(text, add_special_tokens=False).offsets

@@ -105,20 +105,27 @@ class LexicalIndex:
             self.hash_rank,
         )
         strings = sum(49 + len(h) for h in self.text_hash) + 8 * len(self.text_hash)
-        # A copy first (one step under the GIL): a search on another thread may clear the dict.
+        # A copy first (one step under the GIL): a search on another thread may evict from the dict.
         scratch = list(self._denominators.values()) + list(self._scratch)
         return sum(a.nbytes for a in arrays) + strings + sum(v.nbytes for v in scratch)
 
     def _denominator(self, k1: float, b: float) -> np.ndarray:
         """tf + k1 * (1 - b + b * dl / avgdl) per posting, evaluated as ragline.bm25_weight evaluates
         it. Read in posting order at search time, where gathering each text's norm was a random read."""
-        denominator = self._denominators.get((k1, b))
+        cache, key = self._denominators, (k1, b)
+        # Least recently used first: a hit moves to the end, a third pair evicts the oldest. Each
+        # step is one dictionary operation under the GIL; a pair another thread evicted meanwhile is
+        # computed again.
+        denominator = cache.pop(key, None)
         if denominator is None:
             norm = k1 * ((1 - b) + (b * self.doc_length) / self.stats.avgdl)
             denominator = self.posting_tf + norm[self.posting_text]
-            if len(self._denominators) >= 2:
-                self._denominators.clear()
-            self._denominators[(k1, b)] = denominator
+        cache[key] = denominator
+        while len(cache) > 2:
+            try:
+                del cache[next(iter(cache))]
+            except (KeyError, RuntimeError, StopIteration):
+                break
         return denominator
 
     def top_texts(self, term_ids: list[int], k: int | None, *, k1: float, b: float) -> Bm25Result:

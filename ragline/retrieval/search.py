@@ -314,7 +314,8 @@ class Retriever:
         return self.embedder.embed([text])[0]
 
     def dense(self, conn: psycopg.Connection, qvec: np.ndarray, limit: int, filters: Filters) -> list[Hit]:
-        """Nearest chunks by cosine similarity, through the serving model's partial HNSW index."""
+        """Nearest chunks by cosine similarity, through the serving model's partial HNSW index; on a
+        connection in a transaction (or not in autocommit), under a savepoint rolled back after it."""
         model_id, dim = self.model(conn)
         _where, params = filter_clause(filters)
         # Literal model and dimension: the partial index only matches a query that repeats its
@@ -327,8 +328,10 @@ class Retriever:
         first_scan = None if filters.as_dict() else limit
         # Pipeline mode: the statements up to its closing Sync run as one implicit transaction, so the
         # settings (local to it) reach the search without BEGIN and COMMIT, and go out with it in one
-        # round trip (four before).
-        with conn.pipeline():
+        # round trip (four before). Inside the caller's transaction they would outlive the search: a
+        # savepoint (or transaction) rolled back after it undoes them, and the search writes nothing.
+        idle = conn.autocommit and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+        with conn.pipeline() if idle else conn.transaction(force_rollback=True):
             # Iterative scans keep reading the index past ef_search (up to hnsw.max_scan_tuples),
             # so a wide scan returns as many candidates as asked for.
             ef_search = min(max(self.ef_search, limit), 1000)
