@@ -27,13 +27,21 @@ from ragline.serving.app import create_app
 from ragline.storage.db import Database
 from ragline.types import DatabaseError
 from tests.conftest import EXAMPLES, drop_database, fresh_database, local_embedder, run, write_project
-from tests.llm_server import MODEL_NAME
+from tests.llm_server import MODEL_NAME, local_llm_server
 from tests.openai_server import EmbeddingsServer
 from tests.test_serving import bearer, new_key, rows, serving
 
 VACATION = "How many vacation days do I get per year?"
 EXPENSES = "How do I get my travel expenses reimbursed?"
 PRICES = {MODEL_NAME: {"input_per_1m": 2.0, "output_per_1m": 8.0}}
+
+
+@pytest.fixture(scope="module")
+def llm_url() -> Iterator[str]:
+    """This module's own llama.cpp server (not the session's): SmolLM2's exact replies, which these
+    tests depend on, change with what a server already holds in its prompt cache."""
+    with local_llm_server(n_threads=1) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

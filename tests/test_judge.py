@@ -31,7 +31,7 @@ from ragline.storage.db import Database
 from ragline.types import CallRecord
 from tests.capturing_proxy import CapturingProxy
 from tests.conftest import drop_database, fresh_database
-from tests.llm_server import MODEL_NAME
+from tests.llm_server import MODEL_NAME, local_llm_server
 from tests.openai_server import EmbeddingsServer
 
 QUESTION = "How many vacation days do I get per year?"
@@ -40,6 +40,14 @@ REFERENCE = "25 working days from year 3. It is 20 days in years 1 and 2."
 PASSAGES = ["Annual leave is 25 working days from year 3.", "Meetings are not booked on Wednesdays."]
 # Small replies: a grade is a handful of tokens (SmolLM2 on one thread is slow).
 SETTINGS = JudgeSettings(samples=3, max_tokens=12)
+
+
+@pytest.fixture(scope="module")
+def llm_url() -> Iterator[str]:
+    """This module's own llama.cpp server (not the session's): SmolLM2's exact replies, which these
+    tests depend on, change with what a server already holds in its prompt cache."""
+    with local_llm_server(n_threads=1) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
