@@ -468,3 +468,33 @@ def test_llm_reranking_and_llm_questions_through_config(tmp_path, db_url):
             result = variant.search("How many vacation days do I get?", k=3, log=False)
         assert variant.reranker.name == "llm" and "rerank" in result.timings_ms
         assert len(result.hits) == 3 and all(-1 <= h.score <= 10 for h in result.hits)
+
+
+def test_a_question_the_llm_writes_twice_is_rejected_not_stored_twice(server_url, handbook_template):
+    """A small model answers several passages with the same stock question (SmolLM2 did: "What is
+    the answer to this question?" twice, and the next `ragline materialize` failed on
+    eval_questions_are_unique): the repeat is a rejected line with its reason, the set stays unique."""
+    from ragline.config import EvalSetSettings
+    from ragline.evaluation.eval_sets import check_frames, synthetic_set
+    from ragline.expectations import check_eval_questions
+    from ragline.llm import ChatClient
+    from tests.conftest import drop_database, fresh_database
+
+    name, url = fresh_database(server_url, template=handbook_template)
+    replies = ["What is the answer to this question?", "How many days of leave?"]
+    try:
+        with EmbeddingsServer(chat_replies=replies) as server, psycopg.connect(url, autocommit=True) as conn:
+            chat = ChatClient(base_url=server.base_url, model="scripted", api_key=None, max_retries=0)
+            spec = EvalSetSettings(name="syn", kind="synthetic", count=4, seed=1)
+            loaded = synthetic_set(conn, spec, chat)
+            questions, references = check_frames(conn, [loaded])
+        assert len(server.requests) == 4  # every sampled chunk was asked
+        assert [q.question for q in loaded.questions] == replies
+        assert len(loaded.rejected) == 2
+        first = loaded.questions[1].metadata["chunk_id"]
+        reason = f"the llm repeated the question it wrote for chunk {first}"
+        assert [r.reason for r in loaded.rejected] == [reason, reason]
+        outcomes = {o.name: o.passed for o in check_eval_questions(questions, references, [], lines=2)}
+        assert outcomes["eval_questions_are_unique"]
+    finally:
+        drop_database(server_url, name)

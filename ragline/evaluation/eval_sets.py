@@ -204,6 +204,9 @@ def synthetic_set(
     ).fetchall()
     questions: list[EvalQuestion] = []
     rejected: list[Rejected] = []
+    # A question generated twice (a small model falls back to the same stock reply; the heuristic
+    # picks the same three words) is kept once: the set stays unique, the repeat is a rejected line.
+    first_of: dict[str, str] = {}
     method = "llm" if chat is not None else "heuristic"
     for chunk_id, source, doc_id, text in rows:
         if chat is not None:
@@ -213,6 +216,12 @@ def synthetic_set(
             question = heuristic_question(conn, text)
         if not question:
             rejected.append(Rejected(chunk_id, f"the {method} produced no question"))
+            continue
+        first = first_of.setdefault(_normalised_question(question), chunk_id)
+        if first != chunk_id:
+            rejected.append(
+                Rejected(chunk_id, f"the {method} repeated the question it wrote for chunk {first}")
+            )
             continue
         questions.append(
             EvalQuestion(
