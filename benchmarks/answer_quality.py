@@ -28,6 +28,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--max-questions", type=int, default=2)
     parser.add_argument("--samples", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="llama.cpp threads")
     args = parser.parse_args()
 
     import dagster as dg
@@ -61,7 +62,7 @@ def main() -> None:
                 settings, [s.name for s in settings.sources], dg.DagsterInstance.ephemeral(), quality=False
             )
         embedder = build_embedder(settings.embedding, None)
-        with local_llm_server(n_threads=1) as llm_url, Database(url, max_size=2) as db:
+        with local_llm_server(n_threads=args.threads) as llm_url, Database(url, max_size=2) as db:
             settings = dataclasses.replace(
                 settings,
                 # A shared machine under load: llama.cpp on one thread may take minutes per call.
@@ -96,6 +97,7 @@ def main() -> None:
         report = {
             "questions_per_variant": args.max_questions,
             "judge_samples_k": args.samples,
+            "threads": args.threads,
             "model": MODEL_NAME,
             "seconds": round(seconds, 1),
             "load_average_1min_at_end": round(os.getloadavg()[0], 1),
@@ -133,12 +135,13 @@ def markdown(r: dict) -> str:
         "# Answer quality on the demo golden set (benchmarks/answer_quality.py)",
         "",
         f"The first {r['questions_per_variant']} golden questions by id, answered by two answer variants "
-        f"(hybrid and dense retrieval; {r['model']} as the answer model and the judge, llama.cpp on one "
-        f"thread, prompt answer@1, 48 answer tokens, 250 context tokens, 96 judge tokens); "
+        f"(hybrid and dense retrieval; {r['model']} as the answer model and the judge, llama.cpp on "
+        f"{r.get('threads', 1)} thread(s), prompt answer@1, 48 answer tokens, 250 context tokens, "
+        "96 judge tokens); "
         f"k = {r['judge_samples_k']} "
         f"judge samples per metric; {r['judge_samples']} judge samples ({r['judge_samples_cached']} "
-        f"from the cache) in {r['seconds']} s on a shared 2-core machine (1-minute load average "
-        f"{r.get('load_average_1min_at_end', '?')} while it ran: other helpers' jobs shared the cores). "
+        f"from the cache) in {r['seconds']} s on a 2-core machine (1-minute load average "
+        f"{r.get('load_average_1min_at_end', '?')} at the end). "
         "SmolLM2 exercises the protocol: its scores are not a statement about the variants.",
         "",
         "| variant | metric | mean [95% interval] | measured | unmeasured share |",
