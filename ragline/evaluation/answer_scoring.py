@@ -126,19 +126,9 @@ class MetricComparison:
     left_out: int = 0  # questions in common left out of the pairing: unmeasured on either side
 
     def row(self) -> dict[str, Any]:
-        c, r = self.comparison, self.comparison.result
+        c = self.comparison
         return {
-            "eval_set": c.eval_set,
-            "baseline": c.baseline,
-            "candidate": c.candidate,
-            "metric": self.metric,
-            "questions": r.n if r else 0,
-            "mean_baseline": r.mean_baseline if r else None,
-            "mean_candidate": r.mean_candidate if r else None,
-            "diff": r.mean_diff if r else None,
-            "low": r.low if r else None,
-            "high": r.high if r else None,
-            "verdict": c.verdict,
+            **c.fields(metric=self.metric, means="mean_", bounds=""),
             "details": {"reason": c.reason, "left_out_unmeasured": self.left_out}
             if c.reason or self.left_out
             else {},
