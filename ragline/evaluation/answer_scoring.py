@@ -22,8 +22,6 @@ from ragline.answer.answering import answer
 from ragline.answer.citations import without_citations
 from ragline.answer.pipeline import Answerer, build_answerer, model_selector
 from ragline.config import (
-    JUDGE_METRICS,
-    SIMILARITY_METRICS,
     AnswerEvaluationSettings,
     AnswerVariantSettings,
     EvaluationSettings,
@@ -40,7 +38,7 @@ from ragline.llm import LLMError
 from ragline.retrieval.search import build_retriever
 from ragline.safe_text import printable
 from ragline.storage.db import ANSWER_SCORES_LOCK, Database, query, xact_lock
-from ragline.types import Embedder, RetrievalError
+from ragline.types import JUDGE_METRICS, SIMILARITY_METRICS, Embedder, RetrievalError
 
 if TYPE_CHECKING:
     from ragline.evaluation.judge import Judge
