@@ -5,7 +5,7 @@ import datetime as dt
 
 import dagster as dg
 
-from assets.checks import blocking_specs, check_results, severity
+from assets.checks import check_results, gated_scores_asset, severity
 from assets.metering import metered
 from orchestration.resources import EmbedderResource, RaglineResource
 from ragline.evaluation.answer_scoring import (
@@ -23,18 +23,15 @@ from ragline.storage import provenance
 def answer_scores_asset(
     partitions: dg.TimeWindowPartitionsDefinition, automation: dg.AutomationCondition, blocking: bool = True
 ) -> dg.AssetsDefinition:
-    @dg.asset(
-        name="answer_scores",
-        partitions_def=partitions,
-        deps=["eval_set", "variant_corpora", "search_index"],
-        group_name="quality",
-        kinds={"python", "postgres"},
+    @gated_scores_asset(
+        "answer_scores",
+        ANSWER_SCORES_HAVE_NOT_REGRESSED,
+        partitions=partitions,
+        automation=automation,
+        blocking=blocking,
+        group="quality",
         description="Per day, each answer variant's judged and similarity metrics with intervals, A/B, gate.",
-        metadata={
-            "tables": "ragline.answer_scores, answer_results, answer_metric_results, answer_comparisons"
-        },
-        check_specs=blocking_specs("answer_scores", [ANSWER_SCORES_HAVE_NOT_REGRESSED], blocking),
-        automation_condition=automation,
+        tables="ragline.answer_scores, answer_results, answer_metric_results, answer_comparisons",
     )
     @metered
     def answer_scores(

@@ -2,7 +2,7 @@
 
 import json
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import dagster as dg
@@ -97,6 +97,32 @@ def blocking_specs(
             )
             for name in names
         ]
+
+
+def gated_scores_asset(
+    name: str,
+    check: str,
+    *,
+    partitions: dg.TimeWindowPartitionsDefinition,
+    automation: dg.AutomationCondition,
+    blocking: bool,
+    group: str,
+    description: str,
+    tables: str,
+) -> Callable[[Callable[..., Any]], dg.AssetsDefinition]:
+    """The @dg.asset of a daily scores asset over the eval sets and variant corpora, gated by one check."""
+    return dg.asset(
+        name=name,
+        partitions_def=partitions,
+        # search_index too: the served corpus can change while the questions and variants stay.
+        deps=["eval_set", "variant_corpora", "search_index"],
+        group_name=group,
+        kinds={"python", "postgres"},
+        description=description,
+        metadata={"tables": tables},
+        check_specs=blocking_specs(name, [check], blocking),
+        automation_condition=automation,
+    )
 
 
 # Settings a check compares against: the same on every run, so they go into one `config` text value

@@ -4,7 +4,7 @@ import datetime as dt
 
 import dagster as dg
 
-from assets.checks import blocking_specs, check_results, severity
+from assets.checks import blocking_specs, check_results, gated_scores_asset, severity
 from assets.metering import metered
 from assets.tables import inline_table
 from orchestration.executors import MODEL_POOL
@@ -148,17 +148,15 @@ def variant_corpora_asset(
 def retrieval_scores_asset(
     partitions: dg.TimeWindowPartitionsDefinition, automation: dg.AutomationCondition, blocking: bool = True
 ) -> dg.AssetsDefinition:
-    @dg.asset(
-        name="retrieval_scores",
-        partitions_def=partitions,
-        # search_index too: the served corpus can change while the questions and variants stay.
-        deps=["eval_set", "variant_corpora", "search_index"],
-        group_name="ragline",
-        kinds={"python", "postgres"},
+    @gated_scores_asset(
+        "retrieval_scores",
+        expectations.NDCG_HAS_NOT_REGRESSED,
+        partitions=partitions,
+        automation=automation,
+        blocking=blocking,
+        group="ragline",
         description="Per day, each variant's recall@k, precision@k, MRR, nDCG@10, hit rate and latency.",
-        metadata={"tables": "ragline.retrieval_scores, ragline.retrieval_results (per question)"},
-        check_specs=blocking_specs("retrieval_scores", [expectations.NDCG_HAS_NOT_REGRESSED], blocking),
-        automation_condition=automation,
+        tables="ragline.retrieval_scores, ragline.retrieval_results (per question)",
     )
     @metered
     def retrieval_scores(

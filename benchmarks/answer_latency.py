@@ -26,14 +26,12 @@ def main() -> None:
     parser.add_argument("--questions", type=int, default=8)
     args = parser.parse_args()
 
+    from benchmarks._answer_setup import demo_retriever, smol_client
     from ragline.answer.answering import answer, answer_stream
     from ragline.config import load_settings
-    from ragline.index.embedding import build_embedder
-    from ragline.llm import ChatClient, SingleModel
-    from ragline.retrieval.context import tokenizer_for
-    from ragline.retrieval.search import build_retriever
+    from ragline.llm import SingleModel
     from ragline.storage.db import Database, database_url, stop_embedded
-    from tests.llm_server import MODEL_NAME, local_llm_server
+    from tests.llm_server import local_llm_server
 
     url = database_url(DATA_DIR)
     os.environ["DATABASE_URL"] = url
@@ -49,16 +47,8 @@ def main() -> None:
     rows = []
     try:
         with local_llm_server(n_threads=1) as llm, Database(url, max_size=2) as db:
-            client = ChatClient(
-                base_url=llm,
-                model=MODEL_NAME,
-                api_key=None,
-                context_window=2048,
-                tokenizer=tokenizer_for("cl100k_base"),
-            )
-            retriever = build_retriever(
-                settings, db, build_embedder(settings.embedding, None), log_queries=False
-            )
+            client = smol_client(llm)
+            retriever = demo_retriever(settings, db)
             ask = {"settings": settings, "db": db, "retriever": retriever, "models": SingleModel(client)}
             answer(questions[0], **ask, max_tokens=8)  # warm: model sessions, prepared statements
             for q in questions:

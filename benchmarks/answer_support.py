@@ -45,27 +45,17 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10)
     args = parser.parse_args()
 
-    import dagster as dg
-    import psycopg
-
-    from orchestration.commands import run_pipeline
+    from benchmarks._answer_setup import demo_settings
     from ragline.answer.answering import similarities
-    from ragline.config import VariantSettings, load_settings
+    from ragline.config import VariantSettings
     from ragline.index.embedding import build_embedder
     from ragline.retrieval.search import build_retriever
-    from ragline.storage.db import Database, database_url, migrate, stop_embedded
+    from ragline.storage.db import Database, database_url, stop_embedded
 
     url = database_url(DATA_DIR)
     os.environ["DATABASE_URL"] = url
     try:
-        migrate(url)
-        settings = load_settings(REPO / "ragline.yaml")
-        with psycopg.connect(url) as conn:
-            published = conn.execute("SELECT count(*) FROM ragline.published_generations").fetchone()[0]
-        if published < len(settings.sources):
-            run_pipeline(
-                settings, [s.name for s in settings.sources], dg.DagsterInstance.ephemeral(), quality=False
-            )
+        settings = demo_settings(url)
         embedder = build_embedder(settings.embedding, None)
         answerable = [q["question"] for q in questions("questions.jsonl")]
         unanswerable = questions("unanswerable.jsonl")

@@ -40,19 +40,13 @@ def main() -> None:
     args = parser.parse_args()
     metrics = args.metrics.split(",")
 
-    import dagster as dg
-    import psycopg
-
-    from orchestration.commands import run_pipeline
+    from benchmarks._answer_setup import demo_retriever, demo_settings, smol_client
     from ragline.answer.answering import answer
-    from ragline.config import JudgeSettings, load_settings
+    from ragline.config import JudgeSettings
     from ragline.evaluation.judge import Judge
     from ragline.evaluation.metrics import bootstrap_ci
-    from ragline.index.embedding import build_embedder
-    from ragline.llm import ChatClient, SingleModel
-    from ragline.retrieval.context import tokenizer_for
-    from ragline.retrieval.search import build_retriever
-    from ragline.storage.db import Database, database_url, migrate, stop_embedded
+    from ragline.llm import SingleModel
+    from ragline.storage.db import Database, database_url, stop_embedded
     from tests.llm_server import MODEL_NAME, local_llm_server
 
     golden = [
@@ -63,26 +57,11 @@ def main() -> None:
     os.environ["DATABASE_URL"] = url
     judged: list[dict] = []
     try:
-        migrate(url)
-        settings = load_settings(REPO / "ragline.yaml")
-        with psycopg.connect(url) as conn:
-            published = conn.execute("SELECT count(*) FROM ragline.published_generations").fetchone()[0]
-        if published < len(settings.sources):
-            run_pipeline(
-                settings, [s.name for s in settings.sources], dg.DagsterInstance.ephemeral(), quality=False
-            )
+        settings = demo_settings(url)
         started = time.perf_counter()  # answering and judging, from here
         with local_llm_server(n_threads=1) as llm, Database(url, max_size=2) as db:
-            client = ChatClient(
-                base_url=llm,
-                model=MODEL_NAME,
-                api_key=None,
-                context_window=2048,
-                tokenizer=tokenizer_for("cl100k_base"),
-            )
-            retriever = build_retriever(
-                settings, db, build_embedder(settings.embedding, None), log_queries=False
-            )
+            client = smol_client(llm)
+            retriever = demo_retriever(settings, db)
             judge = Judge(client, JudgeSettings(samples=args.samples, max_tokens=args.max_tokens), db)
             for item in golden:
                 a = answer(

@@ -13,6 +13,8 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from ragline.types import JUDGE_METRICS, SIMILARITY_METRICS
+
 CONFIG_ENV = "RAGLINE_CONFIG"
 DEFAULT_CONFIG_NAME = "ragline.yaml"
 CHUNK_STRATEGIES = ("sentence", "token", "markdown")
@@ -544,9 +546,8 @@ class CostSettings:
     daily_budget: DailyBudget = field(default_factory=DailyBudget)
 
 
-# Answer quality (issue 12): metric names as stored in ragline.answer_metric_results and answer_scores.
-JUDGE_METRICS = ("faithfulness", "relevance", "context_precision", "context_recall", "correctness")
-SIMILARITY_METRICS = ("exact_match", "token_f1", "rouge_l", "embedding_cosine", "bertscore_f1")
+# Answer quality (issue 12): metric names (ragline.types) as stored in ragline.answer_metric_results
+# and answer_scores.
 ANSWER_METRICS = JUDGE_METRICS + SIMILARITY_METRICS
 ANSWER_CONTEXTS = ("retrieved", "other_question")
 

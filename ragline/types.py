@@ -1,5 +1,6 @@
 """Types shared by ragline's planes: retrieved hits and filters, the embedder, tokenizer and
-reranker protocols, and the errors each plane raises. Imports nothing else of ragline."""
+reranker protocols, the errors each plane raises and the answer metric names. Imports nothing
+else of ragline."""
 
 from __future__ import annotations
 
@@ -8,6 +9,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
+
+# Answer-quality metric names as stored in ragline.answer_metric_results and answer_scores.
+JUDGE_METRICS = ("faithfulness", "relevance", "context_precision", "context_recall", "correctness")
+SIMILARITY_METRICS = ("exact_match", "token_f1", "rouge_l", "embedding_cosine", "bertscore_f1")
 
 
 class DatabaseError(RuntimeError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 import uuid
@@ -15,6 +16,7 @@ import pytest
 import yaml
 
 from ragline.config import Settings, load_settings
+from ragline.monitoring.board import render_board
 from ragline.storage.db import database_url, migrate, stop_embedded
 
 REPO = Path(__file__).resolve().parent.parent
@@ -251,3 +253,17 @@ def local_embedder():
     from orchestration.resources import EmbedderResource
 
     return EmbedderResource().embedder()
+
+
+def quality_board(quality: dict[str, Any]) -> str:
+    """The status board with only its quality section filled."""
+    return render_board(
+        {
+            "generated_at": dt.datetime.now(dt.UTC).isoformat(),
+            "freshness_window": {"warn_hours": 26, "fail_hours": 50},
+            "assets": [],
+            "failing_checks": [],
+            "stale": [],
+            "quality": quality,
+        }
+    )

@@ -29,11 +29,10 @@ from ragline.config import AnnotationSettings, ConfigError, Settings
 from ragline.evaluation import annotation
 from ragline.evaluation.agreement import cohen_kappa, krippendorff_alpha, spearman
 from ragline.evaluation.eval_sets import load_golden
-from ragline.monitoring.board import render_board
 from ragline.serving.app import create_app
 from ragline.serving.keys import create_key
 from ragline.storage.db import Database
-from tests.conftest import drop_database, fresh_database, write_project
+from tests.conftest import drop_database, fresh_database, quality_board, write_project
 from tests.test_board import browser  # noqa: F401  (the fixture: chromium, or a skip naming why)
 from tests.test_serving import serving
 
@@ -337,16 +336,7 @@ def test_agreement_between_annotators_and_with_the_judge_is_computed_stored_and_
     assert [line for line in status if "judge agreement" in line] == [
         f"  judge agreement: {s}" for s in summary
     ]
-    page = render_board(
-        {
-            "generated_at": dt.datetime.now(dt.UTC).isoformat(),
-            "freshness_window": {"warn_hours": 26, "fail_hours": 50},
-            "assets": [],
-            "failing_checks": [],
-            "stale": [],
-            "quality": quality,
-        }
-    )
+    page = quality_board(quality)
     assert "<h3>Judge agreement</h3>" in page and all(html.escape(s) in page for s in summary)
 
 

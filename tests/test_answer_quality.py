@@ -30,9 +30,17 @@ from ragline.evaluation.answer_scoring import (
 )
 from ragline.evaluation.judge import Judge, JudgeSettings
 from ragline.llm import ChatClient
-from ragline.monitoring.board import render_board
 from ragline.storage.db import Database
-from tests.conftest import EXAMPLES, REPO, drop_database, fresh_database, local_embedder, run, write_project
+from tests.conftest import (
+    EXAMPLES,
+    REPO,
+    drop_database,
+    fresh_database,
+    local_embedder,
+    quality_board,
+    run,
+    write_project,
+)
 from tests.llm_server import MODEL_NAME
 from tests.openai_server import EmbeddingsServer
 
@@ -111,20 +119,6 @@ def _rows(url: str, sql: str, *params: Any) -> list[dict[str, Any]]:
         return cur.execute(sql, params).fetchall()
 
 
-def _board(quality: dict[str, Any]) -> str:
-    """The status board with only its quality section filled."""
-    return render_board(
-        {
-            "generated_at": dt.datetime.now(dt.UTC).isoformat(),
-            "freshness_window": {"warn_hours": 26, "fail_hours": 50},
-            "assets": [],
-            "failing_checks": [],
-            "stale": [],
-            "quality": quality,
-        }
-    )
-
-
 def _counts(url: str) -> dict[str, int]:
     tables = ("answer_results", "answer_metric_results", "answer_scores", "answer_comparisons")
     return {t: _rows(url, f"SELECT count(*) AS n FROM ragline.{t}")[0]["n"] for t in tables}
@@ -183,7 +177,7 @@ def test_gate_fails_on_answers_from_the_wrong_context_and_passes_on_a_rerun(corp
             "answers": latest_answer_scores(conn),
             "answer_comparisons": latest_answer_comparisons(conn),
         }
-    page = _board(quality)
+    page = quality_board(quality)
     assert 'id="answers"' in page and "answers <b>regressed</b>" in page
     status = "\n".join(_format_answers(quality))
     assert "answer scores (2026-11-02; change since 2026-11-01)" in status and " worse" in status
@@ -294,7 +288,7 @@ def test_failed_judgements_are_counted_as_unmeasured(corpus: dict[str, Any]) -> 
         "gate_verdict": None,
     }
     assert shown in "\n".join(_format_answers({"answers": [row]}))
-    page = _board({"answers": [row]})
+    page = quality_board({"answers": [row]})
     assert shown in page
 
 
@@ -302,17 +296,15 @@ def test_failed_judgements_are_counted_as_unmeasured(corpus: dict[str, Any]) -> 
 JUDGE_REPLY = '{"score": 3}'
 
 
-def test_without_a_chat_model_the_asset_skips_and_the_gate_is_not_tested(corpus: dict[str, Any]) -> None:
-    """No llm: or models: block: the asset materializes as skipped and its check is NOT TESTED (a
-    failed WARN result with the reason), never green."""
+def _materialize(settings: Settings) -> dg.ExecuteInProcessResult:
+    """The answer_scores asset alone, in process, on the project's last daily partition."""
     from assets.answer_quality import answer_scores_asset
     from orchestration.automation import FOLLOW_UPSTREAM
     from orchestration.partitions import daily_partitions
     from orchestration.resources import EmbedderResource, RaglineResource
 
-    settings = _project(corpus, "no_llm", None)
     days = daily_partitions(settings)
-    result = dg.materialize(
+    return dg.materialize(
         [answer_scores_asset(days, FOLLOW_UPSTREAM)],
         partition_key=days.get_last_partition_key(),
         resources={
@@ -321,6 +313,12 @@ def test_without_a_chat_model_the_asset_skips_and_the_gate_is_not_tested(corpus:
         },
         instance=dg.DagsterInstance.ephemeral(),
     )
+
+
+def test_without_a_chat_model_the_asset_skips_and_the_gate_is_not_tested(corpus: dict[str, Any]) -> None:
+    """No llm: or models: block: the asset materializes as skipped and its check is NOT TESTED (a
+    failed WARN result with the reason), never green."""
+    result = _materialize(_project(corpus, "no_llm", None))
     [mat] = result.asset_materializations_for_node("answer_scores")
     assert mat.metadata["skipped"].value == NO_CHAT_MODEL
     [check] = result.get_asset_check_evaluations()
@@ -332,11 +330,6 @@ def test_without_a_chat_model_the_asset_skips_and_the_gate_is_not_tested(corpus:
 def test_the_asset_scores_judges_and_gates_through_dagster(corpus: dict[str, Any]) -> None:
     """The asset with a chat model (a scripted endpoint that answers and judges): metered calls,
     the score, A/B and gate tables in its metadata, and its check (a first partition: not tested)."""
-    from assets.answer_quality import answer_scores_asset
-    from orchestration.automation import FOLLOW_UPSTREAM
-    from orchestration.partitions import daily_partitions
-    from orchestration.resources import EmbedderResource, RaglineResource
-
     with EmbeddingsServer(chat_replies=[JUDGE_REPLY]) as server:
         settings = _project(
             corpus,
@@ -344,16 +337,7 @@ def test_the_asset_scores_judges_and_gates_through_dagster(corpus: dict[str, Any
             server.base_url,
             variants=[{"name": "scripted"}, {"name": "other", "prompt": "answer@1"}],
         )
-        days = daily_partitions(settings)
-        result = dg.materialize(
-            [answer_scores_asset(days, FOLLOW_UPSTREAM)],
-            partition_key=days.get_last_partition_key(),
-            resources={
-                "ragline": RaglineResource(config_path=str(settings.path), start_embedded=False),
-                "embedder": EmbedderResource(),
-            },
-            instance=dg.DagsterInstance.ephemeral(),
-        )
+        result = _materialize(settings)
     [mat] = result.asset_materializations_for_node("answer_scores")
     meta = {k: getattr(v, "value", v) for k, v in mat.metadata.items()}
     assert meta["dagster/row_count"] == 6  # two variants x three questions

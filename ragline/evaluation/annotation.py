@@ -32,8 +32,6 @@ CHOICE_NAMES = {value: name for name, value in CHOICES.items()}
 SOURCES = ("web", "cli", "label_studio")
 # The judge metric each human label is compared with.
 JUDGE_METRIC = {"faithful": "faithfulness", "relevant": "relevance", "correct": "correctness"}
-JUDGE_METRICS = ("faithfulness", "relevance", "context_precision", "context_recall", "correctness")
-SIMILARITY_METRICS = ("exact_match", "token_f1", "rouge_l", "embedding_cosine", "bertscore_f1")
 REASONS = ("low_confidence", "disagreement", "random")
 RANDOM_DEFAULT = 3  # control items per day when neither random_share nor random_count is given
 MAX_NOTE_CHARS = 4_000

@@ -22,8 +22,6 @@ from ragline.answer.answering import answer
 from ragline.answer.citations import without_citations
 from ragline.answer.pipeline import Answerer, build_answerer, model_selector
 from ragline.config import (
-    JUDGE_METRICS,
-    SIMILARITY_METRICS,
     AnswerEvaluationSettings,
     AnswerVariantSettings,
     EvaluationSettings,
@@ -40,7 +38,7 @@ from ragline.llm import LLMError
 from ragline.retrieval.search import build_retriever
 from ragline.safe_text import printable
 from ragline.storage.db import ANSWER_SCORES_LOCK, Database, query, xact_lock
-from ragline.types import Embedder, RetrievalError
+from ragline.types import JUDGE_METRICS, SIMILARITY_METRICS, Embedder, RetrievalError
 
 if TYPE_CHECKING:
     from ragline.evaluation.judge import Judge
@@ -126,19 +124,9 @@ class MetricComparison:
     left_out: int = 0  # questions in common left out of the pairing: unmeasured on either side
 
     def row(self) -> dict[str, Any]:
-        c, r = self.comparison, self.comparison.result
+        c = self.comparison
         return {
-            "eval_set": c.eval_set,
-            "baseline": c.baseline,
-            "candidate": c.candidate,
-            "metric": self.metric,
-            "questions": r.n if r else 0,
-            "mean_baseline": r.mean_baseline if r else None,
-            "mean_candidate": r.mean_candidate if r else None,
-            "diff": r.mean_diff if r else None,
-            "low": r.low if r else None,
-            "high": r.high if r else None,
-            "verdict": c.verdict,
+            **c.fields(metric=self.metric, means="mean_", bounds=""),
             "details": {"reason": c.reason, "left_out_unmeasured": self.left_out}
             if c.reason or self.left_out
             else {},

@@ -31,7 +31,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 JUDGE_PROMPT_DIR = Path(__file__).resolve().parent / "judge_prompts"
-JUDGE_METRICS = ("faithfulness", "relevance", "context_precision", "context_recall", "correctness")
 PAIRWISE_METRIC = "preference"
 # The prompt roles (JUDGE_PROMPT_ROLES in config) each metric's samples call, and their placeholders.
 _ROLES = {

@@ -246,6 +246,51 @@ def percentile(values: Sequence[float], q: float) -> float:
     return float(np.percentile(np.asarray(values, dtype=np.float64), q))
 
 
+def _check_resampling(samples: int, confidence: float) -> None:
+    """Reject a bootstrap sample count below one or a confidence level outside (0, 1)."""
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1, got {samples}")
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+
+
+def _check_paired(n_baseline: int, n_candidate: int, mismatch: str, empty: str) -> None:
+    """Reject paired sides of different lengths (`paired <mismatch>: ...`) or no pairs at all (`empty`)."""
+    if n_baseline != n_candidate:
+        raise ValueError(f"paired {mismatch}: baseline {n_baseline}, candidate {n_candidate}")
+    if n_baseline == 0:
+        raise ValueError(empty)
+
+
+def _percentile_interval(resampled: np.ndarray, confidence: float) -> tuple[float, float]:
+    """The central `confidence` share of the resampled statistics, as (low, high) percentiles."""
+    tail = (1.0 - confidence) / 2.0 * 100.0
+    low, high = (float(x) for x in np.percentile(resampled, [tail, 100.0 - tail]))
+    return low, high
+
+
+def _paired_result(
+    base: np.ndarray,
+    cand: np.ndarray,
+    mean_diff: float,
+    low: float,
+    high: float,
+    confidence: float,
+    samples: int,
+) -> BootstrapResult:
+    """A BootstrapResult from each side's per-question scores (or means) and the interval found."""
+    return BootstrapResult(
+        mean_baseline=float(base.mean()),
+        mean_candidate=float(cand.mean()),
+        mean_diff=mean_diff,
+        low=low,
+        high=high,
+        confidence=confidence,
+        samples=samples,
+        n=len(base),
+    )
+
+
 def paired_bootstrap(
     baseline: Sequence[float],
     candidate: Sequence[float],
@@ -259,16 +304,12 @@ def paired_bootstrap(
     cand = np.asarray(candidate, dtype=np.float64)
     if base.ndim != 1 or cand.ndim != 1:
         raise ValueError("baseline and candidate must be flat sequences of per-query scores")
-    if len(base) != len(cand):
-        raise ValueError(f"paired scores differ in length: baseline {len(base)}, candidate {len(cand)}")
-    if len(base) == 0:
-        raise ValueError("paired_bootstrap needs at least one query")
+    _check_paired(
+        len(base), len(cand), "scores differ in length", "paired_bootstrap needs at least one query"
+    )
     if not (np.isfinite(base).all() and np.isfinite(cand).all()):
         raise ValueError("per-query scores must be finite")
-    if samples < 1:
-        raise ValueError(f"samples must be >= 1, got {samples}")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    _check_resampling(samples, confidence)
 
     n = len(base)
     diffs = cand - base
@@ -280,19 +321,9 @@ def paired_bootstrap(
         rng = np.random.default_rng(seed)
         indices = rng.integers(0, n, size=(samples, n))
         resampled = diffs[indices].mean(axis=1)
-        tail = (1.0 - confidence) / 2.0 * 100.0
-        low, high = (float(x) for x in np.percentile(resampled, [tail, 100.0 - tail]))
+        low, high = _percentile_interval(resampled, confidence)
         mean_diff = float(diffs.mean())
-    return BootstrapResult(
-        mean_baseline=float(base.mean()),
-        mean_candidate=float(cand.mean()),
-        mean_diff=mean_diff,
-        low=low,
-        high=high,
-        confidence=confidence,
-        samples=samples,
-        n=n,
-    )
+    return _paired_result(base, cand, mean_diff, low, high, confidence, samples)
 
 
 @dataclass(frozen=True)
@@ -316,18 +347,14 @@ def bootstrap_ci(
         raise ValueError("bootstrap_ci needs a flat, non-empty sequence of values")
     if not np.isfinite(arr).all():
         raise ValueError("bootstrap_ci: values must be finite (leave unmeasured values out and count them)")
-    if samples < 1:
-        raise ValueError(f"samples must be >= 1, got {samples}")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    _check_resampling(samples, confidence)
     spread = float(arr.std(ddof=1)) if len(arr) > 1 else 0.0
     if np.all(arr == arr[0]):
         v = float(arr[0])
         return MeanInterval(v, v, v, spread, len(arr))
     rng = np.random.default_rng(seed)
     means = arr[rng.integers(0, len(arr), size=(samples, len(arr)))].mean(axis=1)
-    tail = (1.0 - confidence) / 2.0 * 100.0
-    low, high = (float(x) for x in np.percentile(means, [tail, 100.0 - tail]))
+    low, high = _percentile_interval(means, confidence)
     return MeanInterval(float(arr.mean()), low, high, spread, len(arr))
 
 
@@ -342,21 +369,18 @@ def paired_bootstrap_nested(
     """Two-level paired bootstrap of the mean per-question change: resample the questions, and within
     each question its measured samples on each side (a judge's per-question mean is itself an
     estimate from k samples), so judge noise widens the interval instead of reading as a change."""
-    if len(baseline) != len(candidate):
-        raise ValueError(
-            f"paired questions differ in number: baseline {len(baseline)}, candidate {len(candidate)}"
-        )
-    if len(baseline) == 0:
-        raise ValueError("paired_bootstrap_nested needs at least one question")
+    _check_paired(
+        len(baseline),
+        len(candidate),
+        "questions differ in number",
+        "paired_bootstrap_nested needs at least one question",
+    )
     sides = [[np.asarray(q, dtype=np.float64) for q in side] for side in (baseline, candidate)]
     for side in sides:
         for q in side:
             if q.ndim != 1 or len(q) == 0 or not np.isfinite(q).all():
                 raise ValueError("every question needs at least one finite measured sample per side")
-    if samples < 1:
-        raise ValueError(f"samples must be >= 1, got {samples}")
-    if not 0 < confidence < 1:
-        raise ValueError(f"confidence must be in (0, 1), got {confidence}")
+    _check_resampling(samples, confidence)
     base_means = np.array([q.mean() for q in sides[0]])
     cand_means = np.array([q.mean() for q in sides[1]])
     n = len(base_means)
@@ -371,18 +395,8 @@ def paired_bootstrap_nested(
     within = inner[1] - inner[0]
     picked = rng.integers(0, n, size=(samples, n))
     resampled = np.take_along_axis(within, picked, axis=1).mean(axis=1)
-    tail = (1.0 - confidence) / 2.0 * 100.0
-    low, high = (float(x) for x in np.percentile(resampled, [tail, 100.0 - tail]))
+    low, high = _percentile_interval(resampled, confidence)
     mean_diff = float(diffs.mean())
     if np.all(np.abs(within - diffs) < _DIFF_NOISE) and np.all(diffs == diffs[0]):
         low = high = mean_diff  # nothing varies: every resample has the same mean
-    return BootstrapResult(
-        mean_baseline=float(base_means.mean()),
-        mean_candidate=float(cand_means.mean()),
-        mean_diff=mean_diff,
-        low=low,
-        high=high,
-        confidence=confidence,
-        samples=samples,
-        n=n,
-    )
+    return _paired_result(base_means, cand_means, mean_diff, low, high, confidence, samples)

@@ -238,21 +238,29 @@ class Comparison:
             return "significant but below min_effect"
         return "no significant difference"
 
-    def row(self) -> dict[str, Any]:
+    def fields(
+        self, *, metric: str | None = None, means: str = "ndcg_", bounds: str = "ci_"
+    ) -> dict[str, Any]:
+        """What was compared, the means, difference and interval (keys `<means>baseline`, `<bounds>low`...),
+        and the verdict: the shared part of a stored comparison row."""
         r = self.result
         return {
             "eval_set": self.eval_set,
             "baseline": self.baseline,
             "candidate": self.candidate,
+            **({} if metric is None else {"metric": metric}),
             "questions": r.n if r else 0,
-            "ndcg_baseline": r.mean_baseline if r else None,
-            "ndcg_candidate": r.mean_candidate if r else None,
+            f"{means}baseline": r.mean_baseline if r else None,
+            f"{means}candidate": r.mean_candidate if r else None,
             "diff": r.mean_diff if r else None,
-            "ci_low": r.low if r else None,
-            "ci_high": r.high if r else None,
+            f"{bounds}low": r.low if r else None,
+            f"{bounds}high": r.high if r else None,
             "verdict": self.verdict,
-            "reason": self.reason,
         }
+
+    def row(self) -> dict[str, Any]:
+        """The retrieval gate's row: nDCG means, ci_low/ci_high and the reason."""
+        return {**self.fields(), "reason": self.reason}
 
 
 def compare(

@@ -19,14 +19,9 @@ from typing import Protocol
 
 import numpy as np
 
-from ragline.types import Embedder, EmbeddingError
+from ragline.types import SIMILARITY_METRICS, Embedder, EmbeddingError
 
-EXACT_MATCH = "exact_match"
-TOKEN_F1 = "token_f1"
-ROUGE_L = "rouge_l"
-EMBEDDING_COSINE = "embedding_cosine"
-BERTSCORE_F1 = "bertscore_f1"
-SIMILARITY_METRICS = (EXACT_MATCH, TOKEN_F1, ROUGE_L, EMBEDDING_COSINE, BERTSCORE_F1)
+EXACT_MATCH, TOKEN_F1, ROUGE_L, EMBEDDING_COSINE, BERTSCORE_F1 = SIMILARITY_METRICS
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b")
 _ASCII_PUNCTUATION = frozenset(string.punctuation)
