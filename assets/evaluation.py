@@ -57,9 +57,9 @@ def eval_set_asset(automation: dg.AutomationCondition) -> dg.AssetsDefinition:
             context.log.warning(
                 f"eval set {name}: {printable(where, 300)} rejected: {printable(reason, 300)}"
             )
-        outcomes = expectations.check_eval_questions(
-            questions, references, rejected, lines=len(questions) + len(rejected)
-        )
+        bad = [(s.name, r.where, r.reason) for s in sets for r in s.bad_lines]
+        lines = sum(s.lines_read for s in sets)
+        outcomes = expectations.check_eval_questions(questions, references, bad, lines=lines)
         return dg.MaterializeResult(
             metadata={
                 "dagster/row_count": sum(len(s.questions) for s in sets),

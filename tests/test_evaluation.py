@@ -498,3 +498,38 @@ def test_a_question_the_llm_writes_twice_is_rejected_not_stored_twice(server_url
         assert outcomes["eval_questions_are_unique"]
     finally:
         drop_database(server_url, name)
+
+
+def test_a_synthetic_sets_rejects_do_not_fail_the_lines_check(
+    tmp_path, server_url, handbook_template, monkeypatch
+):
+    """Through the asset: the generator's repeats leave the synthetic set smaller and unique, and
+    eval_set_lines_are_valid (a check on eval set FILES) does not fail on them: with only a
+    synthetic set it reads no line and says so (hand-run: it failed, blocking the index run)."""
+    from tests.conftest import drop_database, fresh_database, handbook_project
+
+    name, url = fresh_database(server_url, template=handbook_template)
+    monkeypatch.setenv("DATABASE_URL", url)
+    try:
+        with EmbeddingsServer(chat_replies=["What is the answer to this question?"]) as server:
+            settings = handbook_project(
+                tmp_path,
+                llm={"model": "scripted", "base_url": server.base_url, "max_retries": 0},
+                eval_sets=[{"name": "syn", "kind": "synthetic", "count": 3, "seed": 1}],
+            )
+            results = run(settings, quality=False)
+        index = results["search index"]
+        assert index.success
+        verdicts = checks(index)
+        assert verdicts["eval_set.eval_questions_are_unique"] is True
+        assert verdicts["eval_set.eval_set_lines_are_valid"] == UNTESTED
+        rejected = table_rows(metadata(index, "eval_set")["rejected"])
+        assert len(rejected) == 2 and all("repeated the question" in r["reason"] for r in rejected)
+        with psycopg.connect(url) as conn:
+            stored = conn.execute("SELECT count(*) FROM ragline.eval_questions WHERE eval_set = 'syn'")
+            assert stored.fetchone()[0] == 1
+    finally:
+        from orchestration.resources import close_databases
+
+        close_databases()
+        drop_database(server_url, name)

@@ -58,6 +58,18 @@ class LoadedSet:
     fingerprint: str = ""
     regenerated: bool = True  # False when stored questions were kept (synthetic sets are stable)
 
+    @property
+    def bad_lines(self) -> list[Rejected]:
+        """The lines of its file that could not be used (golden, BEIR). A generator's rejects (a
+        synthetic set's chunk without a question, or with a repeated one) are no file's lines: they
+        are reported with the set and leave it smaller, they are not bad input."""
+        return [] if self.kind == "synthetic" else self.rejected
+
+    @property
+    def lines_read(self) -> int:
+        """Lines (or BEIR items) read from its file; 0 for a synthetic set, which reads none."""
+        return 0 if self.kind == "synthetic" else len(self.questions) + len(self.rejected)
+
 
 def _relevance(value: Any) -> dict[str, float] | None:
     if isinstance(value, dict):
