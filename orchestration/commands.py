@@ -86,7 +86,9 @@ def run_pipeline(
     # event stream stays in the instance's event log.
     run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
 
-    def run(job_name: str, partition: str | None = None, assets=None) -> dg.ExecutionResult:
+    def run(
+        job_name: str, partition: str | None = None, assets: AbstractSet[dg.AssetKey] | None = None
+    ) -> dg.ExecutionResult:
         job = defs.resolve_job_def(job_name)
         return run_named_job(job, instance, run_config, partition, settings, assets)
 
