@@ -9,15 +9,21 @@ a blocking check holds downstream only while its latest result is not a pass or 
 
 It is a custom condition, so the automation sensor evaluates it in the code server
 (`use_user_code_server=True` in orchestration/definitions.py); the daemon only sees its snapshot.
+
+Runs that name their assets (`ragline materialize`, the daily quality schedule) apply the same rule
+with `held_assets`: they leave out the assets downstream of a blocking check that failed at ERROR.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import dagster as dg
+from dagster._core.definitions.assets.graph.base_asset_graph import BaseAssetGraph
 from dagster._core.event_api import PartitionKeyFilter
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
 
 class BlockingChecksNotFailed(dg.AutomationCondition[dg.AssetKey]):
@@ -60,6 +66,62 @@ def _passed_or_warned(record) -> bool:
     if evaluation is None:
         return False  # never ran, or still running: wait, as Dagster's own gate does
     return evaluation.passed or evaluation.severity == dg.AssetCheckSeverity.WARN
+
+
+def held_assets(
+    instance: dg.DagsterInstance, graph: BaseAssetGraph, keys: Iterable[dg.AssetKey]
+) -> dict[dg.AssetKey, tuple[str, ...]]:
+    """The keys (of one job, in the given order) held by an upstream blocking check whose latest
+    evaluation failed at ERROR, each with those checks' names ("eval_set.eval_questions_are_unique")."""
+    keys = list(keys)
+    selected = set(keys)
+    failed: dict[dg.AssetKey, tuple[str, ...]] = {}  # upstream asset -> its failed blocking checks
+
+    def failed_checks(upstream: dg.AssetKey) -> tuple[str, ...]:
+        if upstream not in failed:
+            node = graph.get(upstream)
+            # Per-source (partitioned) upstream assets are left out: a source whose checks fail is not
+            # published (serving_chunks), so the index the quality assets read keeps its last good data.
+            checks = () if node.partitions_def is not None else sorted(node.check_keys, key=lambda k: k.name)
+            failed[upstream] = tuple(
+                f"{upstream.to_user_string()}.{check.name}"
+                for check in checks
+                if graph.get(check).blocking and _failed_with_error(instance, check)
+            )
+        return failed[upstream]
+
+    held: dict[dg.AssetKey, tuple[str, ...]] = {}
+    for key in keys:
+        # An asset of the job itself is judged by its own run (a blocking failure there stops its
+        # downstream steps); only what the job does not build can hold it.
+        upstream = graph.get_ancestor_asset_keys(key) - selected
+        reasons = sorted({name for u in upstream for name in failed_checks(u)})
+        if reasons:
+            held[key] = tuple(reasons)
+    return held
+
+
+def _failed_with_error(instance: dg.DagsterInstance, check: dg.AssetCheckKey) -> bool:
+    """The check's latest evaluation failed at ERROR (`_passed_or_warned`'s rule); never evaluated: no."""
+    records = instance.event_log_storage.get_asset_check_execution_history(
+        check,
+        limit=1,
+        status={AssetCheckExecutionRecordStatus.SUCCEEDED, AssetCheckExecutionRecordStatus.FAILED},
+    )
+    evaluation = records[0].event.asset_check_evaluation if records and records[0].event else None
+    return (
+        evaluation is not None
+        and not evaluation.passed
+        and evaluation.severity == dg.AssetCheckSeverity.ERROR
+    )
+
+
+def held_summary(held: Mapping[dg.AssetKey, tuple[str, ...]]) -> str:
+    """One line: the held assets grouped by the checks that hold them, e.g. "a, b (eval_set.x failed)"."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for key, reasons in held.items():
+        groups.setdefault(reasons, []).append(key.to_user_string())
+    return "; ".join(f"{', '.join(names)} ({', '.join(checks)} failed)" for checks, names in groups.items())
 
 
 # Every upstream asset's blocking checks passed or only warned, or it runs on this tick (then a

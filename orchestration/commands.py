@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import sys
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 import dagster as dg
@@ -12,8 +13,10 @@ from dagster._core.definitions.repository_definition.valid_definitions import SI
 from dagster._core.execution.api import create_execution_plan, execute_run
 from dagster._core.execution.execute_in_process import merge_run_tags
 from dagster._core.remote_origin import ManagedGrpcPythonEnvCodeLocationOrigin, RemoteRepositoryOrigin
+from dagster._core.snap import snapshot_from_execution_plan
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
+from orchestration.check_gate import held_assets, held_summary
 from orchestration.health import (
     FRESHNESS_CHECK,
     FreshnessJudge,
@@ -53,6 +56,16 @@ ASSET_ORDER = (
 )
 
 
+class PipelineRuns(list["tuple[str, dg.ExecutionResult]"]):  # dg.ExecutionResult: annotations only
+    """run_pipeline's runs as (what, result), in order; `held`: the quality assets left out of the
+    quality run (asset -> the failed blocking checks that hold it), `quality`: that run's label."""
+
+    def __init__(self, runs: list[tuple[str, dg.ExecutionResult]], quality: str | None = None) -> None:
+        super().__init__(runs)
+        self.quality = quality
+        self.held: dict[dg.AssetKey, tuple[str, ...]] = {}
+
+
 def run_pipeline(
     settings: Settings,
     sources: list[str],
@@ -60,10 +73,11 @@ def run_pipeline(
     log_level: str = "INFO",
     day: str | None = None,
     quality: bool = True,
-) -> list[tuple[str, dg.ExecutionResult]]:
+) -> PipelineRuns:
     """Run raw_documents -> chunks -> embeddings per source, then search_index, the eval sets and
     variant corpora, then the day's quality assets (default: today, UTC), in this process, as runs
-    of the code location's named jobs (they show on the job pages and the timeline of the UI)."""
+    of the code location's named jobs (they show on the job pages and the timeline of the UI).
+    Quality assets downstream of a blocking check that failed at ERROR are held (not run)."""
     from orchestration.definitions import INDEX_JOB, QUALITY_JOB, SOURCE_PIPELINE_JOB, build_definitions
 
     # Every step runs here whatever $RAGLINE_EXECUTOR says: build for that.
@@ -72,16 +86,31 @@ def run_pipeline(
     # event stream stays in the instance's event log.
     run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
 
-    def run(job_name: str, partition: str | None = None) -> dg.ExecutionResult:
-        return run_named_job(defs.resolve_job_def(job_name), instance, run_config, partition, settings)
+    def run(
+        job_name: str, partition: str | None = None, assets: AbstractSet[dg.AssetKey] | None = None
+    ) -> dg.ExecutionResult:
+        job = defs.resolve_job_def(job_name)
+        return run_named_job(job, instance, run_config, partition, settings, assets)
 
     results = [(f"source {source}", run(SOURCE_PIPELINE_JOB, source)) for source in sources]
-    index = run(INDEX_JOB)
+    results.append(("search index", run(INDEX_JOB)))
     if not quality:
-        return [*results, ("search index", index)]
-    day = day or defs.resolve_job_def(QUALITY_JOB).partitions_def.get_last_partition_key()
-    scores = run(QUALITY_JOB, day)
-    return [*results, ("search index", index), (f"quality {day}", scores)]
+        return PipelineRuns(results)
+    quality_job = defs.resolve_job_def(QUALITY_JOB)
+    day = day or quality_job.partitions_def.get_last_partition_key()
+    runs = PipelineRuns(results, quality=f"quality {day}")
+    keys = sorted(quality_job.asset_layer.executable_asset_keys, key=_asset_rank)
+    runs.held = held_assets(instance, defs.resolve_asset_graph(), keys)
+    if len(runs.held) < len(keys):
+        # A subset run of the job (the UI shows its asset selection); nothing held: the whole job.
+        runnable = {k for k in keys if k not in runs.held} if runs.held else None
+        runs.append((runs.quality, run(QUALITY_JOB, day, runnable)))
+    return runs
+
+
+def _asset_rank(key: dg.AssetKey) -> tuple[int, str]:
+    name = key.to_user_string()
+    return (ASSET_ORDER.index(name) if name in ASSET_ORDER else len(ASSET_ORDER), name)
 
 
 def code_location_origin(settings: Settings) -> RemoteRepositoryOrigin:
@@ -105,19 +134,41 @@ def run_named_job(
     run_config: dict[str, Any],
     partition: str | None,
     settings: Settings,
+    assets: AbstractSet[dg.AssetKey] | None = None,
 ) -> dg.ExecutionResult:
     """What execute_in_process does, but the run carries the code location's job origin (an
-    in-process run has none, so the UI did not link it to its job)."""
-    tags = merge_run_tags(job, partition, None, None, instance, run_config)
+    in-process run has none, so the UI did not link it to its job). `assets`: run only these of the
+    job's assets, with the job's checks of them (a run of the job with that asset selection)."""
+    subset = job
+    if assets is not None:
+        checks = {c for c in job.asset_layer.asset_graph.asset_check_keys if c.asset_key in assets}
+        # An explicit check selection: with none, Dagster adds every check of the assets, including
+        # the freshness checks that the job leaves to their sensor.
+        subset = job.get_subset(asset_selection=set(assets), asset_check_selection=checks)
+    tags = merge_run_tags(subset, partition, None, None, instance, run_config)
     instance_ref = instance.get_ref() if instance.is_persistent else None
-    plan = create_execution_plan(job, run_config=run_config, tags=tags, instance_ref=instance_ref)
-    run = instance.create_run_for_job(
-        job_def=job,
-        execution_plan=plan,
+    plan = create_execution_plan(subset, run_config=run_config, tags=tags, instance_ref=instance_ref)
+    run = instance.create_run(
+        job_name=job.name,
+        run_id=None,
         run_config=run_config,
+        status=None,
         tags=tags,
+        root_run_id=None,
+        parent_run_id=None,
+        step_keys_to_execute=plan.step_keys_to_execute,
+        execution_plan_snapshot=snapshot_from_execution_plan(plan, subset.get_job_snapshot_id()),
+        job_snapshot=subset.get_job_snapshot(),
+        parent_job_snapshot=subset.get_parent_job_snapshot(),
+        asset_selection=subset.asset_selection,
+        asset_check_selection=subset.asset_check_selection,
+        resolved_op_selection=None,
+        op_selection=None,
         remote_job_origin=code_location_origin(settings).get_job_origin(job.name),
+        job_code_origin=None,
+        asset_graph=subset.asset_layer.asset_graph,
     )
+    # execute_run takes the subset of `job` that the run selects.
     return execute_run(InMemoryJob(job), run, instance)
 
 
@@ -141,9 +192,13 @@ def materialize(settings: Settings, sources: list[str], *, day: str | None = Non
     out = out or sys.stdout
     prepare(settings)
     with dg.DagsterInstance.get() as instance:
-        outcomes = [
-            _report(result, what, out) for what, result in run_pipeline(settings, sources, instance, day=day)
-        ]
+        runs = run_pipeline(settings, sources, instance, day=day)
+        outcomes = [_report(result, what, out) for what, result in runs]
+    if runs.held:
+        if all(what != runs.quality for what, _ in runs):
+            print(f"{runs.quality}: skipped (every asset held)", file=out)
+        print(f"  held: {held_summary(runs.held)}", file=out)
+        outcomes.append(False)
     return all(outcomes)
 
 

@@ -4,11 +4,14 @@ import datetime as dt
 
 import dagster as dg
 
+from orchestration.check_gate import held_assets, held_summary
 from orchestration.resources import RaglineResource
 from ragline.index import gc
 
 DAILY_CRON = "0 3 * * *"
 QUALITY_CRON = "0 4 * * *"  # after the 03:00 refresh has had time to flow through the indexes
+# On a daily quality run that left assets out: the held assets, comma-separated.
+HELD_TAG = "ragline/held"
 
 
 def daily_refresh_schedule(job, sources: list[str]) -> dg.ScheduleDefinition:
@@ -35,7 +38,10 @@ def daily_quality_schedule(job, days: dg.DailyPartitionsDefinition) -> dg.Schedu
         cron_schedule=QUALITY_CRON,
         job=job,
         default_status=dg.DefaultScheduleStatus.RUNNING,
-        description="Scores retrieval, compares variants and tests drift daily, even if nothing changed.",
+        description=(
+            "Scores retrieval, compares variants and tests drift daily, even if nothing changed; holds "
+            "the assets downstream of a blocking check that failed at ERROR."
+        ),
     )
     def daily_quality(context: dg.ScheduleEvaluationContext):
         # Yesterday's partition: its day has ended, so its query-drift window is complete. Today's
@@ -45,7 +51,25 @@ def daily_quality_schedule(job, days: dg.DailyPartitionsDefinition) -> dg.Schedu
         if first is None or day < first:
             # A first install before 04:00 UTC: its partitions start today, yesterday does not exist.
             return dg.SkipReason(f"no partition for {day}: the daily partitions start at {first}")
-        return dg.RunRequest(partition_key=day, run_key=f"quality:{day}")
+        graph = context.repository_def.asset_graph  # the code location's, as automation sees it
+        keys = sorted(job.selection.resolve(graph), key=lambda k: k.to_user_string())
+        held = held_assets(context.instance, graph, keys)
+        if not held:
+            return dg.RunRequest(partition_key=day, run_key=f"quality:{day}")
+        if len(held) == len(keys):
+            return dg.SkipReason(f"every quality asset held: {held_summary(held)}")
+        runnable = [k for k in keys if k not in held]
+        return dg.RunRequest(
+            partition_key=day,
+            run_key=f"quality:{day}",
+            asset_selection=runnable,
+            # The job's checks of those assets: with none named, Dagster adds every check of them.
+            asset_check_keys=sorted(
+                (c for c in job.selection.resolve_checks(graph) if c.asset_key in runnable),
+                key=lambda c: (c.asset_key.to_user_string(), c.name),
+            ),
+            tags={HELD_TAG: ",".join(k.to_user_string() for k in held)},
+        )
 
     return daily_quality
 

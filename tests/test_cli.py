@@ -66,7 +66,8 @@ def test_external_database_url_is_used(tmp_path, db_url, capsys):
     assert not (tmp_path / ".ragline" / "pgdata").exists()  # nothing embedded was started
 
 
-def test_materialize_then_status_with_runs_stored_in_postgres(tmp_path, db_url, monkeypatch, capsys):
+def instance_in_project(tmp_path, monkeypatch) -> None:
+    """The repository's dagster.yaml (runs stored in Postgres) and benefits.md under corpus/."""
     shutil.copy(REPO / "dagster.yaml", tmp_path / "dagster.yaml")
     # `ragline` exports the instance's variables into its own environment; undo that afterwards.
     for name in (
@@ -80,6 +81,10 @@ def test_materialize_then_status_with_runs_stored_in_postgres(tmp_path, db_url, 
     monkeypatch.delenv("DAGSTER_HOME")
     (tmp_path / "corpus").mkdir()
     shutil.copy(REPO / "examples/corpus/handbook/benefits.md", tmp_path / "corpus")
+
+
+def test_materialize_then_status_with_runs_stored_in_postgres(tmp_path, db_url, monkeypatch, capsys):
+    instance_in_project(tmp_path, monkeypatch)
     (tmp_path / "corpus" / "bad.txt").write_bytes(b"\xff\xfe")
     settings = write_project(tmp_path, [{"name": "docs", "root": "corpus"}])
     config = str(settings.path)
@@ -186,6 +191,38 @@ def test_bad_config_is_a_clear_error(tmp_path, capsys, yaml_text, message):
     (tmp_path / "ragline.yaml").write_text(yaml_text)
     assert main(["--config", str(tmp_path / "ragline.yaml"), "db", "url"]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_materialize_holds_what_reads_an_eval_set_whose_blocking_check_failed(
+    tmp_path, db_url, monkeypatch, capsys
+):
+    """Two equal questions: eval_set's blocking check fails at ERROR in the index run, so the
+    quality run leaves out the assets that read the eval set (no scores over the bad set), still
+    tests drift, names what it held and why, and materialize exits 1."""
+    import psycopg
+
+    instance_in_project(tmp_path, monkeypatch)
+    question = {"question": "Does the company pay for a gym?", "relevant_documents": ["docs:benefits.md"]}
+    (tmp_path / "golden.jsonl").write_text("".join(json.dumps({"id": q, **question}) + "\n" for q in "ab"))
+    settings = write_project(
+        tmp_path,
+        [{"name": "docs", "root": "corpus"}],
+        eval_sets=[{"name": "golden", "kind": "golden", "path": "golden.jsonl"}],
+    )
+
+    assert main(["--config", str(settings.path), "materialize", "--source", "docs"]) == 1
+    with psycopg.connect(db_url) as conn:  # a new database: no day was scored over the bad set
+        assert conn.execute("SELECT count(*) FROM ragline.retrieval_scores").fetchone()[0] == 0
+    with dg.DagsterInstance.get() as instance:
+        [quality] = instance.get_runs(dg.RunsFilter(job_name="quality_pipeline"))
+        assert quality.asset_selection == {dg.AssetKey("drift_metrics")}  # what the UI shows
+        assert instance.get_latest_materialization_event(dg.AssetKey("retrieval_scores")) is None
+        drift = instance.get_latest_materialization_event(dg.AssetKey("drift_metrics"))
+        assert drift is not None and drift.run_id == quality.run_id
+    out = capsys.readouterr().out
+    assert "search index: FAILED" in out and "check eval_set.eval_questions_are_unique failed" in out
+    held = "retrieval_scores, variant_comparison, answer_scores, annotation_queue"
+    assert f"\n  held: {held} (eval_set.eval_questions_are_unique failed)\n" in out
 
 
 def test_unknown_source_is_a_clear_error(tmp_path, db_url, capsys):

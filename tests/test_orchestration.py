@@ -298,8 +298,9 @@ def test_daily_partitions_start_at_the_first_day_materialized(tmp_path, db_url, 
     assert daily_partitions(settings).start.date() == today
 
 
-def test_daily_quality_skips_a_day_before_the_first_partition(tmp_path):
-    """A first install before 04:00 UTC: the partitions start today, so yesterday's run is skipped."""
+def test_daily_quality_skips_a_day_before_the_first_partition_and_holds_failed_checks_downstream(tmp_path):
+    """A first install before 04:00 UTC: the partitions start today, so yesterday's run is skipped.
+    Later ticks leave out the assets downstream of a blocking check whose latest result failed at ERROR."""
     import datetime as dt
 
     today = dt.datetime.now(dt.UTC).replace(hour=4, minute=0, second=0, microsecond=0)
@@ -309,16 +310,67 @@ def test_daily_quality_skips_a_day_before_the_first_partition(tmp_path):
     defs = build_definitions(settings)
     schedule = defs.resolve_schedule_def("daily_quality")
 
-    def tick(at: dt.datetime):
-        context = dg.build_schedule_context(
-            scheduled_execution_time=at, repository_def=defs.get_repository_def()
-        )
-        return schedule.evaluate_tick(context)
+    with dg.instance_for_test() as instance:
 
-    first = tick(today)
-    assert not first.run_requests and f"start at {today.date()}" in first.skip_message
-    [request] = tick(today + dt.timedelta(days=1)).run_requests
-    assert request.partition_key == today.date().isoformat()
+        def tick(at: dt.datetime):
+            context = dg.build_schedule_context(
+                instance=instance, scheduled_execution_time=at, repository_def=defs.get_repository_def()
+            )
+            return schedule.evaluate_tick(context)
+
+        first = tick(today)
+        assert not first.run_requests and f"start at {today.date()}" in first.skip_message
+        [request] = tick(today + dt.timedelta(days=1)).run_requests
+        assert request.partition_key == today.date().isoformat()
+        # Nothing held: the whole job.
+        assert request.asset_selection is None and request.asset_check_keys is None
+
+        # eval_set's blocking check failed at ERROR: what reads the eval set is held, drift is not.
+        unique = dg.AssetCheckKey(dg.AssetKey("eval_set"), "eval_questions_are_unique")
+
+        def record(passed: bool, severity=dg.AssetCheckSeverity.ERROR) -> None:
+            instance.report_runless_asset_event(
+                dg.AssetCheckEvaluation(
+                    asset_key=unique.asset_key, check_name=unique.name, passed=passed, severity=severity
+                )
+            )
+
+        record(False)
+        [request] = tick(today + dt.timedelta(days=2)).run_requests
+        assert request.partition_key == (today + dt.timedelta(days=1)).date().isoformat()
+        assert request.asset_selection == [dg.AssetKey("drift_metrics")]
+        # Only the job's own checks of drift_metrics (not its freshness check, left to its sensor).
+        assert {c.name for c in request.asset_check_keys} == {
+            "corpus_has_not_drifted",
+            "queries_have_not_drifted",
+        }
+        assert (
+            request.tags["ragline/held"]
+            == "annotation_queue,answer_scores,retrieval_scores,variant_comparison"
+        )
+        # A WARN failure does not hold; a pass after the failure releases everything.
+        record(False, dg.AssetCheckSeverity.WARN)
+        [request] = tick(today + dt.timedelta(days=2)).run_requests
+        assert request.asset_selection is None
+        record(False)
+        record(True)
+        [request] = tick(today + dt.timedelta(days=2)).run_requests
+        assert request.asset_selection is None and "ragline/held" not in request.tags
+        # search_index failed at ERROR: every quality asset is held; the tick is skipped and says why.
+        instance.report_runless_asset_event(
+            dg.AssetCheckEvaluation(
+                asset_key=dg.AssetKey("search_index"),
+                check_name="hnsw_recall_at_10_meets_threshold",
+                passed=False,
+                severity=dg.AssetCheckSeverity.ERROR,
+            )
+        )
+        skipped = tick(today + dt.timedelta(days=2))
+        assert not skipped.run_requests
+        assert skipped.skip_message == (
+            "every quality asset held: annotation_queue, answer_scores, drift_metrics, retrieval_scores, "
+            "variant_comparison (search_index.hnsw_recall_at_10_meets_threshold failed)"
+        )
 
 
 def test_a_failed_automation_run_is_retried_hourly():
