@@ -116,6 +116,15 @@ def _failed_with_error(instance: dg.DagsterInstance, check: dg.AssetCheckKey) ->
     )
 
 
+# On a quality run that left assets out (the schedule's or `ragline materialize`'s): the held assets.
+HELD_TAG = "ragline/held"
+
+
+def held_tag(held: Mapping[dg.AssetKey, tuple[str, ...]]) -> str:
+    """HELD_TAG's value: the held assets, comma-separated."""
+    return ",".join(k.to_user_string() for k in held)
+
+
 def held_summary(held: Mapping[dg.AssetKey, tuple[str, ...]]) -> str:
     """One line: the held assets grouped by the checks that hold them, e.g. "a, b (eval_set.x failed)"."""
     groups: dict[tuple[str, ...], list[str]] = {}

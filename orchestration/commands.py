@@ -16,7 +16,7 @@ from dagster._core.remote_origin import ManagedGrpcPythonEnvCodeLocationOrigin, 
 from dagster._core.snap import snapshot_from_execution_plan
 from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
 
-from orchestration.check_gate import held_assets, held_summary
+from orchestration.check_gate import HELD_TAG, held_assets, held_summary, held_tag
 from orchestration.health import (
     FRESHNESS_CHECK,
     FreshnessJudge,
@@ -87,10 +87,13 @@ def run_pipeline(
     run_config = {"loggers": {"console": {"config": {"log_level": log_level}}}}
 
     def run(
-        job_name: str, partition: str | None = None, assets: AbstractSet[dg.AssetKey] | None = None
+        job_name: str,
+        partition: str | None = None,
+        assets: AbstractSet[dg.AssetKey] | None = None,
+        tags: dict[str, str] | None = None,
     ) -> dg.ExecutionResult:
         job = defs.resolve_job_def(job_name)
-        return run_named_job(job, instance, run_config, partition, settings, assets)
+        return run_named_job(job, instance, run_config, partition, settings, assets, tags)
 
     results = [(f"source {source}", run(SOURCE_PIPELINE_JOB, source)) for source in sources]
     results.append(("search index", run(INDEX_JOB)))
@@ -104,7 +107,8 @@ def run_pipeline(
     if len(runs.held) < len(keys):
         # A subset run of the job (the UI shows its asset selection); nothing held: the whole job.
         runnable = {k for k in keys if k not in runs.held} if runs.held else None
-        runs.append((runs.quality, run(QUALITY_JOB, day, runnable)))
+        tags = {HELD_TAG: held_tag(runs.held)} if runs.held else None
+        runs.append((runs.quality, run(QUALITY_JOB, day, runnable, tags)))
     return runs
 
 
@@ -135,17 +139,19 @@ def run_named_job(
     partition: str | None,
     settings: Settings,
     assets: AbstractSet[dg.AssetKey] | None = None,
+    extra_tags: dict[str, str] | None = None,
 ) -> dg.ExecutionResult:
     """What execute_in_process does, but the run carries the code location's job origin (an
     in-process run has none, so the UI did not link it to its job). `assets`: run only these of the
-    job's assets, with the job's checks of them (a run of the job with that asset selection)."""
+    job's assets, with the job's checks of them (a run of the job with that asset selection);
+    `extra_tags`: added to the run's tags (HELD_TAG on a quality run that held assets)."""
     subset = job
     if assets is not None:
         checks = {c for c in job.asset_layer.asset_graph.asset_check_keys if c.asset_key in assets}
         # An explicit check selection: with none, Dagster adds every check of the assets, including
         # the freshness checks that the job leaves to their sensor.
         subset = job.get_subset(asset_selection=set(assets), asset_check_selection=checks)
-    tags = merge_run_tags(subset, partition, None, None, instance, run_config)
+    tags = {**merge_run_tags(subset, partition, None, None, instance, run_config), **(extra_tags or {})}
     instance_ref = instance.get_ref() if instance.is_persistent else None
     plan = create_execution_plan(subset, run_config=run_config, tags=tags, instance_ref=instance_ref)
     run = instance.create_run(
@@ -193,22 +199,30 @@ def materialize(settings: Settings, sources: list[str], *, day: str | None = Non
     prepare(settings)
     with dg.DagsterInstance.get() as instance:
         runs = run_pipeline(settings, sources, instance, day=day)
-        outcomes = [_report(result, what, out) for what, result in runs]
+        outcomes = [_report(result, what, out, partial=bool(runs.held)) for what, result in runs]
     if runs.held:
         if all(what != runs.quality for what, _ in runs):
             print(f"{runs.quality}: skipped (every asset held)", file=out)
-        print(f"  held: {held_summary(runs.held)}", file=out)
+        day = (runs.quality or "").removeprefix("quality ")
+        print(
+            f"  held: {held_summary(runs.held)}; once the check passes, "
+            f"`ragline materialize --date {day}` scores the day",
+            file=out,
+        )
         outcomes.append(False)
     return all(outcomes)
 
 
-def _report(result: dg.ExecutionResult, what: str, out) -> bool:
+def _report(result: dg.ExecutionResult, what: str, out, partial: bool = False) -> bool:
+    """One line per run (ok / FAILED, or partial: a quality run that held assets), then its failures."""
     failed = [e for e in result.all_events if e.is_step_failure]
     evaluations = [
         e.event_specific_data for e in result.all_events if e.event_type_value == "ASSET_CHECK_EVALUATION"
     ]
     checks_failed = [c for c in evaluations if not c.passed and untested_reason(c) is None]
     status = "ok" if result.success and not checks_failed else "FAILED"
+    if status == "ok" and partial and what.startswith("quality "):
+        status = "partial"  # what ran passed; the held assets were not run (the `held:` line)
     print(f"{what}: {status} (run {result.run_id[:8]})", file=out)
     for e in failed:
         print(

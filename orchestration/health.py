@@ -24,6 +24,7 @@ from dagster._core.definitions.assets.graph.base_asset_graph import BaseAssetGra
 # consumed (1.13 records both; not exported from dagster).
 from dagster._core.definitions.data_version import DATA_VERSION_TAG, INPUT_DATA_VERSION_TAG_PREFIX
 
+from orchestration.check_gate import HELD_TAG
 from orchestration.resources import PARTITION_TAG, RaglineResource
 from orchestration.run_process import HOST_TAG, PID_TAG, PROCESS_START_TAG, process_alive
 from ragline.config import FreshnessSettings, Settings
@@ -601,10 +602,10 @@ def _is_time_partition(partition: str | None, time_defs: list[dg.TimeWindowParti
 
 def run_problem_key(run: dg.DagsterRun, time_defs: list[dg.TimeWindowPartitionsDefinition]) -> str:
     """run:<job>:<partition>; a day is not part of the key (the newest day's run decides), and an
-    automation run (__ASSET_JOB) names its sorted asset selection, so that one asset's success does
-    not resolve another's failure."""
+    automation run (__ASSET_JOB) or a subset run of a named job (a quality run that held assets)
+    names its sorted asset selection, so that one asset's success does not resolve another's failure."""
     job = run.job_name
-    if job.startswith("__") and run.asset_selection:
+    if run.asset_selection and (job.startswith("__") or HELD_TAG in run.tags):
         job += "[" + ",".join(sorted(k.to_user_string() for k in run.asset_selection)) + "]"
     partition = run.tags.get(PARTITION_TAG)
     if _is_time_partition(partition, time_defs):

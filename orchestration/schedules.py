@@ -4,14 +4,12 @@ import datetime as dt
 
 import dagster as dg
 
-from orchestration.check_gate import held_assets, held_summary
+from orchestration.check_gate import HELD_TAG, held_assets, held_summary, held_tag
 from orchestration.resources import RaglineResource
 from ragline.index import gc
 
 DAILY_CRON = "0 3 * * *"
 QUALITY_CRON = "0 4 * * *"  # after the 03:00 refresh has had time to flow through the indexes
-# On a daily quality run that left assets out: the held assets, comma-separated.
-HELD_TAG = "ragline/held"
 
 
 def daily_refresh_schedule(job, sources: list[str]) -> dg.ScheduleDefinition:
@@ -68,7 +66,7 @@ def daily_quality_schedule(job, days: dg.DailyPartitionsDefinition) -> dg.Schedu
                 (c for c in job.selection.resolve_checks(graph) if c.asset_key in runnable),
                 key=lambda c: (c.asset_key.to_user_string(), c.name),
             ),
-            tags={HELD_TAG: ",".join(k.to_user_string() for k in held)},
+            tags={HELD_TAG: held_tag(held)},
         )
 
     return daily_quality

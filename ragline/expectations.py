@@ -351,6 +351,9 @@ def check_eval_questions(
         },
     )
     if not rejected and not lines:
-        lines_valid.untested = "no eval set lines to read (no eval set configured, or every file is empty)"
+        lines_valid.untested = (
+            "no eval set lines to read (no eval set file configured: none or only synthetic sets; "
+            "or every file is empty)"
+        )
     outcomes.append(lines_valid)
     return outcomes

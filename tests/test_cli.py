@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -216,13 +217,23 @@ def test_materialize_holds_what_reads_an_eval_set_whose_blocking_check_failed(
     with dg.DagsterInstance.get() as instance:
         [quality] = instance.get_runs(dg.RunsFilter(job_name="quality_pipeline"))
         assert quality.asset_selection == {dg.AssetKey("drift_metrics")}  # what the UI shows
+        # Only the job's own checks of it: not the freshness checks, which their sensor runs.
+        assert {c.name for c in quality.asset_check_selection} == {
+            "corpus_has_not_drifted",
+            "queries_have_not_drifted",
+        }
+        held_tag = "retrieval_scores,variant_comparison,answer_scores,annotation_queue"
+        assert quality.tags["ragline/held"] == held_tag
         assert instance.get_latest_materialization_event(dg.AssetKey("retrieval_scores")) is None
         drift = instance.get_latest_materialization_event(dg.AssetKey("drift_metrics"))
         assert drift is not None and drift.run_id == quality.run_id
     out = capsys.readouterr().out
     assert "search index: FAILED" in out and "check eval_set.eval_questions_are_unique failed" in out
     held = "retrieval_scores, variant_comparison, answer_scores, annotation_queue"
-    assert f"\n  held: {held} (eval_set.eval_questions_are_unique failed)\n" in out
+    assert f"\n  held: {held} (eval_set.eval_questions_are_unique failed); once the check passes" in out
+    assert "`ragline materialize --date " in out
+    # Not "ok": what ran passed, but the day was not scored.
+    assert re.search(r"^quality \S+: partial \(run", out, re.M), out
 
 
 def test_unknown_source_is_a_clear_error(tmp_path, db_url, capsys):

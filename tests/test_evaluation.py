@@ -3,6 +3,7 @@ against the embedded Postgres and the local model."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -470,7 +471,9 @@ def test_llm_reranking_and_llm_questions_through_config(tmp_path, db_url):
         assert len(result.hits) == 3 and all(-1 <= h.score <= 10 for h in result.hits)
 
 
-def test_a_question_the_llm_writes_twice_is_rejected_not_stored_twice(server_url, handbook_template):
+def test_a_question_the_llm_writes_twice_is_rejected_not_stored_twice(
+    tmp_path, server_url, handbook_template
+):
     """A small model answers several passages with the same stock question (SmolLM2 did: "What is
     the answer to this question?" twice, and the next `ragline materialize` failed on
     eval_questions_are_unique): the repeat is a rejected line with its reason, the set stays unique."""
@@ -478,7 +481,7 @@ def test_a_question_the_llm_writes_twice_is_rejected_not_stored_twice(server_url
     from ragline.evaluation.eval_sets import check_frames, synthetic_set
     from ragline.expectations import check_eval_questions
     from ragline.llm import ChatClient
-    from tests.conftest import drop_database, fresh_database
+    from tests.conftest import drop_database, fresh_database, handbook_project
 
     name, url = fresh_database(server_url, template=handbook_template)
     replies = ["What is the answer to this question?", "How many days of leave?"]
@@ -496,6 +499,22 @@ def test_a_question_the_llm_writes_twice_is_rejected_not_stored_twice(server_url
         assert [r.reason for r in loaded.rejected] == [reason, reason]
         outcomes = {o.name: o.passed for o in check_eval_questions(questions, references, [], lines=2)}
         assert outcomes["eval_questions_are_unique"]
+
+        # A set stored with repeats by the generator before it rejected them (its key had no
+        # version) is generated anew once, not kept failing the check (and holding the scores).
+        import hashlib
+        from dataclasses import asdict
+
+        from ragline.evaluation.eval_sets import LoadedSet, load_sets, store_set
+
+        old_key = hashlib.sha256(json.dumps(["llm", asdict(spec) | {"path": None}]).encode()).hexdigest()
+        repeats = [dataclasses.replace(q, question=replies[0]) for q in loaded.questions]
+        with EmbeddingsServer(chat_replies=replies) as server, psycopg.connect(url, autocommit=True) as conn:
+            store_set(conn, LoadedSet("syn", "synthetic", repeats, [], old_key))
+            chat = ChatClient(base_url=server.base_url, model="scripted", api_key=None, max_retries=0)
+            settings = handbook_project(tmp_path, eval_sets=[dataclasses.asdict(spec) | {"path": None}])
+            [again] = load_sets(conn, settings, chat)
+        assert again.regenerated and [q.question for q in again.questions] == replies
     finally:
         drop_database(server_url, name)
 

@@ -248,8 +248,14 @@ def synthetic_set(
     return LoadedSet(spec.name, "synthetic", questions, rejected, synthetic_fingerprint(spec, method))
 
 
+# Part of a synthetic set's key: 2 rejects a repeated question, so a set stored by version 1 with
+# repeats (which fails eval_questions_are_unique, and holds the quality assets) is generated anew once.
+SYNTHETIC_GENERATOR_VERSION = 2
+
+
 def synthetic_fingerprint(spec: EvalSetSettings, method: str) -> str:
-    return hashlib.sha256(json.dumps([method, asdict(spec) | {"path": None}]).encode()).hexdigest()
+    key = [method, asdict(spec) | {"path": None}, SYNTHETIC_GENERATOR_VERSION]
+    return hashlib.sha256(json.dumps(key).encode()).hexdigest()
 
 
 def load_sets(
