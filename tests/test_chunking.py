@@ -111,6 +111,18 @@ def test_word_counts_equal_a_full_tokenization(tokenizer, monkeypatch):
     assert len(small._word_counts) <= len(set(TEXT.split(" "))) + 1
 
 
+def test_word_counts_equal_a_full_tokenization_on_real_text(tokenizer):
+    """The installed packages' descriptions (Markdown, code, tables, URLs): each whole text and
+    each paragraph counts as many word pieces as its full tokenization."""
+    import importlib.metadata as md
+
+    fresh = WordPieceTokenizer(str(model_dir() / "tokenizer.json"), tokenizer.name)
+    texts = sorted({d.metadata.get_payload() or "" for d in md.distributions()})[-40:]
+    pieces = [p for t in texts for p in [t, *t.split("\n\n")]]
+    assert len(pieces) > 200
+    assert [fresh.count(p) for p in pieces] == [len(tokenizer.encode(p)) for p in pieces]
+
+
 def test_counted_chunks_equal_chunks_of_a_tokenizer_without_counts(tokenizer):
     for strategy in ("sentence", "token", "markdown"):
         settings = ChunkingSettings(strategy=strategy, chunk_size=96, chunk_overlap=10, min_tokens=8)

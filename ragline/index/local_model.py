@@ -8,6 +8,7 @@ import importlib.metadata
 import json
 import logging
 import os
+import re
 import struct
 import tempfile
 import time
@@ -212,14 +213,20 @@ def build_bert_graph(weights: dict[str, np.ndarray], config: dict):
     return model
 
 
-# A space is a word boundary for BERT's normalizer and pre-tokenizer: no word piece spans one, and
-# normalization (clean-up, NFD accent stripping, lowercasing) works a character at a time, so a
-# text's word pieces are the concatenation of its space-separated parts' word pieces.
+# A space, tab, newline or carriage return is a word boundary for BERT's normalizer and
+# pre-tokenizer: no word piece spans one, and normalization (clean-up, NFD accent stripping,
+# lowercasing) works a character at a time, so a text's word pieces are the concatenation of the
+# word pieces of its parts between them.
 # Parts whose word-piece count is remembered, at most; the memo is emptied when it is full.
 WORD_COUNT_MEMO = 100_000
 # Longer parts (base64, URLs, minified code) are counted but not remembered: the memo is bounded
 # by entries, and a few 40 KB space-free "words" would otherwise hold megabytes of keys.
 MEMO_WORD_CHARS = 64
+# Words for the count memo: split at the whitespace that BERT's normalizer and pre-tokenizer also
+# split at (never inside a word piece), so the counts add up exactly. Other characters that
+# Python calls whitespace (\x0b, \x1c, NBSP, ...) stay inside a word and are encoded with it: BERT
+# drops some of them as control characters, which would join the words on either side.
+_WORD_BREAKS = re.compile(r"[ \t\n\r]")
 
 
 class WordPieceTokenizer:
@@ -240,7 +247,7 @@ class WordPieceTokenizer:
     def count(self, text: str) -> int:
         """len(encode(text)), from remembered counts of its space-separated words: splitters count
         the same words many times over, and tokenizing costs more than a dictionary look-up."""
-        words = text.split(" ")
+        words = _WORD_BREAKS.split(text)
         counts = self._word_counts
         try:
             return sum(map(counts.__getitem__, words))
