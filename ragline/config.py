@@ -145,7 +145,7 @@ class EmbeddingSettings(EndpointSettings):
     model: str = "all-MiniLM-L6-v2"
     batch_size: int = 64  # texts per request to an OpenAI-compatible endpoint
     # At most this many texts per model batch of the local model, whose batches are cut by a token
-    # budget (2,048 word pieces, padding included) after sorting by length: short texts go many to a
+    # budget (1,024 word pieces, padding included) after sorting by length: short texts go many to a
     # batch, long ones few.
     model_batch_size: int = 128
     # OpenAI-compatible provider only
