@@ -77,7 +77,10 @@ def eval_set_asset(automation: dg.AutomationCondition) -> dg.AssetsDefinition:
                     ],
                 ),
                 "rejected": inline_table(["eval set", "where", "reason"], rejected) if rejected else "none",
-                "rejected_lines": len(rejected),
+                # Lines of eval set files that could not be used (what eval_set_lines_are_valid
+                # counts), and chunks a synthetic set's generator wrote no usable question for.
+                "rejected_lines": len(bad),
+                "generator_rejects": len(rejected) - len(bad),
                 "sets_removed": removed,
                 "detail": "ragline.eval_questions; every rejected line is in this run's log",
             },

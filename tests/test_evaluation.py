@@ -542,8 +542,10 @@ def test_a_synthetic_sets_rejects_do_not_fail_the_lines_check(
         verdicts = checks(index)
         assert verdicts["eval_set.eval_questions_are_unique"] is True
         assert verdicts["eval_set.eval_set_lines_are_valid"] == UNTESTED
-        rejected = table_rows(metadata(index, "eval_set")["rejected"])
+        meta = metadata(index, "eval_set")
+        rejected = table_rows(meta["rejected"])
         assert len(rejected) == 2 and all("repeated the question" in r["reason"] for r in rejected)
+        assert (meta["rejected_lines"], meta["generator_rejects"]) == (0, 2)
         with psycopg.connect(url) as conn:
             stored = conn.execute("SELECT count(*) FROM ragline.eval_questions WHERE eval_set = 'syn'")
             assert stored.fetchone()[0] == 1
