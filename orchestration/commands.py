@@ -58,12 +58,17 @@ ASSET_ORDER = (
 
 class PipelineRuns(list["tuple[str, dg.ExecutionResult]"]):  # dg.ExecutionResult: annotations only
     """run_pipeline's runs as (what, result), in order; `held`: the quality assets left out of the
-    quality run (asset -> the failed blocking checks that hold it), `quality`: that run's label."""
+    quality run (asset -> the failed blocking checks that hold it), `day`: that run's partition."""
 
-    def __init__(self, runs: list[tuple[str, dg.ExecutionResult]], quality: str | None = None) -> None:
+    def __init__(self, runs: list[tuple[str, dg.ExecutionResult]], day: str | None = None) -> None:
         super().__init__(runs)
-        self.quality = quality
+        self.day = day
         self.held: dict[dg.AssetKey, tuple[str, ...]] = {}
+
+    @property
+    def quality(self) -> str | None:
+        """The quality run's label in the list ("quality 2026-11-29"), if the pipeline had one."""
+        return f"quality {self.day}" if self.day else None
 
 
 def run_pipeline(
@@ -101,7 +106,7 @@ def run_pipeline(
         return PipelineRuns(results)
     quality_job = defs.resolve_job_def(QUALITY_JOB)
     day = day or quality_job.partitions_def.get_last_partition_key()
-    runs = PipelineRuns(results, quality=f"quality {day}")
+    runs = PipelineRuns(results, day=day)
     keys = sorted(quality_job.asset_layer.executable_asset_keys, key=_asset_rank)
     runs.held = held_assets(instance, defs.resolve_asset_graph(), keys)
     if len(runs.held) < len(keys):
@@ -203,10 +208,9 @@ def materialize(settings: Settings, sources: list[str], *, day: str | None = Non
     if runs.held:
         if all(what != runs.quality for what, _ in runs):
             print(f"{runs.quality}: skipped (every asset held)", file=out)
-        day = (runs.quality or "").removeprefix("quality ")
         print(
             f"  held: {held_summary(runs.held)}; once the check passes, "
-            f"`ragline materialize --date {day}` scores the day",
+            f"`ragline materialize --date {runs.day}` scores the day",
             file=out,
         )
         outcomes.append(False)
