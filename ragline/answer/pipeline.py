@@ -48,7 +48,7 @@ class Answerer:
     ) -> Answer:
         """The answer to a question (or an abstention), its model calls recorded for caller."""
         with calls_recorded_by(self.sink(caller)):
-            return answer(question, output_schema=output_schema, **self._parts(), **overrides)
+            return answer(question, output_schema=output_schema, **self.parts(), **overrides)
 
     def stream(
         self,
@@ -60,7 +60,7 @@ class Answerer:
     ) -> Iterator[tuple[str, Any]]:
         """("token", text)* then ("answer", Answer), its model calls recorded for caller."""
         sink = self.sink(caller)
-        steps = answer_stream(question, output_schema=output_schema, **self._parts(), **overrides)
+        steps = answer_stream(question, output_schema=output_schema, **self.parts(), **overrides)
         # The sink is installed around each step of the answer, never across a yield: the consumer
         # may resume this generator in another context (a server's thread pool) each time, and a
         # context variable set in one context cannot be reset in another.
@@ -80,7 +80,9 @@ class Answerer:
         """The call sink that stores each model call in llm_calls as made by caller."""
         return postgres_sink(self.db, caller, self.settings.prices)
 
-    def _parts(self) -> dict[str, Any]:
+    def parts(self) -> dict[str, Any]:
+        """The keyword arguments of answer() and answer_stream() that this answerer supplies (for a
+        caller that records model calls itself and so calls answer() directly)."""
         return {
             "settings": self.settings,
             "db": self.db,

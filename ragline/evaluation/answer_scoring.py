@@ -275,23 +275,12 @@ def answer_questions(
     others = other_questions(questions, seed) if control else {}
     # The negative control never reads or writes the answer cache: a (semantic) hit would serve
     # another question's answer, and its own answers would land under real questions' keys.
-    cache = None if control else answerer.cache
+    parts = answerer.parts() | {"cache": None if control else answerer.cache}
     out = []
     for q in questions:
         extra = {"search_text": others[q.question_id]} if q.question_id in others else {}
         try:
-            a = answer(
-                q.question,
-                settings=answerer.settings,
-                db=answerer.db,
-                retriever=answerer.retriever,
-                models=answerer.models,
-                guard=answerer.guard,
-                cache=cache,
-                prompt=prompt,
-                log=False,
-                **extra,
-            )
+            a = answer(q.question, **parts, prompt=prompt, log=False, **extra)
         except (LLMError, RetrievalError) as exc:
             reason = printable(f"the answer failed: {exc}", REASON_CHARS)
             log(f"{variant.name}: question {printable(q.question_id, 80)}: {reason}")
