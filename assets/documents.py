@@ -7,7 +7,7 @@ from orchestration.resources import RaglineResource
 from ragline import expectations
 from ragline.index.publishing import SOURCE_CHANGE_WITHIN_LIMIT, check_change
 from ragline.ingest.documents import store_scan
-from ragline.ingest.sources import scan_source, source_fingerprint
+from ragline.ingest.sources import source_fingerprint, stream_source
 from ragline.safe_text import printable
 from ragline.storage import provenance
 
@@ -36,7 +36,8 @@ def raw_documents_asset(partitions: dg.PartitionsDefinition) -> dg.AssetsDefinit
         # Taken before the scan: a file that changes during it leaves a fingerprint the sensor
         # does not match, so the source is scanned again rather than missed.
         fingerprint = source_fingerprint(source)
-        scan = scan_source(source)
+        # Read as it is stored: the source's text is never all in memory at once.
+        scan = stream_source(source)
         with ragline.database().connection() as conn:
             stats = store_scan(conn, source.name, scan)
             outcomes = expectations.check_documents(conn, source.name)

@@ -5,7 +5,7 @@ One run, one embedded server (benchmarks/.work/retrieval/pgdata), one loaded all
 
 1. a deterministic synthetic Markdown corpus (ingest_throughput's generator), split into two
    sources: `bench` (90% of the documents) and `bench_minor` (every 10th document, ~10%);
-2. ragline's core build path, as the Dagster assets run it, source by source: scan_source ->
+2. ragline's core build path, as the Dagster assets run it, source by source: stream_source ->
    store_scan -> rechunk_source -> embed_pending -> publish_source -> build_indexes -> publish_model
    (sentence chunks of 80/10 model tokens). Search reads only what is published: the BM25 chunk set
    'default' and ragline.serving_vectors with the serving model's partial HNSW index.
@@ -71,6 +71,7 @@ from ingest_throughput import (  # noqa: E402
     peak_rss_mb,
     ragline_pass,
     run_and_report,
+    scan_store_seconds,
     sentence,
 )
 from psycopg import sql  # noqa: E402
@@ -2078,16 +2079,16 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         "## Build and insert times",
         "",
-        "| ragline pass | scan | store | chunk | embed | publish | index | total s | texts embedded "
+        "| ragline pass | scan + store | chunk | embed | publish | index | total s | texts embedded "
         "| model s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for p in b["passes"]:
         st = p["stage_seconds"]
         # index: build_indexes plus publish_model (a record from before the publish path has neither
         # publish_source nor publish_model).
         out.append(
-            f"| {p['label']} | {st['scan_source']:.1f} | {st['store_scan']:.1f} | "
+            f"| {p['label']} | {scan_store_seconds(st):.1f} | "
             f"{st['rechunk_source']:.1f} | "
             f"{st['embed_pending']:.1f} | {_f(st.get('publish_source'), '.1f')} | "
             f"{st['build_indexes'] + st.get('publish_model', 0.0):.1f} | {p['wall_seconds']:.1f} | "

@@ -14,8 +14,8 @@ import pytest
 from ragline.config import JsonlSettings, PdfSettings, SourceSettings
 from ragline.ingest.chunk_store import rechunk_source
 from ragline.ingest.chunking import Chunker
-from ragline.ingest.documents import store_scan
-from ragline.ingest.sources import Document, ScanResult, file_id, scan_source
+from ragline.ingest.documents import WRITE_BATCH, store_scan
+from ragline.ingest.sources import Document, ScanResult, file_id, scan_source, stream_source
 from ragline.storage.db import Database
 from ragline.types import DatabaseError
 from tests.conftest import EXAMPLES, checks, local_embedder, metadata, run, write_project
@@ -485,3 +485,30 @@ def test_a_version_another_writer_stored_with_other_text_is_refused_whole(tmp_pa
         store_scan(conn, "s", scan_source(source))
     rows = conn.execute("SELECT doc_id, version FROM ragline.documents ORDER BY doc_id").fetchall()
     assert rows == [("a.md", 1)]  # nothing of the refused scan, not even the new document
+
+
+def test_a_streamed_scan_is_written_as_it_loads_not_held_until_the_end(tmp_path, conn):
+    """raw_documents stores a source while its files load, WRITE_BATCH documents at a time, so a
+    source's whole text is never in memory at once; rejections still count once the scan is read."""
+    n = 2 * WRITE_BATCH + 7
+    for i in range(n):
+        (tmp_path / f"doc{i:04d}.md").write_text(f"# Doc {i}\n\nBody of document number {i}.\n")
+    (tmp_path / "doc0300.md").write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))  # quarantined, mid-scan
+    source = SourceSettings(name="s", root=tmp_path)
+    stored_while_loading: list[int] = []
+
+    def watched(scan: ScanResult):
+        for i, doc in enumerate(scan.documents):
+            if i == n - 2:  # the last document is still to load
+                count = "SELECT count(*) FROM ragline.document_versions WHERE source = 's'"
+                stored_while_loading.append(conn.execute(count).fetchone()[0])
+            yield doc
+
+    scan = stream_source(source)
+    stats = store_scan(conn, "s", ScanResult(watched(scan), scan.rejections, 0))
+    assert stored_while_loading == [2 * WRITE_BATCH]
+    assert (stats.new, stats.quarantined, stats.quarantine_reasons) == (n - 1, 1, {"binary_file": 1})
+    assert stats.live_documents == n - 1
+    again = store_scan(conn, "s", stream_source(source))
+    assert (again.new, again.unchanged, again.deleted, again.quarantined) == (0, n - 1, 0, 1)
+    assert again.files_seen == n

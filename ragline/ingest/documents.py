@@ -30,19 +30,20 @@ class IngestStats:
         return self.new + self.changed + self.restored + self.deleted
 
 
+# New and changed documents are written this many at a time, as the scan loads them: a source's
+# whole text is never held in memory at once.
+WRITE_BATCH = 256
+
+
 def store_scan(conn: psycopg.Connection, source: str, scan: ScanResult) -> IngestStats:
     """Apply one scan of a source in a single transaction; re-applying the same scan is a no-op.
 
+    The scan's documents are read once, as they come (`stream_source` loads them file by file
+    while this writes them), so rejections are counted only after the last.
     A document whose file is quarantined in this scan keeps its last good version: a file
     that turns corrupt is not taken as deleted.
     """
-    stats = IngestStats(files_seen=scan.files_seen, quarantined=len(scan.rejections))
-    for r in scan.rejections:
-        stats.quarantine_reasons[r.reason] = stats.quarantine_reasons.get(r.reason, 0) + 1
-    # A quarantined file keeps all its documents; a bad line keeps only the record it still names
-    # (or, when it names none, the file's records: any of them may be the one that broke).
-    protected_files = {r.file for r in scan.rejections if r.protects_file}
-    protected_ids = {r.doc_id for r in scan.rejections if r.doc_id is not None}
+    stats = IngestStats()
     with conn.transaction():
         # One writer per source: two runs of a partition would otherwise both take version N+1.
         xact_lock(conn, SOURCE_LOCK, source)
@@ -50,8 +51,10 @@ def store_scan(conn: psycopg.Connection, source: str, scan: ScanResult) -> Inges
         # Documents the chunks stage found no chunk in stay out until their content changes.
         unchunkable = {row[0] for row in conn.execute(query("unchunkable_documents"), {"source": source})}
         still_unchunkable: list[str] = []
+        seen: set[str] = set()
         writes: list[dict] = []  # new and changed documents, written in two pipelined statements
         for doc in scan.documents:
+            seen.add(doc.doc_id)
             digest = doc.content_hash
             row = existing.get(doc.doc_id)
             if row is None:
@@ -89,8 +92,18 @@ def store_scan(conn: psycopg.Connection, source: str, scan: ScanResult) -> Inges
                     "char_count": len(doc.text),
                 }
             )
+            if len(writes) >= WRITE_BATCH:
+                _write_versions(conn, writes)
+                writes.clear()
         _write_versions(conn, writes)
-        seen = {d.doc_id for d in scan.documents}
+        stats.files_seen = scan.files_seen
+        stats.quarantined = len(scan.rejections)
+        for r in scan.rejections:
+            stats.quarantine_reasons[r.reason] = stats.quarantine_reasons.get(r.reason, 0) + 1
+        # A quarantined file keeps all its documents; a bad line keeps only the record it still names
+        # (or, when it names none, the file's records: any of them may be the one that broke).
+        protected_files = {r.file for r in scan.rejections if r.protects_file}
+        protected_ids = {r.doc_id for r in scan.rejections if r.doc_id is not None}
         vanished = [
             doc_id
             for doc_id, (_v, _h, status, path) in existing.items()

@@ -15,6 +15,7 @@ import subprocess
 import sys
 import time
 import unicodedata
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path, PurePosixPath
@@ -109,7 +110,10 @@ class Rejection:
 
 @dataclass
 class ScanResult:
-    documents: list[Document] = field(default_factory=list)
+    """A source's documents and rejections. From `stream_source`, `documents` is read once, as the
+    files load, and `rejections` and `files_seen` are complete only once it has been read through."""
+
+    documents: Iterable[Document] = field(default_factory=list)
     rejections: list[Rejection] = field(default_factory=list)
     files_seen: int = 0
 
@@ -129,12 +133,25 @@ class Quarantined(Exception):
 
 def scan_source(source: SourceSettings) -> ScanResult:
     """Load every file of the source; bad files become rejections and the rest still loads."""
+    scan = stream_source(source)
+    documents = list(scan.documents)
+    return ScanResult(documents, scan.rejections, scan.files_seen)
+
+
+def stream_source(source: SourceSettings) -> ScanResult:
+    """As scan_source, but documents come one file at a time, so a store can write them as they load
+    instead of holding the whole source's text. A missing root is refused here, before any is read."""
     if not source.root.is_dir():
         raise SourceError(
             f"source {source.name!r}: root folder {source.root} does not exist; "
             "nothing was changed (a missing folder is not taken as 'every document deleted')"
         )
     result = ScanResult()
+    result.documents = _load_documents(source, result)
+    return result
+
+
+def _load_documents(source: SourceSettings, result: ScanResult) -> Iterator[Document]:
     seen_ids: dict[str, str] = {}
     with PdfParser(source.pdf) as pdf:
         for entry in _entries(source):
@@ -171,8 +188,7 @@ def scan_source(source: SourceSettings) -> ScanResult:
                     )
                     continue
                 seen_ids[doc.doc_id] = where
-                result.documents.append(doc)
-    return result
+                yield doc
 
 
 # Rejections that are ragline's policy rather than a passing fault: the file's documents go.
