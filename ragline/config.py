@@ -177,6 +177,10 @@ class IndexSettings:
     # The recall check uses real queries (logged ones, else eval questions) once this many exist;
     # stored vectors as queries overstate recall (0.99 where real queries gave 0.91 at 104k chunks).
     min_real_queries: int = 20
+    # The most maintenance_work_mem an HNSW build may ask the server for (it asks for its graph's
+    # estimated size, never less than the server's own setting): a graph that does not fit is built
+    # on disk, alone, at about half the speed.
+    build_memory_mb: int = 1024
 
 
 @dataclass(frozen=True)
@@ -691,6 +695,12 @@ def parse_settings(raw: dict[str, Any], file: Path) -> Settings:
     index = _build(IndexSettings, raw.get("index") or {}, "index")
     if not 0 < index.min_recall <= 1:
         raise ConfigError("index.min_recall must be in (0, 1]")
+    if isinstance(index.build_memory_mb, bool) or not isinstance(index.build_memory_mb, int):
+        raise ConfigError(
+            f"index.build_memory_mb must be a whole number of MB, got {index.build_memory_mb!r}"
+        )
+    if not 1 <= index.build_memory_mb <= 2_000_000:
+        raise ConfigError(f"index.build_memory_mb must be between 1 and 2000000, got {index.build_memory_mb}")
 
     raw_sources = raw.get("sources")
     if not raw_sources or not isinstance(raw_sources, list):

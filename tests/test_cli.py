@@ -186,6 +186,8 @@ def test_materialize_then_status_with_runs_stored_in_postgres(tmp_path, db_url, 
         ("drift: {alpha: 2}\nsources: [{name: a, root: .}]", "drift.alpha"),
         ("drift: {min_effect: 0.05}\nsources: [{name: a, root: .}]", "drift.min_new_share"),
         ("drift: {min_new_share: 1.5}\nsources: [{name: a, root: .}]", "drift.min_new_share"),
+        ("index: {build_memory_mb: 0.5}\nsources: [{name: a, root: .}]", "index.build_memory_mb must be"),
+        ("index: {build_memory_mb: 0}\nsources: [{name: a, root: .}]", "index.build_memory_mb must be"),
     ],
 )
 def test_bad_config_is_a_clear_error(tmp_path, capsys, yaml_text, message):

@@ -4,9 +4,10 @@ away from readers, and its recall against exact search, measured with real queri
 from __future__ import annotations
 
 import hashlib
+import math
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,6 +47,25 @@ class IndexStats:
     hnsw_seconds: float
     hnsw_index: str
     indexes_dropped: list[str]
+    hnsw_memory_mb: int = 0  # maintenance_work_mem the build ran with (0: nothing was built)
+    hnsw_spilled: str | None = None  # pgvector's notice when the graph outgrew that memory
+
+
+# pgvector builds the HNSW graph in maintenance_work_mem (with the server's parallel maintenance
+# workers) and, once the graph no longer fits, goes on inserting into the index on disk. PostgreSQL's
+# default 64 MB holds 28,371 vectors of 384 dimensions at m = 16 (2.37 KB each); 46k vectors took
+# 26 s to index that way and 12-14 s with room for the graph (benchmarks/results/hnsw_build_memory.md).
+_CREATE_HNSW = sql.SQL(
+    "CREATE INDEX CONCURRENTLY {} ON ragline.serving_vectors USING hnsw ({} vector_cosine_ops) "
+    "WITH (m = {}, ef_construction = {}) WHERE model_id = {}"
+)
+_HNSW_BYTES_OVER_VECTOR = 128  # the element's header, beside 2 m neighbour slots of 24 bytes
+
+
+def hnsw_graph_mb(vectors: int, dim: int, m: int) -> int:
+    """The memory an HNSW graph of `vectors` needs to be built in memory, with a fifth to spare."""
+    per_vector = dim * 4 + 8 + 2 * m * 24 + _HNSW_BYTES_OVER_VECTOR
+    return max(1, math.ceil(1.2 * vectors * per_vector / 2**20))
 
 
 def _model_indexes(conn: psycopg.Connection, model_id: str) -> dict[str, bool]:
@@ -87,26 +107,60 @@ def _build_indexes(conn: psycopg.Connection, model_id: str, dim: int, settings: 
         dropped.append(name)
     t0 = time.perf_counter()
     built = not existing.get(name)
+    memory_mb, spilled = 0, None
     if built:
-        conn.execute(
-            sql.SQL(
-                "CREATE INDEX CONCURRENTLY {} ON ragline.serving_vectors USING hnsw ({} vector_cosine_ops) "
-                "WITH (m = {}, ef_construction = {}) WHERE model_id = {}"
-            ).format(
-                sql.Identifier(name),
-                _vector_expr(dim),
-                sql.Literal(settings.hnsw_m),
-                sql.Literal(settings.hnsw_ef_construction),
-                sql.Literal(model_id),
+        vectors = conn.execute(query("count_serving_vectors"), {"model_id": model_id}).fetchone()[0]
+        wanted_mb = hnsw_graph_mb(vectors, dim, settings.hnsw_m)
+        with _build_memory(conn, wanted_mb, settings.build_memory_mb) as build:
+            conn.execute(
+                _CREATE_HNSW.format(
+                    sql.Identifier(name),
+                    _vector_expr(dim),
+                    sql.Literal(settings.hnsw_m),
+                    sql.Literal(settings.hnsw_ef_construction),
+                    sql.Literal(model_id),
+                )
             )
-        )
+        memory_mb, spilled = build.memory_mb, build.spilled
     hnsw_seconds = time.perf_counter() - t0
     for other in existing:
         if other != name:
             _drop_concurrently(conn, other)
             dropped.append(other)
     vectors = conn.execute(query("count_serving_vectors"), {"model_id": model_id}).fetchone()[0]
-    return IndexStats(model_id, dim, vectors, added, missing, built, hnsw_seconds, name, dropped)
+    return IndexStats(
+        model_id, dim, vectors, added, missing, built, hnsw_seconds, name, dropped, memory_mb, spilled
+    )
+
+
+@dataclass
+class _Build:
+    memory_mb: int
+    spilled: str | None = None
+
+
+@contextmanager
+def _build_memory(conn: psycopg.Connection, wanted_mb: int, cap_mb: int) -> Iterator[_Build]:
+    """Raise the session's maintenance_work_mem to `wanted_mb` (at most `cap_mb`, never below the
+    server's own setting) for one index build, and note pgvector's notice if the graph outgrows it.
+    The session's setting is put back after: the connection returns to a shared pool."""
+    before = conn.execute(query("maintenance_work_mem")).fetchone()
+    setting, current_mb = before[0], before[1]
+    build = _Build(max(current_mb, min(wanted_mb, cap_mb)))
+
+    def notice(diag: psycopg.errors.Diagnostic) -> None:
+        if diag.message_primary and "no longer fits" in diag.message_primary:
+            build.spilled = diag.message_primary
+
+    conn.add_notice_handler(notice)
+    try:
+        if build.memory_mb > current_mb:
+            conn.execute(query("set_maintenance_work_mem"), {"value": f"{build.memory_mb}MB"})
+        yield build
+    finally:
+        conn.remove_notice_handler(notice)
+        if not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+            conn.execute(query("set_maintenance_work_mem"), {"value": setting})
 
 
 def publish_model(conn: psycopg.Connection, model_id: str, dim: int) -> list[str]:
