@@ -204,3 +204,68 @@ def test_bm25_extensions_are_detected_not_assumed(db_url):
     # The embedded server ships none; what a server offers is reported with its versions.
     assert all(e.name in ("pg_search", "pg_textsearch", "vchord_bm25") for e in found)
     assert all(e.installed_version is None for e in found)
+
+
+_INDEX_FROM_TEXT = """
+-- What the BM25 tables must hold for a chunk set, derived from its texts alone.
+WITH tokens AS (
+    SELECT i.text_hash, t.lexeme, cardinality(t.positions) AS tf
+    FROM ragline.indexed_texts i CROSS JOIN LATERAL unnest(to_tsvector('english', i.text)) t
+    WHERE i.chunk_set = %(set)s
+), lengths AS (
+    SELECT i.text_hash, coalesce(sum(k.tf), 0)::integer AS doc_length
+    FROM ragline.indexed_texts i LEFT JOIN tokens k USING (text_hash)
+    WHERE i.chunk_set = %(set)s GROUP BY i.text_hash
+)
+SELECT k.text_hash, k.lexeme, k.tf, n.doc_length, ragline.bm25_impact(k.tf, n.doc_length)
+FROM tokens k JOIN lengths n USING (text_hash)
+"""
+
+_INDEX_AS_STORED = """
+SELECT x.text_hash, l.lexeme, p.tf, p.doc_length, p.impact
+FROM ragline.lexical_postings p
+JOIN ragline.lexical_texts x ON x.chunk_set = p.chunk_set AND x.text_id = p.text_id
+JOIN ragline.lexical_lexemes l ON l.chunk_set = p.chunk_set AND l.term_id = p.term_id
+WHERE p.chunk_set = %(set)s
+"""
+
+
+def test_the_stored_postings_are_what_the_texts_tokenize_to(corpus):
+    """The insert trigger's postings, text lengths, term lists and df/total deltas equal a
+    derivation from the texts alone, through a publish of new texts into a set that has some."""
+    url, texts = corpus
+    with psycopg.connect(url, autocommit=True) as conn:
+        add_texts(conn, "default", real_texts(120, skip=380))  # 20 known texts, 100 new ones
+        params = {"set": "default"}
+        want = sorted(conn.execute(_INDEX_FROM_TEXT, params).fetchall())
+        assert len(want) > 20_000
+        assert sorted(conn.execute(_INDEX_AS_STORED, params).fetchall()) == want
+        # A text without a lexeme (only stop words, say) has no posting and length 0.
+        served = conn.execute("SELECT text_hash FROM ragline.indexed_texts WHERE chunk_set = 'default'")
+        lengths = dict.fromkeys((h for (h,) in served), 0)
+        terms_of: dict[str, list[str]] = {h: [] for h in lengths}
+        for text_hash, _lexeme, _tf, doc_length, _impact in want:
+            lengths[text_hash] = doc_length
+        stored = conn.execute(
+            "SELECT x.text_hash, x.doc_length, "
+            "  (SELECT array_agg(l.lexeme ORDER BY l.lexeme) FROM unnest(x.term_ids) AS t(id) "
+            "   JOIN ragline.lexical_lexemes l ON l.chunk_set = x.chunk_set AND l.term_id = t.id) "
+            "FROM ragline.lexical_texts x WHERE x.chunk_set = 'default'"
+        ).fetchall()
+        assert len(stored) == 500 and {h: n for h, n, _ in stored} == lengths
+        for text_hash, lexeme, *_ in want:
+            terms_of[text_hash].append(lexeme)
+        assert {h: terms or [] for h, _, terms in stored} == {h: sorted(ls) for h, ls in terms_of.items()}
+        df = conn.execute(
+            "SELECT l.lexeme, sum(d.df)::integer, max(d.max_tf) FROM ragline.lexical_term_deltas d "
+            "JOIN ragline.lexical_lexemes l USING (chunk_set, term_id) WHERE d.chunk_set = 'default' "
+            "GROUP BY l.lexeme"
+        ).fetchall()
+        want_df: dict[str, tuple[int, int]] = {}
+        for _h, lexeme, tf, *_ in want:
+            n, top = want_df.get(lexeme, (0, 0))
+            want_df[lexeme] = (n + 1, max(top, tf))
+        assert {lexeme: (n, top) for lexeme, n, top in df} == want_df
+        assert conn.execute(
+            "SELECT texts, total_length FROM ragline.lexical_stats WHERE chunk_set = 'default'"
+        ).fetchone() == (500, sum(lengths.values()))
