@@ -37,6 +37,11 @@ def search_index_asset(automation: dg.AutomationCondition) -> dg.AssetsDefinitio
         with ragline.database().connection() as conn:
             dim = stored_dim(conn, model)
             stats = build_indexes(conn, model.model_id, dim, settings)
+            if stats.hnsw_memory_refused:
+                context.log.warning(
+                    f"the server refused the HNSW build's memory: {stats.hnsw_memory_refused}; built with "
+                    f"{stats.hnsw_memory_mb} MB (give PostgreSQL more shared memory, e.g. --shm-size)"
+                )
             if stats.hnsw_spilled:
                 context.log.warning(
                     f"the HNSW graph outgrew {stats.hnsw_memory_mb} MB and was finished on disk, more slowly "
@@ -73,7 +78,9 @@ def search_index_asset(automation: dg.AutomationCondition) -> dg.AssetsDefinitio
                 "hnsw_built": stats.hnsw_built,
                 "hnsw_build_seconds": round(stats.hnsw_seconds, 3),
                 "hnsw_build_memory_mb": stats.hnsw_memory_mb,
-                "hnsw_graph_fit_in_memory": stats.hnsw_spilled is None,
+                "hnsw_graph_fit_in_memory": (
+                    "no build" if not stats.hnsw_built else "no" if stats.hnsw_spilled else "yes"
+                ),
                 "indexes_dropped": ", ".join(dropped) or "none",
                 "recall_at_10": round(recall.recall, 4),
                 "recall_queries": recall.query_kind,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import zlib
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from ragline.ingest.chunking import Chunker
 from ragline.ingest.documents import WRITE_BATCH, store_scan
 from ragline.ingest.sources import Document, ScanResult, file_id, scan_source, stream_source
 from ragline.storage.db import Database
-from ragline.types import DatabaseError
+from ragline.types import DatabaseError, SourceError
 from tests.conftest import EXAMPLES, checks, local_embedder, metadata, run, write_project
 
 GOOD_TEXT = "# Refunds\n\nCustomers may return hardware within thirty days for a full refund.\n"
@@ -509,6 +510,17 @@ def test_a_streamed_scan_is_written_as_it_loads_not_held_until_the_end(tmp_path,
     assert stored_while_loading == [2 * WRITE_BATCH]
     assert (stats.new, stats.quarantined, stats.quarantine_reasons) == (n - 1, 1, {"binary_file": 1})
     assert stats.live_documents == n - 1
-    again = store_scan(conn, "s", stream_source(source))
+    streamed = stream_source(source)
+    again = store_scan(conn, "s", streamed)
     assert (again.new, again.unchanged, again.deleted, again.quarantined) == (0, n - 1, 0, 1)
     assert again.files_seen == n
+    # Read a second time, a streamed scan would find nothing and delete every document: refused.
+    with pytest.raises(SourceError, match="read only once"):
+        store_scan(conn, "s", streamed)
+    # A root that is gone by the time the store reads it (it may wait for the source's lock).
+    waiting = stream_source(source)
+    shutil.rmtree(tmp_path)
+    with pytest.raises(SourceError, match="does not exist"):
+        store_scan(conn, "s", waiting)
+    live = "SELECT count(*) FROM ragline.documents WHERE source = 's' AND status = 'live'"
+    assert conn.execute(live).fetchone()[0] == n - 1

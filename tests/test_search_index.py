@@ -57,3 +57,8 @@ def test_an_hnsw_build_gets_memory_for_its_graph_and_reports_when_it_outgrows_it
     assert "no longer fits into maintenance_work_mem" in (capped.hnsw_spilled or "")
     assert capped.indexes_dropped == [stats.hnsw_index]
     assert conn.execute("SHOW maintenance_work_mem").fetchone()[0] == "1MB"
+    # A session that never set it gets the server's value back (RESET), not a session copy of it.
+    conn.execute("RESET maintenance_work_mem")
+    assert build_indexes(conn, COPIES, model.dim, IndexSettings(hnsw_m=12)).hnsw_memory_mb > 1
+    source = "SELECT source FROM pg_settings WHERE name = 'maintenance_work_mem'"
+    assert conn.execute(source).fetchone()[0] != "session"

@@ -17,6 +17,7 @@ from psycopg import sql
 from ragline.config import IndexSettings
 from ragline.expectations import HNSW_RECALL_AT_10, CheckOutcome
 from ragline.index.embedding import as_array
+from ragline.safe_text import printable
 from ragline.storage.db import SEARCH_INDEX_LOCK, query, session_lock
 
 
@@ -49,6 +50,7 @@ class IndexStats:
     indexes_dropped: list[str]
     hnsw_memory_mb: int = 0  # maintenance_work_mem the build ran with (0: nothing was built)
     hnsw_spilled: str | None = None  # pgvector's notice when the graph outgrew that memory
+    hnsw_memory_refused: str | None = None  # the server could not give the memory asked for
 
 
 # pgvector builds the HNSW graph in maintenance_work_mem (with the server's parallel maintenance
@@ -107,21 +109,31 @@ def _build_indexes(conn: psycopg.Connection, model_id: str, dim: int, settings: 
         dropped.append(name)
     t0 = time.perf_counter()
     built = not existing.get(name)
-    memory_mb, spilled = 0, None
+    build = _Build(0)
     if built:
         vectors = conn.execute(query("count_serving_vectors"), {"model_id": model_id}).fetchone()[0]
-        wanted_mb = hnsw_graph_mb(vectors, dim, settings.hnsw_m)
-        with _build_memory(conn, wanted_mb, settings.build_memory_mb) as build:
-            conn.execute(
-                _CREATE_HNSW.format(
-                    sql.Identifier(name),
-                    _vector_expr(dim),
-                    sql.Literal(settings.hnsw_m),
-                    sql.Literal(settings.hnsw_ef_construction),
-                    sql.Literal(model_id),
-                )
-            )
-        memory_mb, spilled = build.memory_mb, build.spilled
+        create = _CREATE_HNSW.format(
+            sql.Identifier(name),
+            _vector_expr(dim),
+            sql.Literal(settings.hnsw_m),
+            sql.Literal(settings.hnsw_ef_construction),
+            sql.Literal(model_id),
+        )
+        with _build_memory(
+            conn, hnsw_graph_mb(vectors, dim, settings.hnsw_m), settings.build_memory_mb
+        ) as build:
+            try:
+                conn.execute(create)
+            except psycopg.errors.DiskFull as exc:
+                # A parallel build keeps the graph in shared memory: a server with less of it (a
+                # container's 64 MB /dev/shm) refuses. Built again with the server's own setting.
+                if build.memory_mb <= build.own_mb:
+                    raise
+                _drop_concurrently(conn, name)
+                build.refused = f"{build.memory_mb} MB refused ({printable(exc, 200)})"
+                build.restore()
+                build.memory_mb = build.own_mb
+                conn.execute(create)
     hnsw_seconds = time.perf_counter() - t0
     for other in existing:
         if other != name:
@@ -129,24 +141,44 @@ def _build_indexes(conn: psycopg.Connection, model_id: str, dim: int, settings: 
             dropped.append(other)
     vectors = conn.execute(query("count_serving_vectors"), {"model_id": model_id}).fetchone()[0]
     return IndexStats(
-        model_id, dim, vectors, added, missing, built, hnsw_seconds, name, dropped, memory_mb, spilled
+        model_id,
+        dim,
+        vectors,
+        added,
+        missing,
+        built,
+        hnsw_seconds,
+        name,
+        dropped,
+        build.memory_mb,
+        build.spilled,
+        build.refused,
     )
 
 
 @dataclass
 class _Build:
-    memory_mb: int
+    memory_mb: int  # what the build ran with
+    own_mb: int = 0  # the session's setting before
     spilled: str | None = None
+    refused: str | None = None
+    restore: Callable[[], None] = lambda: None  # puts the session's setting back
 
 
 @contextmanager
 def _build_memory(conn: psycopg.Connection, wanted_mb: int, cap_mb: int) -> Iterator[_Build]:
     """Raise the session's maintenance_work_mem to `wanted_mb` (at most `cap_mb`, never below the
-    server's own setting) for one index build, and note pgvector's notice if the graph outgrows it.
-    The session's setting is put back after: the connection returns to a shared pool."""
-    before = conn.execute(query("maintenance_work_mem")).fetchone()
-    setting, current_mb = before[0], before[1]
-    build = _Build(max(current_mb, min(wanted_mb, cap_mb)))
+    session's own setting) for one index build, and note pgvector's notice if the graph outgrows it.
+    The setting is put back after, error or not: the connection returns to a shared pool."""
+    setting, own_mb, source = conn.execute(query("maintenance_work_mem")).fetchone()
+
+    def restore() -> None:
+        if source == "session":
+            conn.execute(query("set_maintenance_work_mem"), {"value": setting})
+        else:
+            conn.execute(query("reset_maintenance_work_mem"))
+
+    build = _Build(max(own_mb, min(wanted_mb, cap_mb)), own_mb, restore=restore)
 
     def notice(diag: psycopg.errors.Diagnostic) -> None:
         if diag.message_primary and "no longer fits" in diag.message_primary:
@@ -154,13 +186,13 @@ def _build_memory(conn: psycopg.Connection, wanted_mb: int, cap_mb: int) -> Iter
 
     conn.add_notice_handler(notice)
     try:
-        if build.memory_mb > current_mb:
+        if build.memory_mb > own_mb:
             conn.execute(query("set_maintenance_work_mem"), {"value": f"{build.memory_mb}MB"})
         yield build
     finally:
         conn.remove_notice_handler(notice)
         if not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
-            conn.execute(query("set_maintenance_work_mem"), {"value": setting})
+            restore()
 
 
 def publish_model(conn: psycopg.Connection, model_id: str, dim: int) -> list[str]:

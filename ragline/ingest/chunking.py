@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import sys
+import threading
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -46,10 +47,13 @@ def chunk_id(source: str, doc_id: str, version: int, content_hash: str, chunker:
 
 
 class _RefuseScipy:
-    """A meta-path finder that refuses scipy, for the length of one import."""
+    """A meta-path finder that refuses scipy to one thread, for the length of one import."""
+
+    def __init__(self) -> None:
+        self.thread = threading.get_ident()
 
     def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
-        if name == "scipy" or name.startswith("scipy."):
+        if (name == "scipy" or name.startswith("scipy.")) and threading.get_ident() == self.thread:
             raise ImportError(f"{name} is not loaded for nltk's sentence splitting")
 
 
@@ -57,10 +61,11 @@ def import_nltk_without_scipy() -> None:
     """Import nltk, whose Punkt tokenizer llama-index's SentenceSplitter uses, without scipy.
 
     `import nltk` imports its whole package tree, and four of its modules try scipy for statistics
-    ragline never calls (each falls back when the import fails): that is ~65 MB of the build
-    process's resident memory for nothing. Sentence splitting does not touch scipy, so chunks are the
-    same. A process that already imported nltk or scipy is left as it is, and scipy stays importable
-    by anything else afterwards."""
+    ragline never calls (each falls back when the import fails): about 45 MB of resident memory in a
+    process that has not loaded scipy otherwise (the core build path; a Dagster run loads it anyway,
+    through great-expectations). Sentence splitting does not touch scipy, so chunks are the same. A
+    process that already imported nltk or scipy is left as it is; other threads, and anything after
+    this import, can import scipy as usual."""
     if "nltk" in sys.modules or "scipy" in sys.modules:
         return
     guard = _RefuseScipy()

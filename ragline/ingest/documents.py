@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import psycopg
 from psycopg.types.json import Jsonb
@@ -53,48 +56,50 @@ def store_scan(conn: psycopg.Connection, source: str, scan: ScanResult) -> Inges
         still_unchunkable: list[str] = []
         seen: set[str] = set()
         writes: list[dict] = []  # new and changed documents, written in two pipelined statements
-        for doc in scan.documents:
-            seen.add(doc.doc_id)
-            digest = doc.content_hash
-            row = existing.get(doc.doc_id)
-            if row is None:
-                version = 1
-                stats.new += 1
-            else:
-                version, old_hash, status, _path = row
-                # A hash from before the line number left JSON Lines metadata is the same content.
-                if old_hash in (digest, doc.legacy_hash):
-                    if old_hash != digest:
-                        conn.execute(
-                            query("rehash_document"),
-                            {"source": source, "doc_id": doc.doc_id, "content_hash": digest},
-                        )
-                    if status == "live":
-                        stats.unchanged += 1
-                    elif doc.doc_id in unchunkable:
-                        still_unchunkable.append(doc.doc_id)
-                        stats.unchanged += 1
-                    else:
-                        conn.execute(query("restore_document"), {"source": source, "doc_id": doc.doc_id})
-                        stats.restored += 1
-                    continue
-                version += 1
-                stats.changed += 1
-            writes.append(
-                {
-                    "source": source,
-                    "doc_id": doc.doc_id,
-                    "path": doc.path,
-                    "version": version,
-                    "content_hash": digest,
-                    "text": doc.text,
-                    "metadata": Jsonb(doc.metadata),
-                    "char_count": len(doc.text),
-                }
-            )
-            if len(writes) >= WRITE_BATCH:
-                _write_versions(conn, writes)
-                writes.clear()
+        # Closed however the store ends: a streamed scan's PDF worker stops with it.
+        with _reading(scan.documents) as documents:
+            for doc in documents:
+                seen.add(doc.doc_id)
+                digest = doc.content_hash
+                row = existing.get(doc.doc_id)
+                if row is None:
+                    version = 1
+                    stats.new += 1
+                else:
+                    version, old_hash, status, _path = row
+                    # A hash from before the line number left JSON Lines metadata is the same content.
+                    if old_hash in (digest, doc.legacy_hash):
+                        if old_hash != digest:
+                            conn.execute(
+                                query("rehash_document"),
+                                {"source": source, "doc_id": doc.doc_id, "content_hash": digest},
+                            )
+                        if status == "live":
+                            stats.unchanged += 1
+                        elif doc.doc_id in unchunkable:
+                            still_unchunkable.append(doc.doc_id)
+                            stats.unchanged += 1
+                        else:
+                            conn.execute(query("restore_document"), {"source": source, "doc_id": doc.doc_id})
+                            stats.restored += 1
+                        continue
+                    version += 1
+                    stats.changed += 1
+                writes.append(
+                    {
+                        "source": source,
+                        "doc_id": doc.doc_id,
+                        "path": doc.path,
+                        "version": version,
+                        "content_hash": digest,
+                        "text": doc.text,
+                        "metadata": Jsonb(doc.metadata),
+                        "char_count": len(doc.text),
+                    }
+                )
+                if len(writes) >= WRITE_BATCH:
+                    _write_versions(conn, writes)
+                    writes.clear()
         _write_versions(conn, writes)
         stats.files_seen = scan.files_seen
         stats.quarantined = len(scan.rejections)
@@ -135,6 +140,18 @@ def store_scan(conn: psycopg.Connection, source: str, scan: ScanResult) -> Inges
         )
         stats.live_documents = conn.execute(query("count_live_documents"), {"source": source}).fetchone()[0]
     return stats
+
+
+@contextmanager
+def _reading(items: Iterable[Any]) -> Iterator[Iterator[Any]]:
+    """An iterator over `items`, closed on exit if it is a generator (even when not read through)."""
+    iterator = iter(items)
+    try:
+        yield iterator
+    finally:
+        close = getattr(iterator, "close", None)
+        if close is not None:
+            close()
 
 
 def _write_versions(conn: psycopg.Connection, writes: list[dict]) -> None:

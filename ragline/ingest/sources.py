@@ -140,18 +140,44 @@ def scan_source(source: SourceSettings) -> ScanResult:
 
 def stream_source(source: SourceSettings) -> ScanResult:
     """As scan_source, but documents come one file at a time, so a store can write them as they load
-    instead of holding the whole source's text. A missing root is refused here, before any is read."""
+    instead of holding the whole source's text. Its documents can be read once."""
+    _check_root(source)
+    result = ScanResult()
+    result.documents = _Stream(source, result)
+    return result
+
+
+def _check_root(source: SourceSettings) -> None:
     if not source.root.is_dir():
         raise SourceError(
             f"source {source.name!r}: root folder {source.root} does not exist; "
             "nothing was changed (a missing folder is not taken as 'every document deleted')"
         )
-    result = ScanResult()
-    result.documents = _load_documents(source, result)
-    return result
+
+
+class _Stream:
+    """A streamed scan's documents: a second read would find none and take every document as
+    deleted, so it is refused."""
+
+    def __init__(self, source: SourceSettings, result: ScanResult) -> None:
+        self._source = source
+        self._result = result
+        self._read = False
+
+    def __iter__(self) -> Iterator[Document]:
+        if self._read:
+            raise SourceError(
+                f"source {self._source.name!r}: a streamed scan's documents can be read only once; "
+                "scan the source again"
+            )
+        self._read = True
+        return _load_documents(self._source, self._result)
 
 
 def _load_documents(source: SourceSettings, result: ScanResult) -> Iterator[Document]:
+    # Again when the reading starts: the store may have waited for the source's lock meanwhile,
+    # and a root that is gone now would read as empty.
+    _check_root(source)
     seen_ids: dict[str, str] = {}
     with PdfParser(source.pdf) as pdf:
         for entry in _entries(source):
