@@ -88,3 +88,15 @@ def test_unsupported_and_hidden_files(tmp_path):
     scan = scan_source(_source(tmp_path))
     assert [(r.path, r.reason) for r in scan.rejections] == [("notes.docx", "unsupported_type")]
     assert scan.files_seen == 1
+
+
+def test_files_load_in_path_order_component_by_component(tmp_path):
+    """Files are found as the folders are read, not listed first, and still load in one fixed
+    order: the paths' component tuples ('a/x' before 'a-b/x' although '-' sorts before '/')."""
+    names = ["a/x.md", "a-b/x.md", "ab.md", "a.md", "B.md", "é.md", "z/10.md", "z/2.md", "z/1/deep.md"]
+    for name in names:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(f"# {name}\n\nText of {name}.\n")
+    scan = scan_source(_source(tmp_path))
+    assert [d.path for d in scan.documents] == sorted(names, key=lambda n: tuple(n.split("/")))
+    assert scan.files_seen == len(names)

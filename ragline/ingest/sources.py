@@ -357,17 +357,18 @@ class _Entry:
     problem: Quarantined | None = None
 
 
-def _entries(source: SourceSettings) -> list[_Entry]:
-    """The source's files matching its glob, sorted; hidden files and folders left out. Symbolic
-    links come back with a problem unless followed to a target inside the root."""
+def _entries(source: SourceSettings) -> Iterator[_Entry]:
+    """The source's files matching its glob, in path order (component by component), found as they
+    are read rather than listed first; hidden files and folders left out. Symbolic links come back
+    with a problem unless followed to a target inside the root."""
     root = source.root.resolve()
     pattern = PurePosixPath(source.glob).parts
-    found: list[_Entry] = []
 
-    def walk(folder: Path, parts: tuple[str, ...], visited: frozenset[Path]) -> None:
+    def walk(folder: Path, parts: tuple[str, ...], visited: frozenset[Path]) -> Iterator[_Entry]:
         try:
             with os.scandir(folder) as it:
-                items = list(it)
+                # Each folder's names in order, depth first: the order of the paths' component tuples.
+                items = sorted(it, key=lambda item: item.name)
         except OSError:
             return
         for item in items:
@@ -379,17 +380,16 @@ def _entries(source: SourceSettings) -> list[_Entry]:
                 target, problem = _link_target(Path(item.path), root, source.follow_symlinks)
                 if problem is None and target.is_dir():
                     if _may_match_below(pattern, rel_parts) and target not in visited:
-                        walk(target, rel_parts, visited | {target})
+                        yield from walk(target, rel_parts, visited | {target})
                 elif _matches(pattern, rel_parts) or (item.is_dir() and _may_match_below(pattern, rel_parts)):
-                    found.append(_Entry(rel, target, rel_parts, problem))
+                    yield _Entry(rel, target, rel_parts, problem)
             elif item.is_dir(follow_symlinks=False):
                 if _may_match_below(pattern, rel_parts):
-                    walk(Path(item.path), rel_parts, visited)
+                    yield from walk(Path(item.path), rel_parts, visited)
             elif item.is_file(follow_symlinks=False) and _matches(pattern, rel_parts):
-                found.append(_Entry(rel, Path(item.path), rel_parts))
+                yield _Entry(rel, Path(item.path), rel_parts)
 
-    walk(root, (), frozenset({root}))
-    return sorted(found, key=lambda e: e.parts)
+    yield from walk(root, (), frozenset({root}))
 
 
 def _link_target(link: Path, root: Path, follow: bool) -> tuple[Path, Quarantined | None]:
