@@ -1,8 +1,8 @@
 -- Live documents of a source with no chunks under this chunker, in doc_id order, for a cursor that
--- rechunk_source reads while it writes chunks. The "no chunks" test is a set difference, read once
--- at the first fetch: written as NOT EXISTS it was planned, on tables without statistics yet (a
--- first build), as a scan of all the source's chunks per document, including the ones this run had
--- just written: quadratic (50,000 documents did not finish in 20 minutes).
+-- rechunk_source reads while it writes chunks. The "no chunks" test is a set difference, which
+-- reads each side once (sorted or hashed): written as NOT EXISTS it was planned, on tables without
+-- statistics yet (a first build), as a scan of all the source's chunks per document, including the
+-- ones this run had just written: quadratic (50,000 documents did not finish in 20 minutes).
 WITH pending AS (
     SELECT doc_id, version FROM ragline.documents WHERE source = %(source)s AND status = 'live'
     EXCEPT
