@@ -695,12 +695,11 @@ def parse_settings(raw: dict[str, Any], file: Path) -> Settings:
     index = _build(IndexSettings, raw.get("index") or {}, "index")
     if not 0 < index.min_recall <= 1:
         raise ConfigError("index.min_recall must be in (0, 1]")
-    if isinstance(index.build_memory_mb, bool) or not isinstance(index.build_memory_mb, int):
+    memory_mb = index.build_memory_mb
+    if not _whole(memory_mb) or not 1 <= memory_mb <= 2_000_000:
         raise ConfigError(
-            f"index.build_memory_mb must be a whole number of MB, got {index.build_memory_mb!r}"
+            f"index.build_memory_mb must be a whole number of MB from 1 to 2000000, got {memory_mb!r}"
         )
-    if not 1 <= index.build_memory_mb <= 2_000_000:
-        raise ConfigError(f"index.build_memory_mb must be between 1 and 2000000, got {index.build_memory_mb}")
 
     raw_sources = raw.get("sources")
     if not raw_sources or not isinstance(raw_sources, list):
@@ -877,6 +876,11 @@ def parse_settings(raw: dict[str, Any], file: Path) -> Settings:
     )
 
 
+def _whole(value: Any) -> bool:
+    """An int that is not a bool (YAML's true/false parse as bool, a subclass of int)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 def _annotation(raw: dict[str, Any], base: Path) -> AnnotationSettings:
     if not isinstance(raw, dict):
         raise ConfigError("annotation must be a mapping")
@@ -884,15 +888,12 @@ def _annotation(raw: dict[str, Any], base: Path) -> AnnotationSettings:
     item["golden_path"] = (base / str(item.get("golden_path") or "golden/human.jsonl")).resolve()
     a = _build(AnnotationSettings, item, "annotation")
 
-    def whole(value: Any) -> bool:
-        return isinstance(value, int) and not isinstance(value, bool)
-
     def number(value: Any) -> bool:
         return isinstance(value, int | float) and not isinstance(value, bool)
 
-    if not whole(a.queue_size) or a.queue_size < 1:
+    if not _whole(a.queue_size) or a.queue_size < 1:
         raise ConfigError("annotation.queue_size must be a whole number of at least 1")
-    if not whole(a.seed):
+    if not _whole(a.seed):
         raise ConfigError("annotation.seed must be a whole number")
     for name in ("max_interval_width", "disagreement"):
         if not number(getattr(a, name)) or not 0 <= getattr(a, name) <= 1:
@@ -901,7 +902,7 @@ def _annotation(raw: dict[str, Any], base: Path) -> AnnotationSettings:
         raise ConfigError("annotation: give random_share or random_count, not both")
     if a.random_share is not None and (not number(a.random_share) or not 0 <= a.random_share <= 1):
         raise ConfigError("annotation.random_share must be a number from 0 to 1")
-    if a.random_count is not None and (not whole(a.random_count) or a.random_count < 0):
+    if a.random_count is not None and (not _whole(a.random_count) or a.random_count < 0):
         raise ConfigError("annotation.random_count must be a whole number of at least 0")
     return a
 
