@@ -35,7 +35,12 @@ import psycopg  # noqa: E402
 from psycopg import sql  # noqa: E402
 
 from ragline.config import IndexSettings  # noqa: E402
-from ragline.index.search_index import build_indexes, hnsw_graph_mb, hnsw_index_name  # noqa: E402
+from ragline.index.search_index import (  # noqa: E402
+    build_indexes,
+    create_hnsw_statement,
+    hnsw_graph_mb,
+    hnsw_index_name,
+)
 from ragline.storage.db import DATABASE_URL_ENV, embedded_server  # noqa: E402
 
 SCRATCH = "hnsw_build_memory_default"
@@ -53,18 +58,7 @@ def _default_build(
     memory = conn.execute("SHOW maintenance_work_mem").fetchone()[0]
     conn.execute(sql.SQL("DROP INDEX CONCURRENTLY IF EXISTS ragline.{}").format(sql.Identifier(SCRATCH)))
     started = time.perf_counter()
-    conn.execute(
-        sql.SQL(
-            "CREATE INDEX CONCURRENTLY {} ON ragline.serving_vectors USING hnsw ((embedding::vector({})) "
-            "vector_cosine_ops) WITH (m = {}, ef_construction = {}) WHERE model_id = {}"
-        ).format(
-            sql.Identifier(SCRATCH),
-            sql.Literal(dim),
-            sql.Literal(settings.hnsw_m),
-            sql.Literal(settings.hnsw_ef_construction),
-            sql.Literal(model_id),
-        )
-    )
+    conn.execute(create_hnsw_statement(SCRATCH, model_id, dim, settings))
     seconds = time.perf_counter() - started
     conn.remove_notice_handler(notice)
     conn.execute(sql.SQL("DROP INDEX CONCURRENTLY ragline.{}").format(sql.Identifier(SCRATCH)))

@@ -6,8 +6,8 @@ from __future__ import annotations
 import hashlib
 import math
 import time
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager, contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 import numpy as np
@@ -61,6 +61,19 @@ _CREATE_HNSW = sql.SQL(
     "CREATE INDEX CONCURRENTLY {} ON ragline.serving_vectors USING hnsw ({} vector_cosine_ops) "
     "WITH (m = {}, ef_construction = {}) WHERE model_id = {}"
 )
+
+
+def create_hnsw_statement(name: str, model_id: str, dim: int, settings: IndexSettings) -> sql.Composed:
+    """CREATE INDEX CONCURRENTLY of a model's partial HNSW index on ragline.serving_vectors."""
+    return _CREATE_HNSW.format(
+        sql.Identifier(name),
+        _vector_expr(dim),
+        sql.Literal(settings.hnsw_m),
+        sql.Literal(settings.hnsw_ef_construction),
+        sql.Literal(model_id),
+    )
+
+
 _HNSW_BYTES_OVER_VECTOR = 128  # the element's header, beside 2 m neighbour slots of 24 bytes
 
 
@@ -109,19 +122,12 @@ def _build_indexes(conn: psycopg.Connection, model_id: str, dim: int, settings: 
         dropped.append(name)
     t0 = time.perf_counter()
     built = not existing.get(name)
-    build = _Build(0)
+    memory: tuple[int, str | None, str | None] = (0, None, None)  # IndexStats' last three fields
     if built:
         vectors = conn.execute(query("count_serving_vectors"), {"model_id": model_id}).fetchone()[0]
-        create = _CREATE_HNSW.format(
-            sql.Identifier(name),
-            _vector_expr(dim),
-            sql.Literal(settings.hnsw_m),
-            sql.Literal(settings.hnsw_ef_construction),
-            sql.Literal(model_id),
-        )
-        with _build_memory(
-            conn, hnsw_graph_mb(vectors, dim, settings.hnsw_m), settings.build_memory_mb
-        ) as build:
+        create = create_hnsw_statement(name, model_id, dim, settings)
+        wanted_mb = hnsw_graph_mb(vectors, dim, settings.hnsw_m)
+        with _BuildMemory(conn, wanted_mb, settings.build_memory_mb) as build:
             try:
                 conn.execute(create)
             except psycopg.errors.DiskFull as exc:
@@ -134,65 +140,49 @@ def _build_indexes(conn: psycopg.Connection, model_id: str, dim: int, settings: 
                 build.restore()
                 build.memory_mb = build.own_mb
                 conn.execute(create)
+        memory = (build.memory_mb, build.spilled, build.refused)
     hnsw_seconds = time.perf_counter() - t0
     for other in existing:
         if other != name:
             _drop_concurrently(conn, other)
             dropped.append(other)
     vectors = conn.execute(query("count_serving_vectors"), {"model_id": model_id}).fetchone()[0]
-    return IndexStats(
-        model_id,
-        dim,
-        vectors,
-        added,
-        missing,
-        built,
-        hnsw_seconds,
-        name,
-        dropped,
-        build.memory_mb,
-        build.spilled,
-        build.refused,
-    )
+    return IndexStats(model_id, dim, vectors, added, missing, built, hnsw_seconds, name, dropped, *memory)
 
 
-@dataclass
-class _Build:
-    memory_mb: int  # what the build ran with
-    own_mb: int = 0  # the session's setting before
-    spilled: str | None = None
-    refused: str | None = None
-    restore: Callable[[], None] = lambda: None  # puts the session's setting back
+class _BuildMemory:
+    """The session's maintenance_work_mem for one index build: raised to `wanted_mb` (at most
+    `cap_mb`, never below the session's own setting), with pgvector's notice noted if the graph
+    outgrows it, and put back after, error or not: the connection returns to a shared pool."""
 
+    def __init__(self, conn: psycopg.Connection, wanted_mb: int, cap_mb: int) -> None:
+        self.conn = conn
+        self._setting, self.own_mb, self._source = conn.execute(query("maintenance_work_mem")).fetchone()
+        self.memory_mb = max(self.own_mb, min(wanted_mb, cap_mb))  # what the build runs with
+        self.spilled: str | None = None
+        self.refused: str | None = None
 
-@contextmanager
-def _build_memory(conn: psycopg.Connection, wanted_mb: int, cap_mb: int) -> Iterator[_Build]:
-    """Raise the session's maintenance_work_mem to `wanted_mb` (at most `cap_mb`, never below the
-    session's own setting) for one index build, and note pgvector's notice if the graph outgrows it.
-    The setting is put back after, error or not: the connection returns to a shared pool."""
-    setting, own_mb, source = conn.execute(query("maintenance_work_mem")).fetchone()
+    def __enter__(self) -> _BuildMemory:
+        self.conn.add_notice_handler(self._notice)
+        if self.memory_mb > self.own_mb:
+            self.conn.execute(query("set_maintenance_work_mem"), {"value": f"{self.memory_mb}MB"})
+        return self
 
-    def restore() -> None:
-        if source == "session":
-            conn.execute(query("set_maintenance_work_mem"), {"value": setting})
+    def __exit__(self, *_exc: object) -> None:
+        self.conn.remove_notice_handler(self._notice)
+        if not self.conn.closed and self.conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+            self.restore()
+
+    def restore(self) -> None:
+        """The session's own setting again (RESET unless the session had SET it)."""
+        if self._source == "session":
+            self.conn.execute(query("set_maintenance_work_mem"), {"value": self._setting})
         else:
-            conn.execute(query("reset_maintenance_work_mem"))
+            self.conn.execute(query("reset_maintenance_work_mem"))
 
-    build = _Build(max(own_mb, min(wanted_mb, cap_mb)), own_mb, restore=restore)
-
-    def notice(diag: psycopg.errors.Diagnostic) -> None:
+    def _notice(self, diag: psycopg.errors.Diagnostic) -> None:
         if diag.message_primary and "no longer fits" in diag.message_primary:
-            build.spilled = diag.message_primary
-
-    conn.add_notice_handler(notice)
-    try:
-        if build.memory_mb > own_mb:
-            conn.execute(query("set_maintenance_work_mem"), {"value": f"{build.memory_mb}MB"})
-        yield build
-    finally:
-        conn.remove_notice_handler(notice)
-        if not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
-            restore()
+            self.spilled = diag.message_primary
 
 
 def publish_model(conn: psycopg.Connection, model_id: str, dim: int) -> list[str]:

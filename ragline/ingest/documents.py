@@ -47,7 +47,8 @@ def store_scan(conn: psycopg.Connection, source: str, scan: ScanResult) -> Inges
     that turns corrupt is not taken as deleted.
     """
     stats = IngestStats()
-    with conn.transaction():
+    # The documents are closed however the store ends: a streamed scan's PDF worker stops with it.
+    with conn.transaction(), _reading(scan.documents) as documents:
         # One writer per source: two runs of a partition would otherwise both take version N+1.
         xact_lock(conn, SOURCE_LOCK, source)
         existing = {row[0]: row[1:] for row in conn.execute(query("documents_of_source"), {"source": source})}
@@ -56,50 +57,48 @@ def store_scan(conn: psycopg.Connection, source: str, scan: ScanResult) -> Inges
         still_unchunkable: list[str] = []
         seen: set[str] = set()
         writes: list[dict] = []  # new and changed documents, written in two pipelined statements
-        # Closed however the store ends: a streamed scan's PDF worker stops with it.
-        with _reading(scan.documents) as documents:
-            for doc in documents:
-                seen.add(doc.doc_id)
-                digest = doc.content_hash
-                row = existing.get(doc.doc_id)
-                if row is None:
-                    version = 1
-                    stats.new += 1
-                else:
-                    version, old_hash, status, _path = row
-                    # A hash from before the line number left JSON Lines metadata is the same content.
-                    if old_hash in (digest, doc.legacy_hash):
-                        if old_hash != digest:
-                            conn.execute(
-                                query("rehash_document"),
-                                {"source": source, "doc_id": doc.doc_id, "content_hash": digest},
-                            )
-                        if status == "live":
-                            stats.unchanged += 1
-                        elif doc.doc_id in unchunkable:
-                            still_unchunkable.append(doc.doc_id)
-                            stats.unchanged += 1
-                        else:
-                            conn.execute(query("restore_document"), {"source": source, "doc_id": doc.doc_id})
-                            stats.restored += 1
-                        continue
-                    version += 1
-                    stats.changed += 1
-                writes.append(
-                    {
-                        "source": source,
-                        "doc_id": doc.doc_id,
-                        "path": doc.path,
-                        "version": version,
-                        "content_hash": digest,
-                        "text": doc.text,
-                        "metadata": Jsonb(doc.metadata),
-                        "char_count": len(doc.text),
-                    }
-                )
-                if len(writes) >= WRITE_BATCH:
-                    _write_versions(conn, writes)
-                    writes.clear()
+        for doc in documents:
+            seen.add(doc.doc_id)
+            digest = doc.content_hash
+            row = existing.get(doc.doc_id)
+            if row is None:
+                version = 1
+                stats.new += 1
+            else:
+                version, old_hash, status, _path = row
+                # A hash from before the line number left JSON Lines metadata is the same content.
+                if old_hash in (digest, doc.legacy_hash):
+                    if old_hash != digest:
+                        conn.execute(
+                            query("rehash_document"),
+                            {"source": source, "doc_id": doc.doc_id, "content_hash": digest},
+                        )
+                    if status == "live":
+                        stats.unchanged += 1
+                    elif doc.doc_id in unchunkable:
+                        still_unchunkable.append(doc.doc_id)
+                        stats.unchanged += 1
+                    else:
+                        conn.execute(query("restore_document"), {"source": source, "doc_id": doc.doc_id})
+                        stats.restored += 1
+                    continue
+                version += 1
+                stats.changed += 1
+            writes.append(
+                {
+                    "source": source,
+                    "doc_id": doc.doc_id,
+                    "path": doc.path,
+                    "version": version,
+                    "content_hash": digest,
+                    "text": doc.text,
+                    "metadata": Jsonb(doc.metadata),
+                    "char_count": len(doc.text),
+                }
+            )
+            if len(writes) >= WRITE_BATCH:
+                _write_versions(conn, writes)
+                writes.clear()
         _write_versions(conn, writes)
         stats.files_seen = scan.files_seen
         stats.quarantined = len(scan.rejections)
