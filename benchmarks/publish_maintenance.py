@@ -1,17 +1,20 @@
-"""Publish's BM25 maintenance before and after migration 0014, in one run.
+"""Publish's BM25 maintenance before and after a migration's trigger functions, in one run.
 
 For each variant, a fresh database on one embedded PostgreSQL (benchmarks/.work/publish/pgdata):
 the seeded synthetic corpus of benchmarks/ingest_throughput.py, ragline's full build, a no-op
 rerun and a rerun after editing one sentence in 1% of the documents (the stand-in hash model: the
-model is not what this measures). "before" puts back migration 0004's trigger functions and the
-NOT EXISTS form of unindex_generation_texts.sql (from git, --before-commit); "after" keeps the
-current ones. With autovacuum off on ragline's tables (default; --autovacuum keeps it), every
+model is not what this measures). "before" puts back the BM25 trigger functions of the migration
+--before-migration (default 0004's two, measured against 0014; 0015's insert function measures
+0016) and unindex_generation_texts.sql as it was at --before-commit; "after" keeps the current
+ones. With autovacuum off on ragline's tables (default; --autovacuum keeps it), every
 statement is planned without statistics of the rows the build just loaded, as a publish that runs
 before autovacuum gets to them: the case that made edit reruns take minutes now and then.
 Reports publish_source's seconds per pass and after/before ratios, in
 benchmarks/results/ingest_build/publish-maintenance-<docs>-docs/.
 
     uv run --frozen python benchmarks/publish_maintenance.py --docs 500
+    uv run --frozen python benchmarks/publish_maintenance.py --docs 5000 \
+        --before-migration 0015_lexical_insert_without_arrays.sql --before-commit HEAD
 """
 
 from __future__ import annotations
@@ -58,14 +61,16 @@ from ragline.storage.db import (  # noqa: E402
 
 VARIANTS = ("before", "after")
 UNINDEX = "sql/queries/unindex_generation_texts.sql"
-_FUNCTION = re.compile(r"CREATE FUNCTION (ragline\.(?:index|unindex)_lexical_texts\(\).*?\n\$\$;)", re.S)
+_FUNCTION = re.compile(
+    r"CREATE (?:OR REPLACE )?FUNCTION (ragline\.(?:index|unindex)_lexical_texts\(\).*?\n\$\$;)", re.S
+)
 
 
-def functions_of_0004() -> list[str]:
-    """Migration 0004's two trigger functions, as CREATE OR REPLACE statements."""
-    text = (sql_dir() / "migrations" / "0004_bm25_impact_postings.sql").read_text(encoding="utf-8")
+def trigger_functions_of(migration: str) -> list[str]:
+    """A migration's BM25 trigger functions, as CREATE OR REPLACE statements."""
+    text = (sql_dir() / "migrations" / migration).read_text(encoding="utf-8")
     found = [f"CREATE OR REPLACE FUNCTION {body}" for body in _FUNCTION.findall(text)]
-    assert len(found) == 2, "0004's trigger functions not found"
+    assert found, f"no BM25 trigger function in {migration}"
     return found
 
 
@@ -96,7 +101,7 @@ def variant_run(variant: str, work: Path, args: argparse.Namespace) -> dict[str,
             ).fetchall():
                 conn.execute(f'ALTER TABLE ragline."{table}" SET (autovacuum_enabled = off)')
         if variant == "before":
-            for statement in functions_of_0004():
+            for statement in trigger_functions_of(args.before_migration):
                 conn.execute(statement)
     old = old_unindex(args.before_commit)
     publishing.query = (
@@ -136,11 +141,12 @@ def variant_run(variant: str, work: Path, args: argparse.Namespace) -> dict[str,
 def markdown(r: dict[str, Any]) -> str:
     before, after = (r["variants"][v]["publish_seconds"] for v in VARIANTS)
     lines = [
-        f"# Publish's BM25 maintenance before and after 0014 ({r['documents']} documents)",
+        f"# Publish's BM25 maintenance, before = {r['before_migration']}'s trigger functions "
+        f"({r['documents']} documents)",
         "",
         f"One run, same corpus (seed {r['seed']}), stand-in hash model, autovacuum "
-        f"{'on' if r['autovacuum'] else 'off'}; before = {r['before_commit']}'s 0004 triggers and "
-        "unindex_generation_texts.sql; "
+        f"{'on' if r['autovacuum'] else 'off'}; before = {r['before_migration']}'s trigger functions and "
+        f"{r['before_commit']}'s unindex_generation_texts.sql; "
         f"{r['variants']['after']['lexical_texts']} lexical texts, "
         f"{r['variants']['after']['lexical_postings']} postings after the edit rerun; "
         f"{r['variants']['after']['edited_documents']} documents edited.",
@@ -161,6 +167,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=20261128)
     p.add_argument("--work-dir", type=Path, default=BENCH_DIR / ".work" / "publish")
     p.add_argument("--before-commit", default="2da75f5", help="where the 'before' query text comes from")
+    p.add_argument(
+        "--before-migration",
+        default="0004_bm25_impact_postings.sql",
+        help="the migration whose BM25 trigger functions 'before' runs",
+    )
     p.add_argument("--autovacuum", action="store_true", help="leave autovacuum on (timing-dependent plans)")
     p.add_argument("--results-dir", type=Path, default=BENCH_DIR / "results" / "ingest_build")
     args = p.parse_args(argv)
@@ -179,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         "seed": args.seed,
         "autovacuum": args.autovacuum,
         "before_commit": args.before_commit,
+        "before_migration": args.before_migration,
         "variants": variants,
         "ratios_after_over_before": {
             k: variants["after"]["publish_seconds"][k] / variants["before"]["publish_seconds"][k]
@@ -188,7 +200,8 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_end": list(os.getloadavg()),
         "total_run_seconds": time.perf_counter() - started,
     }
-    out = args.results_dir / f"publish-maintenance-{args.docs}-docs"
+    suffix = "" if args.before_migration.startswith("0004_") else f"-vs-{args.before_migration[:4]}"
+    out = args.results_dir / f"publish-maintenance-{args.docs}-docs{suffix}"
     out.mkdir(parents=True, exist_ok=True)
     (out / "publish_maintenance.json").write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     (out / "publish_maintenance.md").write_text(markdown(result), encoding="utf-8")

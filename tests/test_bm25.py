@@ -269,3 +269,29 @@ def test_the_stored_postings_are_what_the_texts_tokenize_to(corpus):
         assert conn.execute(
             "SELECT texts, total_length FROM ragline.lexical_stats WHERE chunk_set = 'default'"
         ).fetchone() == (500, sum(lengths.values()))
+
+
+def test_several_inserts_in_one_transaction_each_index_their_texts(db_url):
+    """The insert trigger keeps the new texts' tokens in a temporary table for the statement; a
+    second insert in the same transaction (and an insert of no rows) gets a table of its own and
+    indexes exactly its texts, and no temporary table outlives the trigger."""
+    first, second = real_texts(60), real_texts(60, skip=40)  # 20 texts in both: already there
+    rows = lambda texts: [(hashlib.sha256(t.encode()).hexdigest(), t.replace("\x00", "")) for t in texts]  # noqa: E731
+    insert = (
+        "INSERT INTO ragline.indexed_texts (chunk_set, text_hash, text) "
+        "SELECT 'default', h, t FROM unnest(%s::text[], %s::text[]) AS u(h, t) ON CONFLICT DO NOTHING"
+    )
+    with psycopg.connect(db_url) as conn:
+        for texts in (first, second, []):
+            hashes, bodies = zip(*rows(texts), strict=True) if texts else ((), ())
+            conn.execute(insert, (list(hashes), list(bodies)))
+        assert conn.execute("SELECT to_regclass('pg_temp.lexical_new_texts')").fetchone()[0] is None
+        conn.commit()
+        params = {"set": "default"}
+        assert conn.execute("SELECT count(*) FROM ragline.lexical_texts").fetchone()[0] == 100
+        want = sorted(conn.execute(_INDEX_FROM_TEXT, params).fetchall())
+        assert sorted(conn.execute(_INDEX_AS_STORED, params).fetchall()) == want
+        assert (
+            conn.execute("SELECT texts FROM ragline.lexical_stats WHERE chunk_set = 'default'").fetchone()[0]
+            == 100
+        )

@@ -1,0 +1,58 @@
+-- Publishing's BM25 insert trigger tokenizes each new text once (issue 9). 0015 ran to_tsvector over
+-- the transition table in both of its statements, and grouped 2.75M (text hash, term) rows of a
+-- 46k-text publish by the 64-character text hash in a sort that spilled to disk. Now the new texts'
+-- tsvectors go into a temporary table, numbered, that both statements read: the lexemes the set
+-- lacks are inserted from it (their own statement, as before, so that the next one sees ids another
+-- writer committed meanwhile), and the texts' terms are grouped by their number. The temporary table
+-- is dropped before the trigger returns (and at commit whatever happens), so several inserts in one
+-- transaction each get their own. The role needs PostgreSQL's TEMP privilege on the database (every
+-- role has it unless it was revoked).
+CREATE OR REPLACE FUNCTION ragline.index_lexical_texts() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    CREATE TEMPORARY TABLE lexical_new_texts ON COMMIT DROP AS
+    SELECT row_number() OVER () AS ord, chunk_set, text_hash, to_tsvector('english', text) AS tsv
+    FROM new_rows;
+    ANALYZE pg_temp.lexical_new_texts;
+    -- Only lexemes the set lacks: ON CONFLICT alone would use up an identity value for every
+    -- known lexeme of every publish, and the integer ids would run out. In lexeme order, so two
+    -- writers meet in one order.
+    INSERT INTO ragline.lexical_lexemes (chunk_set, lexeme)
+    SELECT DISTINCT n.chunk_set, t.lexeme
+    FROM pg_temp.lexical_new_texts n CROSS JOIN LATERAL unnest(n.tsv) t
+    WHERE NOT EXISTS (
+        SELECT 1 FROM ragline.lexical_lexemes l WHERE l.chunk_set = n.chunk_set AND l.lexeme = t.lexeme
+    )
+    ORDER BY 1, 2
+    ON CONFLICT (chunk_set, lexeme) DO NOTHING;
+    WITH terms AS (
+        SELECT n.ord, l.term_id, cardinality(t.positions) AS tf
+        FROM pg_temp.lexical_new_texts n
+        CROSS JOIN LATERAL unnest(n.tsv) t
+        JOIN ragline.lexical_lexemes l ON l.chunk_set = n.chunk_set AND l.lexeme = t.lexeme
+    ), grouped AS (
+        SELECT ord, sum(tf)::integer AS doc_length, array_agg(term_id ORDER BY term_id) AS term_ids
+        FROM terms GROUP BY ord
+    ), texts AS (
+        INSERT INTO ragline.lexical_texts (chunk_set, text_hash, doc_length, term_ids)
+        SELECT n.chunk_set, n.text_hash, coalesce(g.doc_length, 0), coalesce(g.term_ids, '{}')
+        FROM pg_temp.lexical_new_texts n LEFT JOIN grouped g USING (ord)
+        RETURNING chunk_set, text_hash, text_id, doc_length
+    ), numbered AS (
+        SELECT n.ord, x.chunk_set, x.text_id, x.doc_length
+        FROM texts x JOIN pg_temp.lexical_new_texts n USING (chunk_set, text_hash)
+    ), postings AS (
+        INSERT INTO ragline.lexical_postings (chunk_set, term_id, text_id, tf, doc_length, impact)
+        SELECT x.chunk_set, t.term_id, x.text_id, t.tf, x.doc_length, ragline.bm25_impact(t.tf, x.doc_length)
+        FROM terms t JOIN numbered x USING (ord)
+        ORDER BY x.chunk_set, t.term_id, x.text_id
+        RETURNING chunk_set, term_id, tf
+    ), frequencies AS (
+        INSERT INTO ragline.lexical_term_deltas (chunk_set, term_id, df, max_tf)
+        SELECT chunk_set, term_id, count(*), max(tf) FROM postings GROUP BY chunk_set, term_id
+    )
+    INSERT INTO ragline.lexical_stat_deltas (chunk_set, texts, total_length)
+    SELECT chunk_set, count(*), coalesce(sum(doc_length), 0) FROM texts GROUP BY chunk_set;
+    DROP TABLE pg_temp.lexical_new_texts;
+    RETURN NULL;
+END
+$$;
