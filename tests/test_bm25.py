@@ -230,68 +230,99 @@ WHERE p.chunk_set = %(set)s
 """
 
 
+def assert_index_is_what_the_texts_tokenize_to(conn: psycopg.Connection, chunk_set: str) -> int:
+    """The set's postings, text lengths, term lists, df/max_tf deltas and totals equal a derivation
+    from its texts alone; returns the number of texts."""
+    params = {"set": chunk_set}
+    want = sorted(conn.execute(_INDEX_FROM_TEXT, params).fetchall())
+    assert sorted(conn.execute(_INDEX_AS_STORED, params).fetchall()) == want
+    # A text without a lexeme (only stop words, say) has no posting and length 0.
+    served = conn.execute("SELECT text_hash FROM ragline.indexed_texts WHERE chunk_set = %(set)s", params)
+    lengths = dict.fromkeys((h for (h,) in served), 0)
+    terms_of: dict[str, list[str]] = {h: [] for h in lengths}
+    for text_hash, lexeme, _tf, doc_length, _impact in want:
+        lengths[text_hash] = doc_length
+        terms_of[text_hash].append(lexeme)
+    stored = conn.execute(
+        "SELECT x.text_hash, x.doc_length, "
+        "  (SELECT array_agg(l.lexeme ORDER BY l.term_id) FROM unnest(x.term_ids) AS t(id) "
+        "   JOIN ragline.lexical_lexemes l ON l.chunk_set = x.chunk_set AND l.term_id = t.id), "
+        "  x.term_ids = (SELECT array_agg(id ORDER BY id) FROM unnest(x.term_ids) AS t(id)) "
+        "FROM ragline.lexical_texts x WHERE x.chunk_set = %(set)s",
+        params,
+    ).fetchall()
+    assert len(stored) == len(lengths) and {h: n for h, n, _, _ in stored} == lengths
+    assert {h: sorted(terms or []) for h, _, terms, _ in stored} == {
+        h: sorted(ls) for h, ls in terms_of.items()
+    }
+    assert all(ordered is not False for *_, ordered in stored)  # term ids in ascending order
+    df = conn.execute(
+        "SELECT l.lexeme, sum(d.df)::integer, max(d.max_tf) FROM ragline.lexical_term_deltas d "
+        "JOIN ragline.lexical_lexemes l USING (chunk_set, term_id) WHERE d.chunk_set = %(set)s "
+        "GROUP BY l.lexeme",
+        params,
+    ).fetchall()
+    want_df: dict[str, tuple[int, int]] = {}
+    for _h, lexeme, tf, *_ in want:
+        n, top = want_df.get(lexeme, (0, 0))
+        want_df[lexeme] = (n + 1, max(top, tf))
+    assert {lexeme: (n, top) for lexeme, n, top in df} == want_df
+    assert conn.execute(
+        "SELECT texts, total_length FROM ragline.lexical_stats WHERE chunk_set = %(set)s", params
+    ).fetchone() == (len(lengths), sum(lengths.values()))
+    return len(lengths)
+
+
 def test_the_stored_postings_are_what_the_texts_tokenize_to(corpus):
     """The insert trigger's postings, text lengths, term lists and df/total deltas equal a
     derivation from the texts alone, through a publish of new texts into a set that has some."""
     url, texts = corpus
     with psycopg.connect(url, autocommit=True) as conn:
         add_texts(conn, "default", real_texts(120, skip=380))  # 20 known texts, 100 new ones
-        params = {"set": "default"}
-        want = sorted(conn.execute(_INDEX_FROM_TEXT, params).fetchall())
-        assert len(want) > 20_000
-        assert sorted(conn.execute(_INDEX_AS_STORED, params).fetchall()) == want
-        # A text without a lexeme (only stop words, say) has no posting and length 0.
-        served = conn.execute("SELECT text_hash FROM ragline.indexed_texts WHERE chunk_set = 'default'")
-        lengths = dict.fromkeys((h for (h,) in served), 0)
-        terms_of: dict[str, list[str]] = {h: [] for h in lengths}
-        for text_hash, _lexeme, _tf, doc_length, _impact in want:
-            lengths[text_hash] = doc_length
-        stored = conn.execute(
-            "SELECT x.text_hash, x.doc_length, "
-            "  (SELECT array_agg(l.lexeme ORDER BY l.lexeme) FROM unnest(x.term_ids) AS t(id) "
-            "   JOIN ragline.lexical_lexemes l ON l.chunk_set = x.chunk_set AND l.term_id = t.id) "
-            "FROM ragline.lexical_texts x WHERE x.chunk_set = 'default'"
-        ).fetchall()
-        assert len(stored) == 500 and {h: n for h, n, _ in stored} == lengths
-        for text_hash, lexeme, *_ in want:
-            terms_of[text_hash].append(lexeme)
-        assert {h: terms or [] for h, _, terms in stored} == {h: sorted(ls) for h, ls in terms_of.items()}
-        df = conn.execute(
-            "SELECT l.lexeme, sum(d.df)::integer, max(d.max_tf) FROM ragline.lexical_term_deltas d "
-            "JOIN ragline.lexical_lexemes l USING (chunk_set, term_id) WHERE d.chunk_set = 'default' "
-            "GROUP BY l.lexeme"
-        ).fetchall()
-        want_df: dict[str, tuple[int, int]] = {}
-        for _h, lexeme, tf, *_ in want:
-            n, top = want_df.get(lexeme, (0, 0))
-            want_df[lexeme] = (n + 1, max(top, tf))
-        assert {lexeme: (n, top) for lexeme, n, top in df} == want_df
-        assert conn.execute(
-            "SELECT texts, total_length FROM ragline.lexical_stats WHERE chunk_set = 'default'"
-        ).fetchone() == (500, sum(lengths.values()))
+        assert len(conn.execute(_INDEX_FROM_TEXT, {"set": "default"}).fetchall()) > 20_000
+        assert assert_index_is_what_the_texts_tokenize_to(conn, "default") == 500
+
+
+_INSERT_ROWS = (
+    "INSERT INTO ragline.indexed_texts (chunk_set, text_hash, text) "
+    "SELECT s, h, t FROM unnest(%s::text[], %s::text[], %s::text[]) AS u(s, h, t) ON CONFLICT DO NOTHING"
+)
+
+
+def insert_rows(conn: psycopg.Connection, rows: list[tuple[str, str]]) -> None:
+    """(chunk set, text) rows in one INSERT statement: one firing of the trigger for all of them."""
+    sets = [s for s, _ in rows]
+    texts = [t.replace("\x00", "") for _, t in rows]
+    hashes = [hashlib.sha256(t.encode()).hexdigest() for t in texts]
+    conn.execute(_INSERT_ROWS, (sets, hashes, texts))
 
 
 def test_several_inserts_in_one_transaction_each_index_their_texts(db_url):
-    """The insert trigger keeps the new texts' tokens in a temporary table for the statement; a
-    second insert in the same transaction (and an insert of no rows) gets a table of its own and
-    indexes exactly its texts, and no temporary table outlives the trigger."""
+    """The insert trigger keeps the new texts' tokens in the session's temporary table for the
+    statement. Inserts of many rows at once, of two chunk sets in one statement, of texts without
+    a lexeme, of no rows, after a savepoint that made the table was rolled back, several in one
+    transaction, and after DISCARD TEMP, each index exactly their texts: the stored index is what
+    the texts tokenize to, set by set."""
     first, second = real_texts(60), real_texts(60, skip=40)  # 20 texts in both: already there
-    rows = lambda texts: [(hashlib.sha256(t.encode()).hexdigest(), t.replace("\x00", "")) for t in texts]  # noqa: E731
-    insert = (
-        "INSERT INTO ragline.indexed_texts (chunk_set, text_hash, text) "
-        "SELECT 'default', h, t FROM unnest(%s::text[], %s::text[]) AS u(h, t) ON CONFLICT DO NOTHING"
-    )
+    stop_words = ["", "the and of", "   "]
     with psycopg.connect(db_url) as conn:
-        for texts in (first, second, []):
-            hashes, bodies = zip(*rows(texts), strict=True) if texts else ((), ())
-            conn.execute(insert, (list(hashes), list(bodies)))
-        assert conn.execute("SELECT to_regclass('pg_temp.lexical_new_texts')").fetchone()[0] is None
+        # First in the session: the temporary table is made, and undone with the savepoint.
+        with pytest.raises(RuntimeError), conn.transaction():
+            insert_rows(conn, [("default", t) for t in real_texts(5, skip=200)])
+            assert conn.execute("SELECT to_regclass('pg_temp.ragline_lexical_new_texts')").fetchone()[0]
+            raise RuntimeError("roll the savepoint back")
+        assert conn.execute("SELECT to_regclass('pg_temp.ragline_lexical_new_texts')").fetchone()[0] is None
+        insert_rows(conn, [("default", t) for t in first + stop_words] + [("variant", t) for t in first[:30]])
+        insert_rows(conn, [("default", t) for t in second] + [("variant", t) for t in second[-30:]])
+        insert_rows(conn, [])
         conn.commit()
-        params = {"set": "default"}
-        assert conn.execute("SELECT count(*) FROM ragline.lexical_texts").fetchone()[0] == 100
-        want = sorted(conn.execute(_INDEX_FROM_TEXT, params).fetchall())
-        assert sorted(conn.execute(_INDEX_AS_STORED, params).fetchall()) == want
-        assert (
-            conn.execute("SELECT texts FROM ragline.lexical_stats WHERE chunk_set = 'default'").fetchone()[0]
-            == 100
-        )
+        conn.execute("DISCARD TEMP")  # as a connection pooler does between clients
+        insert_rows(conn, [("default", t) for t in real_texts(5, skip=300)])
+        conn.commit()
+        assert conn.execute("SELECT count(*) FROM pg_temp.ragline_lexical_new_texts").fetchone()[0] == 0
+        assert assert_index_is_what_the_texts_tokenize_to(conn, "default") == 100 + 3 + 5
+        assert assert_index_is_what_the_texts_tokenize_to(conn, "variant") == 60
+        # Each text without a lexeme is stored with length 0 and no terms.
+        assert conn.execute(
+            "SELECT count(*) FROM ragline.lexical_texts WHERE doc_length = 0 AND term_ids = '{}'"
+        ).fetchone()[0] == len(stop_words)

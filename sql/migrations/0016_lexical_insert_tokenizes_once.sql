@@ -3,22 +3,35 @@
 -- 46k-text publish by the 64-character text hash in a sort that spilled to disk. Now the new texts'
 -- tsvectors go into a temporary table, numbered, that both statements read: the lexemes the set
 -- lacks are inserted from it (their own statement, as before, so that the next one sees ids another
--- writer committed meanwhile), and the texts' terms are grouped by their number. The temporary table
--- is dropped before the trigger returns (and at commit whatever happens), so several inserts in one
--- transaction each get their own. The role needs PostgreSQL's TEMP privilege on the database (every
--- role has it unless it was revoked).
+-- writer committed meanwhile), and the texts' terms are grouped by their number.
+-- The temporary table is the session's own, made by the first insert that needs it and emptied
+-- before each firing returns (and at commit, whatever happens), so a transaction of many inserts
+-- takes no new lock per insert. An insert of no rows returns at once. The role needs PostgreSQL's
+-- TEMP privilege on the database (as embedding already does), and a transaction that inserts texts
+-- cannot be prepared (PREPARE TRANSACTION refuses transactions that used temporary tables).
 CREATE OR REPLACE FUNCTION ragline.index_lexical_texts() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    CREATE TEMPORARY TABLE lexical_new_texts ON COMMIT DROP AS
-    SELECT row_number() OVER () AS ord, chunk_set, text_hash, to_tsvector('english', text) AS tsv
-    FROM new_rows;
-    ANALYZE pg_temp.lexical_new_texts;
+    IF NOT EXISTS (SELECT FROM new_rows) THEN
+        RETURN NULL;
+    END IF;
+    IF to_regclass('pg_temp.ragline_lexical_new_texts') IS NULL THEN
+        CREATE TEMPORARY TABLE ragline_lexical_new_texts (
+            ord       bigint   NOT NULL,
+            chunk_set text     NOT NULL,
+            text_hash text     NOT NULL,
+            tsv       tsvector NOT NULL
+        ) ON COMMIT DELETE ROWS;
+    END IF;
+    INSERT INTO pg_temp.ragline_lexical_new_texts (ord, chunk_set, text_hash, tsv)
+    SELECT row_number() OVER (), chunk_set, text_hash, to_tsvector('english', text) FROM new_rows;
+    -- Temporary tables get no autovacuum; the joins back on (chunk_set, text_hash) need estimates.
+    ANALYZE pg_temp.ragline_lexical_new_texts (ord, chunk_set, text_hash);
     -- Only lexemes the set lacks: ON CONFLICT alone would use up an identity value for every
     -- known lexeme of every publish, and the integer ids would run out. In lexeme order, so two
     -- writers meet in one order.
     INSERT INTO ragline.lexical_lexemes (chunk_set, lexeme)
     SELECT DISTINCT n.chunk_set, t.lexeme
-    FROM pg_temp.lexical_new_texts n CROSS JOIN LATERAL unnest(n.tsv) t
+    FROM pg_temp.ragline_lexical_new_texts n CROSS JOIN LATERAL unnest(n.tsv) t
     WHERE NOT EXISTS (
         SELECT 1 FROM ragline.lexical_lexemes l WHERE l.chunk_set = n.chunk_set AND l.lexeme = t.lexeme
     )
@@ -26,7 +39,7 @@ BEGIN
     ON CONFLICT (chunk_set, lexeme) DO NOTHING;
     WITH terms AS (
         SELECT n.ord, l.term_id, cardinality(t.positions) AS tf
-        FROM pg_temp.lexical_new_texts n
+        FROM pg_temp.ragline_lexical_new_texts n
         CROSS JOIN LATERAL unnest(n.tsv) t
         JOIN ragline.lexical_lexemes l ON l.chunk_set = n.chunk_set AND l.lexeme = t.lexeme
     ), grouped AS (
@@ -35,11 +48,11 @@ BEGIN
     ), texts AS (
         INSERT INTO ragline.lexical_texts (chunk_set, text_hash, doc_length, term_ids)
         SELECT n.chunk_set, n.text_hash, coalesce(g.doc_length, 0), coalesce(g.term_ids, '{}')
-        FROM pg_temp.lexical_new_texts n LEFT JOIN grouped g USING (ord)
+        FROM pg_temp.ragline_lexical_new_texts n LEFT JOIN grouped g USING (ord)
         RETURNING chunk_set, text_hash, text_id, doc_length
     ), numbered AS (
         SELECT n.ord, x.chunk_set, x.text_id, x.doc_length
-        FROM texts x JOIN pg_temp.lexical_new_texts n USING (chunk_set, text_hash)
+        FROM texts x JOIN pg_temp.ragline_lexical_new_texts n USING (chunk_set, text_hash)
     ), postings AS (
         INSERT INTO ragline.lexical_postings (chunk_set, term_id, text_id, tf, doc_length, impact)
         SELECT x.chunk_set, t.term_id, x.text_id, t.tf, x.doc_length, ragline.bm25_impact(t.tf, x.doc_length)
@@ -52,7 +65,7 @@ BEGIN
     )
     INSERT INTO ragline.lexical_stat_deltas (chunk_set, texts, total_length)
     SELECT chunk_set, count(*), coalesce(sum(doc_length), 0) FROM texts GROUP BY chunk_set;
-    DROP TABLE pg_temp.lexical_new_texts;
+    TRUNCATE pg_temp.ragline_lexical_new_texts;
     RETURN NULL;
 END
 $$;
