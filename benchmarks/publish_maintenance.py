@@ -81,6 +81,10 @@ def old_unindex(commit: str) -> str:
     ).stdout
 
 
+def _git(*argv: str) -> str:
+    return subprocess.run(["git", *argv], cwd=REPO, check=True, capture_output=True, text=True).stdout.strip()
+
+
 def variant_run(variant: str, work: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Full build, no-op rerun and edit rerun on a fresh corpus and database; publish seconds each."""
     corpus = work / f"corpus-{variant}"
@@ -194,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--autovacuum", action="store_true", help="leave autovacuum on (timing-dependent plans)")
     p.add_argument("--results-dir", type=Path, default=BENCH_DIR / "results" / "ingest_build")
     args = p.parse_args(argv)
+    if args.rounds < 1:
+        p.error("--rounds must be at least 1")
     if args.before_commit is None:
         args.before_commit = "2da75f5" if args.before_migration.startswith("0004_") else "HEAD"
     if os.environ.get(DATABASE_URL_ENV):
@@ -214,6 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         "seed": args.seed,
         "autovacuum": args.autovacuum,
         "before_commit": args.before_commit,
+        "after_commit": _git("rev-parse", "HEAD"),
+        "after_tree_dirty": bool(_git("status", "--porcelain", "--", "sql", "ragline")),
         "before_migration": args.before_migration,
         "rounds": args.rounds,
         "variants": variants,

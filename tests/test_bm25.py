@@ -300,29 +300,45 @@ def insert_rows(conn: psycopg.Connection, rows: list[tuple[str, str]]) -> None:
 def test_several_inserts_in_one_transaction_each_index_their_texts(db_url):
     """The insert trigger keeps the new texts' tokens in the session's temporary table for the
     statement. Inserts of many rows at once, of two chunk sets in one statement, of texts without
-    a lexeme, of no rows, after a savepoint that made the table was rolled back, several in one
-    transaction, and after DISCARD TEMP, each index exactly their texts: the stored index is what
-    the texts tokenize to, set by set."""
+    a lexeme, of no rows, after a transaction that made the table was rolled back, after a firing
+    that failed inside the trigger was rolled back to its savepoint, several in one transaction,
+    and after DISCARD TEMP, each index exactly their texts: the stored index is what the texts
+    tokenize to, set by set."""
     first, second = real_texts(60), real_texts(60, skip=40)  # 20 texts in both: already there
     stop_words = ["", "the and of", "   "]
+    made = "SELECT to_regclass('pg_temp.ragline_lexical_new_texts')"
     with psycopg.connect(db_url) as conn:
-        # First in the session: the temporary table is made, and undone with the savepoint.
+        # First in the session: the temporary table is made, and undone with the transaction.
         with pytest.raises(RuntimeError), conn.transaction():
             insert_rows(conn, [("default", t) for t in real_texts(5, skip=200)])
-            assert conn.execute("SELECT to_regclass('pg_temp.ragline_lexical_new_texts')").fetchone()[0]
-            raise RuntimeError("roll the savepoint back")
-        assert conn.execute("SELECT to_regclass('pg_temp.ragline_lexical_new_texts')").fetchone()[0] is None
+            assert conn.execute(made).fetchone()[0]
+            raise RuntimeError("roll the transaction back")
+        assert conn.execute(made).fetchone()[0] is None
         insert_rows(conn, [("default", t) for t in first + stop_words] + [("variant", t) for t in first[:30]])
+        # A firing that fails inside the trigger, after the new texts went into the table: the
+        # "third" set already has a lexical row for one of them (as if written behind its back).
+        clash = real_texts(1, skip=250)[0]
+        conn.execute(
+            "INSERT INTO ragline.lexical_texts (chunk_set, text_hash, doc_length) VALUES ('third', %s, 1)",
+            (hashlib.sha256(clash.encode()).hexdigest(),),
+        )
+        with pytest.raises(psycopg.errors.UniqueViolation), conn.transaction():
+            insert_rows(conn, [("third", t) for t in real_texts(5, skip=246)])
         insert_rows(conn, [("default", t) for t in second] + [("variant", t) for t in second[-30:]])
         insert_rows(conn, [])
+        assert conn.execute("SELECT count(*) FROM pg_temp.ragline_lexical_new_texts").fetchone()[0] == 0
         conn.commit()
         conn.execute("DISCARD TEMP")  # as a connection pooler does between clients
         insert_rows(conn, [("default", t) for t in real_texts(5, skip=300)])
         conn.commit()
-        assert conn.execute("SELECT count(*) FROM pg_temp.ragline_lexical_new_texts").fetchone()[0] == 0
         assert assert_index_is_what_the_texts_tokenize_to(conn, "default") == 100 + 3 + 5
         assert assert_index_is_what_the_texts_tokenize_to(conn, "variant") == 60
+        assert (
+            conn.execute("SELECT count(*) FROM ragline.indexed_texts WHERE chunk_set = 'third'").fetchone()[0]
+            == 0
+        )
         # Each text without a lexeme is stored with length 0 and no terms.
         assert conn.execute(
-            "SELECT count(*) FROM ragline.lexical_texts WHERE doc_length = 0 AND term_ids = '{}'"
+            "SELECT count(*) FROM ragline.lexical_texts "
+            "WHERE chunk_set IN ('default', 'variant') AND doc_length = 0 AND term_ids = '{}'"
         ).fetchone()[0] == len(stop_words)

@@ -5,8 +5,10 @@
 -- lacks are inserted from it (their own statement, as before, so that the next one sees ids another
 -- writer committed meanwhile), and the texts' terms are grouped by their number.
 -- The temporary table is the session's own, made by the first insert that needs it and emptied
--- before each firing returns (and at commit, whatever happens), so a transaction of many inserts
--- takes no new lock per insert. An insert of no rows returns at once. The role needs PostgreSQL's
+-- before each firing returns (a firing that fails leaves only rows its rolled-back transaction or
+-- savepoint wrote, which nobody sees), so a transaction of many inserts takes no new lock per
+-- insert. An insert of no rows returns at once. A later migration that changes the table's columns
+-- must give it a new name: a pooled session may keep the old table for its lifetime. The role needs PostgreSQL's
 -- TEMP privilege on the database (as embedding already does), and a transaction that inserts texts
 -- cannot be prepared (PREPARE TRANSACTION refuses transactions that used temporary tables).
 CREATE OR REPLACE FUNCTION ragline.index_lexical_texts() RETURNS trigger LANGUAGE plpgsql AS $$
