@@ -1,0 +1,135 @@
+"""The BM25 insert trigger of migration 0015 against the current one, on a database ragline built.
+
+On the database of an ingest_throughput run kept with --keep-server (or $DATABASE_URL), each trial
+opens a new session, installs one variant's `ragline.index_lexical_texts()` in a transaction,
+inserts --texts served texts with ' edited' appended into the served set (new texts, known
+lexemes: an edit publish), times that INSERT (the trigger included) and rolls everything back, so
+the database ends as it started. "current" is the function of the newest migration that defines it
+(so the database may predate that migration). Variants alternate who goes first; --repeats trials each.
+--texts 0 re-inserts every served text into a new set instead (a first publish). Reports each
+trial, the medians and current/0015, in benchmarks/results/lexical_trigger_probe-<texts>.{json,md}.
+
+    uv run --frozen --group bench python benchmarks/lexical_trigger_probe.py --work-dir W --texts 58
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+if str(REPO) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(REPO))
+
+import psycopg  # noqa: E402
+
+from benchmarks.publish_maintenance import trigger_functions_of  # noqa: E402
+from ragline.storage.db import DATABASE_URL_ENV, embedded_server  # noqa: E402
+
+EDIT = """
+INSERT INTO ragline.indexed_texts (chunk_set, text_hash, text)
+SELECT 'default', md5(text || ' edited'), text || ' edited' FROM ragline.indexed_texts
+WHERE chunk_set = 'default' ORDER BY text_hash LIMIT %(texts)s OFFSET %(offset)s
+"""
+FIRST = """
+INSERT INTO ragline.indexed_texts (chunk_set, text_hash, text)
+SELECT 'probe', text_hash, text FROM ragline.indexed_texts WHERE chunk_set = 'default'
+"""
+
+
+def insert_trigger_of(migration: str) -> str | None:
+    found = [f for f in trigger_functions_of(migration) if "ragline.index_lexical_texts()" in f]
+    return found[0] if found else None
+
+
+def latest_insert_trigger() -> tuple[str, str]:
+    """The newest migration's BM25 insert trigger function (the one a migrated database runs)."""
+    for path in sorted((REPO / "sql" / "migrations").glob("*.sql"), reverse=True):
+        if "index_lexical_texts()" in path.read_text(encoding="utf-8"):
+            function = insert_trigger_of(path.name)
+            if function:
+                return path.name, function
+    raise SystemExit("no migration defines ragline.index_lexical_texts()")
+
+
+def trial(url: str, function: str, texts: int, offset: int) -> float:
+    with psycopg.connect(url) as conn:
+        conn.execute(function)
+        started = time.perf_counter()
+        if texts:
+            conn.execute(EDIT, {"texts": texts, "offset": offset})
+        else:
+            conn.execute(FIRST)
+        seconds = time.perf_counter() - started
+        conn.rollback()
+    return seconds
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--work-dir", type=Path, help="an ingest_throughput work dir; else $DATABASE_URL")
+    p.add_argument("--database", default="ragline")
+    p.add_argument("--texts", type=int, default=58, help="texts per edit insert; 0: a first publish")
+    p.add_argument("--repeats", type=int, default=10)
+    p.add_argument("--results-dir", type=Path, default=BENCH_DIR / "results")
+    args = p.parse_args(argv)
+    if args.repeats < 1 or args.texts < 0:
+        p.error("--repeats must be at least 1 and --texts at least 0")
+    if args.work_dir:
+        url = psycopg.conninfo.make_conninfo(embedded_server(args.work_dir).get_uri(), dbname=args.database)
+    else:
+        url = os.environ[DATABASE_URL_ENV]
+    current, function = latest_insert_trigger()
+    variants = {"0015": insert_trigger_of("0015_lexical_insert_without_arrays.sql"), "current": function}
+    with psycopg.connect(url) as conn:
+        served = conn.execute(
+            "SELECT count(*) FROM ragline.indexed_texts WHERE chunk_set = 'default'"
+        ).fetchone()[0]
+    runs: dict[str, list[float]] = {v: [] for v in variants}
+    names = list(variants)
+    for i in range(args.repeats):
+        for v in names if i % 2 == 0 else names[::-1]:
+            runs[v].append(trial(url, variants[v], args.texts, i * (args.texts + 2)))
+            print(f"[{i + 1}/{args.repeats}] {v}: {runs[v][-1] * 1000:.1f} ms", flush=True)
+    median = {v: statistics.median(ts) for v, ts in runs.items()}
+    report: dict[str, Any] = {
+        "served_texts": served,
+        "texts": args.texts or served,
+        "kind": "edit insert into the served set" if args.texts else "first publish into a new set",
+        "current_migration": current,
+        "repeats": args.repeats,
+        "runs_seconds": runs,
+        "median_seconds": median,
+        "ratio_current_to_0015": median["current"] / median["0015"],
+        "load_average_end": list(os.getloadavg()),
+    }
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    stem = args.results_dir / f"lexical_trigger_probe-{args.texts}"
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    lines = [
+        f"# BM25 insert trigger: 0015 against the current one ({current})",
+        "",
+        f"{report['kind']}: {report['texts']:,} texts into a served set of {served:,}; each trial a new "
+        f"session, rolled back; {args.repeats} trials each, order alternating; load average at the end "
+        f"{report['load_average_end'][0]:.2f}.",
+        "",
+        "| trigger | median ms | each trial, ms |",
+        "|---|---|---|",
+    ]
+    for v, ts in runs.items():
+        lines.append(f"| {v} | {median[v] * 1000:.1f} | {', '.join(f'{t * 1000:.0f}' for t in ts)} |")
+    lines += ["", f"current / 0015 (medians): **{report['ratio_current_to_0015']:.3f}**", ""]
+    stem.with_suffix(".md").write_text("\n".join(lines), encoding="utf-8")
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
