@@ -24,6 +24,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -74,15 +75,13 @@ def trigger_functions_of(migration: str) -> list[str]:
     return found
 
 
+def _git(*argv: str) -> str:
+    return subprocess.run(["git", *argv], cwd=REPO, check=True, capture_output=True, text=True).stdout
+
+
 def old_unindex(commit: str) -> str:
     """unindex_generation_texts.sql as it was at commit."""
-    return subprocess.run(
-        ["git", "show", f"{commit}:{UNINDEX}"], cwd=REPO, check=True, capture_output=True, text=True
-    ).stdout
-
-
-def _git(*argv: str) -> str:
-    return subprocess.run(["git", *argv], cwd=REPO, check=True, capture_output=True, text=True).stdout.strip()
+    return _git("show", f"{commit}:{UNINDEX}")
 
 
 def variant_run(variant: str, work: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -140,12 +139,6 @@ def variant_run(variant: str, work: Path, args: argparse.Namespace) -> dict[str,
         "lexical_texts": counts[0],
         "lexical_postings": counts[1],
     }
-
-
-def _median(values: list[float]) -> float:
-    ordered = sorted(values)
-    mid = len(ordered) // 2
-    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
 def markdown(r: dict[str, Any]) -> str:
@@ -214,22 +207,26 @@ def main(argv: list[str] | None = None) -> int:
                 variants[v].append(variant_run(v, work, args))
     finally:
         stop_embedded(work)
+    medians = {
+        v: {
+            k: statistics.median(run["publish_seconds"][k] for run in runs)
+            for k in runs[0]["publish_seconds"]
+        }
+        for v, runs in variants.items()
+    }
     result = {
         "benchmark": "publish_maintenance",
         "documents": args.docs,
         "seed": args.seed,
         "autovacuum": args.autovacuum,
         "before_commit": args.before_commit,
-        "after_commit": _git("rev-parse", "HEAD"),
+        "after_commit": _git("rev-parse", "HEAD").strip(),
         "after_tree_dirty": bool(_git("status", "--porcelain", "--", "sql", "ragline")),
         "before_migration": args.before_migration,
         "rounds": args.rounds,
         "variants": variants,
         "ratios_after_over_before": {
-            k: _median([run["publish_seconds"][k] for run in variants["after"]])
-            / _median([run["publish_seconds"][k] for run in variants["before"]])
-            for k in variants["before"][0]["publish_seconds"]
-            if _median([run["publish_seconds"][k] for run in variants["before"]])
+            k: medians["after"][k] / before for k, before in medians["before"].items() if before
         },
         "load_average_end": list(os.getloadavg()),
         "total_run_seconds": time.perf_counter() - started,
