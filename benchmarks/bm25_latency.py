@@ -1,8 +1,9 @@
-"""Lexical BM25 latency on real text, before and after the impact-ordered postings (issue 9), in one
+"""Lexical BM25 latency on real text, before and after the integer-id postings (issue 9), in one
 run on one server: the 0003 statement (aggregate over every posting of the query's lexemes, on the
 0003 tables rebuilt in a scratch schema from the same postings), the exhaustive reference on the
-0004 tables, and the threshold search ragline now serves. Also checks that every top-k equals the
-exhaustive one.
+0004 tables, and the one statement ragline serves (ExhaustiveBm25). Also checks that every top-k
+equals the exhaustive one. (The threshold search this benchmark also timed until migration 0017
+removed it is in benchmarks/results/bm25_latency.json of that time.)
 
 Corpus: docstrings and package descriptions of the installed packages (text no one here wrote),
 cut into ~800-character chunks; queries are 5-15 consecutive words of held-out docstrings.
@@ -27,7 +28,7 @@ from pathlib import Path
 import psycopg
 from psycopg import sql
 
-from ragline.retrieval.bm25 import ExhaustiveBm25, PostgresBm25, exhaustive_top_texts
+from ragline.retrieval.bm25 import ExhaustiveBm25, exhaustive_top_texts
 from ragline.storage.db import database_url, migrate, stop_embedded
 
 REPO = Path(__file__).resolve().parent.parent
@@ -185,11 +186,9 @@ def main() -> None:
             ).fetchone()
             print(f"indexed {sizes[0]} texts, {sizes[1]} postings, {sizes[2]} lexemes in {load_s:.1f} s")
             before = before_statement()
-            backend = PostgresBm25()
             served = ExhaustiveBm25()
             runs: dict[str, list[float]] = {}
-            work: dict[str, list[int]] = {"rounds": [], "postings_read": [], "texts_scored": []}
-            agree = {"scan10": 0, "scan50": 0, "served_scan10": 0, "served_scan50": 0}
+            agree = {"served_scan10": 0, "served_scan50": 0}
             matching: list[int] = []
             for q in queries:
                 for scan in (10, 50):
@@ -204,24 +203,15 @@ def main() -> None:
                         1000 * (time.perf_counter() - t)
                     )
                     t = time.perf_counter()
-                    got = backend.top_texts(conn, "default", q, scan, k1=1.2, b=0.75)
-                    runs.setdefault(f"threshold_scan{scan}", []).append(1000 * (time.perf_counter() - t))
-                    t = time.perf_counter()
                     fast = served.top_texts(conn, "default", q, scan, k1=1.2, b=0.75)
                     runs.setdefault(f"served_0004_scan{scan}", []).append(1000 * (time.perf_counter() - t))
-                    for name, res in (("", got), ("served_", fast)):
-                        same = [(x.text_hash, round(x.score, 9)) for x in res.texts] == [
-                            (x.text_hash, round(x.score, 9)) for x in want.texts
-                        ]
-                        agree[f"{name}scan{scan}"] += same
-                    if scan == 10:
-                        for key in work:
-                            work[key].append(getattr(got, key))
+                    same = [(x.text_hash, round(x.score, 9)) for x in fast.texts] == [
+                        (x.text_hash, round(x.score, 9)) for x in want.texts
+                    ]
+                    agree[f"served_scan{scan}"] += same
                 matching.append(len(exhaustive_top_texts(conn, "default", q, None, k1=1.2, b=0.75).texts))
             plan_q = queries[0]
-            plans = {
-                "threshold_top_postings": explain(conn, "bm25_top_postings", plan_q),
-            }
+            plans = {"served_top_texts": explain(conn, "bm25_top_texts", plan_q)}
             conn.execute("DROP SCHEMA before0003 CASCADE")
     finally:
         stop_embedded(DATA_DIR)
@@ -242,17 +232,8 @@ def main() -> None:
             )
             for scan in (10, 50)
         },
-        "p50_ratio_threshold_over_before": {
-            f"scan{scan}": round(
-                statistics.median(runs[f"threshold_scan{scan}"])
-                / statistics.median(runs[f"before_0003_scan{scan}"]),
-                2,
-            )
-            for scan in (10, 50)
-        },
         "equal_to_exhaustive": {k: f"{v}/{len(queries)}" for k, v in agree.items()},
         "texts_matching_a_query_term_median": statistics.median(matching),
-        "threshold_work_scan10_median": {k: statistics.median(v) for k, v in work.items()},
         "plans": plans,
         "python": sys.version.split()[0],
     }
@@ -262,12 +243,10 @@ def main() -> None:
 
 
 def explain(conn: psycopg.Connection, name: str, q: str) -> str:
-    """EXPLAIN (ANALYZE, BUFFERS) of the threshold search's first read for one real query."""
+    """EXPLAIN (ANALYZE, BUFFERS) of a named BM25 statement for one real query (top 10)."""
     from ragline.storage.db import query
 
-    rows = conn.execute(query("bm25_query_terms"), {"query": q, "chunk_set": "default"}).fetchall()
-    ids = [r[0] for r in rows]
-    params = {"chunk_set": "default", "term_ids": ids, "skips": [0] * len(ids), "takes": [40] * len(ids)}
+    params = {"query": q, "chunk_set": "default", "k1": 1.2, "b": 0.75, "scan": 10}
     plan = conn.execute(sql.SQL("EXPLAIN (ANALYZE, BUFFERS) ") + sql.SQL(query(name)), params).fetchall()
     return "\n".join(r[0] for r in plan)
 

@@ -1,15 +1,16 @@
 """Publish's BM25 maintenance before and after a migration's trigger functions, in one run.
 
-For each variant, a fresh database on one embedded PostgreSQL (benchmarks/.work/publish/pgdata):
-the seeded synthetic corpus of benchmarks/ingest_throughput.py, ragline's full build, a no-op
-rerun and a rerun after editing one sentence in 1% of the documents (the stand-in hash model: the
-model is not what this measures). "before" puts back the BM25 trigger functions of the migration
---before-migration (default 0004's two, measured against 0014; 0015's insert function measures
-0016) and unindex_generation_texts.sql as it was at --before-commit; "after" keeps the current
-ones. With autovacuum off on ragline's tables (default; --autovacuum keeps it), every
-statement is planned without statistics of the rows the build just loaded, as a publish that runs
-before autovacuum gets to them: the case that made edit reruns take minutes now and then.
-Reports publish_source's seconds per pass and after/before ratios, in
+For each variant, a fresh database on one embedded PostgreSQL (benchmarks/.work/publish/pgdata): the
+seeded synthetic corpus of benchmarks/ingest_throughput.py, ragline's full build, a no-op rerun and
+a rerun after editing one sentence in 1% of the documents (the stand-in hash model: the model is not
+what this measures). "before" puts back the BM25 trigger functions of the migration
+--before-migration (default 0004's two, measured against 0014; 0015's insert function measures 0016;
+0016's measures 0017, with the impact column and index 0017 dropped put back) and
+unindex_generation_texts.sql as it was at --before-commit; "after" keeps the current ones. With
+autovacuum off on ragline's tables (default; --autovacuum keeps it), every statement is planned
+without statistics of the rows the build just loaded, as a publish that runs before autovacuum gets
+to them: the case that made edit reruns take minutes now and then. Reports publish_source's seconds
+per pass and after/before ratios, in
 benchmarks/results/ingest_build/publish-maintenance-<docs>-docs/.
 
     uv run --frozen python benchmarks/publish_maintenance.py --docs 500
@@ -75,6 +76,21 @@ def trigger_functions_of(migration: str) -> list[str]:
     return found
 
 
+def impact_order_of_0004() -> list[str]:
+    """What migration 0017 dropped, as 0004 made it: the impact function, the postings' impact
+    column and the index by (set, term, impact desc, text). A "before" variant older than 0017 puts
+    them back (into its fresh, empty tables) so that its trigger functions run as they did."""
+    text = (sql_dir() / "migrations" / "0004_bm25_impact_postings.sql").read_text(encoding="utf-8")
+    function = re.search(r"CREATE FUNCTION ragline\.bm25_impact\(.*?\$\$;", text, re.S)
+    index = re.search(r"CREATE INDEX lexical_postings_by_impact\s.*?;", text, re.S)
+    assert function and index, "0004's impact function or index not found"
+    return [
+        function.group(0),
+        "ALTER TABLE ragline.lexical_postings ADD COLUMN impact real NOT NULL",
+        index.group(0),
+    ]
+
+
 def _git(*argv: str) -> str:
     return subprocess.run(["git", *argv], cwd=REPO, check=True, capture_output=True, text=True).stdout
 
@@ -104,6 +120,9 @@ def variant_run(variant: str, work: Path, args: argparse.Namespace) -> dict[str,
             ).fetchall():
                 conn.execute(f'ALTER TABLE ragline."{table}" SET (autovacuum_enabled = off)')
         if variant == "before":
+            if args.before_migration < "0017":
+                for statement in impact_order_of_0004():
+                    conn.execute(statement)
             for statement in trigger_functions_of(args.before_migration):
                 conn.execute(statement)
     old = old_unindex(args.before_commit)

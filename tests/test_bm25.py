@@ -1,6 +1,7 @@
-"""Exact BM25: the threshold search over impact-ordered postings returns exhaustive BM25's top k
-(same texts, same scores, same tie order) on real text, through publishes and unpublishes, under
-any k1/b; writers of different chunk sets do not wait for each other."""
+"""Exact BM25: the served one-statement search returns exhaustive BM25's top k (same scores; texts
+differ only where scores tie up to float rounding) on real text, through publishes and unpublishes,
+under any k1/b; writers of different chunk sets do not wait for each other; the stored index is
+what the texts tokenize to."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from ragline.retrieval.bm25 import ExhaustiveBm25, PostgresBm25, bm25_extensions, exhaustive_top_texts
+from ragline.retrieval.bm25 import ExhaustiveBm25, bm25_extensions, exhaustive_top_texts
 
 SITE_PACKAGES = Path(sysconfig.get_paths()["purelib"])
 
@@ -86,25 +87,21 @@ def assert_exact(
     k1=1.2,
     b=0.75,
     ks=(1, 10, 40),
-    backend=None,
 ) -> int:
     """Every query's top k equals exhaustive BM25's, for several k; returns how many were compared."""
-    backend = backend or PostgresBm25()
+    served = ExhaustiveBm25()
     compared = 0
     for q in queries:
         for k in ks:
-            got = backend.top_texts(conn, chunk_set, q, k, k1=k1, b=b)
+            got = served.top_texts(conn, chunk_set, q, k, k1=k1, b=b)
             want = exhaustive_top_texts(conn, chunk_set, q, k, k1=k1, b=b)
             assert [t.score for t in got.texts] == pytest.approx(
                 [t.score for t in want.texts], rel=0, abs=1e-9
             )
-            if backend.name == ExhaustiveBm25.name:
-                # Unordered sums: texts whose scores differ only in the last bits may trade places
-                # (and one may take the other's place at the cut); every other text is where the
-                # reference has it.
-                assert same_up_to_float_ties(got.texts, want.texts), (q, k)
-            else:
-                assert [t.text_hash for t in got.texts] == [t.text_hash for t in want.texts], (q, k)
+            # Unordered sums: texts whose scores differ only in the last bits may trade places (and
+            # one may take the other's place at the cut); every other text is where the reference
+            # has it.
+            assert same_up_to_float_ties(got.texts, want.texts), (q, k)
             compared += 1
     return compared
 
@@ -122,18 +119,12 @@ def test_top_k_equals_exhaustive_bm25_on_real_text(corpus):
     url, texts = corpus
     with psycopg.connect(url, autocommit=True) as conn:
         assert conn.execute("SELECT count(*) FROM ragline.lexical_texts").fetchone()[0] == len(texts) == 400
-        assert assert_exact(conn, "default", random_queries(texts, 40, seed=1)) == 120
         # The one-statement search lexical search serves (unordered sums, WITH TIES at the cut).
+        assert assert_exact(conn, "default", random_queries(texts, 40, seed=1)) == 120
         served = ExhaustiveBm25()
-        assert assert_exact(conn, "default", random_queries(texts, 40, seed=1), backend=served) == 120
         assert len(served.top_texts(conn, "default", texts[3], None, k1=1.2, b=0.75).texts) == len(
             exhaustive_top_texts(conn, "default", texts[3], None, k1=1.2, b=0.75).texts
         )
-        # Most queries are answered without scoring every text that shares a term with the query.
-        q = " ".join(texts[7].split()[:11])
-        fast = PostgresBm25().top_texts(conn, "default", q, 10, k1=1.2, b=0.75)
-        every = exhaustive_top_texts(conn, "default", q, None, k1=1.2, b=0.75)
-        assert fast.texts_scored < len(every.texts)
 
 
 def test_still_exact_after_texts_leave_and_arrive_and_under_other_k1_b(corpus):
@@ -157,15 +148,6 @@ def test_still_exact_after_texts_leave_and_arrive_and_under_other_k1_b(corpus):
         assert_exact(conn, "default", random_queries(live, 12, seed=2))
         for k1, b in ((0.5, 0.3), (2.5, 1.0), (1.2, 0.0)):
             assert_exact(conn, "default", random_queries(live, 6, seed=3), k1=k1, b=b, ks=(1, 40))
-            assert_exact(
-                conn,
-                "default",
-                random_queries(live, 6, seed=3),
-                k1=k1,
-                b=b,
-                ks=(40,),
-                backend=ExhaustiveBm25(),
-            )
         # Folding the delta rows changes no statistic and no result.
         deltas = conn.execute("SELECT count(*) FROM ragline.lexical_term_deltas").fetchone()[0]
         conn.execute("SELECT ragline.compact_lexical_deltas()")
@@ -217,12 +199,12 @@ WITH tokens AS (
     FROM ragline.indexed_texts i LEFT JOIN tokens k USING (text_hash)
     WHERE i.chunk_set = %(set)s GROUP BY i.text_hash
 )
-SELECT k.text_hash, k.lexeme, k.tf, n.doc_length, ragline.bm25_impact(k.tf, n.doc_length)
+SELECT k.text_hash, k.lexeme, k.tf, n.doc_length
 FROM tokens k JOIN lengths n USING (text_hash)
 """
 
 _INDEX_AS_STORED = """
-SELECT x.text_hash, l.lexeme, p.tf, p.doc_length, p.impact
+SELECT x.text_hash, l.lexeme, p.tf, p.doc_length
 FROM ragline.lexical_postings p
 JOIN ragline.lexical_texts x ON x.chunk_set = p.chunk_set AND x.text_id = p.text_id
 JOIN ragline.lexical_lexemes l ON l.chunk_set = p.chunk_set AND l.term_id = p.term_id
@@ -240,7 +222,7 @@ def assert_index_is_what_the_texts_tokenize_to(conn: psycopg.Connection, chunk_s
     served = conn.execute("SELECT text_hash FROM ragline.indexed_texts WHERE chunk_set = %(set)s", params)
     lengths = dict.fromkeys((h for (h,) in served), 0)
     terms_of: dict[str, list[str]] = {h: [] for h in lengths}
-    for text_hash, lexeme, _tf, doc_length, _impact in want:
+    for text_hash, lexeme, _tf, doc_length in want:
         lengths[text_hash] = doc_length
         terms_of[text_hash].append(lexeme)
     stored = conn.execute(

@@ -11,7 +11,6 @@ READS = """
 SELECT pg_stat_get_xact_numscans('ragline.lexical_postings'::regclass),
        pg_stat_get_xact_numscans('ragline.lexical_lexemes'::regclass),
        pg_stat_get_xact_tuples_returned('ragline.lexical_postings_pkey'::regclass)
-     + pg_stat_get_xact_tuples_returned('ragline.lexical_postings_by_impact'::regclass)
 """
 
 
