@@ -1,13 +1,16 @@
-"""The BM25 insert trigger of migration 0015 against the current one, on a database ragline built.
+"""An earlier migration's BM25 insert trigger against the current one, on a database ragline built.
 
 On the database of an ingest_throughput run kept with --keep-server (or $DATABASE_URL), each trial
-opens a new session, installs one variant's `ragline.index_lexical_texts()` in a transaction,
-inserts --texts served texts with ' edited' appended into the served set (new texts, known
-lexemes: an edit publish), times that INSERT (the trigger included) and rolls everything back, so
-the database ends as it started. "current" is the function of the newest migration that defines it
-(so the database may predate that migration). Variants alternate who goes first; --repeats trials each.
---texts 0 re-inserts every served text into a new set instead (a first publish). Reports each
-trial, the medians and current/0015, in benchmarks/results/lexical_trigger_probe-<texts>.{json,md}.
+opens a new session, installs one variant's `ragline.index_lexical_texts()` in a transaction (for
+--before-migration older than 0017, with the postings' impact column and index that 0017 dropped,
+built before the clock starts), inserts --texts served texts with ' edited' appended into the served
+set (new texts, known lexemes: an edit publish), times that INSERT (the trigger included) and rolls
+everything back, so the database ends as it started. "current" is the function of the newest
+migration that defines it (so the database may predate that migration). Each trial ends with a
+VACUUM of the tables it wrote. Variants alternate who goes first; --repeats trials each. --texts 0
+re-inserts every served text into a new set instead (a first publish). Reports each trial, the
+medians and current/before, in benchmarks/results/lexical_trigger_probe-<texts>[-vs-NNNN].{json,md}
+(no suffix for the default, 0015).
 
     uv run --frozen --group bench python benchmarks/lexical_trigger_probe.py --work-dir W --texts 58
 """
@@ -30,7 +33,7 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
 
 import psycopg  # noqa: E402
 
-from benchmarks.publish_maintenance import trigger_functions_of  # noqa: E402
+from benchmarks.publish_maintenance import impact_order_of_0004, trigger_functions_of  # noqa: E402
 from ragline.storage.db import DATABASE_URL_ENV, embedded_server  # noqa: E402
 
 EDIT = """
@@ -42,6 +45,15 @@ FIRST = """
 INSERT INTO ragline.indexed_texts (chunk_set, text_hash, text)
 SELECT 'probe', text_hash, text FROM ragline.indexed_texts WHERE chunk_set = 'default'
 """
+
+VACUUMED = (
+    "ragline.indexed_texts",
+    "ragline.lexical_texts",
+    "ragline.lexical_postings",
+    "ragline.lexical_lexemes",
+    "ragline.lexical_term_deltas",
+    "ragline.lexical_stat_deltas",
+)
 
 
 def insert_trigger_of(migration: str) -> str | None:
@@ -59,9 +71,10 @@ def latest_insert_trigger() -> tuple[str, str]:
     raise SystemExit("no migration defines ragline.index_lexical_texts()")
 
 
-def trial(url: str, function: str, texts: int, offset: int) -> float:
+def trial(url: str, setup: list[str], texts: int, offset: int) -> float:
     with psycopg.connect(url) as conn:
-        conn.execute(function)
+        for statement in setup:
+            conn.execute(statement)
         started = time.perf_counter()
         if texts:
             conn.execute(EDIT, {"texts": texts, "offset": offset})
@@ -69,6 +82,9 @@ def trial(url: str, function: str, texts: int, offset: int) -> float:
             conn.execute(FIRST)
         seconds = time.perf_counter() - started
         conn.rollback()
+        # The rolled-back rows are dead tuples the next trial would step over: clear them.
+        conn.autocommit = True
+        conn.execute(f"VACUUM {', '.join(VACUUMED)}")
     return seconds
 
 
@@ -78,6 +94,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--database", default="ragline")
     p.add_argument("--texts", type=int, default=58, help="texts per edit insert; 0: a first publish")
     p.add_argument("--repeats", type=int, default=10)
+    p.add_argument(
+        "--before-migration",
+        default="0015_lexical_insert_without_arrays.sql",
+        help="the migration whose insert trigger 'before' runs",
+    )
     p.add_argument("--results-dir", type=Path, default=BENCH_DIR / "results")
     args = p.parse_args(argv)
     if args.repeats < 1 or args.texts < 0:
@@ -87,7 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         url = os.environ[DATABASE_URL_ENV]
     current, function = latest_insert_trigger()
-    variants = {"0015": insert_trigger_of("0015_lexical_insert_without_arrays.sql"), "current": function}
+    before = insert_trigger_of(args.before_migration)
+    if before is None:
+        p.error(f"{args.before_migration} defines no ragline.index_lexical_texts()")
+    old_schema = impact_order_of_0004() if args.before_migration < "0017" <= current else []
+    variants = {"before": [*old_schema, before], "current": [function]}
     with psycopg.connect(url) as conn:
         served = conn.execute(
             "SELECT count(*) FROM ragline.indexed_texts WHERE chunk_set = 'default'"
@@ -107,14 +132,16 @@ def main(argv: list[str] | None = None) -> int:
         "repeats": args.repeats,
         "runs_seconds": runs,
         "median_seconds": median,
-        "ratio_current_to_0015": median["current"] / median["0015"],
+        "before_migration": args.before_migration,
+        "ratio_current_to_before": median["current"] / median["before"],
         "load_average_end": list(os.getloadavg()),
     }
     args.results_dir.mkdir(parents=True, exist_ok=True)
-    stem = args.results_dir / f"lexical_trigger_probe-{args.texts}"
+    suffix = "" if args.before_migration.startswith("0015_") else f"-vs-{args.before_migration[:4]}"
+    stem = args.results_dir / f"lexical_trigger_probe-{args.texts}{suffix}"
     stem.with_suffix(".json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     lines = [
-        f"# BM25 insert trigger: 0015 against the current one ({current})",
+        f"# BM25 insert trigger: {args.before_migration} ('before') against the current one ({current})",
         "",
         f"{report['kind']}: {report['texts']:,} texts into a served set of {served:,}; each trial a new "
         f"session, rolled back; {args.repeats} trials each, order alternating; load average at the end "
@@ -125,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     for v, ts in runs.items():
         lines.append(f"| {v} | {median[v] * 1000:.1f} | {', '.join(f'{t * 1000:.0f}' for t in ts)} |")
-    lines += ["", f"current / 0015 (medians): **{report['ratio_current_to_0015']:.3f}**", ""]
+    lines += ["", f"current / before (medians): **{report['ratio_current_to_before']:.3f}**", ""]
     stem.with_suffix(".md").write_text("\n".join(lines), encoding="utf-8")
     print("\n".join(lines))
     return 0

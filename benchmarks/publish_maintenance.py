@@ -78,15 +78,15 @@ def trigger_functions_of(migration: str) -> list[str]:
 
 def impact_order_of_0004() -> list[str]:
     """What migration 0017 dropped, as 0004 made it: the impact function, the postings' impact
-    column and the index by (set, term, impact desc, text). A "before" variant older than 0017 puts
-    them back (into its fresh, empty tables) so that its trigger functions run as they did."""
+    column (nullable: rows already there have none) and the index by (set, term, impact desc, text).
+    A "before" variant older than 0017 puts them back so that its trigger functions run as they did."""
     text = (sql_dir() / "migrations" / "0004_bm25_impact_postings.sql").read_text(encoding="utf-8")
     function = re.search(r"CREATE FUNCTION ragline\.bm25_impact\(.*?\$\$;", text, re.S)
     index = re.search(r"CREATE INDEX lexical_postings_by_impact\s.*?;", text, re.S)
     assert function and index, "0004's impact function or index not found"
     return [
         function.group(0),
-        "ALTER TABLE ragline.lexical_postings ADD COLUMN impact real NOT NULL",
+        "ALTER TABLE ragline.lexical_postings ADD COLUMN impact real",
         index.group(0),
     ]
 

@@ -6,7 +6,10 @@
 -- posting into a btree out of its order: 2,753,621 postings of a 46k-text build took 15.3 s into
 -- the table and both indexes, 7.3 s into the table and its key alone (the same rows, one server).
 -- It goes, with the column it ordered by, the function that computed it and the search that read it.
--- The insert trigger is 0016's without the impact.
+-- The insert trigger is 0016's without the impact, and with two cheaper steps for a large publish:
+-- the lexemes a set lacks are found among the new texts' distinct lexemes (4.3 -> 1.7 s for 46k
+-- texts; 0016 anti-joined every (text, lexeme) pair and sorted all 2.75M on disk), and postings are
+-- sorted by (term, text) without the set's name in the key.
 DROP INDEX ragline.lexical_postings_by_impact;
 ALTER TABLE ragline.lexical_postings DROP COLUMN impact;
 
@@ -31,12 +34,16 @@ BEGIN
     ANALYZE pg_temp.ragline_lexical_new_texts;
     -- Only lexemes the set lacks: ON CONFLICT alone would use up an identity value for every
     -- known lexeme of every publish, and the integer ids would run out. In lexeme order, so two
-    -- writers meet in one order.
+    -- writers meet in one order. The new texts' distinct lexemes first, then the ones the set
+    -- lacks: 0016 tested each of a publish's 2.75M (text, lexeme) pairs and sorted them all.
     INSERT INTO ragline.lexical_lexemes (chunk_set, lexeme)
-    SELECT DISTINCT n.chunk_set, t.lexeme
-    FROM pg_temp.ragline_lexical_new_texts n CROSS JOIN LATERAL unnest(n.tsv) t
+    SELECT d.chunk_set, d.lexeme
+    FROM (
+        SELECT DISTINCT n.chunk_set, t.lexeme
+        FROM pg_temp.ragline_lexical_new_texts n CROSS JOIN LATERAL unnest(n.tsv) t
+    ) d
     WHERE NOT EXISTS (
-        SELECT 1 FROM ragline.lexical_lexemes l WHERE l.chunk_set = n.chunk_set AND l.lexeme = t.lexeme
+        SELECT 1 FROM ragline.lexical_lexemes l WHERE l.chunk_set = d.chunk_set AND l.lexeme = d.lexeme
     )
     ORDER BY 1, 2
     ON CONFLICT (chunk_set, lexeme) DO NOTHING;
@@ -60,7 +67,9 @@ BEGIN
         INSERT INTO ragline.lexical_postings (chunk_set, term_id, text_id, tf, doc_length)
         SELECT x.chunk_set, t.term_id, x.text_id, t.tf, x.doc_length
         FROM terms t JOIN numbered x USING (ord)
-        ORDER BY x.chunk_set, t.term_id, x.text_id
+        -- The key's order without its text column: a term id belongs to one set, so within a set
+        -- this is (set, term, text) order, and the sort compares no strings.
+        ORDER BY t.term_id, x.text_id
         RETURNING chunk_set, term_id, tf
     ), frequencies AS (
         INSERT INTO ragline.lexical_term_deltas (chunk_set, term_id, df, max_tf)
