@@ -1,7 +1,7 @@
 """Lexical BM25 latency on real text, before and after the integer-id postings (issue 9), in one
 run on one server: the 0003 statement (aggregate over every posting of the query's lexemes, on the
 0003 tables rebuilt in a scratch schema from the same postings), the exhaustive reference on the
-0004 tables, and the one statement ragline serves (ExhaustiveBm25). Also checks that every top-k
+current tables, and the one statement ragline serves (ExhaustiveBm25). Also checks that every top-k
 equals the exhaustive one. (The threshold search this benchmark also timed until migration 0017
 removed it is in benchmarks/results/bm25_latency.json of that time.)
 
@@ -199,12 +199,10 @@ def main() -> None:
                     runs.setdefault(f"before_0003_scan{scan}", []).append(1000 * (time.perf_counter() - t))
                     t = time.perf_counter()
                     want = exhaustive_top_texts(conn, "default", q, scan, k1=1.2, b=0.75)
-                    runs.setdefault(f"exhaustive_0004_scan{scan}", []).append(
-                        1000 * (time.perf_counter() - t)
-                    )
+                    runs.setdefault(f"exhaustive_scan{scan}", []).append(1000 * (time.perf_counter() - t))
                     t = time.perf_counter()
                     fast = served.top_texts(conn, "default", q, scan, k1=1.2, b=0.75)
-                    runs.setdefault(f"served_0004_scan{scan}", []).append(1000 * (time.perf_counter() - t))
+                    runs.setdefault(f"served_scan{scan}", []).append(1000 * (time.perf_counter() - t))
                     same = [(x.text_hash, round(x.score, 9)) for x in fast.texts] == [
                         (x.text_hash, round(x.score, 9)) for x in want.texts
                     ]
@@ -219,14 +217,14 @@ def main() -> None:
         "chunks": sizes[0],
         "postings": sizes[1],
         "lexemes": sizes[2],
-        "postings_bytes_0004": sizes[3],
+        "postings_bytes": sizes[3],
         "postings_bytes_0003": sizes[4],
         "queries": len(queries),
         "load_seconds": round(load_s, 1),
         "latency": {name: percentiles(ms) for name, ms in runs.items()},
         "p50_ratio_served_over_before": {
             f"scan{scan}": round(
-                statistics.median(runs[f"served_0004_scan{scan}"])
+                statistics.median(runs[f"served_scan{scan}"])
                 / statistics.median(runs[f"before_0003_scan{scan}"]),
                 2,
             )

@@ -1,16 +1,17 @@
 """An earlier migration's BM25 insert trigger against the current one, on a database ragline built.
 
 On the database of an ingest_throughput run kept with --keep-server (or $DATABASE_URL), each trial
-opens a new session, installs one variant's `ragline.index_lexical_texts()` in a transaction (for
---before-migration older than 0017, with the postings' impact column and index that 0017 dropped,
-built before the clock starts), inserts --texts served texts with ' edited' appended into the served
-set (new texts, known lexemes: an edit publish), times that INSERT (the trigger included) and rolls
-everything back, so the database ends as it started. "current" is the function of the newest
-migration that defines it (so the database may predate that migration). Each trial ends with a
-VACUUM of the tables it wrote. Variants alternate who goes first; --repeats trials each. --texts 0
-re-inserts every served text into a new set instead (a first publish). Reports each trial, the
-medians and current/before, in benchmarks/results/lexical_trigger_probe-<texts>[-vs-NNNN].{json,md}
-(no suffix for the default, 0015).
+opens a new session, installs one variant's `ragline.index_lexical_texts()` in a transaction (with
+the postings' layout its migration had: the impact column and index before 0017, none from 0017 on,
+made or dropped as the database needs, then a CHECKPOINT, before the clock starts), inserts --texts
+served texts with ' edited' appended into the served set (new texts, known lexemes: an edit
+publish), times that INSERT (the trigger included) and rolls everything back, so the database ends
+as it started. "current" is the function of the newest migration that defines it (so the database
+may predate that migration). Each trial ends with a VACUUM of the tables it wrote. Variants
+alternate who goes first; --repeats trials each. --texts 0 re-inserts every served text into a new
+set instead (a first publish). Reports each trial, the medians and current/before, in
+benchmarks/results/lexical_trigger_probe-<texts>[-vs-NNNN].{json,md} (no suffix for the default,
+0015).
 
     uv run --frozen --group bench python benchmarks/lexical_trigger_probe.py --work-dir W --texts 58
 """
@@ -56,6 +57,24 @@ VACUUMED = (
 )
 
 
+IMPACT_COLUMN = """
+SELECT 1 FROM pg_attribute
+WHERE attrelid = 'ragline.lexical_postings'::regclass AND attname = 'impact' AND NOT attisdropped
+"""
+
+
+def layout(migration: str, has_impact: bool) -> list[str]:
+    """Statements that give the database the postings layout `migration`'s trigger writes."""
+    if migration < "0017" and not has_impact:
+        return impact_order_of_0004()
+    if migration >= "0017" and has_impact:
+        return [
+            "DROP INDEX ragline.lexical_postings_by_impact",
+            "ALTER TABLE ragline.lexical_postings DROP COLUMN impact",
+        ]
+    return []
+
+
 def insert_trigger_of(migration: str) -> str | None:
     found = [f for f in trigger_functions_of(migration) if "ragline.index_lexical_texts()" in f]
     return found[0] if found else None
@@ -75,6 +94,8 @@ def trial(url: str, setup: list[str], texts: int, offset: int) -> float:
     with psycopg.connect(url) as conn:
         for statement in setup:
             conn.execute(statement)
+        # The setup may have built an index: its dirty pages should not be written on the clock.
+        conn.execute("CHECKPOINT")
         started = time.perf_counter()
         if texts:
             conn.execute(EDIT, {"texts": texts, "offset": offset})
@@ -111,8 +132,14 @@ def main(argv: list[str] | None = None) -> int:
     before = insert_trigger_of(args.before_migration)
     if before is None:
         p.error(f"{args.before_migration} defines no ragline.index_lexical_texts()")
-    old_schema = impact_order_of_0004() if args.before_migration < "0017" <= current else []
-    variants = {"before": [*old_schema, before], "current": [function]}
+    with psycopg.connect(url) as conn:
+        has_impact = conn.execute(IMPACT_COLUMN).fetchone() is not None
+    # Each variant's trigger needs its own postings layout: the impact column and index before 0017,
+    # none from 0017 on. Whichever the database lacks is made (or dropped) in the trial's transaction.
+    variants = {
+        "before": [*layout(args.before_migration, has_impact), before],
+        "current": [*layout(current, has_impact), function],
+    }
     with psycopg.connect(url) as conn:
         served = conn.execute(
             "SELECT count(*) FROM ragline.indexed_texts WHERE chunk_set = 'default'"

@@ -88,7 +88,8 @@ def assert_exact(
     b=0.75,
     ks=(1, 10, 40),
 ) -> int:
-    """Every query's top k equals exhaustive BM25's, for several k; returns how many were compared."""
+    """Every query's top k equals exhaustive BM25's up to float ties, for several k; returns how many
+    were compared."""
     served = ExhaustiveBm25()
     compared = 0
     for q in queries:

@@ -149,7 +149,15 @@ def test_upgrade_keeps_serving_what_was_served_and_renames_the_local_model_key(d
             "SELECT lexeme FROM ragline.lexical_postings p JOIN ragline.lexical_lexemes USING (term_id) "
             "ORDER BY 1"
         ).fetchall()
+        impact_order = conn.execute(
+            "SELECT to_regclass('ragline.lexical_postings_by_impact'), "
+            "to_regprocedure('ragline.bm25_impact(integer, integer)'), "
+            "(SELECT count(*) FROM pg_attribute WHERE attrelid = 'ragline.lexical_postings'::regclass "
+            "AND attname = 'impact' AND NOT attisdropped)"
+        ).fetchone()
     assert served == [("docs", "a.md", 2, "k")]
     assert texts == [("default", "t2")]
     assert vectors == [(int8, "t2")] and keys == [(int8,)] and serving == int8
     assert bm25 == [("appl",), ("pie",)]
+    # 0017 dropped the impact column, its index and function; the postings stay.
+    assert impact_order == (None, None, 0)

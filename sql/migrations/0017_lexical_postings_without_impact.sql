@@ -67,7 +67,7 @@ BEGIN
         INSERT INTO ragline.lexical_postings (chunk_set, term_id, text_id, tf, doc_length)
         SELECT x.chunk_set, t.term_id, x.text_id, t.tf, x.doc_length
         FROM terms t JOIN numbered x USING (ord)
-        -- The key's order without its text column: a term id belongs to one set, so within a set
+        -- The key's order without its chunk_set column: a term id belongs to one set, so within a set
         -- this is (set, term, text) order, and the sort compares no strings.
         ORDER BY t.term_id, x.text_id
         RETURNING chunk_set, term_id, tf

@@ -1,7 +1,7 @@
--- Exhaustive Okapi BM25 (the reference the threshold search in ragline.retrieval.bm25 must equal):
--- every posting of the query's lexemes in the chunk set is scored, the best %(scan)s texts kept
--- (all of them when scan is NULL). Ties go by text_hash; a text's weights are summed in term_id
--- order, as the threshold search sums them, so equal texts get equal bits.
+-- Exhaustive Okapi BM25 (the reference the served search, bm25_top_texts.sql, and the in-memory
+-- index must equal): every posting of the query's lexemes in the chunk set is scored, the best
+-- %(scan)s texts kept (all of them when scan is NULL). Ties go by text_hash; a text's weights are
+-- summed in term_id order, as the in-memory index sums them, so equal texts get equal bits.
 WITH terms AS (
     SELECT DISTINCT lexeme FROM unnest(to_tsvector('english', %(query)s::text))
 ), stats AS (
