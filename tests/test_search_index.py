@@ -1,9 +1,11 @@
-"""The serving HNSW build: memory for its graph, and what it reports when the graph outgrows it."""
+"""The serving HNSW build: memory for its graph, what it reports when the graph outgrows it, and a
+build the server refuses that memory."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
+import psycopg
 import pytest
 
 from ragline.config import IndexSettings
@@ -24,9 +26,8 @@ def conn(server_url: str, handbook_template: str) -> Iterator:
         drop_database(server_url, name)
 
 
-def test_an_hnsw_build_gets_memory_for_its_graph_and_reports_when_it_outgrows_it(conn):
-    model = local_embedder()
-    # 2,000+ vectors: the handbook's real ones, each copied with a little noise under another model.
+def noisy_copies(conn, model) -> int:
+    """2,000+ vectors under COPIES: the handbook's real ones, each copied with a little noise."""
     served = conn.execute(
         "SELECT count(*) FROM ragline.serving_vectors WHERE model_id = %s", (model.model_id,)
     ).fetchone()[0]
@@ -40,7 +41,12 @@ def test_an_hnsw_build_gets_memory_for_its_graph_and_reports_when_it_outgrows_it
         "WHERE v.model_id = %(model)s",
         {"copies_model": COPIES, "model": model.model_id, "n": copies, "dim": model.dim},
     )
-    vectors = served * copies
+    return served * copies
+
+
+def test_an_hnsw_build_gets_memory_for_its_graph_and_reports_when_it_outgrows_it(conn):
+    model = local_embedder()
+    vectors = noisy_copies(conn, model)
     # A server whose maintenance_work_mem is far too small for the graph (1 MB holds ~440 vectors).
     conn.execute("SET maintenance_work_mem = '1MB'")
 
@@ -62,3 +68,50 @@ def test_an_hnsw_build_gets_memory_for_its_graph_and_reports_when_it_outgrows_it
     assert build_indexes(conn, COPIES, model.dim, IndexSettings(hnsw_m=12)).hnsw_memory_mb > 1
     source = "SELECT source FROM pg_settings WHERE name = 'maintenance_work_mem'"
     assert conn.execute(source).fetchone()[0] != "session"
+
+
+# A server that cannot give a build the memory it asks for: a parallel HNSW build keeps its graph in
+# dynamic shared memory, and a container's 64 MB /dev/shm makes PostgreSQL fail the CREATE INDEX
+# with disk_full ("could not resize shared memory segment ... No space left on device"). This event
+# trigger fails every CREATE INDEX the same way while maintenance_work_mem is above %(limit)s bytes.
+REFUSE_LARGE_BUILDS = """
+CREATE FUNCTION public.refuse_large_index_builds() RETURNS event_trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF pg_size_bytes(current_setting('maintenance_work_mem')) > %(limit)s THEN
+        RAISE EXCEPTION 'could not resize shared memory segment "/PostgreSQL.4242" to % bytes: %',
+            pg_size_bytes(current_setting('maintenance_work_mem')), 'No space left on device'
+            USING ERRCODE = 'disk_full';
+    END IF;
+END
+$$;
+CREATE EVENT TRIGGER refuse_large_index_builds ON ddl_command_start WHEN TAG IN ('CREATE INDEX')
+    EXECUTE FUNCTION public.refuse_large_index_builds();
+"""
+
+
+def test_an_hnsw_build_refused_its_memory_is_built_again_with_the_servers_own_setting(conn):
+    model = local_embedder()
+    vectors = noisy_copies(conn, model)
+    conn.execute("SET maintenance_work_mem = '1MB'")
+    conn.execute(REFUSE_LARGE_BUILDS.replace("%(limit)s", str(2**20)))
+
+    stats = build_indexes(conn, COPIES, model.dim, IndexSettings())
+    # Built with the session's own 1 MB (on disk, past what fits), the refusal reported.
+    assert stats.hnsw_built and stats.vectors == vectors and stats.hnsw_memory_mb == 1
+    wanted = hnsw_graph_mb(vectors, model.dim, 16)
+    assert stats.hnsw_memory_refused.startswith(f"{wanted} MB refused")
+    assert "No space left on device" in stats.hnsw_memory_refused
+    valid = conn.execute(
+        "SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass(%s)",
+        (f"ragline.{stats.hnsw_index}",),
+    ).fetchone()
+    assert valid == (True,)
+    assert conn.execute("SHOW maintenance_work_mem").fetchone()[0] == "1MB"
+
+    # Refused even the session's own setting: the error is the caller's, the setting is put back.
+    conn.execute("DROP EVENT TRIGGER refuse_large_index_builds")
+    conn.execute("DROP FUNCTION public.refuse_large_index_builds()")
+    conn.execute(REFUSE_LARGE_BUILDS.replace("%(limit)s", "0"))
+    with pytest.raises(psycopg.errors.DiskFull):
+        build_indexes(conn, COPIES, model.dim, IndexSettings(hnsw_m=8))
+    assert conn.execute("SHOW maintenance_work_mem").fetchone()[0] == "1MB"
