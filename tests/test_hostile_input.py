@@ -546,3 +546,55 @@ def test_chunking_a_fresh_source_reads_each_chunk_index_entry_a_bounded_number_o
             "WHERE schemaname = 'ragline' AND relname = 'chunks'"
         ).fetchone()[0]
     assert read <= 4 * stats.chunks_added, f"{read} chunk index entries read for {stats.chunks_added} chunks"
+
+
+def pdf_workers() -> list[int]:
+    """This process's PDF parser processes (ragline/ingest/pdf_worker.py), from /proc."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:  # gone meanwhile
+            continue
+        parent = int(stat.rsplit(")", 1)[1].split()[1])
+        if parent == os.getpid() and b"pdf_worker.py" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def test_a_store_that_fails_mid_scan_stops_the_pdf_parser_and_keeps_nothing(tmp_path, conn):
+    """A streamed scan's PDF parser process lives while the store reads the scan; when the store
+    fails (here the first write of documents, after the PDF was parsed), the process is stopped
+    at once, not when the scan object is collected, and the transaction keeps nothing."""
+    (tmp_path / "a.pdf").write_bytes(_text_pdf(b"Refunds take thirty days."))
+    for i in range(WRITE_BATCH + 3):
+        (tmp_path / f"doc{i:04d}.md").write_text(f"# Doc {i}\n\nBody of document number {i}.\n")
+    conn.execute(
+        "CREATE FUNCTION public.refuse_versions() RETURNS trigger LANGUAGE plpgsql AS "
+        "$$ BEGIN RAISE EXCEPTION 'the store fails here'; END $$"
+    )
+    conn.execute(
+        "CREATE TRIGGER refuse_versions BEFORE INSERT ON ragline.document_versions "
+        "FOR EACH STATEMENT EXECUTE FUNCTION public.refuse_versions()"
+    )
+    source = SourceSettings(name="s", root=tmp_path)
+    scan = stream_source(source)
+    parsed: list[int] = []
+
+    def watched(scan: ScanResult):
+        for doc in scan.documents:
+            if doc.doc_id.endswith(".pdf"):
+                parsed.extend(pdf_workers())  # the parser is running while the scan is read
+            yield doc
+
+    with pytest.raises(psycopg.errors.RaiseException, match="the store fails here"):
+        store_scan(conn, "s", ScanResult(watched(scan), scan.rejections, 0))
+    assert len(parsed) == 1
+    assert pdf_workers() == []  # `scan` still holds the generator: only closing it stops the process
+    assert conn.execute("SELECT count(*) FROM ragline.documents WHERE source = 's'").fetchone()[0] == 0
+    conn.execute("DROP TRIGGER refuse_versions ON ragline.document_versions")
+    stats = store_scan(conn, "s", stream_source(source))
+    assert stats.new == WRITE_BATCH + 4 and pdf_workers() == []
