@@ -100,3 +100,15 @@ def test_files_load_in_path_order_component_by_component(tmp_path):
     scan = scan_source(_source(tmp_path))
     assert [d.path for d in scan.documents] == sorted(names, key=lambda n: tuple(n.split("/")))
     assert scan.files_seen == len(names)
+
+
+def test_binary_sniffing_counts_exactly_the_control_bytes(tmp_path):
+    """A text file whose first bytes are over 10% control bytes (NUL and 0x01-0x08, 0x0e-0x1f; not
+    tab, newline, vertical tab, form feed or carriage return) is quarantined as binary: each byte
+    value, 11 of 100 bytes."""
+    for v in range(128):
+        (tmp_path / f"v{v:03d}.txt").write_bytes(b"a" * 89 + bytes([v]) * 11)
+    scan = scan_source(SourceSettings(name="s", root=tmp_path, glob="*.txt"))
+    binary = sorted(int(r.path[1:4]) for r in scan.rejections if r.reason == "binary_file")
+    assert binary == [0, *range(1, 9), *range(14, 32)]
+    assert len(scan.documents) == 128 - len(binary)

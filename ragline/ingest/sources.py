@@ -51,6 +51,10 @@ _BINARY_MAGIC = (
     b"SQLite format 3",
 )
 _SNIFF_BYTES = 8192
+# Control bytes other than NUL, tab, newline, vertical tab, form feed and carriage return: counted in
+# C by deleting them (bytes.translate), where a Python loop over 8 KB per file took 2.7 s of a
+# 5,000-file scan.
+_CONTROL_BYTES = bytes(range(1, 9)) + bytes(range(14, 32))
 
 
 # Postgres keys (ragline.documents' (source, doc_id), ragline.quarantine's (source, path)) must fit
@@ -493,7 +497,7 @@ def _reject_binary(data: bytes) -> None:
     head = data[:_SNIFF_BYTES]
     if head.startswith(_BINARY_MAGIC):
         raise Quarantined("binary_file", "starts with the signature of a binary format")
-    controls = sum(1 for b in head if 0 < b < 9 or 13 < b < 32)
+    controls = len(head) - len(head.translate(None, _CONTROL_BYTES))
     nuls = head.count(0)
     if head and (controls + nuls) / len(head) > 0.10:
         raise Quarantined(
