@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import re
+import sysconfig
+import unicodedata
 from pathlib import Path
 
 import pytest
 
 from ragline.config import JsonlSettings, SourceSettings
-from ragline.ingest.sources import html_to_text, scan_source
+from ragline.ingest.sources import html_to_text, normalise, scan_source
 from ragline.types import SourceError
 from tests.conftest import EXAMPLES
 
@@ -112,3 +115,25 @@ def test_binary_sniffing_counts_exactly_the_control_bytes(tmp_path):
     binary = sorted(int(r.path[1:4]) for r in scan.rejections if r.reason == "binary_file")
     assert binary == [0, *range(1, 9), *range(14, 32)]
     assert len(scan.documents) == 128 - len(binary)
+
+
+def test_normalising_text_skips_only_patterns_that_cannot_match():
+    """normalise runs each regex only where a substring test finds it can match; the result equals
+    running both everywhere, on hand-made cases and on the installed packages' descriptions."""
+
+    def everywhere(text: str) -> str:
+        text = unicodedata.normalize("NFC", text).replace("\r\n", "\n").replace("\r", "\n")
+        return re.sub(r"\n{3,}", "\n\n", re.sub(r"[ \t]+\n", "\n", text)).strip()
+
+    assert normalise("a \t\r\n\r\n\r\n\r\nb  \nc\t\n\n\n") == "a\n\nb\nc"
+    assert normalise("e\u0301 \r\r\r x") == "\u00e9\n\n x"
+    assert normalise("plain text\nno trailing space") == "plain text\nno trailing space"
+    assert normalise("only a tab\t\nbefore a newline") == "only a tab\nbefore a newline"
+    site = Path(sysconfig.get_paths()["purelib"])
+    texts = [
+        p.read_text(encoding="utf-8", errors="replace") for p in sorted(site.glob("*.dist-info/METADATA"))
+    ]
+    cases = (
+        texts + [t.replace("\n", " \n") for t in texts[:20]] + [t.replace("\n", "\r\n") for t in texts[:20]]
+    )
+    assert len(texts) > 50 and all(normalise(t) == everywhere(t) for t in cases)
