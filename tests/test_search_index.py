@@ -72,46 +72,60 @@ def test_an_hnsw_build_gets_memory_for_its_graph_and_reports_when_it_outgrows_it
 
 # A server that cannot give a build the memory it asks for: a parallel HNSW build keeps its graph in
 # dynamic shared memory, and a container's 64 MB /dev/shm makes PostgreSQL fail the CREATE INDEX
-# with disk_full ("could not resize shared memory segment ... No space left on device"). This event
-# trigger fails every CREATE INDEX the same way while maintenance_work_mem is above %(limit)s bytes.
-REFUSE_LARGE_BUILDS = """
-CREATE FUNCTION public.refuse_large_index_builds() RETURNS event_trigger LANGUAGE plpgsql AS $$
+# with disk_full ("could not resize shared memory segment ... No space left on device") after it
+# has made the index, which a failed CREATE INDEX CONCURRENTLY leaves behind, invalid. This event
+# trigger fails every CREATE INDEX the same way, at its end, while maintenance_work_mem is above
+# `limit` bytes, with the given error code.
+REFUSE_BUILDS = """
+CREATE OR REPLACE FUNCTION public.refuse_index_builds() RETURNS event_trigger LANGUAGE plpgsql AS $$
 BEGIN
-    IF pg_size_bytes(current_setting('maintenance_work_mem')) > %(limit)s THEN
+    IF pg_size_bytes(current_setting('maintenance_work_mem')) > {limit} THEN
         RAISE EXCEPTION 'could not resize shared memory segment "/PostgreSQL.4242" to % bytes: %',
             pg_size_bytes(current_setting('maintenance_work_mem')), 'No space left on device'
-            USING ERRCODE = 'disk_full';
+            USING ERRCODE = '{errcode}';
     END IF;
 END
 $$;
-CREATE EVENT TRIGGER refuse_large_index_builds ON ddl_command_start WHEN TAG IN ('CREATE INDEX')
-    EXECUTE FUNCTION public.refuse_large_index_builds();
+DROP EVENT TRIGGER IF EXISTS refuse_index_builds;
+CREATE EVENT TRIGGER refuse_index_builds ON ddl_command_end WHEN TAG IN ('CREATE INDEX')
+    EXECUTE FUNCTION public.refuse_index_builds();
 """
+
+
+def refuse_index_builds(conn, limit: int, errcode: str = "disk_full") -> None:
+    conn.execute(REFUSE_BUILDS.format(limit=limit, errcode=errcode))
 
 
 def test_an_hnsw_build_refused_its_memory_is_built_again_with_the_servers_own_setting(conn):
     model = local_embedder()
     vectors = noisy_copies(conn, model)
     conn.execute("SET maintenance_work_mem = '1MB'")
-    conn.execute(REFUSE_LARGE_BUILDS.replace("%(limit)s", str(2**20)))
+    refuse_index_builds(conn, 2**20)
 
     stats = build_indexes(conn, COPIES, model.dim, IndexSettings())
-    # Built with the session's own 1 MB (on disk, past what fits), the refusal reported.
+    # The failed build's invalid index dropped, built again with the session's own 1 MB (on disk,
+    # past what fits), the refusal reported.
     assert stats.hnsw_built and stats.vectors == vectors and stats.hnsw_memory_mb == 1
     wanted = hnsw_graph_mb(vectors, model.dim, 16)
     assert stats.hnsw_memory_refused.startswith(f"{wanted} MB refused")
     assert "No space left on device" in stats.hnsw_memory_refused
-    valid = conn.execute(
-        "SELECT i.indisvalid FROM pg_index i WHERE i.indexrelid = to_regclass(%s)",
-        (f"ragline.{stats.hnsw_index}",),
-    ).fetchone()
-    assert valid == (True,)
+    indexes = (
+        "SELECT indexrelid::regclass::text, indisvalid FROM pg_index "
+        "WHERE indrelid = 'ragline.serving_vectors'::regclass AND indexrelid::regclass::text LIKE %s"
+    )
+    assert conn.execute(indexes, (f"%{stats.hnsw_index}",)).fetchall() == [
+        (f"ragline.{stats.hnsw_index}", True)
+    ]
     assert conn.execute("SHOW maintenance_work_mem").fetchone()[0] == "1MB"
 
-    # Refused even the session's own setting: the error is the caller's, the setting is put back.
-    conn.execute("DROP EVENT TRIGGER refuse_large_index_builds")
-    conn.execute("DROP FUNCTION public.refuse_large_index_builds()")
-    conn.execute(REFUSE_LARGE_BUILDS.replace("%(limit)s", "0"))
+    # Refused the session's own setting (the build asks for no more when capped at 1 MB): no retry,
+    # the error is the caller's.
+    refuse_index_builds(conn, 0)
     with pytest.raises(psycopg.errors.DiskFull):
-        build_indexes(conn, COPIES, model.dim, IndexSettings(hnsw_m=8))
+        build_indexes(conn, COPIES, model.dim, IndexSettings(hnsw_m=8, build_memory_mb=1))
+    # Another error while the build has more than the session's own setting: no retry either, and
+    # the pooled session gets its own setting back.
+    refuse_index_builds(conn, 2**20, errcode="out_of_memory")
+    with pytest.raises(psycopg.errors.OutOfMemory):
+        build_indexes(conn, COPIES, model.dim, IndexSettings(hnsw_m=10))
     assert conn.execute("SHOW maintenance_work_mem").fetchone()[0] == "1MB"

@@ -109,11 +109,16 @@ def test_binary_sniffing_counts_exactly_the_control_bytes(tmp_path):
     """A text file whose first bytes are over 10% control bytes (NUL and 0x01-0x08, 0x0e-0x1f; not
     tab, newline, vertical tab, form feed or carriage return) is quarantined as binary: each byte
     value, 11 of 100 bytes."""
-    for v in range(128):
+    for v in range(256):
         (tmp_path / f"v{v:03d}.txt").write_bytes(b"a" * 89 + bytes([v]) * 11)
+    (tmp_path / "nul6.txt").write_bytes(b"a" * 94 + bytes(6))  # 6 %: NULs are counted once
     scan = scan_source(SourceSettings(name="s", root=tmp_path, glob="*.txt"))
-    binary = sorted(int(r.path[1:4]) for r in scan.rejections if r.reason == "binary_file")
+    reasons = {r.path: r.reason for r in scan.rejections}
+    binary = sorted(int(p[1:4]) for p, reason in reasons.items() if reason == "binary_file")
     assert binary == [0, *range(1, 9), *range(14, 32)]
+    # Bytes from 0x80 on are no control bytes: those files fail as text instead.
+    assert {reasons[f"v{v:03d}.txt"] for v in range(128, 256)} == {"invalid_utf8"}
+    assert reasons["nul6.txt"] == "nul_bytes"
     assert len(scan.documents) == 128 - len(binary)
 
 

@@ -51,9 +51,9 @@ _BINARY_MAGIC = (
     b"SQLite format 3",
 )
 _SNIFF_BYTES = 8192
-# Control bytes other than NUL, tab, newline, vertical tab, form feed and carriage return: counted in
-# C by deleting them (bytes.translate), where a Python loop over 8 KB per file took 2.7 s of a
-# 5,000-file scan.
+# C0 control bytes (0x01-0x1f) other than tab, newline, vertical tab, form feed and carriage return
+# (NUL is counted apart): counted in C by deleting them (bytes.translate), where a Python loop over
+# 8 KB per file took 2.7 s of a 5,000-file scan.
 _CONTROL_BYTES = bytes(range(1, 9)) + bytes(range(14, 32))
 
 
