@@ -23,10 +23,6 @@ class ScoredText:
 @dataclass
 class Bm25Result:
     texts: list[ScoredText]
-    rounds: int = 0
-    postings_read: int = 0
-    texts_scored: int = 0
-    exhaustive: bool = False
 
 
 class Bm25Backend(Protocol):
@@ -91,4 +87,4 @@ def _one_statement(
     """Runs a named BM25 statement that returns (text_hash, score) rows, best first."""
     params = {"query": text, "chunk_set": chunk_set, "k1": k1, "b": b, "scan": k}
     rows = conn.execute(query(name), params, prepare=prepare).fetchall()
-    return Bm25Result([ScoredText(h, float(s)) for h, s in rows], rounds=1, exhaustive=True)
+    return Bm25Result([ScoredText(h, float(s)) for h, s in rows])

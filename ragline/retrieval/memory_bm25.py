@@ -139,7 +139,6 @@ class LexicalIndex:
         wanted = np.asarray(term_ids, dtype=np.int64)
         where = np.searchsorted(self.term_ids, wanted).tolist()
         known, starts = self.term_ids, self.starts
-        result = Bm25Result([], rounds=1, exhaustive=True)
         scores = self._take_scratch()
         for i, term_id in zip(where, term_ids, strict=True):
             if i >= known.size or known[i] != term_id:
@@ -152,7 +151,6 @@ class LexicalIndex:
             weight *= k1_plus_1
             weight /= denominator[start:end]
             scores[self.posting_text[start:end]] += weight
-            result.postings_read += end - start
         # Every text sharing a term scores > 0 (idf > 0, tf >= 1). The selection runs over those only
         # (argpartition over the whole, mostly zero, array was 50x slower); a boolean mask finds them
         # about 4x faster than nonzero() over the floats.
@@ -160,9 +158,8 @@ class LexicalIndex:
         values = scores[rows]
         scores[rows] = 0.0  # the scratch array is all zeros again
         self._scratch.append(scores)
-        result.texts_scored = int(rows.size)
         if rows.size == 0:
-            return result
+            return Bm25Result([])
         if k is not None and k < rows.size:
             kth = -np.partition(-values, k - 1)[k - 1]
             keep = values >= kth  # every text tied at the cut, then by hash
@@ -171,11 +168,12 @@ class LexicalIndex:
         if k is not None:
             order = order[:k]
         hashes = self.text_hash
-        result.texts = [
-            ScoredText(hashes[r], s)
-            for r, s in zip(rows[order].tolist(), values[order].tolist(), strict=True)
-        ]
-        return result
+        return Bm25Result(
+            [
+                ScoredText(hashes[r], s)
+                for r, s in zip(rows[order].tolist(), values[order].tolist(), strict=True)
+            ]
+        )
 
     def _take_scratch(self) -> np.ndarray:
         """A zeroed score per text. Searches hand theirs back zeroed; a search on another thread takes
