@@ -34,7 +34,7 @@ if str(REPO) not in sys.path:  # run as a script from anywhere
 
 import psycopg  # noqa: E402
 
-from benchmarks.publish_maintenance import impact_order_of_0004, trigger_functions_of  # noqa: E402
+from benchmarks.publish_maintenance import postings_layout, trigger_functions_of  # noqa: E402
 from ragline.storage.db import DATABASE_URL_ENV, embedded_server  # noqa: E402
 
 EDIT = """
@@ -55,24 +55,6 @@ VACUUMED = (
     "ragline.lexical_term_deltas",
     "ragline.lexical_stat_deltas",
 )
-
-
-IMPACT_COLUMN = """
-SELECT 1 FROM pg_attribute
-WHERE attrelid = 'ragline.lexical_postings'::regclass AND attname = 'impact' AND NOT attisdropped
-"""
-
-
-def layout(migration: str, has_impact: bool) -> list[str]:
-    """Statements that give the database the postings layout `migration`'s trigger writes."""
-    if migration < "0017" and not has_impact:
-        return impact_order_of_0004()
-    if migration >= "0017" and has_impact:
-        return [
-            "DROP INDEX ragline.lexical_postings_by_impact",
-            "ALTER TABLE ragline.lexical_postings DROP COLUMN impact",
-        ]
-    return []
 
 
 def insert_trigger_of(migration: str) -> str | None:
@@ -133,14 +115,12 @@ def main(argv: list[str] | None = None) -> int:
     if before is None:
         p.error(f"{args.before_migration} defines no ragline.index_lexical_texts()")
     with psycopg.connect(url) as conn:
-        has_impact = conn.execute(IMPACT_COLUMN).fetchone() is not None
-    # Each variant's trigger needs its own postings layout: the impact column and index before 0017,
-    # none from 0017 on. Whichever the database lacks is made (or dropped) in the trial's transaction.
-    variants = {
-        "before": [*layout(args.before_migration, has_impact), before],
-        "current": [*layout(current, has_impact), function],
-    }
-    with psycopg.connect(url) as conn:
+        # Each variant's trigger needs its own postings layout, made (or dropped) in the trial's
+        # transaction.
+        variants = {
+            "before": [*postings_layout(conn, args.before_migration), before],
+            "current": [*postings_layout(conn, current), function],
+        }
         served = conn.execute(
             "SELECT count(*) FROM ragline.indexed_texts WHERE chunk_set = 'default'"
         ).fetchone()[0]

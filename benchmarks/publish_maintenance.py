@@ -91,6 +91,27 @@ def impact_order_of_0004() -> list[str]:
     ]
 
 
+_IMPACT_COLUMN = """
+SELECT 1 FROM pg_attribute
+WHERE attrelid = 'ragline.lexical_postings'::regclass AND attname = 'impact' AND NOT attisdropped
+"""
+
+
+def postings_layout(conn: psycopg.Connection, migration: str) -> list[str]:
+    """Statements that give the database the postings layout `migration`'s trigger functions write:
+    the impact column and index before 0017 (put back if the database has none), none from 0017 on
+    (dropped if it has them)."""
+    has_impact = conn.execute(_IMPACT_COLUMN).fetchone() is not None
+    if migration < "0017" and not has_impact:
+        return impact_order_of_0004()
+    if migration >= "0017" and has_impact:
+        return [
+            "DROP INDEX ragline.lexical_postings_by_impact",
+            "ALTER TABLE ragline.lexical_postings DROP COLUMN impact",
+        ]
+    return []
+
+
 def _git(*argv: str) -> str:
     return subprocess.run(["git", *argv], cwd=REPO, check=True, capture_output=True, text=True).stdout
 
@@ -120,10 +141,8 @@ def variant_run(variant: str, work: Path, args: argparse.Namespace) -> dict[str,
             ).fetchall():
                 conn.execute(f'ALTER TABLE ragline."{table}" SET (autovacuum_enabled = off)')
         if variant == "before":
-            if args.before_migration < "0017":
-                for statement in impact_order_of_0004():
-                    conn.execute(statement)
-            for statement in trigger_functions_of(args.before_migration):
+            layout = postings_layout(conn, args.before_migration)
+            for statement in [*layout, *trigger_functions_of(args.before_migration)]:
                 conn.execute(statement)
     old = old_unindex(args.before_commit)
     publishing.query = (
