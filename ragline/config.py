@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import os
 import re
+import types
+import typing
 from dataclasses import dataclass, field
 from datetime import date
 from pathlib import Path
@@ -695,6 +698,7 @@ def parse_settings(raw: dict[str, Any], file: Path) -> Settings:
     index = _build(IndexSettings, raw.get("index") or {}, "index")
     if not 0 < index.min_recall <= 1:
         raise ConfigError("index.min_recall must be in (0, 1]")
+    _check_index_bounds(index)
     memory_mb = index.build_memory_mb
     if not _whole(memory_mb) or not 1 <= memory_mb <= 2_000_000:
         raise ConfigError(
@@ -725,6 +729,12 @@ def parse_settings(raw: dict[str, Any], file: Path) -> Settings:
             },
             where,
         )
+        # Built by hand below (root, chunking and the rest are merged first): the scalars are checked
+        # here, so that `follow_symlinks: "no"` is an error and not bool("no"), which is True.
+        scalars = ("name", "glob", "max_file_bytes", "format", "follow_symlinks")
+        _check_scalar_types(SourceSettings, {k: item[k] for k in scalars if k in item}, where)
+        if "max_file_bytes" in defaults:
+            _check_scalar_types(SourceSettings, {"max_file_bytes": defaults["max_file_bytes"]}, "defaults")
         source_format = item.get("format", "files")
         if source_format not in SOURCE_FORMATS:
             raise ConfigError(f"{where}.format must be one of {SOURCE_FORMATS}, got {source_format!r}")
@@ -874,11 +884,6 @@ def parse_settings(raw: dict[str, Any], file: Path) -> Settings:
         judge=parse_judge(raw.get("judge"), base, models_and_costs["models"] or _llm_as_model(llm)),
         annotation=_annotation(raw.get("annotation") or {}, base),
     )
-
-
-def _whole(value: Any) -> bool:
-    """An int that is not a bool (YAML's true/false parse as bool, a subclass of int)."""
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _annotation(raw: dict[str, Any], base: Path) -> AnnotationSettings:
@@ -1490,7 +1495,88 @@ def _build(cls: type, raw: dict[str, Any], where: str):
         raise ConfigError(f"{where} must be a mapping")
     allowed = set(cls.__dataclass_fields__)
     _reject_unknown(raw, allowed, where)
+    _check_scalar_types(cls, raw, where)
     try:
         return cls(**raw)
     except TypeError as exc:
         raise ConfigError(f"{where}: {exc}") from exc
+
+
+# What a YAML value of each scalar field type must be, and how an error names it. YAML reads
+# `true` as a bool (a subclass of int), `"16"` as text and `1e-3` as text (a float needs a dot).
+_SCALAR_KINDS: dict[type, tuple[str, typing.Callable[[Any], bool]]] = {
+    int: ("a whole number", lambda v: _whole(v)),
+    float: ("a number", lambda v: isinstance(v, int | float) and not isinstance(v, bool)),
+    bool: ("true or false", lambda v: isinstance(v, bool)),
+    str: ("text", lambda v: isinstance(v, str)),
+}
+
+
+@functools.cache
+def _scalar_fields(cls: type) -> dict[str, tuple[type, bool]]:
+    """The settings class's fields of type int, float, bool or str (or one of them | None): the
+    type and whether None is allowed. Fields of other types are checked where they are built."""
+    out = {}
+    for name, hint in typing.get_type_hints(cls).items():
+        union = isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
+        members = typing.get_args(hint) if union else (hint,)
+        kinds = [m for m in members if m is not type(None)]
+        if name in cls.__dataclass_fields__ and len(kinds) == 1 and kinds[0] in _SCALAR_KINDS:
+            out[name] = (kinds[0], len(kinds) < len(members))
+    return out
+
+
+def _check_scalar_types(cls: type, raw: dict[str, Any], where: str) -> None:
+    """A value of the wrong type is named when the file loads, not when a run first uses it: an
+    `index.hnsw_m: "16"` was a TypeError in the HNSW build's memory estimate, after the whole
+    embedding run; `follow_symlinks: "no"` read as true."""
+    fields = _scalar_fields(cls)
+    for name, value in raw.items():
+        if name not in fields or (value is None and fields[name][1]):
+            continue
+        kind, optional = fields[name]
+        wanted, fits = _SCALAR_KINDS[kind]
+        if not fits(value):
+            hint = ""
+            if kind is float and isinstance(value, str) and _parses_as_float(value):
+                hint = " (YAML reads a number with an exponent but no dot as text: write 1.0e-3, not 1e-3)"
+            elif kind is str and not isinstance(value, dict | list):
+                hint = f" (YAML read it as {type(value).__name__}: put it in quotes)"
+            raise ConfigError(
+                f"{where}.{_shown(name)} must be {wanted}{' or null' if optional else ''}, "
+                f"got {_shown(repr(value))}{hint}"
+            )
+
+
+# pgvector's own bounds for an HNSW index (hnsw.h), checked when the file loads: out of them, the
+# CREATE INDEX (or SET hnsw.ef_search) fails only after the embeddings it waits for were computed.
+_HNSW_BOUNDS = {"hnsw_m": (2, 100), "hnsw_ef_construction": (4, 1000), "ef_search": (1, 1000)}
+
+
+def _check_index_bounds(index: IndexSettings) -> None:
+    for name, (low, high) in _HNSW_BOUNDS.items():
+        value = getattr(index, name)
+        if not low <= value <= high:
+            raise ConfigError(f"index.{name} must be from {low} to {high} (pgvector's range), got {value}")
+    if index.hnsw_ef_construction < 2 * index.hnsw_m:
+        raise ConfigError(
+            f"index.hnsw_ef_construction must be at least twice index.hnsw_m (pgvector refuses the build), "
+            f"got {index.hnsw_ef_construction} with hnsw_m {index.hnsw_m}"
+        )
+    # With no query to measure, the recall check would pass having tested nothing.
+    for name in ("recall_sample", "min_real_queries"):
+        if getattr(index, name) < 1:
+            raise ConfigError(f"index.{name} must be at least 1, got {getattr(index, name)}")
+
+
+def _whole(value: Any) -> bool:
+    """An int that is not a bool (YAML's true/false parse as bool, a subclass of int)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _parses_as_float(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True

@@ -188,6 +188,22 @@ def test_materialize_then_status_with_runs_stored_in_postgres(tmp_path, db_url, 
         ("drift: {min_new_share: 1.5}\nsources: [{name: a, root: .}]", "drift.min_new_share"),
         ("index: {build_memory_mb: 0.5}\nsources: [{name: a, root: .}]", "index.build_memory_mb must be"),
         ("index: {build_memory_mb: 0}\nsources: [{name: a, root: .}]", "index.build_memory_mb must be"),
+        # Types, from the settings' own annotations, for every block built from the file.
+        ("index: {hnsw_m: '16'}\nsources: [{name: a, root: .}]", "hnsw_m must be a whole number, got '16'"),
+        ("index: {ef_search: true}\nsources: [{name: a, root: .}]", "index.ef_search must be a whole number"),
+        ("index: {min_recall: 9e-1}\nsources: [{name: a, root: .}]", "write 1.0e-3, not 1e-3"),
+        ("embedding: {revision: 1.10}\nsources: [{name: a, root: .}]", "revision must be text or null"),
+        ("sources: [{name: a, root: ., follow_symlinks: 'no'}]", "follow_symlinks must be true or false"),
+        ("sources: [{name: a, root: ., chunking: {chunk_size: 2.5}}]", "chunk_size must be a whole number"),
+        ("sources: [{name: a, root: ., max_file_bytes: 10MB}]", "[0].max_file_bytes must be a whole"),
+        ("defaults: {max_file_bytes: 1.5}\nsources: [{name: a, root: .}]", "defaults.max_file_bytes must be"),
+        # pgvector's bounds, which the HNSW build would otherwise hit after the whole embedding run.
+        ("index: {hnsw_m: 1}\nsources: [{name: a, root: .}]", "index.hnsw_m must be from 2 to 100"),
+        ("index: {hnsw_m: 48}\nsources: [{name: a, root: .}]", "at least twice index.hnsw_m"),
+        ("index: {ef_search: 1001}\nsources: [{name: a, root: .}]", "index.ef_search must be from 1 to 1000"),
+        # No query to measure recall with: the check would pass having tested nothing.
+        ("index: {recall_sample: 0}\nsources: [{name: a, root: .}]", "recall_sample must be at least 1"),
+        ("index: {min_real_queries: 0}\nsources: [{name: a, root: .}]", "min_real_queries must be at least"),
     ],
 )
 def test_bad_config_is_a_clear_error(tmp_path, capsys, yaml_text, message):
