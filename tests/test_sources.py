@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ragline.config import JsonlSettings, SourceSettings
-from ragline.ingest.sources import html_to_text, normalise, scan_source
+from ragline.ingest.sources import Quarantined, _read, html_to_text, normalise, scan_source
 from ragline.types import SourceError
 from tests.conftest import EXAMPLES
 
@@ -120,6 +120,24 @@ def test_binary_sniffing_counts_exactly_the_control_bytes(tmp_path):
     assert {reasons[f"v{v:03d}.txt"] for v in range(128, 256)} == {"invalid_utf8"}
     assert reasons["nul6.txt"] == "nul_bytes"
     assert len(scan.documents) == 128 - len(binary)
+
+
+def test_a_file_reached_through_a_folder_link_is_read_only_if_it_lies_inside_the_root(tmp_path):
+    """What the walk listed can change before the read: a folder swapped for a link to elsewhere.
+    O_NOFOLLOW guards only the last name; the open file's own path (the kernel's, links resolved)
+    decides. Within the root, a folder link reads the file; out of it, nothing is read."""
+    root, outside = tmp_path / "root", tmp_path / "outside"
+    (root / "real").mkdir(parents=True)
+    outside.mkdir()
+    (root / "real" / "doc.md").write_text("inside")
+    (outside / "doc.md").write_text("swordfish")
+    (root / "alias").symlink_to(root / "real", target_is_directory=True)
+    (root / "swapped").symlink_to(outside, target_is_directory=True)
+
+    assert _read(root / "alias" / "doc.md", 100, root) == b"inside"
+    with pytest.raises(Quarantined) as refused:
+        _read(root / "swapped" / "doc.md", 100, root)
+    assert refused.value.reason == "outside_root"
 
 
 def test_normalising_text_skips_only_patterns_that_cannot_match():

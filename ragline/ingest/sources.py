@@ -436,6 +436,17 @@ def _may_match_below(pattern: tuple[str, ...], parts: tuple[str, ...]) -> bool:
     return fnmatch.fnmatchcase(parts[0], head) and _may_match_below(rest, parts[1:])
 
 
+def _opened_path(fd: int, path: Path) -> Path:
+    """Where the open file really is: the kernel's own path of the descriptor, with no symbolic
+    link in it (a folder swapped for a link after the walk shows here), read in one call.
+    realpath() of the same name lstat()ed every component again: 0.36 s against 0.05 s to open,
+    check and close 5,000 files (benchmarks/scan_path_check.py)."""
+    try:
+        return Path(os.readlink(f"/proc/self/fd/{fd}"))
+    except OSError:  # no /proc (not Linux)
+        return path.resolve()
+
+
 def _read(path: Path, limit: int, root: Path) -> bytes:
     """At most limit bytes of a regular file inside the root (a file can grow after stat())."""
     try:
@@ -448,11 +459,7 @@ def _read(path: Path, limit: int, root: Path) -> bytes:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise Quarantined("not_a_file", "not a regular file")
-        real = (
-            Path(os.path.realpath(f"/proc/self/fd/{fd}"))
-            if os.path.exists("/proc/self/fd")
-            else path.resolve()
-        )
+        real = _opened_path(fd, path)
         if not real.is_relative_to(root):
             raise Quarantined("outside_root", "the file lies outside the root")
         data = f.read(limit + 1)
