@@ -705,6 +705,12 @@ def parse_settings(raw: dict[str, Any], file: Path) -> Settings:
             f"index.build_memory_mb must be a whole number of MB from 1 to 2000000, got {memory_mb!r}"
         )
 
+    # Merged into each source below: a bad default is named as the default, not as sources[0]'s.
+    if "max_file_bytes" in defaults:
+        _check_scalar_types(SourceSettings, {"max_file_bytes": defaults["max_file_bytes"]}, "defaults")
+    for key, cls in (("chunking", ChunkingSettings), ("mass_change", MassChangeSettings)):
+        if isinstance(defaults.get(key), dict):
+            _check_scalar_types(cls, defaults[key], f"defaults.{key}")
     raw_sources = raw.get("sources")
     if not raw_sources or not isinstance(raw_sources, list):
         raise ConfigError(f"{file}: 'sources' must be a non-empty list")
@@ -733,8 +739,6 @@ def parse_settings(raw: dict[str, Any], file: Path) -> Settings:
         # here, so that `follow_symlinks: "no"` is an error and not bool("no"), which is True.
         scalars = ("name", "glob", "max_file_bytes", "format", "follow_symlinks")
         _check_scalar_types(SourceSettings, {k: item[k] for k in scalars if k in item}, where)
-        if "max_file_bytes" in defaults:
-            _check_scalar_types(SourceSettings, {"max_file_bytes": defaults["max_file_bytes"]}, "defaults")
         source_format = item.get("format", "files")
         if source_format not in SOURCE_FORMATS:
             raise ConfigError(f"{where}.format must be one of {SOURCE_FORMATS}, got {source_format!r}")
@@ -1100,7 +1104,7 @@ def _routing(raw: Any, names: list[str]) -> RoutingSettings:
         circuit=circuit,
     )
     if routing.min_budget_tokens is not None and (
-        not isinstance(routing.min_budget_tokens, int) or routing.min_budget_tokens < 0
+        not _whole(routing.min_budget_tokens) or routing.min_budget_tokens < 0
     ):
         raise ConfigError("routing.min_budget_tokens must be a whole number >= 0")
     return routing
@@ -1302,12 +1306,7 @@ def _variants(
 
 
 def _cache(raw: dict[str, Any]) -> CacheSettings:
-    cache = _build(CacheSettings, raw, "cache")
-    if not isinstance(cache.enabled, bool) or not isinstance(cache.semantic, bool):
-        raise ConfigError("cache.enabled and cache.semantic must be true or false")
-    numbers = (cache.ttl_seconds, cache.semantic_threshold)
-    if any(isinstance(v, bool) or not isinstance(v, int | float) for v in numbers):
-        raise ConfigError("cache.ttl_seconds and cache.semantic_threshold must be numbers")
+    cache = _build(CacheSettings, raw, "cache")  # types are checked there
     if not cache.ttl_seconds > 0:
         raise ConfigError("cache.ttl_seconds must be greater than 0")
     if not 0 < cache.semantic_threshold <= 1:
@@ -1503,7 +1502,10 @@ def _build(cls: type, raw: dict[str, Any], where: str):
 
 
 # What a YAML value of each scalar field type must be, and how an error names it. YAML reads
-# `true` as a bool (a subclass of int), `"16"` as text and `1e-3` as text (a float needs a dot).
+# `true` as a bool (a subclass of int), `"16"` as text, and `1e-3` or `1.0e5` as text (PyYAML's
+# floats need a dot and a signed exponent: 1.0e-3, 1.0e+5).
+_DECIMAL = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)")
+_EXPONENT = re.compile(_DECIMAL.pattern + r"[eE][-+]?\d+")
 _SCALAR_KINDS: dict[type, tuple[str, typing.Callable[[Any], bool]]] = {
     int: ("a whole number", lambda v: _whole(v)),
     float: ("a number", lambda v: isinstance(v, int | float) and not isinstance(v, bool)),
@@ -1536,16 +1538,21 @@ def _check_scalar_types(cls: type, raw: dict[str, Any], where: str) -> None:
             continue
         kind, optional = fields[name]
         wanted, fits = _SCALAR_KINDS[kind]
-        if not fits(value):
-            hint = ""
-            if kind is float and isinstance(value, str) and _parses_as_float(value):
-                hint = " (YAML reads a number with an exponent but no dot as text: write 1.0e-3, not 1e-3)"
-            elif kind is str and not isinstance(value, dict | list):
-                hint = f" (YAML read it as {type(value).__name__}: put it in quotes)"
-            raise ConfigError(
-                f"{where}.{_shown(name)} must be {wanted}{' or null' if optional else ''}, "
-                f"got {_shown(repr(value))}{hint}"
-            )
+        if fits(value):
+            continue
+        must = f"{where}.{_shown(name)} must be {wanted}{' or null' if optional else ''}"
+        if value is None:
+            raise ConfigError(f"{must}, but it is empty")
+        # An *_env key names a variable; what was put there by mistake may be the secret itself.
+        got = type(value).__name__ if name.endswith("_env") else _shown(repr(value))
+        hint = ""
+        if kind in (int, float) and isinstance(value, str) and _EXPONENT.fullmatch(value.strip()):
+            hint = " (YAML reads an exponent as a number only with a dot and a sign: write 1.0e-3, not 1e-3)"
+        elif kind in (int, float) and isinstance(value, str) and _DECIMAL.fullmatch(value.strip()):
+            hint = " (remove the quotes)"
+        elif kind is str and not isinstance(value, dict | list):
+            hint = f" (YAML read it as {type(value).__name__}: put it in quotes)"
+        raise ConfigError(f"{must}, got {got}{hint}")
 
 
 # pgvector's own bounds for an HNSW index (hnsw.h), checked when the file loads: out of them, the
@@ -1572,11 +1579,3 @@ def _check_index_bounds(index: IndexSettings) -> None:
 def _whole(value: Any) -> bool:
     """An int that is not a bool (YAML's true/false parse as bool, a subclass of int)."""
     return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _parses_as_float(text: str) -> bool:
-    try:
-        float(text)
-    except ValueError:
-        return False
-    return True

@@ -625,6 +625,11 @@ def test_a_run_whose_process_was_killed_is_marked_failed(db_url, tmp_path, monke
             "alerts.smtp.password_env must name an environment variable",
         ),
         ({"webhook": {"url_env": "s3cret-password"}}, "got a 15-character string"),
+        # A secret that YAML reads as a number is refused by its type, also without echoing it.
+        (
+            {"smtp": {"host": "h", "sender": "a@h", "recipients": ["b@h"], "password_env": 735512}},
+            "alerts.smtp.password_env must be text or null, got int",
+        ),
         ({"ui_url": "http://admin:s3cret@localhost:3000"}, "alerts.ui_url must not carry credentials"),
         ({"smtp": "mail.example.org"}, "alerts.smtp must be a mapping"),
         (
@@ -648,7 +653,8 @@ def test_alert_settings_are_validated(tmp_path, block, message):
     with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")) as refused:
         load_settings(path)
     # A secret pasted where an environment variable's name belongs is never echoed.
-    assert "s3cret" not in str(refused.value) and "hooks.slack.com" not in str(refused.value)
+    shown = str(refused.value)
+    assert "s3cret" not in shown and "hooks.slack.com" not in shown and "735512" not in shown
 
 
 @dg.asset

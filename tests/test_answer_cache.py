@@ -183,7 +183,7 @@ def test_a_republish_invalidates_entries_built_on_the_old_data(project, db_url):
         ({"ttl": 5}, r"cache: unknown keys \['ttl'\]"),
         ({"semantic_threshold": 1.5}, r"cache.semantic_threshold must be a cosine similarity"),
         ({"ttl_seconds": 0}, r"cache.ttl_seconds must be greater than 0"),
-        ({"semantic": "yes"}, r"cache.enabled and cache.semantic must be true or false"),
+        ({"semantic": "yes"}, r"cache.semantic must be true or false, got 'yes'"),
         ({"max_entries": 0}, r"cache.max_entries must be a whole number"),
     ],
 )

@@ -126,7 +126,8 @@ def test_a_file_reached_through_a_folder_link_is_read_only_if_it_lies_inside_the
     """What the walk listed can change before the read: a folder swapped for a link to elsewhere.
     O_NOFOLLOW guards only the last name; the open file's own path (the kernel's, links resolved)
     decides. Within the root, a folder link reads the file; out of it, nothing is read."""
-    root, outside = tmp_path / "root", tmp_path / "outside"
+    # Resolved, as load_file passes it: a temporary folder behind a link must not look outside.
+    root, outside = tmp_path.resolve() / "root", tmp_path.resolve() / "outside"
     (root / "real").mkdir(parents=True)
     outside.mkdir()
     (root / "real" / "doc.md").write_text("inside")

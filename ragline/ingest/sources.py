@@ -443,8 +443,10 @@ def _opened_path(fd: int, path: Path) -> Path:
     check and close 5,000 files (benchmarks/scan_path_check.py)."""
     try:
         return Path(os.readlink(f"/proc/self/fd/{fd}"))
-    except OSError:  # no /proc (not Linux)
+    except FileNotFoundError:  # no /proc (not Linux, or not mounted): the name, resolved
         return path.resolve()
+    except OSError as exc:  # any other failure is no proof that the file is inside the root
+        raise Quarantined("unreadable", f"its open path cannot be read: {exc.strerror}") from None
 
 
 def _read(path: Path, limit: int, root: Path) -> bytes:
