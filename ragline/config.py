@@ -700,7 +700,7 @@ def parse_settings(raw: dict[str, Any], file: Path) -> Settings:
         raise ConfigError("index.min_recall must be in (0, 1]")
     _check_index_bounds(index)
     memory_mb = index.build_memory_mb
-    if not _whole(memory_mb) or not 1 <= memory_mb <= 2_000_000:
+    if not 1 <= memory_mb <= 2_000_000:
         raise ConfigError(
             f"index.build_memory_mb must be a whole number of MB from 1 to 2000000, got {memory_mb!r}"
         )
@@ -800,7 +800,7 @@ def parse_settings(raw: dict[str, Any], file: Path) -> Settings:
     if llm.configured:
         _check_endpoint(llm, "llm")
     window = llm.context_window
-    if isinstance(window, bool) or not isinstance(window, int) or window < 16:
+    if window < 16:
         raise ConfigError("llm.context_window must be a whole number of tokens, at least 16")
     if retrieval.rerank == "llm" and not llm.configured:
         raise ConfigError("retrieval.rerank is 'llm' but no llm.model is configured")
@@ -895,23 +895,17 @@ def _annotation(raw: dict[str, Any], base: Path) -> AnnotationSettings:
         raise ConfigError("annotation must be a mapping")
     item = dict(raw)
     item["golden_path"] = (base / str(item.get("golden_path") or "golden/human.jsonl")).resolve()
-    a = _build(AnnotationSettings, item, "annotation")
-
-    def number(value: Any) -> bool:
-        return isinstance(value, int | float) and not isinstance(value, bool)
-
-    if not _whole(a.queue_size) or a.queue_size < 1:
+    a = _build(AnnotationSettings, item, "annotation")  # types are checked there
+    if a.queue_size < 1:
         raise ConfigError("annotation.queue_size must be a whole number of at least 1")
-    if not _whole(a.seed):
-        raise ConfigError("annotation.seed must be a whole number")
     for name in ("max_interval_width", "disagreement"):
-        if not number(getattr(a, name)) or not 0 <= getattr(a, name) <= 1:
+        if not 0 <= getattr(a, name) <= 1:
             raise ConfigError(f"annotation.{name} must be a number from 0 to 1")
     if a.random_share is not None and a.random_count is not None:
         raise ConfigError("annotation: give random_share or random_count, not both")
-    if a.random_share is not None and (not number(a.random_share) or not 0 <= a.random_share <= 1):
+    if a.random_share is not None and not 0 <= a.random_share <= 1:
         raise ConfigError("annotation.random_share must be a number from 0 to 1")
-    if a.random_count is not None and (not _whole(a.random_count) or a.random_count < 0):
+    if a.random_count is not None and a.random_count < 0:
         raise ConfigError("annotation.random_count must be a whole number of at least 0")
     return a
 
@@ -963,7 +957,7 @@ def parse_answer_evaluation(
     s = _build(AnswerEvaluationSettings, {**item, "variants": tuple(out)}, where)
     if not s.metrics:
         raise ConfigError(f"{where}.metrics must name at least one metric")
-    if not isinstance(s.min_questions, int) or isinstance(s.min_questions, bool) or s.min_questions < 1:
+    if s.min_questions < 1:
         raise ConfigError(f"{where}.min_questions must be an integer >= 1, got {_shown(s.min_questions)!r}")
     ungated = sorted(set(s.gate_metrics) - set(s.metrics))
     if ungated:
@@ -972,18 +966,10 @@ def parse_answer_evaluation(
         raise ConfigError(f"{where}.control {_shown(s.control)!r} is not an answer variant")
     if s.severity not in SEVERITIES:
         raise ConfigError(f"{where}.severity must be one of {SEVERITIES}")
-    if (
-        isinstance(s.min_effect, bool)
-        or not isinstance(s.min_effect, int | float)
-        or not 0 <= s.min_effect <= 1
-    ):
+    if not 0 <= s.min_effect <= 1:
         raise ConfigError(f"{where}.min_effect must be a number from 0 to 1")
-    if s.max_questions is not None and (
-        isinstance(s.max_questions, bool) or not isinstance(s.max_questions, int) or s.max_questions < 1
-    ):
+    if s.max_questions is not None and s.max_questions < 1:
         raise ConfigError(f"{where}.max_questions must be a whole number of at least 1")
-    if not isinstance(s.pairwise, bool) or isinstance(s.seed, bool) or not isinstance(s.seed, int):
-        raise ConfigError(f"{where}: pairwise must be true or false, seed a whole number")
     if s.baseline is not None:
         try:
             date.fromisoformat(str(s.baseline))
@@ -993,13 +979,13 @@ def parse_answer_evaluation(
 
 
 def _serve(raw: dict[str, Any]) -> ServeSettings:
-    serve = _build(ServeSettings, raw, "serve")
-    if not isinstance(serve.host, str) or not serve.host:
+    serve = _build(ServeSettings, raw, "serve")  # types are checked there
+    if not serve.host:
         raise ConfigError("serve.host must be a host name or address")
     if serve.lexical_index not in LEXICAL_INDEXES:
         raise ConfigError(f"serve.lexical_index must be one of {LEXICAL_INDEXES}")
     numbers = {k: v for k, v in serve.__dict__.items() if k not in ("host", "lexical_index")}
-    if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in numbers.values()):
+    if any(v < 1 for v in numbers.values()):
         raise ConfigError(f"serve: {', '.join(numbers)} must be whole numbers of at least 1")
     if serve.port > 65535:
         raise ConfigError("serve.port must be from 1 to 65535")
@@ -1160,26 +1146,18 @@ def parse_judge(raw: Any, base: Path, models: tuple[ModelSettings, ...]) -> Judg
         if not isinstance(ref, str) or not _PROMPT_REF.match(ref):
             raise ConfigError(f"judge.prompts.{role} must be <name>@<version> such as {role}@2")
     item["prompts"] = dict(prompts)
-    judge = _build(JudgeSettings, item, "judge")
+    judge = _build(JudgeSettings, item, "judge")  # types are checked there
     names = [m.name for m in models]
     if judge.model is not None and judge.model not in names:
         raise ConfigError(
             f"judge.model: {_shown(judge.model)!r} is not a configured chat model; models: {names}"
         )
-    whole = (judge.samples, judge.max_tokens, judge.bootstrap_samples)
-    if any(isinstance(v, bool) or not isinstance(v, int) for v in whole):
-        raise ConfigError("judge: samples, max_tokens and bootstrap_samples must be whole numbers")
     if not 1 <= judge.samples <= 100 or judge.max_tokens < 1 or judge.bootstrap_samples < 100:
         raise ConfigError("judge: samples from 1 to 100, max_tokens >= 1 and bootstrap_samples >= 100")
-    numbers = (judge.temperature, judge.confidence)
-    if any(isinstance(v, bool) or not isinstance(v, int | float) for v in numbers):
-        raise ConfigError("judge.temperature and judge.confidence must be numbers")
     if not 0 <= judge.temperature <= 2:
         raise ConfigError("judge.temperature must be from 0 to 2")
     if not 0.5 <= judge.confidence < 1:
         raise ConfigError("judge.confidence must be in [0.5, 1)")
-    if not isinstance(judge.cache, bool) or not isinstance(judge.json_schema, bool):
-        raise ConfigError("judge.cache and judge.json_schema must be true or false")
     return judge
 
 
@@ -1207,17 +1185,14 @@ def _answer(raw: dict[str, Any], base: Path, llm: LLMSettings) -> AnswerSettings
     item = dict(raw)
     if item.get("prompt_dir") is not None:
         item["prompt_dir"] = (base / str(item["prompt_dir"])).resolve()
-    a = _build(AnswerSettings, item, "answer")
-    if not isinstance(a.prompt, str) or not _PROMPT_REF.match(a.prompt):
+    a = _build(AnswerSettings, item, "answer")  # types are checked there
+    if not _PROMPT_REF.match(a.prompt):
         raise ConfigError(f"answer.prompt must be <name>@<version> such as answer@1, got {a.prompt!r}")
-    whole = (a.max_tokens, a.context_tokens, a.max_retries)
-    if any(isinstance(v, bool) or not isinstance(v, int) for v in whole):
-        raise ConfigError("answer: max_tokens, context_tokens and max_retries must be whole numbers")
     if a.max_tokens < 1 or a.context_tokens < 1 or a.max_retries < 0:
         raise ConfigError("answer: max_tokens and context_tokens must be at least 1, max_retries at least 0")
-    if not isinstance(a.temperature, int | float) or not 0 <= a.temperature <= 2:
+    if not 0 <= a.temperature <= 2:
         raise ConfigError("answer.temperature must be a number from 0 to 2")
-    if not isinstance(a.min_support, int | float) or not -1 <= a.min_support <= 1:
+    if not -1 <= a.min_support <= 1:
         raise ConfigError("answer.min_support must be a cosine similarity from -1 to 1")
     if a.tokenizer not in TOKENIZERS:
         raise ConfigError(f"answer.tokenizer must be one of {TOKENIZERS}, got {a.tokenizer!r}")
@@ -1311,9 +1286,7 @@ def _cache(raw: dict[str, Any]) -> CacheSettings:
         raise ConfigError("cache.ttl_seconds must be greater than 0")
     if not 0 < cache.semantic_threshold <= 1:
         raise ConfigError("cache.semantic_threshold must be a cosine similarity in (0, 1]")
-    if cache.max_entries is not None and (
-        isinstance(cache.max_entries, bool) or not isinstance(cache.max_entries, int) or cache.max_entries < 1
-    ):
+    if cache.max_entries is not None and cache.max_entries < 1:
         raise ConfigError("cache.max_entries must be a whole number of at least 1 (or null: no limit)")
     return cache
 
@@ -1339,16 +1312,14 @@ def parse_guardrails(raw: Any) -> GuardrailSettings:
         item["blocklist"] = tuple(t.strip() for t in terms)
     if "actions" in item:
         item["actions"] = _build(GuardrailActionSettings, item["actions"] or {}, "guardrails.actions")
-    guardrails = _build(GuardrailSettings, item, "guardrails")
-    if not isinstance(guardrails.enabled, bool):
-        raise ConfigError("guardrails.enabled must be true or false")
+    guardrails = _build(GuardrailSettings, item, "guardrails")  # types are checked there
     if guardrails.injection not in INJECTION_MODES:
         raise ConfigError(f"guardrails.injection must be one of {INJECTION_MODES}")
     for name, action in guardrails.actions.__dict__.items():
         if action not in GUARDRAIL_ACTIONS:
             raise ConfigError(f"guardrails.actions.{name} must be one of {GUARDRAIL_ACTIONS}")
     limit = guardrails.max_answer_chars
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 100):
+    if limit is not None and limit < 100:
         raise ConfigError("guardrails.max_answer_chars must be a whole number of at least 100, or null")
     unredacted = sorted(set(guardrails.restore) - set(guardrails.redact))
     if unredacted:
@@ -1398,7 +1369,7 @@ def _alerts(raw: dict[str, Any]) -> AlertSettings:
         smtp = _build(SmtpAlertSettings, item, "alerts.smtp")
         if smtp.security not in ALERT_SECURITY:
             raise ConfigError(f"alerts.smtp.security must be one of {ALERT_SECURITY}, got {smtp.security!r}")
-        if isinstance(smtp.port, bool) or not isinstance(smtp.port, int) or not 0 < smtp.port < 65536:
+        if not 0 < smtp.port < 65536:
             raise ConfigError("alerts.smtp.port must be a whole number from 1 to 65535")
         if smtp.password_env is not None:
             _check_env_name(smtp.password_env, "alerts.smtp.password_env")
@@ -1432,7 +1403,7 @@ def _check_env_name(name: Any, where: str) -> None:
 
 def _check_endpoint_limits(embedding: EmbeddingSettings, where: str) -> None:
     limits = (embedding.max_in_flight, embedding.max_tokens_per_input, embedding.max_tokens_per_request)
-    if any(v is not None and (not isinstance(v, int) or v < 1) for v in limits):
+    if any(v is not None and v < 1 for v in limits):
         raise ConfigError(
             f"{where}: max_in_flight, max_tokens_per_input and max_tokens_per_request must be whole "
             "numbers of at least 1"
@@ -1501,13 +1472,18 @@ def _build(cls: type, raw: dict[str, Any], where: str):
         raise ConfigError(f"{where}: {exc}") from exc
 
 
+def _whole(value: Any) -> bool:
+    """An int that is not a bool (YAML's true/false parse as bool, a subclass of int)."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
 # What a YAML value of each scalar field type must be, and how an error names it. YAML reads
 # `true` as a bool (a subclass of int), `"16"` as text, and `1e-3` or `1.0e5` as text (PyYAML's
 # floats need a dot and a signed exponent: 1.0e-3, 1.0e+5).
 _DECIMAL = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)")
 _EXPONENT = re.compile(_DECIMAL.pattern + r"[eE][-+]?\d+")
 _SCALAR_KINDS: dict[type, tuple[str, typing.Callable[[Any], bool]]] = {
-    int: ("a whole number", lambda v: _whole(v)),
+    int: ("a whole number", _whole),
     float: ("a number", lambda v: isinstance(v, int | float) and not isinstance(v, bool)),
     bool: ("true or false", lambda v: isinstance(v, bool)),
     str: ("text", lambda v: isinstance(v, str)),
@@ -1574,8 +1550,3 @@ def _check_index_bounds(index: IndexSettings) -> None:
     for name in ("recall_sample", "min_real_queries"):
         if getattr(index, name) < 1:
             raise ConfigError(f"index.{name} must be at least 1, got {getattr(index, name)}")
-
-
-def _whole(value: Any) -> bool:
-    """An int that is not a bool (YAML's true/false parse as bool, a subclass of int)."""
-    return isinstance(value, int) and not isinstance(value, bool)
